@@ -1,0 +1,85 @@
+/**
+ * The dstream command line. Each verb is a function of lib/ taking parsed options and stdio, so
+ * the bin stays a one-liner and every behaviour is testable without a process.
+ */
+import yargs from 'yargs';
+import { INVALID_POLICIES, type InvalidPolicy } from '../envelope/invalid.js';
+import { messageOf } from '../errors.js';
+import { ExitCodes } from '../protocol/exit-codes.js';
+import { DEFAULT_TEMPLATE } from '../streams/destination.js';
+import { DEFAULT_MAX_LINE_BYTES, routeCommand, type CommandIO } from './route.js';
+
+export async function main(argv: string[], io: CommandIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  let code: number = ExitCodes.OK;
+  let usageError: string | undefined;
+  const cli = yargs(argv)
+    .scriptName('dstream')
+    .usage('$0 <command> [options]\n\nStream SQL Server change data capture to Azure Service Bus.')
+    .command(
+      'route',
+      'Stamp each envelope with its destination queue (NDJSON stdin -> stdout)',
+      (y) =>
+        y
+          .option('template', {
+            type: 'string',
+            default: DEFAULT_TEMPLATE,
+            describe: 'destination name; placeholders {table}, {schema}, {database}',
+          })
+          .option('include', { type: 'string', array: true, describe: 'only these tables (name, schema.name, * wildcard); repeat or comma-separate' })
+          .option('exclude', { type: 'string', array: true, describe: 'leave out these tables' })
+          .option('on-invalid', { choices: INVALID_POLICIES, describe: 'what to do with a line that is not an envelope (default fail; dead-letter when --dead-letter is given)' })
+          .option('dead-letter', { type: 'string', describe: 'append invalid records (raw line, reason, line number) to this file' })
+          .option('max-line-bytes', { type: 'number', default: DEFAULT_MAX_LINE_BYTES, describe: 'longest accepted line' })
+          .option('quiet', { type: 'boolean', default: false, describe: 'no notes on stderr (errors are still printed)' })
+          .example('mssql-cdc --tables Persons,Orders | $0 route | asb-sink', 'route CDC rows to one queue per table')
+          .example("$0 route --template '{schema}.{table}' --exclude 'audit.*' < changes.ndjson > routed.ndjson", 'file to file')
+          .example('$0 route --on-invalid dead-letter --dead-letter bad.ndjson < changes.ndjson', 'keep going past bad lines'),
+      async (args) => {
+        code = await routeCommand(
+          {
+            template: args.template,
+            include: splitList(args.include),
+            exclude: splitList(args.exclude),
+            onInvalid: args['on-invalid'] as InvalidPolicy | undefined,
+            deadLetter: args['dead-letter'],
+            maxLineBytes: args['max-line-bytes'],
+            quiet: args.quiet,
+          },
+          io,
+        );
+      },
+    )
+    .demandCommand(1, 'Name a command: dstream route. See dstream --help.')
+    .strict()
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .exitProcess(false)
+    .fail((msg, err) => {
+      usageError = msg ?? messageOf(err);
+    });
+  try {
+    const out = await new Promise<string>((resolve, reject) => {
+      cli.parseAsync(argv, {}, (err, _parsed, output) => (err && !usageError ? reject(err) : resolve(output))).catch(reject);
+    });
+    if (usageError !== undefined) {
+      io.stderr.write(`${await cli.getHelp()}\n\n${usageError}\n`);
+      return ExitCodes.USAGE;
+    }
+    if (out) io.stdout.write(`${out}\n`);
+  } catch (err) {
+    if (usageError !== undefined) {
+      io.stderr.write(`${usageError}\n`);
+      return ExitCodes.USAGE;
+    }
+    io.stderr.write(`dstream: ${messageOf(err)}\n`);
+    return ExitCodes.FAILURE;
+  }
+  return code;
+}
+
+function splitList(values: string[] | undefined): string[] | undefined {
+  return values?.flatMap((v) => v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0);
+}

@@ -1,0 +1,172 @@
+/**
+ * A small schema for provider configuration: enough to validate config objects with messages
+ * that name the field, what was expected and a did-you-mean for unknown keys; to map
+ * standalone flags and environment variables onto config; and to print --help. Values of fields
+ * marked `secret` never appear in messages.
+ */
+import { DstreamError, ErrorCodes } from '../errors.js';
+
+export type FieldType = 'string' | 'integer' | 'number' | 'boolean' | 'string[]' | 'object';
+
+export interface FieldSchema {
+  type: FieldType;
+  description?: string;
+  required?: boolean;
+  default?: unknown;
+  enum?: readonly (string | number)[];
+  minimum?: number;
+  maximum?: number;
+  /** Environment variable read when neither config nor flag gives a value. */
+  env?: string;
+  /** Never echoed in messages or logs. */
+  secret?: boolean;
+}
+
+export type ConfigSchema = Record<string, FieldSchema>;
+
+export interface ValidateOptions {
+  /** Prefix of field paths in messages. Default `config`. */
+  path?: string;
+  /** Environment for `env` fallbacks. */
+  env?: Record<string, string | undefined>;
+}
+
+/** Checks `value` against `schema`, fills defaults and env fallbacks; throws one error listing every problem. */
+export function validateConfig(
+  schema: ConfigSchema,
+  value: Record<string, unknown>,
+  options: ValidateOptions = {},
+): Record<string, unknown> {
+  const path = options.path ?? 'config';
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  const known = Object.keys(schema);
+  for (const key of Object.keys(value)) {
+    if (!(key in schema)) {
+      const guess = didYouMean(key, known);
+      problems.push(`${path}.${key}: unknown key${guess ? `; did you mean "${guess}"?` : `; known keys: ${known.join(', ') || 'none'}`}`);
+    }
+  }
+  for (const [key, field] of Object.entries(schema)) {
+    let v = value[key];
+    let from = `${path}.${key}`;
+    if (v === undefined && field.env !== undefined && options.env?.[field.env] !== undefined) {
+      v = coerce(field, options.env[field.env]!);
+      from = `environment variable ${field.env}`;
+    }
+    if (v === undefined) {
+      if (field.default !== undefined) out[key] = structuredClone(field.default);
+      else if (field.required) problems.push(`${path}.${key}: required${field.env ? ` (or set ${field.env})` : ''}${field.description ? ` - ${field.description}` : ''}`);
+      continue;
+    }
+    const problem = fieldProblem(field, v);
+    if (problem !== undefined) problems.push(`${from}: ${problem}`);
+    else out[key] = v;
+  }
+  if (problems.length > 0) {
+    throw new DstreamError(ErrorCodes.CONFIG, problems.length === 1 ? problems[0]! : `invalid configuration:\n  ${problems.join('\n  ')}`, {
+      details: { problems },
+    });
+  }
+  return out;
+}
+
+function fieldProblem(field: FieldSchema, v: unknown): string | undefined {
+  const got = field.secret ? `a ${typeOf(v)}` : shown(v);
+  switch (field.type) {
+    case 'string':
+      if (typeof v !== 'string') return `expected a string, got ${got}`;
+      break;
+    case 'integer':
+      if (typeof v !== 'number' || !Number.isInteger(v)) return `expected an integer, got ${got}`;
+      break;
+    case 'number':
+      if (typeof v !== 'number' || !Number.isFinite(v)) return `expected a number, got ${got}`;
+      break;
+    case 'boolean':
+      if (typeof v !== 'boolean') return `expected true or false, got ${got}`;
+      break;
+    case 'string[]':
+      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) return `expected a list of strings, got ${got}`;
+      break;
+    case 'object':
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) return `expected an object, got ${got}`;
+      break;
+  }
+  if (field.enum !== undefined && !field.enum.includes(v as string | number)) {
+    return `expected one of ${field.enum.map((e) => JSON.stringify(e)).join(', ')}, got ${got}`;
+  }
+  if (typeof v === 'number') {
+    if (field.minimum !== undefined && v < field.minimum) return `must be at least ${field.minimum}, got ${v}`;
+    if (field.maximum !== undefined && v > field.maximum) return `must be at most ${field.maximum}, got ${v}`;
+  }
+  return undefined;
+}
+
+/** Turns a string (flag or environment value) into the field's type where it reads as one. */
+export function coerce(field: FieldSchema, raw: string): unknown {
+  switch (field.type) {
+    case 'integer':
+    case 'number': {
+      const n = Number(raw);
+      return raw.trim() !== '' && Number.isFinite(n) ? n : raw;
+    }
+    case 'boolean':
+      if (/^(true|1|yes)$/i.test(raw)) return true;
+      if (/^(false|0|no)$/i.test(raw)) return false;
+      return raw;
+    case 'string[]':
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
+    case 'object':
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        return raw; // reported by validation as "expected an object, got string ..."
+      }
+    default:
+      return raw;
+  }
+}
+
+function typeOf(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'list';
+  return typeof v;
+}
+
+function shown(v: unknown): string {
+  const text = JSON.stringify(v) ?? String(v);
+  return `${typeOf(v)} ${text.length > 60 ? `${text.slice(0, 60)}...` : text}`;
+}
+
+/** The closest candidate within a small edit distance, for "did you mean". */
+export function didYouMean(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  const w = word.toLowerCase().replaceAll('-', '_');
+  for (const c of candidates) {
+    const d = distance(w, c.toLowerCase());
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}

@@ -1,0 +1,198 @@
+/**
+ * NDJSON bytes -> envelopes.
+ *
+ * Lines are found by scanning Buffers for 0x0A, which never occurs inside a multi-byte UTF-8
+ * sequence, so a character split across chunks is decoded whole once its line is complete; no
+ * StringDecoder is needed on the hot path. The partial line is carried as a list of Buffers and
+ * capped by `maxLineBytes`.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
+import { InvalidRecords, type InvalidRecord, type InvalidRecordOptions, type InvalidStats } from './invalid.js';
+import type { Envelope } from './types.js';
+import { envelopeProblem } from './validate.js';
+
+export const DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024;
+
+export interface DecodeOptions extends InvalidRecordOptions {
+  /** Longest accepted line in bytes, newline excluded. Default 4 MiB. */
+  maxLineBytes?: number;
+  /**
+   * Treat the first non-blank line as a protocol header: it must be a JSON object and is passed
+   * on as the first chunk without envelope validation. Later lines are envelopes. Used by
+   * provider hosts in front of `routeCommands()`.
+   */
+  header?: boolean;
+  /** Objects buffered on the readable side. Default 16. */
+  highWaterMark?: number;
+}
+
+export interface DecodeStats extends InvalidStats {
+  /** Lines read, blank ones included. */
+  lines: number;
+  /** Envelopes emitted. */
+  envelopes: number;
+}
+
+const lineNumbers = new WeakMap<object, number>();
+
+/** The input line an envelope was decoded from, when it came through `decodeEnvelopes()`. */
+export function lineOf(envelope: object): number | undefined {
+  return lineNumbers.get(envelope);
+}
+
+const LF = 0x0a;
+
+export class EnvelopeDecoder extends Transform {
+  private readonly maxLineBytes: number;
+  private readonly invalid: InvalidRecords;
+  private expectHeader: boolean;
+  private carry: Buffer[] = [];
+  private carryBytes = 0;
+  private lineNo = 0;
+  private envelopes = 0;
+  private pending: Promise<void>[] = [];
+
+  constructor(options: DecodeOptions = {}) {
+    super({ writableObjectMode: false, readableObjectMode: true, readableHighWaterMark: options.highWaterMark ?? 16 });
+    const max = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+    if (!Number.isInteger(max) || max < 1) throw invalidOption(`maxLineBytes must be a positive integer; got ${max}`);
+    this.maxLineBytes = max;
+    this.invalid = new InvalidRecords(options);
+    this.expectHeader = options.header === true;
+  }
+
+  get stats(): DecodeStats {
+    return { ...this.invalid.stats, lines: this.lineNo, envelopes: this.envelopes };
+  }
+
+  /** The end-of-run line for skipped or dead-lettered records, if any. */
+  summary(): string | undefined {
+    return this.invalid.summary();
+  }
+
+  override _transform(chunk: Buffer | string, encoding: BufferEncoding, callback: TransformCallback): void {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk, encoding) : chunk;
+    let start = 0;
+    let nl = buf.indexOf(LF, 0);
+    try {
+      if (nl !== -1 && this.carryBytes > 0) {
+        this.checkLength(this.carryBytes + nl);
+        this.carry.push(buf.subarray(0, nl));
+        const joined = Buffer.concat(this.carry, this.carryBytes + nl);
+        this.carry = [];
+        this.carryBytes = 0;
+        this.line(joined.toString('utf8'));
+        start = nl + 1;
+        nl = buf.indexOf(LF, start);
+      }
+      while (nl !== -1) {
+        this.checkLength(nl - start);
+        this.line(buf.toString('utf8', start, nl));
+        start = nl + 1;
+        nl = buf.indexOf(LF, start);
+      }
+      if (start < buf.length) {
+        this.checkLength(this.carryBytes + buf.length - start);
+        // Copy: the caller may reuse its buffer, and a subarray would pin the whole chunk.
+        this.carry.push(Buffer.from(buf.subarray(start)));
+        this.carryBytes += buf.length - start;
+      }
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    this.settle(callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.carryBytes > 0) {
+      const tail = Buffer.concat(this.carry, this.carryBytes).toString('utf8');
+      this.carry = [];
+      this.carryBytes = 0;
+      try {
+        this.line(tail);
+      } catch (err) {
+        callback(err as Error);
+        return;
+      }
+    }
+    this.settle(callback);
+  }
+
+  /** Calls back once every dead-letter write of this chunk has been taken. */
+  private settle(callback: TransformCallback): void {
+    if (this.pending.length === 0) {
+      callback();
+      return;
+    }
+    const waits = this.pending;
+    this.pending = [];
+    Promise.all(waits).then(() => callback(), callback);
+  }
+
+  private checkLength(bytes: number): void {
+    if (bytes > this.maxLineBytes) {
+      throw new DstreamError(
+        ErrorCodes.LINE_TOO_LONG,
+        `line ${this.lineNo + 1} is longer than maxLineBytes (${this.maxLineBytes} bytes) and was not read; ` +
+          'raise --max-line-bytes if such records are expected',
+        { details: { line: this.lineNo + 1, maxLineBytes: this.maxLineBytes } },
+      );
+    }
+  }
+
+  private line(text: string): void {
+    const n = ++this.lineNo;
+    if (n === 1 && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    if (text.charCodeAt(text.length - 1) === 0x0d) text = text.slice(0, -1);
+    // Fast path: nearly every line starts with '{'. Anything else may be blank or whitespace.
+    if (text.charCodeAt(0) !== 0x7b && text.trim().length === 0) return;
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      if (this.expectHeader) throw this.badHeader(n, text, (err as Error).message);
+      this.refuse({ stage: 'decode', line: n, reason: `not valid JSON (${(err as Error).message})`, raw: text });
+      return;
+    }
+    if (this.expectHeader) {
+      this.expectHeader = false;
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+        throw this.badHeader(n, text, 'not a JSON object');
+      }
+      this.push(value);
+      return;
+    }
+    const problem = envelopeProblem(value);
+    if (problem !== undefined) {
+      this.refuse({ stage: 'decode', line: n, reason: `not an envelope: ${problem}`, raw: text });
+      return;
+    }
+    lineNumbers.set(value as object, n);
+    this.envelopes++;
+    this.push(value);
+  }
+
+  private refuse(rec: InvalidRecord): void {
+    const outcome = this.invalid.handle(rec);
+    if (outcome instanceof Error) throw outcome;
+    this.emit('invalid', rec);
+    if (outcome !== undefined) this.pending.push(outcome);
+  }
+
+  private badHeader(line: number, text: string, why: string): DstreamError {
+    return new DstreamError(
+      ErrorCodes.PROTOCOL,
+      `line ${line}: the command header is ${why}; expected {"command":"run|discover|init|plan|status|destroy","config":{...}}`,
+      { details: { line, excerpt: text.slice(0, 80) } },
+    );
+  }
+}
+
+/** Bytes -> envelopes. See `DecodeOptions` for line limits, headers and invalid-record policy. */
+export function decodeEnvelopes(options?: DecodeOptions): EnvelopeDecoder {
+  return new EnvelopeDecoder(options);
+}
+
+export type { Envelope };

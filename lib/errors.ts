@@ -1,0 +1,69 @@
+/**
+ * The one catalogue of dstream errors. Callers branch on `code` (stable strings), never on
+ * message text or `instanceof` (two copies of the package would not share classes).
+ */
+
+export const ErrorCodes = {
+  /** A factory or CLI was given options it cannot work with. Thrown at construction. */
+  INVALID_OPTION: 'DSTREAM_ERR_INVALID_OPTION',
+  /** A record (line, envelope) is not valid and the invalid-record policy is `fail`. */
+  INVALID_RECORD: 'DSTREAM_ERR_INVALID_RECORD',
+  /** A line grew past `maxLineBytes` without a newline. */
+  LINE_TOO_LONG: 'DSTREAM_ERR_LINE_TOO_LONG',
+  /** A rendered destination is not a valid Service Bus entity name. */
+  INVALID_DESTINATION: 'DSTREAM_ERR_INVALID_DESTINATION',
+  /** Two different tables map to destinations that Service Bus would treat as one. */
+  DESTINATION_COLLISION: 'DSTREAM_ERR_DESTINATION_COLLISION',
+  /** More destinations than `maxPartitions`. */
+  TOO_MANY_PARTITIONS: 'DSTREAM_ERR_TOO_MANY_PARTITIONS',
+  /** A partition's sink failed; the cause is attached. */
+  PARTITION_FAILED: 'DSTREAM_ERR_PARTITION_FAILED',
+  /** A protocol line (command header, handshake, result) is malformed. */
+  PROTOCOL: 'DSTREAM_ERR_PROTOCOL',
+  /** The command header names a verb that is not part of the protocol. */
+  UNKNOWN_COMMAND: 'DSTREAM_ERR_UNKNOWN_COMMAND',
+  /** The verb is part of the protocol, but this provider has no handler for it. */
+  UNSUPPORTED_COMMAND: 'DSTREAM_ERR_UNSUPPORTED_COMMAND',
+  /** Provider configuration does not match the provider's schema. */
+  CONFIG: 'DSTREAM_ERR_CONFIG',
+  /** A provider handler failed. */
+  PROVIDER: 'DSTREAM_ERR_PROVIDER',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export interface DstreamErrorOptions {
+  cause?: unknown;
+  /** Structured facts about where it happened (line, table, destination, field...). */
+  details?: Record<string, unknown>;
+}
+
+export class DstreamError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: DstreamErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'DstreamError';
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+}
+
+/** True when `err` carries a dstream code; works across copies of the package. */
+export function isDstreamError(err: unknown, code?: ErrorCode): err is DstreamError {
+  if (typeof err !== 'object' || err === null) return false;
+  const c = (err as { code?: unknown }).code;
+  if (typeof c !== 'string' || !c.startsWith('DSTREAM_ERR_')) return false;
+  return code === undefined || c === code;
+}
+
+export function invalidOption(message: string, details?: Record<string, unknown>): DstreamError {
+  return new DstreamError(ErrorCodes.INVALID_OPTION, message, { details });
+}
+
+/** A message from any thrown value, for places that must report a failure as text. */
+export function messageOf(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

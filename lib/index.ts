@@ -1,0 +1,52 @@
+/**
+ * dstream: the public API. Factories return streams that work inside `stream.pipeline()`.
+ *
+ *   await pipeline(process.stdin, decodeEnvelopes(), route(), encodeEnvelopes(), process.stdout);
+ */
+export { DstreamError, ErrorCodes, isDstreamError, type ErrorCode } from './errors.js';
+
+export {
+  CHECKPOINT_TYPE,
+  checkpoint,
+  isCheckpoint,
+  tableOf,
+  type CheckpointData,
+  type CheckpointEnvelope,
+  type Envelope,
+  type EnvelopeMetadata,
+  type OperationType,
+} from './envelope/types.js';
+export { envelopeProblem, isEnvelope } from './envelope/validate.js';
+export { decodeEnvelopes, lineOf, DEFAULT_MAX_LINE_BYTES, type DecodeOptions, type DecodeStats, type EnvelopeDecoder } from './envelope/decode.js';
+export { encodeEnvelopes, type EncodeOptions, type EnvelopeEncoder } from './envelope/encode.js';
+export { INVALID_POLICIES, type InvalidPolicy, type InvalidRecord, type InvalidRecordOptions } from './envelope/invalid.js';
+
+export { route, type RouteOptions, type RouteStats, type Router } from './streams/route.js';
+export {
+  DEFAULT_TEMPLATE,
+  entityNameProblem,
+  planDestinations,
+  type Assignment,
+  type TableRef,
+} from './streams/destination.js';
+export { partitionByTable, type PartitionOptions, type PartitionStats, type Partitioner } from './streams/partition.js';
+
+export {
+  PROTOCOL_VERSION,
+  VERBS,
+  header,
+  parseHeader,
+  readHandshake,
+  type CommandHeader,
+  type LifecycleVerb,
+  type ReadyLine,
+  type ResourceReport,
+  type ResultLine,
+  type StreamDescriptor,
+  type Verb,
+} from './protocol/messages.js';
+export { routeCommands, type CommandHandlers, type CommandRouter, type LifecycleHandler } from './protocol/command-router.js';
+export { ExitCodes, exitCodeFor } from './protocol/exit-codes.js';
+
+export { validateConfig, type ConfigSchema, type FieldSchema } from './config/schema.js';
+export { runProvider, type ProviderContext, type ProviderDefinition, type ProviderIO } from './provider/run-provider.js';

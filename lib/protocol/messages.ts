@@ -1,0 +1,146 @@
+/**
+ * The line protocol between dstream and provider executables. docs/protocol.md is the prose;
+ * lib/protocol/schemas/*.json are the JSON Schemas; this file is the code both agree with.
+ */
+import { DstreamError, ErrorCodes } from '../errors.js';
+import { describe } from '../envelope/validate.js';
+
+export const PROTOCOL_VERSION = 1;
+
+export const VERBS = ['run', 'discover', 'init', 'plan', 'status', 'destroy'] as const;
+export type Verb = (typeof VERBS)[number];
+export type LifecycleVerb = Exclude<Verb, 'run'>;
+
+export function isVerb(value: unknown): value is Verb {
+  return typeof value === 'string' && (VERBS as readonly string[]).includes(value);
+}
+
+/** A stream (table) an input provider will emit, as `discover` reports it. */
+export interface StreamDescriptor {
+  name: string;
+  schema?: string;
+  database?: string;
+  keys?: string[];
+  columns?: Array<{ name: string; type?: string; nullable?: boolean }>;
+  [key: string]: unknown;
+}
+
+export interface CommandHeader {
+  command: Verb;
+  config: Record<string, unknown>;
+  protocol?: number;
+  /** Stored checkpoint position handed to an input provider on `run`. */
+  state?: unknown;
+  /** What the input provider discovered, handed to an output provider. */
+  streams?: StreamDescriptor[];
+  task?: string;
+  /** True when the first line was a bare config (older executors): no handshake is sent back. */
+  legacy?: boolean;
+  [key: string]: unknown;
+}
+
+export interface ReadyLine {
+  status: 'ready';
+  protocol: number;
+}
+
+export interface ResourceReport {
+  kind: string;
+  name: string;
+  action?: 'create' | 'update' | 'delete' | 'unchanged' | 'exists-unmanaged';
+  [key: string]: unknown;
+}
+
+export interface ResultLine {
+  status: 'ok' | 'error';
+  command: string;
+  message?: string;
+  code?: string;
+  resources?: ResourceReport[];
+  [key: string]: unknown;
+}
+
+/** A handshake failure; also the shape of a failed result line, which carries `command` too. */
+export interface ErrorLine {
+  status: 'error';
+  message: string;
+  code?: string;
+  command?: string;
+}
+
+export const READY: ReadyLine = Object.freeze({ status: 'ready', protocol: PROTOCOL_VERSION }) as ReadyLine;
+
+/**
+ * Reads the first line a provider received. A line with `command` is a command header; a line
+ * without is an older executor's bare config and means `run`.
+ */
+export function parseHeader(value: unknown): CommandHeader {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new DstreamError(ErrorCodes.PROTOCOL, `the command header must be a JSON object, got ${describe(value)}`);
+  }
+  const v = value as Record<string, unknown>;
+  if (!('command' in v)) {
+    if ('data' in v && ('metadata' in v || 'type' in v || 'source' in v)) {
+      // A pipe started a provider without flags: treating this line as config would eat a record.
+      throw new DstreamError(
+        ErrorCodes.PROTOCOL,
+        'the first line is a data envelope, not a command header or config; in a pipe, start the provider with its options or --standalone',
+      );
+    }
+    return { command: 'run', config: v, legacy: true };
+  }
+  if (!isVerb(v.command)) {
+    throw new DstreamError(
+      ErrorCodes.UNKNOWN_COMMAND,
+      `unknown command ${JSON.stringify(v.command)}; the protocol knows ${VERBS.join(', ')}`,
+      { details: { command: v.command } },
+    );
+  }
+  const config = v.config ?? {};
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new DstreamError(ErrorCodes.PROTOCOL, `"config" in the command header must be an object, got ${describe(config)}`);
+  }
+  if (v.protocol !== undefined) {
+    if (!Number.isInteger(v.protocol)) {
+      throw new DstreamError(ErrorCodes.PROTOCOL, `"protocol" must be an integer, got ${describe(v.protocol)}`);
+    }
+    if ((v.protocol as number) > PROTOCOL_VERSION) {
+      throw new DstreamError(
+        ErrorCodes.PROTOCOL,
+        `the executor speaks protocol ${v.protocol as number}; this provider speaks ${PROTOCOL_VERSION}: upgrade the provider`,
+      );
+    }
+  }
+  if (v.streams !== undefined && !Array.isArray(v.streams)) {
+    throw new DstreamError(ErrorCodes.PROTOCOL, `"streams" must be a list, got ${describe(v.streams)}`);
+  }
+  return { ...v, command: v.command, config: config as Record<string, unknown> };
+}
+
+export function header(command: Verb, config: Record<string, unknown>, extra: Partial<CommandHeader> = {}): CommandHeader {
+  return { command, config, protocol: PROTOCOL_VERSION, ...extra };
+}
+
+export function errorLine(err: unknown, command?: string): ErrorLine {
+  const message = err instanceof Error ? err.message : String(err);
+  const line: ErrorLine = { status: 'error', message };
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') line.code = code;
+  if (command !== undefined) line.command = command;
+  return line;
+}
+
+/**
+ * Classifies a provider's first stdout line. `legacy` means it was not a handshake: an older
+ * provider that starts with data, and that line is data.
+ */
+export function readHandshake(value: unknown): { kind: 'ready'; protocol: number } | { kind: 'error'; message: string; code?: string } | { kind: 'legacy' } {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    const v = value as Record<string, unknown>;
+    if (v.status === 'ready' && !('data' in v)) return { kind: 'ready', protocol: typeof v.protocol === 'number' ? v.protocol : 0 };
+    if (v.status === 'error' && typeof v.message === 'string' && !('data' in v)) {
+      return typeof v.code === 'string' ? { kind: 'error', message: v.message, code: v.code } : { kind: 'error', message: v.message };
+    }
+  }
+  return { kind: 'legacy' };
+}

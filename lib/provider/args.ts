@@ -1,0 +1,99 @@
+/**
+ * Standalone mode: a provider started from a shell with flags. `--batch-size 10` sets config key
+ * `batch_size`; `--flag` / `--no-flag` set booleans; a list takes commas or repeats. An optional
+ * first word names the verb (`mssql-cdc discover --connection-string ...`); default `run`.
+ */
+import { DstreamError, ErrorCodes } from '../errors.js';
+import { coerce, didYouMean, type ConfigSchema, type FieldSchema } from '../config/schema.js';
+import { isVerb, VERBS, type Verb } from '../protocol/messages.js';
+
+export interface ProviderArgs {
+  verb: Verb;
+  config: Record<string, unknown>;
+  help: boolean;
+  version: boolean;
+}
+
+export function flagName(key: string): string {
+  return `--${key.replaceAll('_', '-')}`;
+}
+
+export function parseProviderArgs(schema: ConfigSchema, argv: readonly string[]): ProviderArgs {
+  const out: ProviderArgs = { verb: 'run', config: {}, help: false, version: false };
+  const byFlag = new Map<string, [string, FieldSchema]>(Object.entries(schema).map(([k, f]) => [flagName(k), [k, f]]));
+  let i = 0;
+  if (argv[0] !== undefined && !argv[0].startsWith('-')) {
+    if (!isVerb(argv[0])) throw usage(`unknown command "${argv[0]}"; use one of ${VERBS.join(', ')}`);
+    out.verb = argv[0];
+    i = 1;
+  }
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') {
+      out.help = true;
+      continue;
+    }
+    if (arg === '--version') {
+      out.version = true;
+      continue;
+    }
+    if (arg === '--standalone') continue;
+    if (!arg.startsWith('--')) throw usage(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    const name = eq === -1 ? arg : arg.slice(0, eq);
+    let entry = byFlag.get(name);
+    let negated = false;
+    if (entry === undefined && name.startsWith('--no-')) {
+      entry = byFlag.get(`--${name.slice(5)}`);
+      negated = entry?.[1].type === 'boolean';
+      if (!negated) entry = undefined;
+    }
+    if (entry === undefined) {
+      const guess = didYouMean(name, [...byFlag.keys()]);
+      throw usage(`unknown option ${name}${guess ? `; did you mean ${guess}?` : ''} (see --help)`);
+    }
+    const [key, field] = entry;
+    if (field.type === 'boolean' && eq === -1) {
+      out.config[key] = !negated;
+      continue;
+    }
+    const raw = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+    if (raw === undefined) throw usage(`option ${name} needs a value`);
+    const value = coerce(field, raw);
+    const prev = out.config[key];
+    out.config[key] = field.type === 'string[]' && Array.isArray(prev) ? [...prev, ...(value as string[])] : value;
+  }
+  return out;
+}
+
+function usage(message: string): DstreamError {
+  return new DstreamError(ErrorCodes.CONFIG, message);
+}
+
+/** --help text generated from the schema. */
+export function providerHelp(name: string, description: string | undefined, schema: ConfigSchema, verbs: readonly Verb[], examples: readonly string[] = []): string {
+  const lines = [`Usage: ${name} [${verbs.join('|')}] [options]`, ''];
+  if (description) lines.push(description, '');
+  lines.push(
+    'Without options, reads a command header as the first line of stdin (started by `dstream run`).',
+    'With options (or --standalone), runs from them: the shape for Unix pipes.',
+    '',
+    'Options:',
+  );
+  const rows: Array<[string, string]> = Object.entries(schema).map(([key, f]) => {
+    const flag = `${flagName(key)}${f.type === 'boolean' ? '' : ` <${f.type === 'string[]' ? 'a,b,...' : f.type}>`}`;
+    const notes = [
+      f.description ?? '',
+      f.enum ? `one of ${f.enum.join(', ')}` : '',
+      f.default !== undefined && !f.secret ? `default ${JSON.stringify(f.default)}` : '',
+      f.env ? `env ${f.env}` : '',
+      f.required ? 'required' : '',
+    ].filter((s) => s.length > 0);
+    return [flag, notes.join('; ')];
+  });
+  rows.push(['--standalone', 'run from options and environment with no options given'], ['--help', 'show this help'], ['--version', 'show the version']);
+  const width = Math.max(...rows.map(([f]) => f.length)) + 2;
+  for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(width)}${text}`);
+  if (examples.length > 0) lines.push('', 'Examples:', ...examples.map((e) => `  ${e}`));
+  return `${lines.join('\n')}\n`;
+}

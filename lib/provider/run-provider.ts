@@ -1,0 +1,275 @@
+/**
+ * runProvider(): the stdio host of every provider executable. It reads the command header,
+ * validates config, answers the handshake, routes the verb, keeps stdout for protocol lines and
+ * data (logs go to stderr), maps failures to an error line and exit code, stops cleanly on
+ * SIGINT/SIGTERM and exits quietly when stdout's reader goes away (EPIPE).
+ */
+import type { Readable, Writable } from 'node:stream';
+import { validateConfig, type ConfigSchema } from '../config/schema.js';
+import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
+import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
+import { messageOf } from '../errors.js';
+import { routeCommands, type CommandHandlers, type CommandRouter } from '../protocol/command-router.js';
+import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
+import {
+  errorLine,
+  READY,
+  VERBS,
+  type CommandHeader,
+  type LifecycleVerb,
+  type ResultLine,
+  type Verb,
+} from '../protocol/messages.js';
+import { parseProviderArgs, providerHelp } from './args.js';
+
+export interface ProviderContext<C = Record<string, unknown>> {
+  command: Verb;
+  config: C;
+  header: CommandHeader;
+  /** True when started from a shell with options rather than by an executor. */
+  standalone: boolean;
+  /** Envelopes that followed the header on stdin (what an output provider consumes). */
+  input: Readable;
+  /** Envelopes (and checkpoint acknowledgements) for stdout. Do not end it; the host does. */
+  output: Writable;
+  /** Aborted on SIGINT/SIGTERM or when stdout's reader has gone: stop producing, flush, return. */
+  signal: AbortSignal;
+  /** A line on stderr, prefixed with the provider name. */
+  log(message: string): void;
+}
+
+type Answer = Omit<Partial<ResultLine>, 'status' | 'command'> | void;
+
+export interface ProviderDefinition<C = Record<string, unknown>> {
+  name: string;
+  version?: string;
+  description?: string;
+  /** Config schema: validation, standalone options and --help. */
+  config?: ConfigSchema;
+  examples?: string[];
+  /** How long a stop may take after a signal before the process gives up. Default 10 s. */
+  graceMs?: number;
+  run?: (ctx: ProviderContext<C>) => Promise<void>;
+  discover?: (ctx: ProviderContext<C>) => Promise<Answer> | Answer;
+  init?: (ctx: ProviderContext<C>) => Promise<Answer> | Answer;
+  plan?: (ctx: ProviderContext<C>) => Promise<Answer> | Answer;
+  status?: (ctx: ProviderContext<C>) => Promise<Answer> | Answer;
+  destroy?: (ctx: ProviderContext<C>) => Promise<Answer> | Answer;
+}
+
+export interface ProviderIO {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  argv: string[];
+  env: Record<string, string | undefined>;
+  /** Where SIGINT/SIGTERM come from. Default `process`; null to install no handlers. */
+  signals?: NodeJS.EventEmitter | null;
+}
+
+const SIGNAL_CODES = { SIGINT: ExitCodes.INTERRUPTED, SIGTERM: ExitCodes.TERMINATED } as const;
+
+/** Runs a provider on stdio and resolves with the exit code once stdout is flushed. */
+export async function runProvider<C = Record<string, unknown>>(def: ProviderDefinition<C>, io?: Partial<ProviderIO>): Promise<number> {
+  const host = new ProviderHost(def, {
+    stdin: io?.stdin ?? process.stdin,
+    stdout: io?.stdout ?? process.stdout,
+    stderr: io?.stderr ?? process.stderr,
+    argv: io?.argv ?? process.argv.slice(2),
+    env: io?.env ?? process.env,
+    signals: io?.signals === undefined ? process : io.signals,
+  });
+  return host.start();
+}
+
+class ProviderHost<C> {
+  private readonly out: EnvelopeEncoder;
+  private readonly abort = new AbortController();
+  private readonly verbs: Verb[];
+  private decoder: EnvelopeDecoder | undefined;
+  /** In provider mode: passes through everything after the header, so it is the input of `run`. */
+  private router: CommandRouter | undefined;
+  /** Whether stdout may carry protocol lines (an error line on failure): not in pipes, not for older executors. */
+  private protocolLines = true;
+  private settle!: (code: number) => void;
+  private settled = false;
+  private stopCode: number | undefined;
+  private stdoutGone = false;
+
+  constructor(
+    private readonly def: ProviderDefinition<C>,
+    private readonly io: ProviderIO,
+  ) {
+    this.out = encodeEnvelopes();
+    this.verbs = VERBS.filter((v) => typeof def[v] === 'function');
+  }
+
+  start(): Promise<number> {
+    const done = new Promise<number>((resolve) => (this.settle = resolve));
+    const { stdout, signals } = this.io;
+    this.out.pipe(stdout, { end: false });
+    this.out.on('error', (err) => this.fail(err));
+    stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') {
+        // The reader went away (`| head -1`): nobody is left to tell; stop quietly.
+        this.stdoutGone = true;
+        this.abort.abort();
+        this.finish(ExitCodes.OK);
+      } else {
+        this.fail(err);
+      }
+    });
+    const onSignal = (sig: keyof typeof SIGNAL_CODES) => this.stop(sig);
+    if (signals) {
+      signals.on('SIGINT', onSignal);
+      signals.on('SIGTERM', onSignal);
+    }
+    try {
+      if (this.io.argv.length > 0) this.standalone();
+      else this.providerMode();
+    } catch (err) {
+      this.fail(err);
+    }
+    return done.finally(() => {
+      if (signals) {
+        signals.off('SIGINT', onSignal);
+        signals.off('SIGTERM', onSignal);
+      }
+    });
+  }
+
+  private log = (message: string): void => {
+    this.io.stderr.write(`${this.def.name}: ${message}\n`);
+  };
+
+  private context(header: CommandHeader, input: Readable, standalone: boolean): ProviderContext<C> {
+    const config = validateConfig(this.def.config ?? {}, header.config, { env: this.io.env }) as C;
+    return { command: header.command, config, header, standalone, input, output: this.out, signal: this.abort.signal, log: this.log };
+  }
+
+  /** Started by an executor: the first stdin line is the command header. */
+  private providerMode(): void {
+    const decoder = decodeEnvelopes({ header: true });
+    this.decoder = decoder;
+    const router = routeCommands(this.handlers(), { provider: this.def.name });
+    this.router = router;
+    this.io.stdin.on('error', (err) => decoder.destroy(err));
+    decoder.on('error', (err) => {
+      router.destroy(err);
+      this.fail(err);
+    });
+    this.io.stdin.pipe(decoder).pipe(router);
+    router.on('result', (line: ResultLine) => {
+      this.out.write(line);
+      this.finish(router.exitCode);
+    });
+    router.on('error', (err) => this.fail(err));
+  }
+
+  private handlers(): CommandHandlers {
+    const handlers: CommandHandlers = {};
+    for (const verb of this.verbs) {
+      if (verb === 'run') {
+        handlers.run = (header) => {
+          if (header.legacy) this.protocolLines = false;
+          const ctx = this.context(header, this.router!, false);
+          if (!header.legacy) this.out.write(READY);
+          this.runInBackground(ctx);
+        };
+      } else {
+        handlers[verb] = async (header) => {
+          const ctx = this.context(header, this.router!, false);
+          if (!header.legacy) this.out.write(READY);
+          return this.def[verb as LifecycleVerb]!(ctx);
+        };
+      }
+    }
+    return handlers;
+  }
+
+
+  /** Started from a shell with options: config from flags and environment, no handshake. */
+  private standalone(): void {
+    const schema = this.def.config ?? {};
+    const args = parseProviderArgs(schema, this.io.argv);
+    if (args.help) {
+      this.out.end();
+      this.io.stdout.write(providerHelp(this.def.name, this.def.description, schema, this.verbs, this.def.examples), () => this.finish(ExitCodes.OK));
+      return;
+    }
+    if (args.version) {
+      this.io.stdout.write(`${this.def.version ?? '0.0.0'}\n`, () => this.finish(ExitCodes.OK));
+      return;
+    }
+    const header: CommandHeader = { command: args.verb, config: args.config };
+    if (args.verb === 'run') {
+      this.protocolLines = false;
+      if (this.def.run === undefined) throw new Error(`${this.def.name} does not support "run"`);
+      const decoder = decodeEnvelopes();
+      this.decoder = decoder;
+      this.io.stdin.on('error', (err) => decoder.destroy(err));
+      const ctx = this.context(header, this.io.stdin.pipe(decoder), true);
+      this.runInBackground(ctx);
+      return;
+    }
+    const handler = this.def[args.verb];
+    if (handler === undefined) throw new Error(`${this.def.name} does not support "${args.verb}"; it supports ${this.verbs.join(', ')}`);
+    const ctx = this.context(header, this.io.stdin, true);
+    Promise.resolve(handler(ctx)).then(
+      (answer) => {
+        this.out.write({ ...(answer ?? {}), status: 'ok', command: args.verb });
+        this.finish(ExitCodes.OK);
+      },
+      (err: unknown) => this.fail(err, args.verb),
+    );
+  }
+
+  private runInBackground(ctx: ProviderContext<C>): void {
+    this.def.run!(ctx).then(
+      () => this.finish(this.stopCode ?? ExitCodes.OK),
+      (err: unknown) => this.fail(err, 'run'),
+    );
+  }
+
+  /** SIGINT/SIGTERM: stop reading, let the provider drain, exit within the grace period. */
+  private stop(sig: keyof typeof SIGNAL_CODES): void {
+    if (this.stopCode !== undefined) {
+      this.log(`${sig} again: exiting without waiting for the drain`);
+      this.finish(ExitCodes.FAILURE, true);
+      return;
+    }
+    this.stopCode = SIGNAL_CODES[sig];
+    this.log(`${sig}: stopping; draining what is in flight (send it again to exit at once)`);
+    this.abort.abort();
+    if (this.decoder !== undefined) {
+      this.io.stdin.unpipe(this.decoder);
+      this.decoder.end();
+    }
+    const grace = this.def.graceMs ?? 10_000;
+    setTimeout(() => {
+      this.log(`did not stop within ${grace} ms; exiting`);
+      this.finish(ExitCodes.FAILURE, true);
+    }, grace).unref();
+  }
+
+  private fail(err: unknown, command?: string): void {
+    if (this.settled) return;
+    this.log(messageOf(err));
+    if (this.protocolLines && !this.stdoutGone && !this.out.writableEnded) this.out.write(errorLine(err, command));
+    this.finish(exitCodeFor(err));
+  }
+
+  /** Ends stdout's encoder, waits until the last byte is handed to stdout, then settles. */
+  private finish(code: number, now = false): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (now || this.stdoutGone) {
+      this.settle(code);
+      return;
+    }
+    if (!this.out.writableEnded) this.out.end();
+    const flush = () => this.io.stdout.write('', () => this.settle(code));
+    if (this.out.readableEnded) flush();
+    else this.out.once('end', flush);
+  }
+}

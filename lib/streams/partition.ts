@@ -1,0 +1,210 @@
+/**
+ * partitionByTable(): fans envelopes out to one lazily created Writable per destination.
+ *
+ * Order is kept per destination because each destination has exactly one sink and writes to it
+ * are issued in arrival order. Backpressure: a write is acknowledged upstream only when the
+ * partition it went to accepted it without asking to wait, or after its 'drain', so one stalled
+ * partition stalls the input and memory stays bounded by the high-water marks.
+ *
+ * Checkpoint markers are barriers. When a marker arrives it records, for each partition, how many
+ * writes had been issued; it is released (the 'checkpoint' event and `onCheckpoint`) once each of
+ * those writes has been completed by its sink's callback, and markers are released in order. A
+ * sink must therefore call back only when a record is durable (sent, fsynced): that is the
+ * contract that makes checkpoints safe.
+ */
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { DstreamError, ErrorCodes, invalidOption, isDstreamError } from '../errors.js';
+import { isCheckpoint, type CheckpointEnvelope, type Envelope } from '../envelope/types.js';
+
+export interface PartitionOptions {
+  /** Makes the sink of a destination; called once per destination, on its first envelope. */
+  sinkFor: (destination: string) => Writable;
+  /** Refuse to open more partitions than this. Default 1000. */
+  maxPartitions?: number;
+  /** The partition key of an envelope. Default: `metadata.Destination`, else `metadata.TableName`. */
+  keyOf?: (envelope: Envelope) => string | undefined;
+  /** Called, in order, with each checkpoint once everything before it is acknowledged. May return a promise. */
+  onCheckpoint?: (checkpoint: CheckpointEnvelope) => void | Promise<void>;
+  highWaterMark?: number;
+}
+
+interface Partition {
+  readonly name: string;
+  readonly sink: Writable;
+  written: number;
+  acked: number;
+}
+
+interface Barrier {
+  readonly marker: CheckpointEnvelope;
+  readonly waits: Array<[Partition, number]>;
+}
+
+export interface PartitionStats {
+  partitions: Record<string, { written: number; acked: number }>;
+  checkpointsReleased: number;
+  checkpointsPending: number;
+}
+
+function defaultKey(env: Envelope): string | undefined {
+  const m = env.metadata;
+  const d = m?.Destination ?? m?.TableName;
+  return typeof d === 'string' && d.length > 0 ? d : undefined;
+}
+
+export class Partitioner extends Writable {
+  private readonly sinkFor: (destination: string) => Writable;
+  private readonly maxPartitions: number;
+  private readonly keyOf: (envelope: Envelope) => string | undefined;
+  private readonly onCheckpoint: PartitionOptions['onCheckpoint'];
+  private readonly partitions = new Map<string, Partition>();
+  private readonly barriers: Barrier[] = [];
+  private releasing = false;
+  private released = 0;
+  private finalCallback: ((err?: Error | null) => void) | null = null;
+
+  constructor(options: PartitionOptions) {
+    super({ objectMode: true, highWaterMark: options.highWaterMark ?? 16 });
+    if (typeof options?.sinkFor !== 'function') throw invalidOption('partitionByTable needs sinkFor(destination) => Writable');
+    const max = options.maxPartitions ?? 1000;
+    if (!Number.isInteger(max) || max < 1) throw invalidOption(`maxPartitions must be a positive integer; got ${max}`);
+    this.sinkFor = options.sinkFor;
+    this.maxPartitions = max;
+    this.keyOf = options.keyOf ?? defaultKey;
+    this.onCheckpoint = options.onCheckpoint;
+  }
+
+  get stats(): PartitionStats {
+    const partitions: PartitionStats['partitions'] = {};
+    for (const p of this.partitions.values()) partitions[p.name] = { written: p.written, acked: p.acked };
+    return { partitions, checkpointsReleased: this.released, checkpointsPending: this.barriers.length };
+  }
+
+  override _write(env: Envelope, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (isCheckpoint(env)) {
+      const waits: Array<[Partition, number]> = [];
+      for (const p of this.partitions.values()) if (p.acked < p.written) waits.push([p, p.written]);
+      this.barriers.push({ marker: env, waits });
+      this.release();
+      callback();
+      return;
+    }
+    const key = this.keyOf(env);
+    if (key === undefined) {
+      callback(
+        new DstreamError(
+          ErrorCodes.INVALID_RECORD,
+          'envelope has neither metadata.Destination nor metadata.TableName; put route() before partitionByTable()',
+        ),
+      );
+      return;
+    }
+    let p = this.partitions.get(key);
+    if (p === undefined) {
+      try {
+        p = this.open(key);
+      } catch (err) {
+        callback(err as Error);
+        return;
+      }
+    }
+    const part = p;
+    part.written++;
+    const ok = part.sink.write(env, (err) => {
+      if (err) return; // reported once through the sink's 'error' event
+      part.acked++;
+      if (this.barriers.length > 0) this.release();
+    });
+    if (ok) callback();
+    else part.sink.once('drain', () => callback());
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    const all = [...this.partitions.values()];
+    for (const p of all) p.sink.end();
+    Promise.all(all.map((p) => finished(p.sink, { readable: false }))).then(
+      () => {
+        this.finalCallback = callback;
+        this.release();
+      },
+      (err: Error) => callback(err),
+    );
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    for (const p of this.partitions.values()) if (!p.sink.destroyed) p.sink.destroy();
+    callback(err);
+  }
+
+  private open(key: string): Partition {
+    if (this.partitions.size >= this.maxPartitions) {
+      throw new DstreamError(
+        ErrorCodes.TOO_MANY_PARTITIONS,
+        `destination "${key}" would be partition ${this.partitions.size + 1}, over maxPartitions (${this.maxPartitions}); ` +
+          'filter tables with include/exclude or raise maxPartitions',
+        { details: { destination: key, maxPartitions: this.maxPartitions } },
+      );
+    }
+    const sink = this.sinkFor(key);
+    if (!(sink instanceof Writable) && typeof (sink as Writable | undefined)?.write !== 'function') {
+      throw invalidOption(`sinkFor("${key}") did not return a Writable`);
+    }
+    const p: Partition = { name: key, sink, written: 0, acked: 0 };
+    sink.on('error', (err: Error) => this.destroy(partitionError(key, err)));
+    sink.on('close', () => {
+      if (!this.destroyed && !sink.writableFinished) {
+        this.destroy(partitionError(key, new Error('sink closed before it finished')));
+      }
+    });
+    this.partitions.set(key, p);
+    this.emit('partition', key);
+    return p;
+  }
+
+  /** Releases every leading barrier whose writes are all acknowledged, one at a time. */
+  private release(): void {
+    while (!this.releasing && this.barriers.length > 0 && this.barriers[0]!.waits.every(([p, n]) => p.acked >= n)) {
+      const { marker } = this.barriers.shift()!;
+      this.released++;
+      this.emit('checkpoint', marker);
+      if (this.onCheckpoint === undefined) continue;
+      let done: void | Promise<void>;
+      try {
+        done = this.onCheckpoint(marker);
+      } catch (err) {
+        this.destroy(err as Error);
+        return;
+      }
+      if (done !== undefined && typeof (done as Promise<void>).then === 'function') {
+        this.releasing = true;
+        (done as Promise<void>).then(
+          () => {
+            this.releasing = false;
+            this.release();
+          },
+          (err: Error) => this.destroy(err),
+        );
+        return;
+      }
+    }
+    if (this.finalCallback !== null && this.barriers.length === 0 && !this.releasing) {
+      const cb = this.finalCallback;
+      this.finalCallback = null;
+      cb();
+    }
+  }
+}
+
+function partitionError(destination: string, err: Error): Error {
+  if (isDstreamError(err)) return err;
+  return new DstreamError(ErrorCodes.PARTITION_FAILED, `partition "${destination}" failed: ${err.message}`, {
+    cause: err,
+    details: { destination },
+  });
+}
+
+/** A Writable that fans envelopes out to one sink per destination, with checkpoint barriers. */
+export function partitionByTable(options: PartitionOptions): Partitioner {
+  return new Partitioner(options);
+}

@@ -1,0 +1,158 @@
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describe, expect, it } from 'vitest';
+import { decodeEnvelopes, ErrorCodes, lineOf, type Envelope } from '../../lib/index.js';
+import { bytes, collect, rechunk, text } from '../support/streams.js';
+
+const rows: Envelope[] = [
+  { source: 'mssql', type: 'cdc', data: { Id: 1, Name: 'Zoë Ünal 🚀' }, metadata: { TableName: 'Persons', OperationType: 'Insert', LSN: '0x0001' } },
+  { source: 'mssql', type: 'cdc', data: { Id: 2, Note: '日本語テキスト' }, metadata: { TableName: 'Orders', OperationType: 'Update' } },
+  { type: 'checkpoint', data: { position: { lsn: '0x0001' } }, metadata: {} },
+  { data: { legacy: true }, metadata: { TableName: 'Customers' } },
+];
+
+// BOM, CRLF, blank and whitespace-only lines, multi-byte characters, no newline at the end.
+const input = Buffer.from(
+  `\uFEFF${JSON.stringify(rows[0])}\r\n\n   \n${JSON.stringify(rows[1])}\n${JSON.stringify(rows[2])}\r\n\t\r\n${JSON.stringify(rows[3])}`,
+  'utf8',
+);
+
+describe('decodeEnvelopes', () => {
+  it('decodes the same envelopes whatever the chunk size (every size from 1 byte to the whole input)', async () => {
+    for (let size = 1; size <= input.length; size++) {
+      const out = await collect(bytes(rechunk(input, size)).pipe(decodeEnvelopes()));
+      expect(out, `chunk size ${size}`).toEqual(rows);
+    }
+  });
+
+  it('counts lines including blank ones and remembers the line of each envelope', async () => {
+    const d = decodeEnvelopes();
+    const out = await collect<Envelope>(bytes([input]).pipe(d));
+    expect(out.map((e) => lineOf(e as object))).toEqual([1, 4, 5, 7]);
+    expect(d.stats).toMatchObject({ lines: 7, envelopes: 4, skipped: 0 });
+  });
+
+  it('accepts string chunks', async () => {
+    const s = new PassThrough({ encoding: 'utf8' });
+    const d = decodeEnvelopes();
+    s.pipe(d);
+    s.end(`${JSON.stringify(rows[0])}\n`);
+    expect(await collect(d)).toEqual([rows[0]]);
+  });
+
+  const invalid: Array<[string, string, RegExp]> = [
+    ['not JSON', '{"data":', /line 2: not valid JSON/],
+    ['a JSON array', '[1,2]', /line 2: not an envelope: expected a JSON object, got an array/],
+    ['a JSON string', '"hello"', /line 2: not an envelope: expected a JSON object, got string "hello"/],
+    ['null', 'null', /line 2: not an envelope: expected a JSON object, got null/],
+    ['an object without data', '{"metadata":{}}', /line 2: not an envelope: missing "data"/],
+    ['metadata that is not an object', '{"data":1,"metadata":[]}', /"metadata" must be an object, got an array/],
+    ['a type that is not a string', '{"data":1,"type":7}', /"type" must be a string/],
+    ['a checkpoint without a position', '{"type":"checkpoint","data":{}}', /checkpoint without "data.position"/],
+  ];
+
+  for (const [what, line, message] of invalid) {
+    it(`fails on ${what} with the line number and an excerpt (policy fail)`, async () => {
+      const src = bytes([Buffer.from(`${JSON.stringify(rows[0])}\n${line}\n${JSON.stringify(rows[1])}\n`)]);
+      const err = await pipeline(src, decodeEnvelopes(), new PassThrough({ objectMode: true }).resume()).catch((e) => e);
+      expect(err.code).toBe(ErrorCodes.INVALID_RECORD);
+      expect(err.message).toMatch(message);
+      expect(err.message).toContain(line.slice(0, 10));
+      expect(err.details.line).toBe(2);
+    });
+
+    it(`skips ${what}, counts it and keeps the rest (policy skip)`, async () => {
+      const d = decodeEnvelopes({ onInvalid: 'skip' });
+      const seen: unknown[] = [];
+      d.on('invalid', (r) => seen.push(r));
+      const out = await collect(bytes([Buffer.from(`${JSON.stringify(rows[0])}\n${line}\n${JSON.stringify(rows[1])}\n`)]).pipe(d));
+      expect(out).toEqual([rows[0], rows[1]]);
+      expect(d.stats.skipped).toBe(1);
+      expect(seen).toHaveLength(1);
+      expect(d.summary()).toMatch(/^decode: skipped 1 invalid record \(first: line 2: /);
+    });
+  }
+
+  it('dead-letters invalid lines with reason, line number and the raw line, and keeps the rest', async () => {
+    const dead = text();
+    const d = decodeEnvelopes({ onInvalid: 'dead-letter', deadLetter: dead });
+    const src = `${JSON.stringify(rows[0])}\nnot json at all\n[1]\n${JSON.stringify(rows[1])}\n`;
+    const out = await collect(bytes(rechunk(Buffer.from(src), 7)).pipe(d));
+    expect(out).toEqual([rows[0], rows[1]]);
+    const letters = dead
+      .text()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(letters).toHaveLength(2);
+    expect(letters[0]).toMatchObject({ stage: 'decode', line: 2, raw: 'not json at all' });
+    expect(letters[0].reason).toMatch(/not valid JSON/);
+    expect(letters[1]).toMatchObject({ line: 3, raw: '[1]' });
+    expect(d.stats.deadLettered).toBe(2);
+  });
+
+  it('waits for a slow dead-letter stream instead of buffering without bound', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const { Writable } = await import('node:stream');
+    const slow = new Writable({
+      highWaterMark: 1,
+      write(_c, _e, cb) {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        setTimeout(() => {
+          inFlight--;
+          cb();
+        }, 1);
+      },
+    });
+    const lines = Array.from({ length: 200 }, (_, i) => `bad ${i}`).join('\n');
+    const d = decodeEnvelopes({ onInvalid: 'dead-letter', deadLetter: slow });
+    await collect(bytes(rechunk(Buffer.from(lines), 50)).pipe(d));
+    expect(d.stats.deadLettered).toBe(200);
+    expect(maxInFlight).toBe(1);
+  });
+
+  it('refuses dead-letter without a stream at construction', () => {
+    expect(() => decodeEnvelopes({ onInvalid: 'dead-letter' })).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_OPTION }));
+    expect(() => decodeEnvelopes({ onInvalid: 'drop' as never })).toThrow(/onInvalid must be one of fail, skip, dead-letter/);
+  });
+
+  it('stops with DSTREAM_ERR_LINE_TOO_LONG naming the line when a line exceeds maxLineBytes, whatever the chunking', async () => {
+    const long = `${JSON.stringify(rows[0])}\n{"data":"${'x'.repeat(200)}"}\n`;
+    for (const size of [1, 13, 64, 1000]) {
+      const err = await collect(bytes(rechunk(Buffer.from(long), size)).pipe(decodeEnvelopes({ maxLineBytes: 150 }))).catch((e) => e);
+      expect(err.code, `chunk ${size}`).toBe(ErrorCodes.LINE_TOO_LONG);
+      expect(err.message).toMatch(/line 2 is longer than maxLineBytes \(150 bytes\)/);
+    }
+  });
+
+  it('accepts a line of exactly maxLineBytes', async () => {
+    const line = JSON.stringify({ data: 'y'.repeat(100) });
+    const out = await collect(bytes(rechunk(Buffer.from(`${line}\n${line}`), 9)).pipe(decodeEnvelopes({ maxLineBytes: line.length })));
+    expect(out).toHaveLength(2);
+  });
+
+  it('passes the first line through unvalidated in header mode, and validates the rest', async () => {
+    const src = `\n{"command":"run","config":{"a":1}}\n${JSON.stringify(rows[0])}\n`;
+    const out = await collect(bytes(rechunk(Buffer.from(src), 5)).pipe(decodeEnvelopes({ header: true })));
+    expect(out).toEqual([{ command: 'run', config: { a: 1 } }, rows[0]]);
+  });
+
+  it('reports a header that is not a JSON object as a protocol error, not an invalid record', async () => {
+    const err = await collect(bytes([Buffer.from('hello\n')]).pipe(decodeEnvelopes({ header: true, onInvalid: 'skip' }))).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.PROTOCOL);
+    expect(err.message).toMatch(/line 1: the command header is/);
+  });
+
+  it('keeps memory bounded: a fast producer into a decoder nobody reads is held back', async () => {
+    const line = Buffer.from(`${JSON.stringify(rows[0])}\n`);
+    const chunk = Buffer.concat(Array.from({ length: 100 }, () => line));
+    const d = decodeEnvelopes();
+    let written = 0;
+    while (d.write(chunk) && written < 10_000) written++;
+    expect(written).toBeLessThan(5);
+    expect(d.readableLength).toBeLessThanOrEqual(100 + 16);
+    d.destroy();
+  });
+});

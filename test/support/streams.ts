@@ -1,0 +1,50 @@
+import { Readable, Writable } from 'node:stream';
+
+/** Splits `buf` into chunks of `size` bytes (the last may be shorter). */
+export function rechunk(buf: Buffer, size: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < buf.length; i += size) out.push(buf.subarray(i, i + size));
+  return out;
+}
+
+/** A byte stream that yields exactly these chunks, one per read. */
+export function bytes(chunks: Buffer[]): Readable {
+  return Readable.from(chunks, { objectMode: false });
+}
+
+export async function collect<T = unknown>(readable: AsyncIterable<unknown>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of readable) out.push(x as T);
+  return out;
+}
+
+/** A Writable that remembers what it was given, in order. */
+export function memorySink(options: { delayMs?: number; highWaterMark?: number } = {}): Writable & { items: unknown[] } {
+  const items: unknown[] = [];
+  const sink = new Writable({
+    objectMode: true,
+    highWaterMark: options.highWaterMark ?? 16,
+    write(chunk, _enc, cb) {
+      const done = () => {
+        items.push(chunk);
+        cb();
+      };
+      if (options.delayMs) setTimeout(done, options.delayMs);
+      else done();
+    },
+  });
+  return Object.assign(sink, { items });
+}
+
+export function text(): Writable & { text: () => string } {
+  const parts: Buffer[] = [];
+  const w = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      parts.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  return Object.assign(w, { text: () => Buffer.concat(parts).toString('utf8') });
+}
+
+export const tick = (ms = 0) => new Promise<void>((r) => setTimeout(r, ms));
