@@ -31,9 +31,19 @@ export async function main(argv: string[], io: CommandIO = { stdin: process.stdi
           .option('dead-letter', { type: 'string', describe: 'append invalid records (raw line, reason, line number) to this file' })
           .option('max-line-bytes', { type: 'number', default: DEFAULT_MAX_LINE_BYTES, describe: 'longest accepted line' })
           .option('quiet', { type: 'boolean', default: false, describe: 'no notes on stderr (errors are still printed)' })
-          .example('mssql-cdc --tables Persons,Orders | $0 route | asb-sink', 'route CDC rows to one queue per table')
-          .example("$0 route --template '{schema}.{table}' --exclude 'audit.*' < changes.ndjson > routed.ndjson", 'file to file')
-          .example('$0 route --on-invalid dead-letter --dead-letter bad.ndjson < changes.ndjson', 'keep going past bad lines'),
+          .epilog(
+            [
+              'Examples:',
+              '  # one queue per table, from SQL Server CDC to Service Bus',
+              '  mssql-cdc --tables Persons,Orders | dstream route | asb-sink',
+              '  # file to file, schema-qualified names, without the audit schema',
+              "  dstream route --template '{schema}.{table}' --exclude 'audit.*' < changes.ndjson > routed.ndjson",
+              '  # keep going past bad lines, keeping them for later',
+              '  dstream route --on-invalid dead-letter --dead-letter bad.ndjson < changes.ndjson',
+              '',
+              'Exit codes: 0 ok, 2 bad options or destination names, 4 invalid record (policy fail), 1 other failure.',
+            ].join('\n'),
+          ),
       async (args) => {
         code = await routeCommand(
           {

@@ -72,7 +72,7 @@ export function validateConfig(
 }
 
 function fieldProblem(field: FieldSchema, v: unknown): string | undefined {
-  const got = field.secret ? `a ${typeOf(v)}` : shown(v);
+  const got = field.secret ? withArticle(typeOf(v)) : shown(v);
   switch (field.type) {
     case 'string':
       if (typeof v !== 'string') return `expected a string, got ${got}`;
@@ -137,6 +137,10 @@ function typeOf(v: unknown): string {
   return typeof v;
 }
 
+function withArticle(word: string): string {
+  return /^[aeiou]/.test(word) ? `an ${word}` : `a ${word}`;
+}
+
 function shown(v: unknown): string {
   const text = JSON.stringify(v) ?? String(v);
   return `${typeOf(v)} ${text.length > 60 ? `${text.slice(0, 60)}...` : text}`;
@@ -146,9 +150,10 @@ function shown(v: unknown): string {
 export function didYouMean(word: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
-  const w = word.toLowerCase().replaceAll('-', '_');
+  const norm = (s: string) => s.toLowerCase().replaceAll('-', '_');
+  const w = norm(word);
   for (const c of candidates) {
-    const d = distance(w, c.toLowerCase());
+    const d = distance(w, norm(c));
     if (d < bestDistance) {
       best = c;
       bestDistance = d;

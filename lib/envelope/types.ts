@@ -45,9 +45,9 @@ export function isCheckpoint(e: Envelope): e is CheckpointEnvelope {
 }
 
 export function checkpoint(position: unknown, source?: string): CheckpointEnvelope {
-  const env: CheckpointEnvelope = { type: CHECKPOINT_TYPE, data: { position }, metadata: {} };
-  if (source !== undefined) env.source = source;
-  return env;
+  return source === undefined
+    ? { type: CHECKPOINT_TYPE, data: { position }, metadata: {} }
+    : { source, type: CHECKPOINT_TYPE, data: { position }, metadata: {} };
 }
 
 /** Table identity of an envelope as `schema.table` (schema defaults to `dbo`), or undefined. */

@@ -96,7 +96,7 @@ export class CommandRouter extends Transform {
           if (verb === 'run') {
             this.mode = 'run';
           } else {
-            this.result = { ...((out as object | undefined) ?? {}), status: 'ok', command: verb };
+            this.result = okLine(verb, out as object | undefined);
             this.push(this.result);
             this.emit('result', this.result);
           }
@@ -141,6 +141,11 @@ export class CommandRouter extends Transform {
     this.push(line);
     this.emit('result', line);
   }
+}
+
+/** `{"status":"ok","command":...}` first, then what the handler answered (which cannot override them). */
+export function okLine(command: string, answer: object | undefined | void): ResultLine {
+  return Object.assign({ status: 'ok', command }, answer ?? {}, { status: 'ok', command }) as ResultLine;
 }
 
 /** The command router every provider host uses. */

@@ -5,11 +5,12 @@
  * SIGINT/SIGTERM and exits quietly when stdout's reader goes away (EPIPE).
  */
 import type { Readable, Writable } from 'node:stream';
+import { format } from 'node:util';
 import { validateConfig, type ConfigSchema } from '../config/schema.js';
 import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
 import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
 import { messageOf } from '../errors.js';
-import { routeCommands, type CommandHandlers, type CommandRouter } from '../protocol/command-router.js';
+import { okLine, routeCommands, type CommandHandlers, type CommandRouter } from '../protocol/command-router.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import {
   errorLine,
@@ -124,6 +125,7 @@ class ProviderHost<C> {
       signals.on('SIGINT', onSignal);
       signals.on('SIGTERM', onSignal);
     }
+    const restoreConsole = this.io.stdout === process.stdout ? consoleToStderr(this.io.stderr) : () => {};
     try {
       if (this.io.argv.length > 0) this.standalone();
       else this.providerMode();
@@ -131,6 +133,7 @@ class ProviderHost<C> {
       this.fail(err);
     }
     return done.finally(() => {
+      restoreConsole();
       if (signals) {
         signals.off('SIGINT', onSignal);
         signals.off('SIGTERM', onSignal);
@@ -160,6 +163,7 @@ class ProviderHost<C> {
     });
     this.io.stdin.pipe(decoder).pipe(router);
     router.on('result', (line: ResultLine) => {
+      if (line.status === 'error') this.log(line.message ?? 'failed');
       this.out.write(line);
       this.finish(router.exitCode);
     });
@@ -191,7 +195,11 @@ class ProviderHost<C> {
   /** Started from a shell with options: config from flags and environment, no handshake. */
   private standalone(): void {
     const schema = this.def.config ?? {};
+    // stdout feeds the next process of the pipe: errors go to stderr, unless a lifecycle verb was
+    // asked for, whose answer is a result line.
+    this.protocolLines = false;
     const args = parseProviderArgs(schema, this.io.argv);
+    this.protocolLines = args.verb !== 'run';
     if (args.help) {
       this.out.end();
       this.io.stdout.write(providerHelp(this.def.name, this.def.description, schema, this.verbs, this.def.examples), () => this.finish(ExitCodes.OK));
@@ -203,7 +211,6 @@ class ProviderHost<C> {
     }
     const header: CommandHeader = { command: args.verb, config: args.config };
     if (args.verb === 'run') {
-      this.protocolLines = false;
       if (this.def.run === undefined) throw new Error(`${this.def.name} does not support "run"`);
       const decoder = decodeEnvelopes();
       this.decoder = decoder;
@@ -217,7 +224,7 @@ class ProviderHost<C> {
     const ctx = this.context(header, this.io.stdin, true);
     Promise.resolve(handler(ctx)).then(
       (answer) => {
-        this.out.write({ ...(answer ?? {}), status: 'ok', command: args.verb });
+        this.out.write(okLine(args.verb, answer));
         this.finish(ExitCodes.OK);
       },
       (err: unknown) => this.fail(err, args.verb),
@@ -272,4 +279,15 @@ class ProviderHost<C> {
     if (this.out.readableEnded) flush();
     else this.out.once('end', flush);
   }
+}
+
+/**
+ * stdout belongs to the protocol: a stray console.log in provider code would corrupt it, so while
+ * a provider runs, console.log/info/debug write to stderr. Returns the undo.
+ */
+function consoleToStderr(stderr: Writable): () => void {
+  const saved = { log: console.log, info: console.info, debug: console.debug };
+  const toStderr = (...args: unknown[]) => void stderr.write(`${format(...args)}\n`);
+  console.log = console.info = console.debug = toStderr;
+  return () => Object.assign(console, saved);
 }

@@ -1,0 +1,60 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const DSTREAM_BIN = `${ROOT}dist/bin/dstream.js`;
+export const fixture = (name: string) => `${ROOT}test/fixtures/${name}`;
+
+export interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** stdout split into lines and parsed; throws if any line is not JSON (stdout purity). */
+  lines(): unknown[];
+}
+
+/** Spawns `node script args`, writes `input` to stdin (or leaves it open), and waits for exit. */
+export function spawnNode(
+  script: string,
+  args: string[] = [],
+  options: { input?: string | Buffer; env?: Record<string, string>; keepStdinOpen?: boolean; timeoutMs?: number; onSpawn?: (c: ChildProcess) => void } = {},
+): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], {
+      env: { ...process.env, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdin.on('error', () => {
+      // The child may exit before reading all input (that is what some tests check).
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${script} ${args.join(' ')} did not exit within ${options.timeoutMs ?? 10_000} ms; stderr: ${stderr}`));
+    }, options.timeoutMs ?? 10_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        code,
+        signal,
+        stdout,
+        stderr,
+        lines: () =>
+          stdout
+            .split('\n')
+            .filter((l) => l.length > 0)
+            .map((l) => JSON.parse(l) as unknown),
+      });
+    });
+    options.onSpawn?.(child);
+    if (options.input !== undefined) child.stdin.write(options.input);
+    if (!options.keepStdinOpen) child.stdin.end();
+  });
+}
+
+export const ndjson = (...values: unknown[]) => values.map((v) => `${JSON.stringify(v)}\n`).join('');
