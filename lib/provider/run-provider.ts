@@ -164,7 +164,7 @@ class ProviderHost<C> {
     this.io.stdin.pipe(decoder).pipe(router);
     router.on('result', (line: ResultLine) => {
       if (line.status === 'error') this.log(line.message ?? 'failed');
-      this.out.write(line);
+      if (this.protocolLines) this.out.write(line);
       this.finish(router.exitCode);
     });
     router.on('error', (err) => this.fail(err));
@@ -183,14 +183,13 @@ class ProviderHost<C> {
       } else {
         handlers[verb] = async (header) => {
           const ctx = this.context(header, this.router!, false);
-          if (!header.legacy) this.out.write(READY);
+          this.out.write(READY);
           return this.def[verb as LifecycleVerb]!(ctx);
         };
       }
     }
     return handlers;
   }
-
 
   /** Started from a shell with options: config from flags and environment, no handshake. */
   private standalone(): void {

@@ -113,6 +113,13 @@ describe('runProvider, spawned as a real process', () => {
     expect(r.lines().map((l) => (l as { type: string }).type)).toEqual(['cdc', 'checkpoint']);
   });
 
+  it('with a bare config, reports bad config on stderr only (an older executor would read stdout as data)', async () => {
+    const r = await spawnNode(provider, [], { input: ndjson({ mode: 'sideways' }) });
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('echo-provider: config.mode: expected one of "input", "output", got string "sideways"\n');
+  });
+
   it('refuses a data envelope as the first line instead of eating it as config', async () => {
     const r = await spawnNode(provider, [], { input: ndjson(row(1), row(2)) });
     expect(r.code).toBe(ExitCodes.PROTOCOL);
