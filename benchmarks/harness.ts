@@ -1,0 +1,135 @@
+/**
+ * Benchmark harness: contenders measured in the same run, interleaved round by round, median of
+ * the rounds reported. Results are ratios against a baseline from the same run, because absolute
+ * times drift on a shared machine.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+
+export interface Measurement {
+  group: string;
+  name: string;
+  /** Median wall time of the timed rounds, ms. */
+  ms: number;
+  /** Wall time of each timed round, ms, in round order (rounds are interleaved across contenders). */
+  rounds: number[];
+  lines: number;
+  bytes: number;
+  /** Peak resident set size, MB (processes only). */
+  peakRssMB?: number;
+}
+
+export interface Target {
+  group: string;
+  subject: string;
+  baseline?: string;
+  /** Minimum ratio subject/baseline of throughput, or maximum peak RSS in MB when `maxRssMB`. */
+  minRatio?: number;
+  maxRssMB?: number;
+  text: string;
+}
+
+export interface BenchResult {
+  measurements: Measurement[];
+  targets: Target[];
+  notes?: string[];
+}
+
+export interface Contender {
+  name: string;
+  run: () => Promise<number | void>;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Runs each contender once to warm up, then `rounds` times interleaved; returns median ms per contender. */
+export async function race(contenders: Contender[], rounds: number): Promise<Map<string, { ms: number; rounds: number[]; peak?: number }>> {
+  const times = new Map<string, number[]>(contenders.map((c) => [c.name, []]));
+  const peaks = new Map<string, number>();
+  for (const c of contenders) await c.run();
+  for (let r = 0; r < rounds; r++) {
+    for (const c of contenders) {
+      (globalThis as { gc?: () => void }).gc?.();
+      const t0 = performance.now();
+      const peak = await c.run();
+      times.get(c.name)!.push(performance.now() - t0);
+      if (typeof peak === 'number') peaks.set(c.name, Math.max(peaks.get(c.name) ?? 0, peak));
+    }
+  }
+  return new Map(contenders.map((c) => [c.name, { ms: median(times.get(c.name)!), rounds: times.get(c.name)!, peak: peaks.get(c.name) }]));
+}
+
+/**
+ * Spawns a command with stdin from `inputPath` and stdout to /dev/null; resolves with its peak
+ * RSS in MB (VmHWM, polled from /proc on Linux; 0 elsewhere). Rejects on a non-zero exit.
+ */
+export function runProcess(command: string, args: string[], inputPath: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const stdin = openSync(inputPath, 'r');
+    const stdout = openSync('/dev/null', 'w');
+    const child = spawn(command, args, { stdio: [stdin, stdout, 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    let peakKB = 0;
+    const poll = setInterval(() => {
+      try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+        if (m) peakKB = Math.max(peakKB, Number(m[1]));
+      } catch {
+        // The process has just exited; the last reading stands.
+      }
+    }, 10);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearInterval(poll);
+      closeSync(stdin);
+      closeSync(stdout);
+      if (code !== 0) reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${stderr}`));
+      else resolve(peakKB / 1024);
+    });
+  });
+}
+
+export function formatTable(result: BenchResult): string {
+  const rows = [['group', 'contender', 'lines/s (best)', 'MB/s (best)', 'best ms', 'median ms', 'peak RSS MB']];
+  for (const m of result.measurements) {
+    const best = Math.min(...m.rounds);
+    rows.push([
+      m.group,
+      m.name,
+      Math.round((m.lines / best) * 1000).toLocaleString('en-US'),
+      ((m.bytes / 1e6 / best) * 1000).toFixed(1),
+      best.toFixed(0),
+      m.ms.toFixed(0),
+      m.peakRssMB === undefined ? '' : m.peakRssMB.toFixed(0),
+    ]);
+  }
+  return markdown(rows);
+}
+
+export function evaluate(result: BenchResult): Array<{ target: Target; value: string; pass: boolean }> {
+  const find = (g: string, n: string) => result.measurements.find((m) => m.group === g && m.name === n);
+  return result.targets.map((target) => {
+    const subject = find(target.group, target.subject);
+    if (subject === undefined) return { target, value: 'not measured', pass: false };
+    if (target.maxRssMB !== undefined) {
+      const v = subject.peakRssMB ?? NaN;
+      return { target, value: `${v.toFixed(0)} MB`, pass: v <= target.maxRssMB };
+    }
+    const base = find(target.group, target.baseline!);
+    if (base === undefined) return { target, value: 'no baseline', pass: false };
+    // Same lines, so the throughput ratio is the inverse time ratio. Judged on the best round of
+    // each (interference on a shared machine only ever adds time); the median of the per-round
+    // ratios (contenders of a round ran back to back) is shown beside it.
+    const ratio = Math.min(...base.rounds) / Math.min(...subject.rounds);
+    const perRound = median(subject.rounds.map((t, i) => base.rounds[i]! / t));
+    return { target, value: `${ratio.toFixed(2)}x (median round ${perRound.toFixed(2)}x)`, pass: ratio >= target.minRatio! };
+  });
+}
+
+export function markdown(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(rows[0]!), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.slice(1).map(line)].join('\n');
+}

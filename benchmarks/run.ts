@@ -1,0 +1,65 @@
+/**
+ * npm run bench: runs every *.bench.ts, prints one table per run and writes benchmarks/RESULTS.md.
+ * BENCH_LINES (default 200000) sizes the in-process runs; BENCH_ROUTE_LINES (default 1000000) the
+ * process runs; BENCH_ROUNDS (default 5 in-process, 3 for processes) the timed rounds; BENCH_ONLY
+ * (codec,route) picks sections.
+ */
+import { cpus, totalmem } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { evaluate, formatTable, markdown, type BenchResult } from './harness.js';
+import * as codec from './codec.bench.js';
+import * as routeProcess from './route.bench.js';
+
+const lines = Number(process.env.BENCH_LINES ?? 200_000);
+const routeLines = Number(process.env.BENCH_ROUTE_LINES ?? 1_000_000);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+
+const only = process.env.BENCH_ONLY?.split(',');
+const sections: Array<{ title: string; result: BenchResult }> = [];
+const step = async (title: string, run: () => Promise<BenchResult>, key: string) => {
+  if (only !== undefined && !only.includes(key)) return;
+  process.stderr.write(`bench: ${title}...\n`);
+  const result = await run();
+  sections.push({ title, result });
+  process.stdout.write(`\n## ${title}\n\n${formatTable(result)}\n`);
+};
+
+await step(`decode and encode, in process, ${lines.toLocaleString('en-US')} lines`, () => codec.run(lines, rounds), 'codec');
+await step(`dstream route as a process, ${routeLines.toLocaleString('en-US')} lines`, () => routeProcess.run(routeLines, Math.max(1, Math.min(rounds, 3))), 'route');
+
+const verdicts = sections.flatMap((s) => evaluate(s.result));
+const targetTable = markdown([['target', 'measured', 'met'], ...verdicts.map((v) => [v.target.text, v.value, v.pass ? 'yes' : 'NO'])]);
+process.stdout.write(`\n## Targets\n\n${targetTable}\n`);
+
+const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node.js ${process.version}, ${process.platform}/${process.arch}`;
+const doc = [
+  '# dstream benchmark results',
+  '',
+  `Written by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}. Machine: ${machine}.`,
+  '',
+  '## Method',
+  '',
+  '- Input: synthetic CDC envelopes (`benchmarks/cdc-data.ts`): five tables, 300-450 bytes a line, a checkpoint after each',
+  '  transaction of 1-5 rows, seeded so every run reads the same bytes.',
+  '- Every contender runs once to warm up, then the timed rounds run interleaved (A B C, A B C, ...). Targets are',
+  '  throughput ratios against a baseline of the same run, judged on the best round of each: on a shared virtual',
+  '  machine interference only ever adds time, and the spread between rounds was seen to reach 2x. The median of the',
+  '  per-round ratios is shown beside it. Absolute numbers are for orientation only.',
+  '- In-process runs feed 64 KiB chunks held in memory into a sink that discards; process runs read a file on stdin',
+  '  and write to /dev/null. Peak RSS is the VmHWM of the process, polled from /proc every 10 ms.',
+  '',
+  ...sections.flatMap((s) => [`## ${s.title}`, '', formatTable(s.result), '', ...(s.result.notes ?? []).map((n) => `- ${n}`), '']),
+  '## Targets',
+  '',
+  targetTable,
+  '',
+  '## Caveats',
+  '',
+  '- Two cores: a process benchmark competes with the harness that polls it.',
+  '- `jq` is a different kind of tool (a general JSON processor); it is shown for scale.',
+  '',
+].join('\n');
+writeFileSync(fileURLToPath(new URL('./RESULTS.md', import.meta.url)), doc);
+process.stdout.write('\nwrote benchmarks/RESULTS.md\n');
+if (verdicts.some((v) => !v.pass)) process.exitCode = 1;
