@@ -28,6 +28,14 @@ export const ErrorCodes = {
   CONFIG: 'DSTREAM_ERR_CONFIG',
   /** A provider handler failed. */
   PROVIDER: 'DSTREAM_ERR_PROVIDER',
+  /** A single record is larger than the queue's maximum message size. */
+  MESSAGE_TOO_LARGE: 'DSTREAM_ERR_MESSAGE_TOO_LARGE',
+  /** The destination queue does not exist. */
+  QUEUE_NOT_FOUND: 'DSTREAM_ERR_QUEUE_NOT_FOUND',
+  /** Service Bus refused the credentials. */
+  UNAUTHORIZED: 'DSTREAM_ERR_UNAUTHORIZED',
+  /** Service Bus kept failing after every retry, or failed in a way no retry fixes. */
+  SERVICE_BUS: 'DSTREAM_ERR_SERVICE_BUS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -8,14 +8,21 @@
  *
  * Checkpoint markers are barriers. When a marker arrives it records, for each partition, how many
  * writes had been issued; it is released (the 'checkpoint' event and `onCheckpoint`) once each of
- * those writes has been completed by its sink's callback, and markers are released in order. A
- * sink must therefore call back only when a record is durable (sent, fsynced): that is the
- * contract that makes checkpoints safe.
+ * those writes has been acknowledged by its sink, and markers are released in order.
+ *
+ * A sink acknowledges a record in one of two ways, and that contract is what makes checkpoints
+ * safe. A plain Writable acknowledges by calling the write callback, so it must call back only
+ * when the record is durable (sent, fsynced). A batching sink that needs to call back early, to
+ * keep records flowing while a batch fills, sets `sink[DURABLE_ACKS] = true` and emits
+ * `'ack'` with a count each time that many more records, in write order, became durable.
  */
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { DstreamError, ErrorCodes, invalidOption, isDstreamError } from '../errors.js';
 import { isCheckpoint, type CheckpointEnvelope, type Envelope } from '../envelope/types.js';
+
+/** Marks a sink that reports durability with 'ack' events (count) rather than write callbacks. */
+export const DURABLE_ACKS = Symbol.for('dstream.durableAcks');
 
 export interface PartitionOptions {
   /** Makes the sink of a destination; called once per destination, on its first envelope. */
@@ -32,6 +39,8 @@ export interface PartitionOptions {
 interface Partition {
   readonly name: string;
   readonly sink: Writable;
+  /** True when the sink acknowledges with 'ack' events instead of write callbacks. */
+  readonly ackEvents: boolean;
   written: number;
   acked: number;
 }
@@ -112,9 +121,8 @@ export class Partitioner extends Writable {
     const part = p;
     part.written++;
     const ok = part.sink.write(env, (err) => {
-      if (err) return; // reported once through the sink's 'error' event
-      part.acked++;
-      if (this.barriers.length > 0) this.release();
+      if (err || part.ackEvents) return; // errors are reported once, through the sink's 'error' event
+      this.acknowledge(part, 1);
     });
     if (ok) callback();
     else part.sink.once('drain', () => callback());
@@ -125,6 +133,11 @@ export class Partitioner extends Writable {
     for (const p of all) p.sink.end();
     Promise.all(all.map((p) => finished(p.sink, { readable: false }))).then(
       () => {
+        const short = all.find((p) => p.acked < p.written);
+        if (short !== undefined) {
+          callback(partitionError(short.name, new Error(`sink finished with ${short.written - short.acked} of ${short.written} records unacknowledged`)));
+          return;
+        }
         this.finalCallback = callback;
         this.release();
       },
@@ -150,7 +163,9 @@ export class Partitioner extends Writable {
     if (!(sink instanceof Writable) && typeof (sink as Writable | undefined)?.write !== 'function') {
       throw invalidOption(`sinkFor("${key}") did not return a Writable`);
     }
-    const p: Partition = { name: key, sink, written: 0, acked: 0 };
+    const ackEvents = (sink as Writable & { [DURABLE_ACKS]?: boolean })[DURABLE_ACKS] === true;
+    const p: Partition = { name: key, sink, ackEvents, written: 0, acked: 0 };
+    if (ackEvents) sink.on('ack', (n: number) => this.acknowledge(p, n));
     sink.on('error', (err: Error) => this.destroy(partitionError(key, err)));
     sink.on('close', () => {
       if (!this.destroyed && !sink.writableFinished) {
@@ -160,6 +175,15 @@ export class Partitioner extends Writable {
     this.partitions.set(key, p);
     this.emit('partition', key);
     return p;
+  }
+
+  private acknowledge(p: Partition, n: number): void {
+    p.acked += n;
+    if (p.acked > p.written) {
+      this.destroy(partitionError(p.name, new Error(`sink acknowledged ${p.acked} records but was given ${p.written}`)));
+      return;
+    }
+    if (this.barriers.length > 0) this.release();
   }
 
   /** Releases every leading barrier whose writes are all acknowledged, one at a time. */

@@ -1,0 +1,292 @@
+/**
+ * serviceBusSink(): a Writable of envelopes for one queue.
+ *
+ * Records go into an open ServiceBusMessageBatch (createMessageBatch + tryAddMessage, so a batch
+ * fills up to the entity's maximum, which the SDK learns from the link). A batch is sent when full,
+ * `lingerMs` after its first record, and at the end. One batch is in flight at a time, which keeps
+ * the queue's order across retries; while it flies the next one fills, and a writer that fills
+ * that one too waits (backpressure). Write callbacks come early to keep records flowing, so
+ * durability is reported separately: 'ack' events with the number of records, in order, that
+ * Service Bus accepted (see DURABLE_ACKS in streams/partition.ts). A failed send never acks.
+ */
+import { Writable } from 'node:stream';
+import type { ServiceBusMessage, ServiceBusMessageBatch, ServiceBusSender } from '@azure/service-bus';
+import { DstreamError, ErrorCodes, invalidOption, isDstreamError, messageOf } from '../../errors.js';
+import type { Envelope } from '../../envelope/types.js';
+import { DURABLE_ACKS } from '../../streams/partition.js';
+import { acquireClient, type ClientLease, type ConnectionOptions } from './client.js';
+import { backoffDelay, isTransient, type RetryOptions } from './errors.js';
+import { describeRecord, toServiceBusMessage, type MessageOptions } from './message.js';
+
+export type OversizePolicy = 'fail' | 'dead-letter';
+
+export interface ServiceBusSinkOptions extends ConnectionOptions, MessageOptions {
+  queue: string;
+  /** Send a batch this long after its first record, full or not. Default 20 ms. */
+  lingerMs?: number;
+  /** Cap on messages per batch (Service Bus allows 4500 per send). Default 4500. */
+  maxBatchMessages?: number;
+  retry?: RetryOptions;
+  /** A record larger than the queue's maximum message size: `fail` (default) or `dead-letter`. */
+  onOversize?: OversizePolicy;
+  /** Where `dead-letter` writes `{"reason","queue","size","record"}` lines. Not ended by the sink. */
+  deadLetter?: Writable;
+  /** Envelopes buffered before the batch logic. Default 256. */
+  highWaterMark?: number;
+  /**
+   * Give up on one send after this long and retry it. A connection that dies after the broker
+   * stored a batch but before its acceptance arrived leaves the send waiting; the retry resends,
+   * and duplicate detection drops the copy. Default 30 s.
+   */
+  sendTimeoutMs?: number;
+  /** Called before each retry, for logs. */
+  onRetry?: (info: { queue: string; attempt: number; delayMs: number; error: unknown }) => void;
+}
+
+export interface ServiceBusSinkStats {
+  queue: string;
+  records: number;
+  messages: number;
+  batches: number;
+  bytes: number;
+  retries: number;
+  deadLettered: number;
+  /** Sum over sent batches of their size / the maximum batch size; divide by batches for the mean fill. */
+  fill: number;
+}
+
+interface OpenBatch {
+  batch: ServiceBusMessageBatch;
+  /** Records this batch stands for: its messages and any dead-lettered records among them. */
+  records: number;
+}
+
+const MAX_MESSAGES_PER_SEND = 4500;
+
+export class ServiceBusSink extends Writable {
+  readonly [DURABLE_ACKS] = true;
+  readonly queue: string;
+  private readonly lease: ClientLease;
+  private readonly sender: ServiceBusSender;
+  private readonly options: ServiceBusSinkOptions;
+  private readonly lingerMs: number;
+  private readonly maxBatchMessages: number;
+  private open: OpenBatch | null = null;
+  private opening: Promise<OpenBatch> | null = null;
+  /** The batch being sent, chained so that one is in flight at a time; never rejects. */
+  private inFlight: Promise<void> = Promise.resolve();
+  private linger: NodeJS.Timeout | null = null;
+  private failed: Error | null = null;
+  private readonly counts: ServiceBusSinkStats;
+
+  constructor(options: ServiceBusSinkOptions) {
+    super({ objectMode: true, highWaterMark: options.highWaterMark ?? 256 });
+    if (typeof options.queue !== 'string' || options.queue.length === 0) throw invalidOption('serviceBusSink needs a queue name');
+    if (options.onOversize === 'dead-letter' && options.deadLetter === undefined) {
+      throw invalidOption('onOversize "dead-letter" needs a deadLetter stream to write to');
+    }
+    this.options = options;
+    this.queue = options.queue;
+    this.lingerMs = options.lingerMs ?? 20;
+    this.maxBatchMessages = Math.min(options.maxBatchMessages ?? MAX_MESSAGES_PER_SEND, MAX_MESSAGES_PER_SEND);
+    this.lease = acquireClient(options);
+    this.sender = this.lease.client.createSender(options.queue);
+    this.counts = { queue: options.queue, records: 0, messages: 0, batches: 0, bytes: 0, retries: 0, deadLettered: 0, fill: 0 };
+  }
+
+  get stats(): ServiceBusSinkStats {
+    return { ...this.counts };
+  }
+
+  override _write(env: Envelope, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.add(env).then(() => callback(), (err: Error) => callback(err));
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.clearLinger();
+    this.dispatch();
+    this.inFlight
+      .then(() => {
+        if (this.failed) throw this.failed;
+        return this.sender.close();
+      })
+      .then(() => this.lease.release())
+      .then(() => callback(), (err: Error) => callback(err));
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.clearLinger();
+    // Closing is best-effort here: the stream is already failing with `err`, which is what the
+    // caller must see; a close error is reported only when there is no other.
+    this.sender
+      .close()
+      .catch((closeErr: unknown) => (err === null ? closeErr : undefined))
+      .then((closeErr) => this.lease.release().then(() => closeErr))
+      .then((closeErr) => callback(err ?? (closeErr as Error | undefined) ?? null), () => callback(err));
+  }
+
+  private async add(env: Envelope): Promise<void> {
+    if (this.failed) throw this.failed;
+    const message = toServiceBusMessage(this.queue, env, this.options);
+    let open = this.open ?? (await this.newBatch());
+    if (open.batch.tryAddMessage(message)) {
+      this.recordAdded(open);
+      return;
+    }
+    if (open.batch.count > 0) {
+      // Full: send it; wait for the one before it (one in flight), then start a new one.
+      const previous = this.inFlight;
+      this.dispatch();
+      await previous;
+      if (this.failed) throw this.failed;
+      open = await this.newBatch();
+      if (open.batch.tryAddMessage(message)) {
+        this.recordAdded(open);
+        return;
+      }
+    }
+    await this.oversize(env, message, open);
+  }
+
+  private recordAdded(open: OpenBatch): void {
+    open.records++;
+    this.counts.records++;
+    if (open.batch.count >= this.maxBatchMessages) this.dispatch();
+    else this.armLinger();
+  }
+
+  private async oversize(env: Envelope, message: ServiceBusMessage, open: OpenBatch): Promise<void> {
+    const size = Buffer.byteLength(JSON.stringify(message.body));
+    const what = `${describeRecord(env)}: message of about ${size} bytes is larger than queue "${this.queue}" accepts (${open.batch.maxSizeInBytes} bytes)`;
+    if (this.options.onOversize !== 'dead-letter') {
+      throw new DstreamError(ErrorCodes.MESSAGE_TOO_LARGE, `${what}; set on_oversize = "dead-letter" to set such records aside`, {
+        details: { queue: this.queue, size, maxSize: open.batch.maxSizeInBytes, table: env.metadata?.TableName, lsn: env.metadata?.LSN },
+      });
+    }
+    const line = `${JSON.stringify({ reason: 'message too large', queue: this.queue, size, maxSize: open.batch.maxSizeInBytes, record: env, at: new Date().toISOString() })}\n`;
+    await new Promise<void>((resolve, reject) => this.options.deadLetter!.write(line, (err) => (err ? reject(err) : resolve())));
+    this.counts.deadLettered++;
+    this.counts.records++;
+    // Acknowledged in its place in the order: with the batch it sits in.
+    open.records++;
+    this.armLinger();
+  }
+
+  private newBatch(): Promise<OpenBatch> {
+    this.opening ??= this.withRetry('open a batch', () => this.sender.createMessageBatch()).then(
+      (batch) => {
+        this.opening = null;
+        this.open = { batch, records: 0 };
+        return this.open;
+      },
+      (err: unknown) => {
+        this.opening = null;
+        throw err;
+      },
+    );
+    return this.opening;
+  }
+
+  /** Chains the open batch after the one in flight. Never throws; a failure destroys the sink. */
+  private dispatch(): void {
+    this.clearLinger();
+    const open = this.open;
+    if (open === null || open.records === 0) return;
+    this.open = null;
+    this.inFlight = this.inFlight.then(async () => {
+      if (this.failed) return;
+      try {
+        if (open.batch.count > 0) {
+          await this.withRetry('send a batch', () => this.sendWithTimeout(open.batch));
+          this.counts.batches++;
+          this.counts.messages += open.batch.count;
+          this.counts.bytes += open.batch.sizeInBytes;
+          this.counts.fill += open.batch.sizeInBytes / open.batch.maxSizeInBytes;
+        }
+        this.emit('ack', open.records);
+      } catch (err) {
+        this.failed = err as Error;
+        this.destroy(err as Error);
+      }
+    });
+  }
+
+  private async sendWithTimeout(batch: ServiceBusMessageBatch): Promise<void> {
+    const ms = this.options.sendTimeoutMs ?? 30_000;
+    const signal = AbortSignal.timeout(ms);
+    try {
+      await this.sender.sendMessages(batch, { abortSignal: signal });
+    } catch (err) {
+      if (signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
+      throw err;
+    }
+  }
+
+  private armLinger(): void {
+    if (this.linger !== null) return;
+    this.linger = setTimeout(() => {
+      this.linger = null;
+      this.dispatch();
+    }, this.lingerMs);
+  }
+
+  private clearLinger(): void {
+    if (this.linger !== null) {
+      clearTimeout(this.linger);
+      this.linger = null;
+    }
+  }
+
+  private async withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
+    const max = this.options.retry?.maxRetries ?? 8;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (!isTransient(err) || attempt >= max) throw this.explain(err, what, attempt);
+        const delayMs = backoffDelay(attempt, this.options.retry);
+        this.counts.retries++;
+        this.options.onRetry?.({ queue: this.queue, attempt: attempt + 1, delayMs, error: err });
+        await new Promise((r) => setTimeout(r, delayMs));
+        if (this.destroyed) throw this.failed ?? new Error(`sink for queue "${this.queue}" was destroyed`);
+      }
+    }
+  }
+
+  private explain(err: unknown, what: string, attempt: number): Error {
+    if (isDstreamError(err)) return err;
+    const code = (err as { code?: unknown }).code;
+    const where = `queue "${this.queue}" in ${this.lease.endpoint}`;
+    if (code === 'MessagingEntityNotFound') {
+      return new DstreamError(ErrorCodes.QUEUE_NOT_FOUND, `${where} does not exist; create it with \`dstream init <task>\`, or set on_missing_queue = "create"`, {
+        cause: err,
+        details: { queue: this.queue },
+      });
+    }
+    if (code === 'UnauthorizedAccess') {
+      return new DstreamError(ErrorCodes.UNAUTHORIZED, `${where}: access refused; the credentials need Send rights on the namespace or queue`, {
+        cause: err,
+        details: { queue: this.queue },
+      });
+    }
+    const tries = attempt > 0 ? ` after ${attempt + 1} attempts` : '';
+    return new DstreamError(ErrorCodes.SERVICE_BUS, `could not ${what} to ${where}${tries}: ${messageOf(err)}`, {
+      cause: err,
+      details: { queue: this.queue, code },
+    });
+  }
+}
+
+/** A Writable of envelopes for one Service Bus queue; emits 'ack' (count) as records become durable. */
+export function serviceBusSink(options: ServiceBusSinkOptions): ServiceBusSink {
+  return new ServiceBusSink(options);
+}
+
+/** A send that got no answer in time: the connection may be gone; worth a retry. */
+class SendTimeout extends Error {
+  readonly code = 'OperationTimeoutError';
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'SendTimeout';
+  }
+}

@@ -1,0 +1,309 @@
+/**
+ * An AMQP 1.0 broker, on rhea, that the real @azure/service-bus SDK talks to over TCP on
+ * 127.0.0.1. It keeps to documented Service Bus behaviour that dstream depends on (max message
+ * size announced on attach, case-insensitive entity names, amqp:not-found for a missing queue,
+ * duplicate detection by MessageId, peek-lock receive) and injects faults on request. It decides
+ * nothing about dstream: tests assert on what dstream did, read back through the real SDK.
+ */
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo, Server } from 'node:net';
+import rhea, { type Connection, type Delivery, type EventContext, type Message, type Receiver, type Sender } from 'rhea';
+
+/** rhea functions and fields its typings leave out. */
+interface Outcome {
+  described(): unknown;
+}
+const rheaMessage = rhea.message as unknown as {
+  decode(buffer: Buffer): Message;
+  accepted(): Outcome;
+  released(): Outcome;
+  modified(): Outcome;
+  rejected(): Outcome;
+};
+type WithLocalAttach = { local: { attach: { max_message_size?: number } } };
+
+export const BATCH_FORMAT = 0x80013700;
+export const STANDARD_MAX_MESSAGE_SIZE = 256 * 1024;
+
+export interface StoredMessage {
+  message: Message;
+  sequenceNumber: number;
+  enqueuedAt: Date;
+  lockedUntil?: Date;
+  lockToken?: Buffer;
+}
+
+export interface QueueState {
+  name: string;
+  requiresDuplicateDetection: boolean;
+  messages: StoredMessage[];
+  seenIds: Set<string>;
+  /** Transfers accepted into this queue (a batch counts once). */
+  transfers: number;
+  /** Messages that arrived, duplicates included. */
+  received: number;
+  duplicatesDropped: number;
+}
+
+export interface Faults {
+  /** Close the connection (socket) after this many stored messages, once. */
+  dropConnectionAfterMessages?: number;
+  /** Reject the Nth transfer (1-based, counted across queues) with com.microsoft:server-busy, once. */
+  serverBusyOnTransfer?: number;
+  /** Hold the settlement of every transfer to these queues (lower case) for this long. */
+  delayMs?: Record<string, number>;
+  /** Refuse put-token (unauthorized). */
+  unauthorized?: boolean;
+}
+
+export class TestBroker {
+  readonly queues = new Map<string, QueueState>();
+  readonly faults: Faults = {};
+  /** Every transfer accepted, in arrival order: queue and number of messages. */
+  readonly transfers: Array<{ queue: string; messages: number; bytes: number }> = [];
+  /** Errors inside the broker itself (tests can assert there were none). */
+  readonly errors: Error[] = [];
+  maxMessageSize: number;
+  private transferCount = 0;
+  private stored = 0;
+  private sequence = 0;
+  private dropped = false;
+  private readonly connections = new Set<Connection>();
+  private readonly waitingSenders = new Map<string, Set<Sender>>();
+
+  private constructor(
+    private readonly server: Server,
+    maxMessageSize: number,
+  ) {
+    this.maxMessageSize = maxMessageSize;
+  }
+
+  static async start(options: { maxMessageSize?: number } = {}): Promise<TestBroker> {
+    // autoaccept off: a delivery is accepted only once it is stored (or rejected), as Service Bus does.
+    const container = rhea.create_container({ id: 'dstream-test-broker', autoaccept: false } as never);
+    container.sasl_server_mechanisms.enable_anonymous();
+    const server = container.listen({ port: 0, host: '127.0.0.1' }) as Server;
+    await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+    const broker = new TestBroker(server, options.maxMessageSize ?? STANDARD_MAX_MESSAGE_SIZE);
+    broker.wire(container);
+    return broker;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  get connectionString(): string {
+    return `Endpoint=sb://127.0.0.1:${this.port};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true`;
+  }
+
+  createQueue(name: string, options: { requiresDuplicateDetection?: boolean } = {}): QueueState {
+    const q: QueueState = {
+      name,
+      requiresDuplicateDetection: options.requiresDuplicateDetection ?? false,
+      messages: [],
+      seenIds: new Set(),
+      transfers: 0,
+      received: 0,
+      duplicatesDropped: 0,
+    };
+    this.queues.set(name.toLowerCase(), q);
+    return q;
+  }
+
+  queue(name: string): QueueState | undefined {
+    return this.queues.get(name.toLowerCase());
+  }
+
+  /** Message bodies stored in a queue, decoded from JSON, in order. */
+  bodies(name: string): unknown[] {
+    return (this.queue(name)?.messages ?? []).map((m) => decodeBody(m.message.body));
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.connections) c.close();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private wire(container: ReturnType<typeof rhea.create_container>): void {
+    container.on('connection_open', (ctx: EventContext) => this.connections.add(ctx.connection));
+    container.on('connection_close', (ctx: EventContext) => this.connections.delete(ctx.connection));
+    container.on('disconnected', (ctx: EventContext) => this.connections.delete(ctx.connection));
+    container.on('error', (err: Error) => {
+      // Kept and printed: a broker bug must not look like a product failure.
+      this.errors.push(err);
+      process.stderr.write(`test broker: ${err.stack ?? err.message}\n`);
+    });
+
+    container.on('receiver_open', (ctx: EventContext) => {
+      const receiver = ctx.receiver!;
+      const address = (receiver.target as { address?: string } | undefined)?.address ?? '';
+      receiver.set_target({ address });
+      (receiver as unknown as WithLocalAttach).local.attach.max_message_size = this.maxMessageSize;
+      if (address !== '$cbs' && address !== '$management' && this.queue(address) === undefined) {
+        receiver.close({ condition: 'amqp:not-found', description: `The messaging entity '${address}' could not be found.` });
+      }
+    });
+
+    container.on('sender_open', (ctx: EventContext) => {
+      const sender = ctx.sender!;
+      const address = (sender.source as { address?: string } | undefined)?.address ?? '';
+      sender.set_source({ address });
+      if (address === '$cbs' || address === '$management') return;
+      if (this.queue(address) === undefined) {
+        sender.close({ condition: 'amqp:not-found', description: `The messaging entity '${address}' could not be found.` });
+        return;
+      }
+      const key = address.toLowerCase();
+      if (!this.waitingSenders.has(key)) this.waitingSenders.set(key, new Set());
+      this.waitingSenders.get(key)!.add(sender);
+    });
+    container.on('sender_close', (ctx: EventContext) => {
+      for (const set of this.waitingSenders.values()) set.delete(ctx.sender!);
+    });
+
+    container.on('message', (ctx: EventContext) => this.onMessage(ctx));
+    container.on('sendable', (ctx: EventContext) => this.deliver(ctx.sender!));
+    container.on('sender_draining', (ctx: EventContext) => this.deliver(ctx.sender!));
+    container.on('accepted', (ctx: EventContext) => this.settle(ctx, 'accepted'));
+    container.on('released', (ctx: EventContext) => this.settle(ctx, 'released'));
+    container.on('modified', (ctx: EventContext) => this.settle(ctx, 'modified'));
+    container.on('rejected', (ctx: EventContext) => this.settle(ctx, 'rejected'));
+  }
+
+  private onMessage(ctx: EventContext): void {
+    const receiver = ctx.receiver!;
+    const delivery = ctx.delivery!;
+    const address = (receiver.target as { address?: string }).address!;
+    if (address === '$cbs') {
+      this.answerCbs(ctx);
+      return;
+    }
+    const q = this.queue(address);
+    if (q === undefined) {
+      delivery.reject({ condition: 'amqp:not-found', description: `The messaging entity '${address}' could not be found.` });
+      return;
+    }
+    this.transferCount++;
+    if (this.faults.serverBusyOnTransfer === this.transferCount) {
+      this.faults.serverBusyOnTransfer = undefined;
+      delivery.reject({ condition: 'com.microsoft:server-busy', description: 'The server is busy. Please retry the operation.' });
+      return;
+    }
+    const messages = delivery.format === BATCH_FORMAT ? unbatch(ctx.message!) : [ctx.message!];
+    const bytes = messages.reduce((n, m) => n + JSON.stringify(decodeBody(m.body) ?? '').length, 0);
+    const store = () => {
+      for (const m of messages) this.store(q, m);
+      q.transfers++;
+      this.transfers.push({ queue: q.name, messages: messages.length, bytes });
+      delivery.accept();
+      this.maybeDrop(ctx.connection);
+    };
+    const delay = this.faults.delayMs?.[q.name.toLowerCase()];
+    if (delay) setTimeout(store, delay);
+    else store();
+  }
+
+  private store(q: QueueState, message: Message): void {
+    q.received++;
+    if (message.message_id === undefined || message.message_id === null) message.message_id = randomUUID();
+    const id = String(message.message_id);
+    if (q.requiresDuplicateDetection && q.seenIds.has(id)) {
+      q.duplicatesDropped++;
+      return;
+    }
+    q.seenIds.add(id);
+    this.stored++;
+    q.messages.push({ message, sequenceNumber: ++this.sequence, enqueuedAt: new Date() });
+    for (const s of this.waitingSenders.get(q.name.toLowerCase()) ?? []) this.deliver(s);
+  }
+
+  private maybeDrop(connection: Connection): void {
+    const after = this.faults.dropConnectionAfterMessages;
+    if (after !== undefined && !this.dropped && this.stored >= after) {
+      this.dropped = true;
+      // A hard drop, as a network failure would: no close frame.
+      (connection as unknown as { socket?: { destroy(): void } }).socket?.destroy();
+    }
+  }
+
+  private answerCbs(ctx: EventContext): void {
+    const request = ctx.message!;
+    const props = request.application_properties ?? {};
+    const sender = ctx.connection.find_sender((s: Sender) => (s.source as { address?: string } | undefined)?.address === '$cbs');
+    const status = this.faults.unauthorized ? 401 : 202;
+    sender?.send({
+      to: request.reply_to,
+      correlation_id: request.message_id,
+      application_properties: { 'status-code': status, 'status-description': status === 202 ? 'Accepted' : 'Unauthorized', operation: props.operation },
+      body: undefined,
+    });
+    ctx.delivery!.accept();
+  }
+
+  /** Sends locked messages to a receiving client while it has credit; completes a drain. */
+  private deliver(sender: Sender): void {
+    const address = (sender.source as { address?: string } | undefined)?.address;
+    const q = address === undefined ? undefined : this.queue(address);
+    if (q === undefined) return;
+    const now = Date.now();
+    for (const m of q.messages) {
+      if (!sender.sendable()) break;
+      if (m.lockedUntil !== undefined && m.lockedUntil.getTime() > now) continue;
+      m.lockedUntil = new Date(now + 60_000);
+      m.lockToken = Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
+      const out: Message = {
+        ...m.message,
+        message_annotations: {
+          ...(m.message.message_annotations ?? {}),
+          'x-opt-sequence-number': rhea.types.wrap_long(m.sequenceNumber),
+          'x-opt-enqueued-time': m.enqueuedAt,
+          'x-opt-locked-until': m.lockedUntil,
+        },
+      };
+      const delivery = sender.send(out, m.lockToken);
+      (delivery as Delivery & { dstreamStored?: StoredMessage }).dstreamStored = m;
+    }
+    // Out of messages with credit left: tells a draining receiver there is nothing more (a no-op otherwise).
+    if (sender.sendable()) sender.set_drained(true);
+  }
+
+  private settle(ctx: EventContext, outcome: 'accepted' | 'released' | 'modified' | 'rejected'): void {
+    const remove = outcome === 'accepted' || outcome === 'rejected';
+    const delivery = ctx.delivery as Delivery & { dstreamStored?: StoredMessage };
+    const stored = delivery.dstreamStored;
+    if (stored === undefined) return;
+    const address = (ctx.sender!.source as { address?: string }).address!;
+    const q = this.queue(address)!;
+    if (remove) q.messages = q.messages.filter((m) => m !== stored);
+    else stored.lockedUntil = undefined;
+    // Echo the settlement with the client's outcome (receive mode "second").
+    const state = rheaMessage[outcome]();
+    delivery.update(true, state.described() as never);
+  }
+}
+
+/** A batch transfer (format 0x80013700) arrives raw: its data sections are each one encoded message. */
+function unbatch(raw: Message): Message[] {
+  const batch = rheaMessage.decode(raw as unknown as Buffer);
+  const body = batch.body as { content: Buffer | Buffer[]; multiple?: boolean };
+  const parts = body.multiple ? (body.content as Buffer[]) : [body.content as Buffer];
+  return parts.map((b) => rheaMessage.decode(b));
+}
+
+/** A message body as JSON, whatever section the SDK put it in. */
+export function decodeBody(body: unknown): unknown {
+  let b = body;
+  if (b && typeof b === 'object' && 'typecode' in b && 'content' in b) b = (b as { content: unknown }).content;
+  if (Buffer.isBuffer(b)) {
+    const text = b.toString('utf8');
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return text; // not JSON: the test sees the text and fails on it
+    }
+  }
+  return b;
+}
+
+export type { Receiver };
