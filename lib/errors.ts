@@ -34,6 +34,8 @@ export const ErrorCodes = {
   QUEUE_NOT_FOUND: 'DSTREAM_ERR_QUEUE_NOT_FOUND',
   /** Service Bus refused the credentials. */
   UNAUTHORIZED: 'DSTREAM_ERR_UNAUTHORIZED',
+  /** A file could not be opened, written or synced. */
+  IO: 'DSTREAM_ERR_IO',
   /** Service Bus kept failing after every retry, or failed in a way no retry fixes. */
   SERVICE_BUS: 'DSTREAM_ERR_SERVICE_BUS',
 } as const;

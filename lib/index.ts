@@ -29,7 +29,15 @@ export {
   type Assignment,
   type TableRef,
 } from './streams/destination.js';
-export { partitionByTable, type PartitionOptions, type PartitionStats, type Partitioner } from './streams/partition.js';
+export { DURABLE_ACKS, partitionByTable, type PartitionOptions, type PartitionStats, type Partitioner } from './streams/partition.js';
+export { destinationKey } from './streams/destination.js';
+
+export { toFiles, toServiceBus, type ToFilesOptions, type ToServiceBusOptions } from './sinks/deliver.js';
+export { serviceBusSink, type OversizePolicy, type ServiceBusSinkOptions, type ServiceBusSinkStats, type ServiceBusSink } from './sinks/service-bus/sink.js';
+export { toServiceBusMessage, messageIdOf, type BodyMode, type MessageOptions } from './sinks/service-bus/message.js';
+export type { RetryOptions } from './sinks/service-bus/errors.js';
+export type { ConnectionOptions } from './sinks/service-bus/client.js';
+export { fileSink, type FileSinkOptions, type FileSinkStats, type FileSink } from './sinks/files/file-sink.js';
 
 export {
   PROTOCOL_VERSION,

@@ -183,3 +183,21 @@ export function planDestinations(tables: TableRef[], template: string = DEFAULT_
   const registry = new DestinationRegistry(template);
   return tables.map((t) => registry.assign(t).assignment);
 }
+
+/**
+ * A partition key for envelopes: `metadata.Destination` when present (stamped by `route()`),
+ * else the template applied to the table, with the same rules and collision check.
+ */
+export function destinationKey(template: string = DEFAULT_TEMPLATE): (envelope: { metadata?: Record<string, unknown> }) => string | undefined {
+  const registry = new DestinationRegistry(template);
+  return (envelope) => {
+    const m = envelope.metadata;
+    if (typeof m?.Destination === 'string' && m.Destination.length > 0) return m.Destination;
+    if (typeof m?.TableName !== 'string' || m.TableName.length === 0) return undefined;
+    return registry.assign({
+      table: m.TableName,
+      schema: typeof m.Schema === 'string' ? m.Schema : undefined,
+      database: typeof m.Database === 'string' ? m.Database : undefined,
+    }).assignment.destination;
+  };
+}

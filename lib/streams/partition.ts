@@ -186,6 +186,48 @@ export class Partitioner extends Writable {
     if (this.barriers.length > 0) this.release();
   }
 
+  /**
+   * The acknowledged checkpoints, in order, from now on: ends when the partitioner finishes, throws
+   * when it fails. The same checkpoints as the 'checkpoint' event, for `for await`.
+   */
+  checkpoints(): AsyncIterableIterator<CheckpointEnvelope> {
+    const queue: CheckpointEnvelope[] = [];
+    let done = false;
+    let failure: Error | null = null;
+    let wake: (() => void) | null = null;
+    const poke = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    this.on('checkpoint', (cp: CheckpointEnvelope) => {
+      queue.push(cp);
+      poke();
+    });
+    this.once('finish', () => {
+      done = true;
+      poke();
+    });
+    this.once('close', () => {
+      done = true;
+      poke();
+    });
+    this.once('error', (err: Error) => {
+      failure = err;
+      poke();
+    });
+    const next = async (): Promise<IteratorResult<CheckpointEnvelope>> => {
+      for (;;) {
+        if (queue.length > 0) return { value: queue.shift()!, done: false };
+        if (failure !== null) throw failure;
+        if (done) return { value: undefined, done: true };
+        await new Promise<void>((r) => (wake = r));
+      }
+    };
+    const it: AsyncIterableIterator<CheckpointEnvelope> = { next, [Symbol.asyncIterator]: () => it };
+    return it;
+  }
+
   /** Releases every leading barrier whose writes are all acknowledged, one at a time. */
   private release(): void {
     while (!this.releasing && this.barriers.length > 0 && this.barriers[0]!.waits.every(([p, n]) => p.acked >= n)) {

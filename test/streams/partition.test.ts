@@ -187,6 +187,44 @@ describe('partitionByTable', () => {
     expect(released).toEqual([]); // a failed write never lets a checkpoint through
   });
 
+  it('counts acknowledgements from sinks that report durability with ack events, not write callbacks', async () => {
+    const { DURABLE_ACKS } = await import('../../lib/index.js');
+    let sink!: Writable & { [k: symbol]: unknown };
+    const released: unknown[] = [];
+    const p = partitionByTable({
+      sinkFor: () => {
+        // Calls back at once (to keep records flowing) and acknowledges later, as a batching sink does.
+        sink = new Writable({ objectMode: true, write: (_c, _e, cb) => cb() }) as typeof sink;
+        sink[DURABLE_ACKS] = true;
+        return sink;
+      },
+      onCheckpoint: (cp) => void released.push(cp.data.position),
+    });
+    p.write(row('A', 1));
+    p.write(row('A', 2));
+    p.write(checkpoint('c'));
+    await tick(5);
+    expect(released).toEqual([]); // write callbacks came, but nothing is durable yet
+    sink.emit('ack', 1);
+    await tick();
+    expect(released).toEqual([]);
+    sink.emit('ack', 1);
+    await tick();
+    expect(released).toEqual(['c']);
+    p.end();
+  });
+
+  it('fails when such a sink finishes with records it never acknowledged', async () => {
+    const { DURABLE_ACKS } = await import('../../lib/index.js');
+    const err = await pipeline(
+      Readable.from([row('A', 1), row('A', 2)]),
+      partitionByTable({
+        sinkFor: () => Object.assign(new Writable({ objectMode: true, write: (_c, _e, cb) => cb() }), { [DURABLE_ACKS]: true }),
+      }),
+    ).catch((e) => e);
+    expect(err.message).toBe('partition "A" failed: sink finished with 2 of 2 records unacknowledged');
+  });
+
   it('refuses more than maxPartitions destinations', async () => {
     const p = partitionByTable({ sinkFor: () => memorySink(), maxPartitions: 2 });
     const err = await pipeline(Readable.from([row('A', 1), row('B', 2), row('C', 3)]), p).catch((e) => e);
