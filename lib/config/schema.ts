@@ -50,8 +50,10 @@ export function validateConfig(
   for (const [key, field] of Object.entries(schema)) {
     let v = value[key];
     let from = `${path}.${key}`;
-    if (v === undefined && field.env !== undefined && options.env?.[field.env] !== undefined) {
-      v = coerce(field, options.env[field.env]!);
+    // An empty variable counts as unset, as shells and most tools treat it.
+    const fromEnv = field.env === undefined ? undefined : options.env?.[field.env];
+    if (v === undefined && fromEnv !== undefined && fromEnv !== '') {
+      v = coerce(field, fromEnv);
       from = `environment variable ${field.env}`;
     }
     if (v === undefined) {

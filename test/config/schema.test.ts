@@ -24,6 +24,8 @@ describe('validateConfig', () => {
 
   it('reads env fallbacks', () => {
     expect(validateConfig(schema, {}, { env: { ASB_CONNECTION_STRING: 'Endpoint=sb://e' } }).connection_string).toBe('Endpoint=sb://e');
+    // An empty variable is unset.
+    expect(() => validateConfig(schema, {}, { env: { ASB_CONNECTION_STRING: '' } })).toThrow('config.connection_string: required (or set ASB_CONNECTION_STRING)');
   });
 
   it('lists every problem, naming the field, what was expected, and a did-you-mean for unknown keys', () => {

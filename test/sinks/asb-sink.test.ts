@@ -1,0 +1,107 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ErrorCodes, ExitCodes } from '../../lib/index.js';
+import { TestBroker } from '../support/asb-broker.js';
+import { ndjson, ROOT, spawnNode } from '../support/process.js';
+
+const BIN = join(ROOT, 'dist/bin/asb-sink.js');
+const row = (TableName: string, n: number) => ({
+  source: 'mssql-cdc',
+  type: 'cdc',
+  data: { Id: n },
+  metadata: { TableName, OperationType: 'Insert', LSN: `0x${n.toString(16).padStart(20, '0')}`, Seq: '0x01' },
+});
+const cp = (n: number) => ({ source: 'mssql-cdc', type: 'checkpoint', data: { position: { lsn: n } }, metadata: {} });
+
+let broker: TestBroker;
+beforeEach(async () => {
+  broker = await TestBroker.start();
+  broker.createQueue('Persons_cdc_events');
+  broker.createQueue('Orders_cdc_events');
+});
+afterEach(async () => {
+  await broker.close();
+  expect(broker.errors).toEqual([]);
+});
+
+describe('asb-sink (spawned)', () => {
+  it('provider mode: delivers, acknowledges each checkpoint on stdout after its rows, summarises on stderr', async () => {
+    const input = ndjson(
+      { command: 'run', config: { connection_string: broker.connectionString, progress_ms: 0 }, protocol: 1 },
+      row('Persons', 1),
+      row('Orders', 2),
+      cp(1),
+      row('Persons', 3),
+      cp(2),
+    );
+    const r = await spawnNode(BIN, [], { input });
+    expect(r.code).toBe(0);
+    expect(r.lines()).toEqual([{ status: 'ready', protocol: 1 }, cp(1), cp(2)]);
+    expect(broker.bodies('Persons_cdc_events')).toEqual([row('Persons', 1), row('Persons', 3)]);
+    expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2)]);
+    expect(r.stderr).toMatch(/^asb-sink: delivered 3 messages in \d+ batches \(.+\) to 2 queues in [\d.]+ s; 2 checkpoints acknowledged: /m);
+    expect(r.stdout + r.stderr).not.toContain('SharedAccessKey');
+  });
+
+  it('standalone mode: connection string from the environment, no stdout, last checkpoint in the state file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-asb-'));
+    const state = join(dir, 'state.json');
+    const r = await spawnNode(BIN, ['--state-file', state, '--quiet'], {
+      input: ndjson(row('Persons', 1), cp(1), row('Orders', 2), cp(2)),
+      env: { ASB_CONNECTION_STRING: broker.connectionString },
+    });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(2));
+    expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2)]);
+  });
+
+  it('a missing queue fails the run, naming the queue and what to do, without the secret', async () => {
+    const r = await spawnNode(BIN, [], {
+      input: ndjson({ command: 'run', config: { connection_string: broker.connectionString, max_retries: 0 } }, row('Ghosts', 1), cp(1)),
+    });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    const lines = r.lines();
+    expect(lines[0]).toEqual({ status: 'ready', protocol: 1 });
+    expect(lines).toHaveLength(2); // no acknowledgement: nothing was delivered
+    expect(lines[1]).toMatchObject({ status: 'error', command: 'run', code: ErrorCodes.QUEUE_NOT_FOUND });
+    expect(r.stderr).toContain('queue "Ghosts_cdc_events" in 127.0.0.1:');
+    expect(r.stderr).toContain('dstream init <task>');
+    expect(r.stdout + r.stderr).not.toContain('SharedAccessKey=v');
+  });
+
+  it('refuses to start without a connection string or namespace (exit 2)', async () => {
+    const r = await spawnNode(BIN, ['--standalone'], { input: '', env: { ASB_CONNECTION_STRING: '', ASB_NAMESPACE: '' } });
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.stderr).toMatch(/asb-sink needs connection_string \(or ASB_CONNECTION_STRING\), or namespace/);
+  });
+
+  it('on SIGTERM stops reading, delivers what it has, acknowledges it and exits 143', async () => {
+    const r = await spawnNode(BIN, [], {
+      input: ndjson({ command: 'run', config: { connection_string: broker.connectionString, progress_ms: 0, quiet: true } }, row('Persons', 1), cp(1), row('Persons', 2), cp(2)),
+      keepStdinOpen: true,
+      onSpawn: (child) => {
+        let out = '';
+        child.stdout!.on('data', (d) => {
+          out += d;
+          if (out.includes('"position":{"lsn":1}')) child.kill('SIGTERM');
+        });
+      },
+    });
+    expect(r.code).toBe(ExitCodes.TERMINATED);
+    expect(r.lines()).toEqual([{ status: 'ready', protocol: 1 }, cp(1), cp(2)]);
+    expect(broker.bodies('Persons_cdc_events')).toHaveLength(2);
+  });
+
+  it('--help lists the options with their defaults and environment variables, never a secret default', async () => {
+    const r = await spawnNode(BIN, ['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('--connection-string <string>');
+    expect(r.stdout).toContain('env ASB_CONNECTION_STRING');
+    expect(r.stdout).toContain('--linger-ms <integer>');
+    expect(r.stdout).toContain('default 20');
+  });
+});
