@@ -18,6 +18,8 @@ export interface Measurement {
   bytes: number;
   /** Peak resident set size, MB (processes only). */
   peakRssMB?: number;
+  /** A scalar result (a percentage, a growth in MB) instead of a timing. */
+  value?: number;
 }
 
 export interface Target {
@@ -27,6 +29,9 @@ export interface Target {
   /** Minimum ratio subject/baseline of throughput, or maximum peak RSS in MB when `maxRssMB`. */
   minRatio?: number;
   maxRssMB?: number;
+  /** Bounds on the subject's scalar `value`. */
+  min?: number;
+  max?: number;
   text: string;
 }
 
@@ -92,8 +97,12 @@ export function runProcess(command: string, args: string[], inputPath: string): 
 }
 
 export function formatTable(result: BenchResult): string {
-  const rows = [['group', 'contender', 'lines/s (best)', 'MB/s (best)', 'best ms', 'median ms', 'peak RSS MB']];
+  const rows = [['group', 'contender', 'lines/s (best)', 'MB/s (best)', 'best ms', 'median ms', 'peak RSS MB / value']];
   for (const m of result.measurements) {
+    if (m.value !== undefined) {
+      rows.push([m.group, m.name, '', '', '', '', m.value.toFixed(1)]);
+      continue;
+    }
     const best = Math.min(...m.rounds);
     rows.push([
       m.group,
@@ -113,17 +122,22 @@ export function evaluate(result: BenchResult): Array<{ target: Target; value: st
   return result.targets.map((target) => {
     const subject = find(target.group, target.subject);
     if (subject === undefined) return { target, value: 'not measured', pass: false };
+    if (target.min !== undefined || target.max !== undefined) {
+      const v = subject.value ?? NaN;
+      return { target, value: v.toFixed(1), pass: (target.min === undefined || v >= target.min) && (target.max === undefined || v <= target.max) };
+    }
     if (target.maxRssMB !== undefined) {
       const v = subject.peakRssMB ?? NaN;
       return { target, value: `${v.toFixed(0)} MB`, pass: v <= target.maxRssMB };
     }
     const base = find(target.group, target.baseline!);
     if (base === undefined) return { target, value: 'no baseline', pass: false };
-    // Same lines, so the throughput ratio is the inverse time ratio. Judged on the best round of
-    // each (interference on a shared machine only ever adds time); the median of the per-round
-    // ratios (contenders of a round ran back to back) is shown beside it.
-    const ratio = Math.min(...base.rounds) / Math.min(...subject.rounds);
-    const perRound = median(subject.rounds.map((t, i) => base.rounds[i]! / t));
+    // Throughput ratio, judged on the best round of each (interference on a shared machine only
+    // ever adds time); the median of the per-round ratios (contenders of a round ran back to back)
+    // is shown beside it. Contenders may process different amounts (a slow baseline gets less).
+    const rate = (m: Measurement, ms: number) => m.lines / ms;
+    const ratio = rate(subject, Math.min(...subject.rounds)) / rate(base, Math.min(...base.rounds));
+    const perRound = median(subject.rounds.map((t, i) => rate(subject, t) / rate(base, base.rounds[i]!)));
     return { target, value: `${ratio.toFixed(2)}x (median round ${perRound.toFixed(2)}x)`, pass: ratio >= target.minRatio! };
   });
 }

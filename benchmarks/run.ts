@@ -2,7 +2,7 @@
  * npm run bench: runs every *.bench.ts, prints one table per run and writes benchmarks/RESULTS.md.
  * BENCH_LINES (default 200000) sizes the in-process runs; BENCH_ROUTE_LINES (default 1000000) the
  * process runs; BENCH_ROUNDS (default 5 in-process, 3 for processes) the timed rounds; BENCH_ONLY
- * (codec,route) picks sections.
+ * (codec,route,service-bus) picks sections.
  */
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { evaluate, formatTable, markdown, type BenchResult } from './harness.js';
 import * as codec from './codec.bench.js';
 import * as routeProcess from './route.bench.js';
+import * as serviceBus from './service-bus.bench.js';
 
 const lines = Number(process.env.BENCH_LINES ?? 200_000);
 const routeLines = Number(process.env.BENCH_ROUTE_LINES ?? 1_000_000);
@@ -27,6 +28,8 @@ const step = async (title: string, run: () => Promise<BenchResult>, key: string)
 
 await step(`decode and encode, in process, ${lines.toLocaleString('en-US')} lines`, () => codec.run(lines, rounds), 'codec');
 await step(`dstream route as a process, ${routeLines.toLocaleString('en-US')} lines`, () => routeProcess.run(routeLines, Math.max(1, Math.min(rounds, 3))), 'route');
+
+await step('delivery to Service Bus (AMQP test broker in its own process)', () => serviceBus.run(Math.max(1, Math.min(rounds, 3))), 'service-bus');
 
 const verdicts = sections.flatMap((s) => evaluate(s.result));
 const targetTable = markdown([['target', 'measured', 'met'], ...verdicts.map((v) => [v.target.text, v.value, v.pass ? 'yes' : 'NO'])]);

@@ -160,6 +160,24 @@ describe('serviceBusSink with partitionByTable, against the AMQP test broker', (
     expect(sink.stats.retries).toBeGreaterThanOrEqual(1);
   }, 20_000);
 
+  it('keeps memory bounded behind a slow broker, also when batches are cut by message count', async () => {
+    broker.faults.delayMs = { orders_cdc_events: 200 };
+    let pulled = 0;
+    function* source() {
+      for (let i = 0; i < 5000; i++) {
+        pulled++;
+        yield change('Orders', i);
+      }
+    }
+    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', maxBatchMessages: 5, highWaterMark: 16 });
+    const running = pipeline(Readable.from(source(), { highWaterMark: 16 }), sink).catch((e) => e);
+    await new Promise((r) => setTimeout(r, 700));
+    // About three batches of 5 in the sink plus the stream buffers (16 + 16): nowhere near 5000.
+    expect(pulled).toBeLessThan(100);
+    sink.destroy();
+    await running;
+  });
+
   it('acknowledges a checkpoint only after every earlier message of every queue was accepted', async () => {
     broker.faults.delayMs = { orders_cdc_events: 300 };
     const released: Array<{ position: unknown; ordersStored: number; personsStored: number }> = [];

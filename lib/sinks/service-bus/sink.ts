@@ -130,29 +130,36 @@ export class ServiceBusSink extends Writable {
     const message = toServiceBusMessage(this.queue, env, this.options);
     let open = this.open ?? (await this.newBatch());
     if (open.batch.tryAddMessage(message)) {
-      this.recordAdded(open);
+      await this.recordAdded(open);
       return;
     }
     if (open.batch.count > 0) {
-      // Full: send it; wait for the one before it (one in flight), then start a new one.
-      const previous = this.inFlight;
-      this.dispatch();
-      await previous;
-      if (this.failed) throw this.failed;
+      await this.sendFull();
       open = await this.newBatch();
       if (open.batch.tryAddMessage(message)) {
-        this.recordAdded(open);
+        await this.recordAdded(open);
         return;
       }
     }
     await this.oversize(env, message, open);
   }
 
-  private recordAdded(open: OpenBatch): void {
+  private async recordAdded(open: OpenBatch): Promise<void> {
     open.records++;
     this.counts.records++;
-    if (open.batch.count >= this.maxBatchMessages) this.dispatch();
+    if (open.batch.count >= this.maxBatchMessages) await this.sendFull();
     else this.armLinger();
+  }
+
+  /**
+   * Sends the open (full) batch and waits for the one before it: one batch flies while the next
+   * fills, and a writer that fills that one too waits here. That bounds memory per queue.
+   */
+  private async sendFull(): Promise<void> {
+    const previous = this.inFlight;
+    this.dispatch();
+    await previous;
+    if (this.failed) throw this.failed;
   }
 
   private async oversize(env: Envelope, message: ServiceBusMessage, open: OpenBatch): Promise<void> {
