@@ -73,6 +73,23 @@ describe('asb-sink (spawned)', () => {
     expect(r.stdout + r.stderr).not.toContain('SharedAccessKey=v');
   });
 
+  it('creates a missing queue with the task settings when on_missing_queue = create, then delivers', async () => {
+    const r = await spawnNode(BIN, [], {
+      input: ndjson(
+        { command: 'run', config: { connection_string: broker.connectionString, on_missing_queue: 'create', task: 'demo', queue_max_delivery_count: 3, quiet: true } },
+        row('Customers', 1),
+        cp(1),
+      ),
+    });
+    expect(r.stderr).toMatch(/^asb-sink: queue Customers_cdc_events did not exist: created it in 127\.0\.0\.1:\d+$/m);
+    expect(r.code).toBe(0);
+    expect(r.lines()).toEqual([{ status: 'ready', protocol: 1 }, cp(1)]);
+    expect(broker.bodies('Customers_cdc_events')).toEqual([row('Customers', 1)]);
+    const q = broker.queue('Customers_cdc_events')!;
+    expect(q.requiresDuplicateDetection).toBe(true);
+    expect(q.description).toMatchObject({ MaxDeliveryCount: '3', UserMetadata: '{"managed-by":"dstream","task":"demo"}' });
+  });
+
   it('refuses to start without a connection string or namespace (exit 2)', async () => {
     const r = await spawnNode(BIN, ['--standalone'], { input: '', env: { ASB_CONNECTION_STRING: '', ASB_NAMESPACE: '' } });
     expect(r.code).toBe(ExitCodes.USAGE);

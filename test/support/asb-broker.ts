@@ -6,7 +6,9 @@
  * nothing about dstream: tests assert on what dstream did, read back through the real SDK.
  */
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo, Server } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { handleAdmin, type AdminFaults, type QueueDescription } from './asb-admin.js';
 import rhea, { type Connection, type Delivery, type EventContext, type Message, type Receiver, type Sender } from 'rhea';
 
 /** rhea functions and fields its typings leave out. */
@@ -43,6 +45,8 @@ export interface QueueState {
   /** Messages that arrived, duplicates included. */
   received: number;
   duplicatesDropped: number;
+  /** Properties given when the queue was created through the management endpoint. */
+  description?: Partial<QueueDescription>;
 }
 
 export interface Faults {
@@ -63,6 +67,9 @@ export class TestBroker {
   readonly transfers: Array<{ queue: string; messages: number; bytes: number }> = [];
   /** Errors inside the broker itself (tests can assert there were none). */
   readonly errors: Error[] = [];
+  readonly adminFaults: AdminFaults = {};
+  /** Management requests answered, in order. */
+  readonly adminRequests: Array<{ method: string; path: string; status: number }> = [];
   maxMessageSize: number;
   private transferCount = 0;
   private stored = 0;
@@ -85,9 +92,33 @@ export class TestBroker {
     // autoaccept off: a delivery is accepted only once it is stored (or rejected), as Service Bus does.
     const container = rhea.create_container({ id: 'dstream-test-broker', autoaccept: false } as never);
     container.sasl_server_mechanisms.enable_anonymous();
-    const server = container.listen({ port: 0, host: '127.0.0.1' }) as Server;
+    // One port for AMQP and for the management endpoint (the administration client uses the host
+    // and port of the connection string): the first bytes say which protocol a connection speaks.
+    let broker!: TestBroker;
+    const http = createHttpServer((req, res) => {
+      handleAdmin(broker, req, res).catch((err: Error) => {
+        broker.errors.push(err);
+        res.writeHead(500).end();
+      });
+    });
+    const sockets = new Set<import('node:net').Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      const sniff = () => {
+        const head = socket.read(4) as Buffer | null;
+        if (head === null) return; // fewer than 4 bytes so far: wait for more
+        socket.off('readable', sniff);
+        socket.unshift(head);
+        if (head.toString('latin1') === 'AMQP') container.create_connection({} as never).accept(socket);
+        else http.emit('connection', socket);
+      };
+      socket.on('readable', sniff);
+    });
+    server.listen({ port: 0, host: '127.0.0.1' });
     await new Promise<void>((resolve) => server.once('listening', () => resolve()));
-    const broker = new TestBroker(server, options.maxMessageSize ?? STANDARD_MAX_MESSAGE_SIZE);
+    broker = new TestBroker(server, options.maxMessageSize ?? STANDARD_MAX_MESSAGE_SIZE);
+    broker.sockets = sockets;
     broker.keepMessages = options.keepMessages ?? true;
     broker.wire(container);
     return broker;
@@ -95,6 +126,10 @@ export class TestBroker {
 
   get port(): number {
     return (this.server.address() as AddressInfo).port;
+  }
+
+  host(): string {
+    return `127.0.0.1:${this.port}`;
   }
 
   get connectionString(): string {
@@ -124,8 +159,12 @@ export class TestBroker {
     return (this.queue(name)?.messages ?? []).map((m) => decodeBody(m.message.body));
   }
 
+  /** Every client socket, so that close() does not wait for idle keep-alive connections. */
+  sockets = new Set<import('node:net').Socket>();
+
   async close(): Promise<void> {
     for (const c of this.connections) c.close();
+    for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 

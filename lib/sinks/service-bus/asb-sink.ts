@@ -12,7 +12,9 @@ import type { CheckpointEnvelope } from '../../envelope/types.js';
 import { writeFileAtomic } from '../../executor/atomic-file.js';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
 import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
+import { adminClient, endpointOf, ensureQueue, type QueueSettings } from '../../infra/service-bus-admin.js';
 import { toServiceBus } from '../deliver.js';
+import type { ConnectionOptions } from './client.js';
 import type { ServiceBusSink } from './sink.js';
 import { progressLine, summaryLine } from './progress.js';
 
@@ -31,6 +33,17 @@ export const asbSinkConfig = {
   on_oversize: { type: 'string', enum: ['fail', 'dead-letter'], default: 'fail', description: 'a record larger than the queue accepts' },
   dead_letter: { type: 'string', description: 'file for dead-lettered records (with on_oversize = dead-letter)' },
   state_file: { type: 'string', description: 'write the last acknowledged checkpoint here, atomically' },
+  on_missing_queue: { type: 'string', enum: ['fail', 'create'], default: 'fail', description: 'a queue that does not exist: stop, or create it (needs Manage rights)' },
+  task: { type: 'string', description: 'task name, recorded on the queues dstream creates' },
+  queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
+  queue_lock_duration: { type: 'string', description: 'created queues: peek-lock duration (ISO-8601, e.g. PT1M)' },
+  queue_max_delivery_count: { type: 'integer', minimum: 1, description: 'created queues: deliveries before dead-lettering' },
+  queue_default_ttl: { type: 'string', description: 'created queues: message time to live (ISO-8601, e.g. P14D)' },
+  queue_dead_letter_on_expiration: { type: 'boolean', description: 'created queues: dead-letter expired messages' },
+  queue_duplicate_detection: { type: 'boolean', default: true, description: 'created queues: drop replays by MessageId' },
+  queue_duplicate_detection_window: { type: 'string', default: 'PT10M', description: 'created queues: how long message ids are remembered' },
+  queue_partitioning: { type: 'boolean', description: 'created queues: partitioned' },
+  queue_sessions: { type: 'boolean', description: 'created queues: session-enabled (with session_key)' },
   progress_ms: { type: 'integer', minimum: 0, default: 5000, description: 'progress on stderr every so often (0: never)' },
   quiet: { type: 'boolean', default: false, description: 'no progress or summary on stderr' },
 } satisfies ConfigSchema;
@@ -50,6 +63,17 @@ export interface AsbSinkConfig {
   on_oversize: 'fail' | 'dead-letter';
   dead_letter?: string;
   state_file?: string;
+  on_missing_queue: 'fail' | 'create';
+  task?: string;
+  queue_max_size_mb?: number;
+  queue_lock_duration?: string;
+  queue_max_delivery_count?: number;
+  queue_default_ttl?: string;
+  queue_dead_letter_on_expiration?: boolean;
+  queue_duplicate_detection: boolean;
+  queue_duplicate_detection_window: string;
+  queue_partitioning?: boolean;
+  queue_sessions?: boolean;
   progress_ms: number;
   quiet: boolean;
 }
@@ -63,18 +87,45 @@ async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | u
   return new DefaultAzureCredential();
 }
 
+/** Queue settings for queues asb-sink creates, from its config. */
+export function queueSettingsOf(config: AsbSinkConfig): QueueSettings {
+  const s: QueueSettings = {
+    requiresDuplicateDetection: config.queue_duplicate_detection,
+    duplicateDetectionHistoryTimeWindow: config.queue_duplicate_detection_window,
+  };
+  if (config.queue_max_size_mb !== undefined) s.maxSizeInMegabytes = config.queue_max_size_mb;
+  if (config.queue_lock_duration !== undefined) s.lockDuration = config.queue_lock_duration;
+  if (config.queue_max_delivery_count !== undefined) s.maxDeliveryCount = config.queue_max_delivery_count;
+  if (config.queue_default_ttl !== undefined) s.defaultMessageTimeToLive = config.queue_default_ttl;
+  if (config.queue_dead_letter_on_expiration !== undefined) s.deadLetteringOnMessageExpiration = config.queue_dead_letter_on_expiration;
+  if (config.queue_partitioning !== undefined) s.enablePartitioning = config.queue_partitioning;
+  if (config.queue_sessions !== undefined) s.requiresSession = config.queue_sessions;
+  return s;
+}
+
+function missingQueueCreator(ctx: ProviderContext<AsbSinkConfig>, connection: ConnectionOptions): (queue: string) => Promise<void> {
+  const admin = adminClient(connection);
+  const endpoint = endpointOf(connection);
+  return async (queue) => {
+    const outcome = await ensureQueue(admin, queue, queueSettingsOf(ctx.config), { task: ctx.config.task, endpoint });
+    ctx.log(outcome === 'created' ? `queue ${queue} did not exist: created it in ${endpoint}` : `queue ${queue} exists now (created by someone else)`);
+  };
+}
+
 export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<void> {
   const config = ctx.config;
   if (config.on_oversize === 'dead-letter' && config.dead_letter === undefined) {
     throw invalidOption('on_oversize = "dead-letter" needs dead_letter = "<file>"');
   }
   const credential = await credentialFor(config);
+  const connection = credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
   const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : createWriteStream(config.dead_letter, { flags: 'a' });
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
   let acked = 0;
   const out = toServiceBus({
-    ...(credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential }),
+    ...connection,
+    onMissingQueue: config.on_missing_queue === 'create' ? missingQueueCreator(ctx, connection) : undefined,
     template: config.template,
     body: config.body,
     sessionKey: config.session_key,

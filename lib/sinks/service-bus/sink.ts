@@ -39,6 +39,11 @@ export interface ServiceBusSinkOptions extends ConnectionOptions, MessageOptions
    * and duplicate detection drops the copy. Default 30 s.
    */
   sendTimeoutMs?: number;
+  /**
+   * Called once when the queue turns out not to exist; when it resolves (the queue was created),
+   * the send is tried again. Without it a missing queue fails the stream.
+   */
+  onMissingQueue?: (queue: string) => Promise<void>;
   /** Called before each retry, for logs. */
   onRetry?: (info: { queue: string; attempt: number; delayMs: number; error: unknown }) => void;
 }
@@ -77,6 +82,7 @@ export class ServiceBusSink extends Writable {
   private inFlight: Promise<void> = Promise.resolve();
   private linger: NodeJS.Timeout | null = null;
   private failed: Error | null = null;
+  private triedCreating = false;
   private readonly counts: ServiceBusSinkStats;
 
   constructor(options: ServiceBusSinkOptions) {
@@ -250,6 +256,12 @@ export class ServiceBusSink extends Writable {
       try {
         return await op();
       } catch (err) {
+        if ((err as { code?: unknown }).code === 'MessagingEntityNotFound' && this.options.onMissingQueue && !this.triedCreating) {
+          this.triedCreating = true;
+          await this.options.onMissingQueue(this.queue);
+          attempt--; // creating the queue is not a failed attempt
+          continue;
+        }
         if (!isTransient(err) || attempt >= max) throw this.explain(err, what, attempt);
         const delayMs = backoffDelay(attempt, this.options.retry);
         this.counts.retries++;
