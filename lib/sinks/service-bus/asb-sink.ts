@@ -12,6 +12,8 @@ import type { CheckpointEnvelope } from '../../envelope/types.js';
 import { writeFileAtomic } from '../../executor/atomic-file.js';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
 import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
+import { AdminEngine } from '../../infra/admin-engine.js';
+import { desiredQueues, type DesiredQueue } from '../../infra/desired.js';
 import { adminClient, endpointOf, ensureQueue, type QueueSettings } from '../../infra/service-bus-admin.js';
 import { toServiceBus } from '../deliver.js';
 import type { ConnectionOptions } from './client.js';
@@ -34,7 +36,8 @@ export const asbSinkConfig = {
   dead_letter: { type: 'string', description: 'file for dead-lettered records (with on_oversize = dead-letter)' },
   state_file: { type: 'string', description: 'write the last acknowledged checkpoint here, atomically' },
   on_missing_queue: { type: 'string', enum: ['fail', 'create'], default: 'fail', description: 'a queue that does not exist: stop, or create it (needs Manage rights)' },
-  task: { type: 'string', description: 'task name, recorded on the queues dstream creates' },
+  task: { type: 'string', description: 'task name, recorded on the queues dstream creates (plan/init/status/destroy need it)' },
+  tables: { type: 'string[]', description: 'tables whose queues plan/init/status manage, when the executor sends no streams' },
   queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
   queue_lock_duration: { type: 'string', description: 'created queues: peek-lock duration (ISO-8601, e.g. PT1M)' },
   queue_max_delivery_count: { type: 'integer', minimum: 1, description: 'created queues: deliveries before dead-lettering' },
@@ -65,6 +68,7 @@ export interface AsbSinkConfig {
   state_file?: string;
   on_missing_queue: 'fail' | 'create';
   task?: string;
+  tables?: string[];
   queue_max_size_mb?: number;
   queue_lock_duration?: string;
   queue_max_delivery_count?: number;
@@ -165,6 +169,23 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
   if (!config.quiet) ctx.log(summaryLine(stats(), Date.now() - started, acked));
 }
 
+/** The queues a lifecycle verb is about, and the engine to ask. */
+async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine: AdminEngine; desired: DesiredQueue[] }> {
+  const config = ctx.config;
+  const task = config.task ?? ctx.header.task;
+  if (task === undefined || task === '') {
+    throw invalidOption('asb-sink needs the task name (config task, or task in the command header): queues are marked with it');
+  }
+  const credential = await credentialFor(config);
+  const connection: ConnectionOptions = credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
+  const streams = ctx.header.streams ?? config.tables ?? [];
+  const endpoint = endpointOf(connection);
+  return {
+    engine: new AdminEngine(adminClient(connection), { task, endpoint }),
+    desired: desiredQueues(streams, config.template, queueSettingsOf(config)),
+  };
+}
+
 export const asbSink: ProviderDefinition<AsbSinkConfig> = {
   name: 'asb-sink',
   description: 'Delivers dstream envelopes to Azure Service Bus, one queue per table, in order, with checkpoints acknowledged once delivered.',
@@ -174,4 +195,20 @@ export const asbSink: ProviderDefinition<AsbSinkConfig> = {
     'asb-sink --state-file state.json < routed.ndjson   # connection string from ASB_CONNECTION_STRING',
   ],
   run: runAsbSink,
+  async plan(ctx) {
+    const { engine, desired } = await lifecycle(ctx);
+    return engine.plan(desired);
+  },
+  async init(ctx) {
+    const { engine, desired } = await lifecycle(ctx);
+    return engine.init(desired);
+  },
+  async status(ctx) {
+    const { engine, desired } = await lifecycle(ctx);
+    return engine.status(desired);
+  },
+  async destroy(ctx) {
+    const { engine } = await lifecycle(ctx);
+    return engine.destroy();
+  },
 };

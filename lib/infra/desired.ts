@@ -1,0 +1,31 @@
+/**
+ * What a task wants to exist: one queue per table, named by the same template, rules and
+ * case-insensitive collision check as `route()`, with the task's queue settings.
+ */
+import type { StreamDescriptor } from '../protocol/messages.js';
+import { DEFAULT_TEMPLATE, planDestinations, type TableRef } from '../streams/destination.js';
+import { DEFAULT_QUEUE_SETTINGS, type QueueSettings } from './service-bus-admin.js';
+
+export interface DesiredQueue {
+  kind: 'queue';
+  name: string;
+  table: TableRef;
+  settings: QueueSettings;
+}
+
+/** `Persons`, `sales.Orders` or a discover descriptor -> a table reference. */
+export function tableRefOf(stream: StreamDescriptor | string): TableRef {
+  if (typeof stream === 'string') {
+    const dot = stream.indexOf('.');
+    return dot === -1 ? { table: stream } : { schema: stream.slice(0, dot), table: stream.slice(dot + 1) };
+  }
+  const ref: TableRef = { table: stream.name };
+  if (stream.schema !== undefined) ref.schema = stream.schema;
+  if (stream.database !== undefined) ref.database = stream.database;
+  return ref;
+}
+
+export function desiredQueues(streams: Array<StreamDescriptor | string>, template: string = DEFAULT_TEMPLATE, settings: QueueSettings = {}): DesiredQueue[] {
+  const merged = { ...DEFAULT_QUEUE_SETTINGS, ...settings };
+  return planDestinations(streams.map(tableRefOf), template).map((a) => ({ kind: 'queue', name: a.destination, table: a.table, settings: merged }));
+}

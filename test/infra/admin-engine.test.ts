@@ -1,0 +1,100 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ErrorCodes, ExitCodes } from '../../lib/index.js';
+import { AdminEngine } from '../../lib/infra/admin-engine.js';
+import { desiredQueues } from '../../lib/infra/desired.js';
+import { adminClient, ownershipOf } from '../../lib/infra/service-bus-admin.js';
+import { TestBroker } from '../support/asb-broker.js';
+import { ndjson, ROOT, spawnNode } from '../support/process.js';
+
+let broker: TestBroker;
+beforeEach(async () => {
+  broker = await TestBroker.start();
+  broker.createQueue('Orders_cdc_events'); // made by someone else: no dstream mark
+});
+afterEach(async () => {
+  await broker.close();
+  expect(broker.errors).toEqual([]);
+});
+
+const engine = (task = 'shop') => new AdminEngine(adminClient({ connectionString: broker.connectionString }), { task, endpoint: broker.host(), retry: { baseDelayMs: 5, maxDelayMs: 20 } });
+const actions = (r: { resources: Array<{ name: string; action?: string }> }) => r.resources.map((x) => `${x.action} ${x.name}`);
+const TABLES = ['Persons', 'Orders', 'Customers'];
+
+describe('the administration-client engine', () => {
+  it('plans, creates, reports and destroys only what the task owns', async () => {
+    const desired = desiredQueues(TABLES);
+    const plan = await engine().plan(desired);
+    expect(actions(plan)).toEqual(['create Persons_cdc_events', 'exists-unmanaged Orders_cdc_events', 'create Customers_cdc_events']);
+    expect(plan.summary).toBe('Plan: 2 to create, 0 to change, 0 to destroy; 1 existing queue not managed by this task.');
+    expect(broker.queue('Persons_cdc_events')).toBeUndefined(); // plan changes nothing
+
+    const init = await engine().init(desired);
+    expect(init.summary).toBe('Applied: 2 created, 0 changed, 0 destroyed; 1 existing queue not managed by this task.');
+    expect(ownershipOf(broker.queue('Persons_cdc_events')!.description!.UserMetadata)).toEqual({ 'managed-by': 'dstream', task: 'shop' });
+    expect(broker.queue('Persons_cdc_events')!.requiresDuplicateDetection).toBe(true);
+
+    const puts = broker.adminRequests.filter((r) => r.method === 'PUT').length;
+    const again = await engine().init(desired);
+    expect(actions(again)).toEqual(['unchanged Persons_cdc_events', 'exists-unmanaged Orders_cdc_events', 'unchanged Customers_cdc_events']);
+    expect(broker.adminRequests.filter((r) => r.method === 'PUT').length).toBe(puts); // idempotent: nothing re-created
+
+    const status = await engine().status(desired);
+    expect(status.resources[0]).toMatchObject({ name: 'Persons_cdc_events', exists: true, managed: true, activeMessages: 0 });
+    expect(status.resources[1]).toMatchObject({ name: 'Orders_cdc_events', exists: true, managed: false });
+    expect(status.summary).toBe('3 of 3 queues exist');
+
+    expect(actions(await engine('another-task').destroy())).toEqual(['exists-unmanaged Customers_cdc_events', 'exists-unmanaged Persons_cdc_events']);
+    expect(broker.queue('Persons_cdc_events')).toBeDefined();
+    const destroyed = await engine().destroy();
+    expect(actions(destroyed)).toEqual(['delete Customers_cdc_events', 'delete Persons_cdc_events']);
+    expect([...broker.queues.values()].map((q) => q.name)).toEqual(['Orders_cdc_events']);
+  });
+
+  it('plans the deletion of a queue whose table left the task, and init leaves it to destroy', async () => {
+    await engine().init(desiredQueues(TABLES));
+    const fewer = desiredQueues(['Persons']);
+    expect(actions(await engine().plan(fewer))).toContain('delete Customers_cdc_events');
+    await engine().init(fewer);
+    expect(broker.queue('Customers_cdc_events')).toBeDefined();
+  });
+
+  it('refuses colliding names before any request', () => {
+    expect(() => desiredQueues(['Persons', 'hr.PERSONS'])).toThrow(expect.objectContaining({ code: ErrorCodes.DESTINATION_COLLISION }));
+    expect(broker.adminRequests).toEqual([]);
+  });
+
+  it('rides out management throttling', async () => {
+    broker.adminFaults.busyNext = 3;
+    const init = await engine().init(desiredQueues(TABLES));
+    expect(init.summary).toMatch(/^Applied: 2 created/);
+    expect(broker.adminRequests.filter((r) => r.status === 503)).toHaveLength(3);
+  });
+
+  it('answers plan, init, status and destroy as a provider process', async () => {
+    const bin = `${ROOT}dist/bin/asb-sink.js`;
+    const header = (command: string, extra: Record<string, unknown> = {}) =>
+      ndjson({ command, config: { connection_string: broker.connectionString }, task: 'shop', protocol: 1, streams: [{ name: 'Persons' }, { name: 'Orders', schema: 'dbo' }], ...extra });
+    const plan = await spawnNode(bin, [], { input: header('plan') });
+    expect(plan.code).toBe(0);
+    expect(plan.lines()).toEqual([
+      { status: 'ready', protocol: 1 },
+      {
+        status: 'ok',
+        command: 'plan',
+        resources: [
+          { kind: 'queue', name: 'Persons_cdc_events', action: 'create', table: 'dbo.Persons' },
+          { kind: 'queue', name: 'Orders_cdc_events', action: 'exists-unmanaged', table: 'dbo.Orders' },
+        ],
+        summary: 'Plan: 1 to create, 0 to change, 0 to destroy; 1 existing queue not managed by this task.',
+      },
+    ]);
+    expect((await spawnNode(bin, [], { input: header('init') })).lines()[1]).toMatchObject({ status: 'ok', command: 'init' });
+    const status = await spawnNode(bin, [], { input: header('status') });
+    expect(status.lines()[1]).toMatchObject({ status: 'ok', command: 'status', summary: '2 of 2 queues exist' });
+    const destroy = await spawnNode(bin, [], { input: header('destroy') });
+    expect(destroy.lines()[1]).toMatchObject({ status: 'ok', command: 'destroy', resources: [{ kind: 'queue', name: 'Persons_cdc_events', action: 'delete' }] });
+    const noTask = await spawnNode(bin, [], { input: header('destroy', { task: undefined }) });
+    expect(noTask.code).toBe(ExitCodes.USAGE);
+    expect(noTask.lines()[1]).toMatchObject({ status: 'error', command: 'destroy', code: ErrorCodes.INVALID_OPTION });
+  });
+});
