@@ -36,6 +36,8 @@ export const ErrorCodes = {
   UNAUTHORIZED: 'DSTREAM_ERR_UNAUTHORIZED',
   /** A file could not be opened, written or synced. */
   IO: 'DSTREAM_ERR_IO',
+  /** The provisioning engine cannot run (Pulumi CLI or plugin missing, no credentials) or failed. */
+  PROVISIONER: 'DSTREAM_ERR_PROVISIONER',
   /** Service Bus kept failing after every retry, or failed in a way no retry fixes. */
   SERVICE_BUS: 'DSTREAM_ERR_SERVICE_BUS',
 } as const;

@@ -6,6 +6,7 @@
 import type { ServiceBusAdministrationClient, QueueProperties } from '@azure/service-bus';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { DesiredQueue } from './desired.js';
+import type { InfrastructureEngine } from './engine.js';
 import { ensureQueue, managed, ownershipOf } from './service-bus-admin.js';
 import type { RetryOptions } from '../sinks/service-bus/errors.js';
 
@@ -23,7 +24,7 @@ export interface InfraResult {
   [key: string]: unknown;
 }
 
-export class AdminEngine {
+export class AdminEngine implements InfrastructureEngine {
   constructor(
     private readonly admin: ServiceBusAdministrationClient,
     private readonly options: EngineOptions,

@@ -93,6 +93,16 @@ describe('the administration-client engine', () => {
     expect(status.lines()[1]).toMatchObject({ status: 'ok', command: 'status', summary: '2 of 2 queues exist' });
     const destroy = await spawnNode(bin, [], { input: header('destroy') });
     expect(destroy.lines()[1]).toMatchObject({ status: 'ok', command: 'destroy', resources: [{ kind: 'queue', name: 'Persons_cdc_events', action: 'delete' }] });
+    // With resource_group the Pulumi engine answers; with no Pulumi CLI, a clear error and exit 1.
+    const { dirname } = await import('node:path');
+    const pulumi = await spawnNode(bin, [], {
+      input: ndjson({ command: 'plan', config: { connection_string: broker.connectionString, resource_group: 'rg-shop', state_dir: `${ROOT}node_modules/.cache/dstream-test-state` }, task: 'shop', streams: [{ name: 'Persons' }] }),
+      env: { PATH: dirname(process.execPath) },
+    });
+    expect(pulumi.code).toBe(ExitCodes.FAILURE);
+    expect(pulumi.lines()[1]).toMatchObject({ status: 'error', command: 'plan', code: ErrorCodes.PROVISIONER });
+    expect(pulumi.stderr).toMatch(/^asb-sink: pulumi preview failed: the Pulumi CLI was not found: install the Pulumi CLI/m);
+    expect(pulumi.stderr).not.toMatch(/\n\s+at /);
     const noTask = await spawnNode(bin, [], { input: header('destroy', { task: undefined }) });
     expect(noTask.code).toBe(ExitCodes.USAGE);
     expect(noTask.lines()[1]).toMatchObject({ status: 'error', command: 'destroy', code: ErrorCodes.INVALID_OPTION });

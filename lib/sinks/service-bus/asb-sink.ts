@@ -13,6 +13,9 @@ import { writeFileAtomic } from '../../executor/atomic-file.js';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
 import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
 import { AdminEngine } from '../../infra/admin-engine.js';
+import type { InfrastructureEngine } from '../../infra/engine.js';
+import { PulumiEngine } from '../../infra/pulumi-engine.js';
+import { namespaceNameOf } from '../../infra/pulumi-program.js';
 import { desiredQueues, type DesiredQueue } from '../../infra/desired.js';
 import { adminClient, endpointOf, ensureQueue, type QueueSettings } from '../../infra/service-bus-admin.js';
 import { toServiceBus } from '../deliver.js';
@@ -38,6 +41,11 @@ export const asbSinkConfig = {
   on_missing_queue: { type: 'string', enum: ['fail', 'create'], default: 'fail', description: 'a queue that does not exist: stop, or create it (needs Manage rights)' },
   task: { type: 'string', description: 'task name, recorded on the queues dstream creates (plan/init/status/destroy need it)' },
   tables: { type: 'string[]', description: 'tables whose queues plan/init/status manage, when the executor sends no streams' },
+  provisioner: { type: 'string', enum: ['auto', 'sdk', 'pulumi'], default: 'auto', description: 'queue management: pulumi (embedded, needs resource_group) or sdk (administration client); auto picks pulumi when resource_group is set' },
+  resource_group: { type: 'string', description: 'pulumi: the namespace\'s resource group' },
+  namespace_name: { type: 'string', description: 'pulumi: the namespace name (default: from the connection string or namespace)' },
+  pulumi_backend_url: { type: 'string', env: 'PULUMI_BACKEND_URL', description: 'pulumi: state backend (default: a file backend in the dstream state directory)' },
+  state_dir: { type: 'string', env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },
   queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
   queue_lock_duration: { type: 'string', description: 'created queues: peek-lock duration (ISO-8601, e.g. PT1M)' },
   queue_max_delivery_count: { type: 'integer', minimum: 1, description: 'created queues: deliveries before dead-lettering' },
@@ -69,6 +77,11 @@ export interface AsbSinkConfig {
   on_missing_queue: 'fail' | 'create';
   task?: string;
   tables?: string[];
+  provisioner: 'auto' | 'sdk' | 'pulumi';
+  resource_group?: string;
+  namespace_name?: string;
+  pulumi_backend_url?: string;
+  state_dir?: string;
   queue_max_size_mb?: number;
   queue_lock_duration?: string;
   queue_max_delivery_count?: number;
@@ -170,20 +183,26 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
 }
 
 /** The queues a lifecycle verb is about, and the engine to ask. */
-async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine: AdminEngine; desired: DesiredQueue[] }> {
+async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine: InfrastructureEngine; desired: DesiredQueue[] }> {
   const config = ctx.config;
   const task = config.task ?? ctx.header.task;
   if (task === undefined || task === '') {
     throw invalidOption('asb-sink needs the task name (config task, or task in the command header): queues are marked with it');
   }
+  const streams = ctx.header.streams ?? config.tables ?? [];
+  const desired = desiredQueues(streams, config.template, queueSettingsOf(config));
+  const pulumi = config.provisioner === 'pulumi' || (config.provisioner === 'auto' && config.resource_group !== undefined);
+  if (pulumi) {
+    const namespaceName = config.namespace_name ?? namespaceNameOf(config.connection_string ?? '') ?? config.namespace?.split('.')[0];
+    if (config.resource_group === undefined || namespaceName === undefined) {
+      throw invalidOption('provisioner "pulumi" needs resource_group, and namespace_name unless the connection string or namespace names it');
+    }
+    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir });
+    return { engine, desired };
+  }
   const credential = await credentialFor(config);
   const connection: ConnectionOptions = credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
-  const streams = ctx.header.streams ?? config.tables ?? [];
-  const endpoint = endpointOf(connection);
-  return {
-    engine: new AdminEngine(adminClient(connection), { task, endpoint }),
-    desired: desiredQueues(streams, config.template, queueSettingsOf(config)),
-  };
+  return { engine: new AdminEngine(adminClient(connection), { task, endpoint: endpointOf(connection) }), desired };
 }
 
 export const asbSink: ProviderDefinition<AsbSinkConfig> = {

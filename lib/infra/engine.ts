@@ -1,0 +1,16 @@
+/**
+ * The contract every provisioning engine meets: given what the task wants to exist, plan, apply,
+ * report and remove it. Results are structured; formatting belongs to the CLI.
+ */
+import type { InfraResult } from './admin-engine.js';
+import type { DesiredQueue } from './desired.js';
+
+export interface InfrastructureEngine {
+  plan(desired: DesiredQueue[]): Promise<InfraResult>;
+  init(desired: DesiredQueue[]): Promise<InfraResult>;
+  status(desired: DesiredQueue[]): Promise<InfraResult>;
+  /** Removes what this task created, and only that. */
+  destroy(): Promise<InfraResult>;
+}
+
+export type { InfraResult };

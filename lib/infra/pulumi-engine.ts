@@ -1,0 +1,134 @@
+/**
+ * The embedded Pulumi engine, driven by the Automation API: plan = preview, init = up, status =
+ * stack outputs and resources, destroy = destroy then remove the stack. One stack per task, state
+ * in a local file backend under the dstream state directory unless a backend URL is given.
+ */
+import { mkdir } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import type { ResourceReport } from '../protocol/messages.js';
+import { summarize, type InfraResult } from './admin-engine.js';
+import type { DesiredQueue } from './desired.js';
+import type { InfrastructureEngine } from './engine.js';
+import { queueProgram, type AzureTarget } from './pulumi-program.js';
+
+export interface PulumiEngineOptions extends AzureTarget {
+  task: string;
+  /** `file://...`, `azblob://...`, `https://api.pulumi.com`. Default: file backend under stateDir. */
+  backendUrl?: string;
+  /** Default `$DSTREAM_STATE_DIR` or `~/.dstream`. */
+  stateDir?: string;
+  /** Secrets passphrase for the stack; default `PULUMI_CONFIG_PASSPHRASE`, else empty (no secrets are stored). */
+  passphrase?: string;
+  env?: Record<string, string | undefined>;
+}
+
+export function defaultStateDir(env: Record<string, string | undefined> = process.env): string {
+  return env.DSTREAM_STATE_DIR ?? join(homedir(), '.dstream');
+}
+
+const INSTALL = 'install the Pulumi CLI (https://www.pulumi.com/docs/iac/download-install/) and put it on PATH, or use provisioner = "sdk" with a connection string that has Manage rights';
+
+/** Turns Automation API failures into messages a person can act on. */
+export function explainPulumi(err: unknown, what: string): DstreamError {
+  const text = messageOf(err);
+  let hint: string;
+  if (/ENOENT|not found|command not found|Could not find the pulumi/i.test(text) && /pulumi/i.test(text)) hint = `the Pulumi CLI was not found: ${INSTALL}`;
+  else if (/no resource plugin|plugin.*azure-native/i.test(text)) hint = 'the azure-native plugin is missing: run `pulumi plugin install resource azure-native` (needs network)';
+  else if (/credential|az login|authoriz|subscription/i.test(text)) hint = 'Azure credentials are missing or refused: sign in with `az login`, or set ARM_CLIENT_ID, ARM_CLIENT_SECRET, ARM_TENANT_ID and ARM_SUBSCRIPTION_ID';
+  else hint = text.split('\n').find((l) => /error/i.test(l))?.trim() ?? text.split('\n')[0] ?? text;
+  return new DstreamError(ErrorCodes.PROVISIONER, `pulumi ${what} failed: ${hint}`, { cause: err });
+}
+
+export class PulumiEngine implements InfrastructureEngine {
+  constructor(private readonly options: PulumiEngineOptions) {}
+
+  private async stack(desired: DesiredQueue[]) {
+    const { LocalWorkspace } = await import('@pulumi/pulumi/automation/index.js');
+    const env = this.options.env ?? process.env;
+    const stateDir = this.options.stateDir ?? defaultStateDir(env);
+    const backend = this.options.backendUrl ?? `file://${join(stateDir, 'pulumi')}`;
+    if (backend.startsWith('file://')) await mkdir(backend.slice('file://'.length), { recursive: true });
+    const envVars: Record<string, string> = {
+      PULUMI_BACKEND_URL: backend,
+      PULUMI_CONFIG_PASSPHRASE: this.options.passphrase ?? env.PULUMI_CONFIG_PASSPHRASE ?? '',
+      PULUMI_SKIP_UPDATE_CHECK: 'true',
+    };
+    return LocalWorkspace.createOrSelectStack(
+      { projectName: 'dstream', stackName: this.options.task, program: queueProgram(desired, this.options) },
+      { envVars, projectSettings: { name: 'dstream', runtime: 'nodejs', backend: { url: backend } } },
+    );
+  }
+
+  private async run<T>(what: string, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      throw explainPulumi(err, what);
+    }
+  }
+
+  async plan(desired: DesiredQueue[]): Promise<InfraResult> {
+    return this.run('preview', async () => {
+      const stack = await this.stack(desired);
+      const resources: ResourceReport[] = [];
+      await stack.preview({
+        onEvent: (e) => {
+          const m = e.resourcePreEvent?.metadata;
+          if (m === undefined || m.type !== 'azure-native:servicebus:Queue') return;
+          resources.push({ kind: 'queue', name: m.urn.split('::').pop()!, action: opToAction(m.op) });
+        },
+      });
+      return { resources, summary: summarize(resources) };
+    });
+  }
+
+  async init(desired: DesiredQueue[]): Promise<InfraResult> {
+    return this.run('up', async () => {
+      const stack = await this.stack(desired);
+      const resources: ResourceReport[] = [];
+      await stack.up({
+        onEvent: (e) => {
+          const m = e.resOutputsEvent?.metadata;
+          if (m === undefined || m.type !== 'azure-native:servicebus:Queue') return;
+          resources.push({ kind: 'queue', name: m.urn.split('::').pop()!, action: opToAction(m.op) });
+        },
+      });
+      return { resources, summary: summarize(resources, true) };
+    });
+  }
+
+  async status(desired: DesiredQueue[]): Promise<InfraResult> {
+    return this.run('status', async () => {
+      const stack = await this.stack(desired);
+      const state = await stack.exportStack();
+      const live = new Set(((state.deployment as { resources?: Array<{ type: string; urn: string }> }).resources ?? []).filter((r) => r.type === 'azure-native:servicebus:Queue').map((r) => r.urn.split('::').pop()!));
+      const resources: ResourceReport[] = desired.map((d) => ({ kind: 'queue', name: d.name, exists: live.has(d.name), managed: live.has(d.name) }));
+      const missing = resources.filter((r) => !r.exists).length;
+      return { resources, summary: `${resources.length - missing} of ${resources.length} queues in stack "${this.options.task}"${missing > 0 ? `; ${missing} missing: run init` : ''}` };
+    });
+  }
+
+  async destroy(): Promise<InfraResult> {
+    return this.run('destroy', async () => {
+      const stack = await this.stack([]);
+      const resources: ResourceReport[] = [];
+      await stack.destroy({
+        onEvent: (e) => {
+          const m = e.resOutputsEvent?.metadata ?? e.resourcePreEvent?.metadata;
+          if (m?.type === 'azure-native:servicebus:Queue' && e.resOutputsEvent) resources.push({ kind: 'queue', name: m.urn.split('::').pop()!, action: 'delete' });
+        },
+      });
+      await stack.workspace.removeStack(this.options.task);
+      return { resources, summary: `${resources.length} destroyed; stack "${this.options.task}" removed` };
+    });
+  }
+}
+
+function opToAction(op: string): ResourceReport['action'] {
+  if (op === 'create') return 'create';
+  if (op === 'delete' || op === 'discard') return 'delete';
+  if (op === 'same') return 'unchanged';
+  return 'update';
+}

@@ -1,0 +1,119 @@
+import { mkdtempSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as pulumi from '@pulumi/pulumi';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCodes } from '../../lib/index.js';
+import { desiredQueues } from '../../lib/infra/desired.js';
+import { PulumiEngine } from '../../lib/infra/pulumi-engine.js';
+import { namespaceNameOf, queueProgram } from '../../lib/infra/pulumi-program.js';
+import { skipWith } from '../support/containers.js';
+
+const declared: Array<{ type: string; name: string; inputs: Record<string, unknown> }> = [];
+beforeAll(async () => {
+  await pulumi.runtime.setMocks(
+    {
+      newResource: (args) => {
+        declared.push({ type: args.type, name: args.name, inputs: args.inputs });
+        return { id: `${args.name}-id`, state: args.inputs };
+      },
+      call: (args) => args.inputs,
+    },
+    'dstream',
+    'test',
+    false,
+  );
+});
+
+const target = { resourceGroupName: 'rg-shop', namespaceName: 'shop-prod' };
+
+describe('the Pulumi program, under pulumi.runtime.setMocks', () => {
+  it('declares exactly one Queue per table, named by the template, with every configured setting', async () => {
+    declared.length = 0;
+    const desired = desiredQueues(['Persons', 'sales.Orders', 'Customers'], '{schema}-{table}', {
+      maxSizeInMegabytes: 2048,
+      lockDuration: 'PT2M',
+      maxDeliveryCount: 7,
+      defaultMessageTimeToLive: 'P14D',
+      deadLetteringOnMessageExpiration: true,
+      duplicateDetectionHistoryTimeWindow: 'PT30M',
+      enablePartitioning: true,
+      requiresSession: false,
+    });
+    const outputs = await queueProgram(desired, target)();
+    await new Promise((r) => pulumi.all(outputs.queues as pulumi.Output<string>[]).apply(r));
+    expect(declared.map((d) => [d.type, d.name])).toEqual([
+      ['azure-native:servicebus:Queue', 'dbo-Persons'],
+      ['azure-native:servicebus:Queue', 'sales-Orders'],
+      ['azure-native:servicebus:Queue', 'dbo-Customers'],
+    ]);
+    expect(declared[1]!.inputs).toEqual({
+      queueName: 'sales-Orders',
+      namespaceName: 'shop-prod',
+      resourceGroupName: 'rg-shop',
+      maxSizeInMegabytes: 2048,
+      lockDuration: 'PT2M',
+      maxDeliveryCount: 7,
+      defaultMessageTimeToLive: 'P14D',
+      deadLetteringOnMessageExpiration: true,
+      requiresDuplicateDetection: true,
+      duplicateDetectionHistoryTimeWindow: 'PT30M',
+      enablePartitioning: true,
+      requiresSession: false,
+    });
+  });
+
+  it('turns duplicate detection on by default', async () => {
+    declared.length = 0;
+    await queueProgram(desiredQueues(['Persons']), target)();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(declared[0]!.inputs).toMatchObject({ requiresDuplicateDetection: true, duplicateDetectionHistoryTimeWindow: 'PT10M' });
+  });
+
+  it('rejects colliding names before any resource is declared', async () => {
+    declared.length = 0;
+    expect(() => desiredQueues(['Persons', 'hr.PERSONS'])).toThrow(expect.objectContaining({ code: ErrorCodes.DESTINATION_COLLISION }));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(declared).toEqual([]);
+  });
+
+  it('derives the namespace from a connection string', () => {
+    expect(namespaceNameOf('Endpoint=sb://shop-prod.servicebus.windows.net/;SharedAccessKeyName=x;SharedAccessKey=y')).toBe('shop-prod');
+  });
+});
+
+describe('the Automation API engine', () => {
+  it('says clearly that the Pulumi CLI is missing, and what to do, without a stack trace', async () => {
+    const emptyPath = mkdtempSync(join(tmpdir(), 'dstream-nopulumi-'));
+    const saved = process.env.PATH;
+    process.env.PATH = emptyPath;
+    try {
+      const engine = new PulumiEngine({ ...target, task: 'shop', stateDir: mkdtempSync(join(tmpdir(), 'dstream-state-')) });
+      const err = await engine.plan(desiredQueues(['Persons'])).catch((e) => e);
+      expect(err.code).toBe(ErrorCodes.PROVISIONER);
+      expect(err.message).toMatch(/^pulumi preview failed: the Pulumi CLI was not found: install the Pulumi CLI \(https:\/\/www\.pulumi\.com\/.+\) and put it on PATH, or use provisioner = "sdk"/);
+      expect(err.message).not.toMatch(/\n\s+at /);
+    } finally {
+      process.env.PATH = saved;
+    }
+  }, 30_000);
+
+  it('previews the program for real where the Pulumi CLI is installed', async (ctx) => {
+    let version: string;
+    try {
+      version = execFileSync('pulumi', ['version'], { encoding: 'utf8' }).trim();
+    } catch {
+      skipWith(ctx, 'the Pulumi CLI is not on PATH');
+    }
+    const engine = new PulumiEngine({ ...target, task: `test-${process.pid}`, stateDir: mkdtempSync(join(tmpdir(), 'dstream-state-')) });
+    const result = await engine.plan(desiredQueues(['Persons', 'Orders'])).catch((e) => e);
+    if (process.env.ARM_SUBSCRIPTION_ID) {
+      expect(result.summary, `pulumi ${version}`).toBe('Plan: 2 to create, 0 to change, 0 to destroy.');
+    } else {
+      // No Azure here: the failure must say what is missing, not dump a trace.
+      expect(result.code).toBe(ErrorCodes.PROVISIONER);
+      expect(result.message).toMatch(/^pulumi preview failed: /);
+    }
+  }, 300_000);
+});
