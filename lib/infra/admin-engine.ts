@@ -48,7 +48,12 @@ export class AdminEngine implements InfrastructureEngine {
     const resources: ResourceReport[] = desired.map((d) => {
       const q = existing.get(d.name.toLowerCase());
       if (q === undefined) return { kind: 'queue', name: d.name, action: 'create', table: display(d) };
-      return { kind: 'queue', name: q.name, action: this.owned(q) ? 'unchanged' : 'exists-unmanaged', table: display(d) };
+      if (!this.owned(q)) return { kind: 'queue', name: q.name, action: 'exists-unmanaged', table: display(d) };
+      const { changes, fixed } = drift(q, d);
+      const r: ResourceReport = { kind: 'queue', name: q.name, action: changes.length > 0 ? 'update' : 'unchanged', table: display(d) };
+      if (changes.length > 0) r.changes = changes.map((c) => `${c.setting}: ${c.from} -> ${c.to}`);
+      if (fixed.length > 0) r.warnings = fixed.map((c) => `${c.setting} is ${c.from}, the task asks ${c.to}; Service Bus cannot change it after creation (destroy and init to re-create)`);
+      return r;
     });
     const wanted = new Set(desired.map((d) => d.name.toLowerCase()));
     for (const q of existing.values()) {
@@ -61,6 +66,14 @@ export class AdminEngine implements InfrastructureEngine {
     const planned = await this.plan(desired);
     const byName = new Map(desired.map((d) => [d.name.toLowerCase(), d]));
     const creates = planned.resources.filter((r) => r.action === 'create');
+    const updates = planned.resources.filter((r) => r.action === 'update');
+    await limit(this.options.concurrency ?? 4, updates, async (r) => {
+      const d = byName.get(r.name.toLowerCase())!;
+      const current = await managed(`read queue "${r.name}"`, this.options.endpoint, () => this.admin.getQueue(r.name), this.options.retry);
+      const next = { ...current };
+      for (const c of drift(current, d).changes) (next as unknown as Record<string, unknown>)[c.setting] = c.to;
+      await managed(`update queue "${r.name}"`, this.options.endpoint, () => this.admin.updateQueue(next), this.options.retry);
+    });
     await limit(this.options.concurrency ?? 4, creates, async (r) => {
       const outcome = await ensureQueue(this.admin, r.name, byName.get(r.name.toLowerCase())!.settings, this.options);
       // Another process created it between plan and init: it exists, but it is not ours.
@@ -73,22 +86,12 @@ export class AdminEngine implements InfrastructureEngine {
 
   async status(desired: DesiredQueue[]): Promise<InfraResult> {
     const existing = await this.existing();
-    const resources = await limit(this.options.concurrency ?? 4, desired, async (d): Promise<ResourceReport> => {
+    const resources: ResourceReport[] = desired.map((d) => {
       const q = existing.get(d.name.toLowerCase());
       if (q === undefined) return { kind: 'queue', name: d.name, exists: false, table: display(d) };
-      const rt = await managed(`read queue "${q.name}"`, this.options.endpoint, () => this.admin.getQueueRuntimeProperties(q.name), this.options.retry);
-      return {
-        kind: 'queue',
-        name: q.name,
-        exists: true,
-        managed: this.owned(q),
-        table: display(d),
-        activeMessages: rt.activeMessageCount,
-        deadLetterMessages: rt.deadLetterMessageCount,
-        scheduledMessages: rt.scheduledMessageCount,
-        sizeInBytes: rt.sizeInBytes,
-      };
+      return { kind: 'queue', name: q.name, exists: true, managed: this.owned(q), table: display(d) };
     });
+    await addRuntimeCounts(this.admin, resources, this.options);
     const missing = resources.filter((r) => r.exists === false).length;
     return { resources, summary: `${resources.length - missing} of ${resources.length} queues exist${missing > 0 ? `; ${missing} missing: run init` : ''}` };
   }
@@ -111,6 +114,39 @@ export class AdminEngine implements InfrastructureEngine {
     const deleted = resources.filter((r) => r.action === 'delete').length;
     return { resources, summary: `${deleted} destroyed; ${resources.length - deleted} left alone (not created by task "${this.options.task}")` };
   }
+}
+
+/** Adds live counts (active, dead-lettered, scheduled messages, size) to the queues that exist. */
+export async function addRuntimeCounts(
+  admin: ServiceBusAdministrationClient,
+  resources: ResourceReport[],
+  options: { endpoint: string; concurrency?: number; retry?: RetryOptions },
+): Promise<void> {
+  await limit(options.concurrency ?? 4, resources.filter((r) => r.exists === true), async (r) => {
+    const rt = await managed(`read queue "${r.name}"`, options.endpoint, () => admin.getQueueRuntimeProperties(r.name), options.retry);
+    Object.assign(r, { activeMessages: rt.activeMessageCount, deadLetterMessages: rt.deadLetterMessageCount, scheduledMessages: rt.scheduledMessageCount, sizeInBytes: rt.sizeInBytes });
+  });
+}
+
+/** Settings Service Bus can change on an existing queue, and those fixed at creation. */
+const MUTABLE = ['lockDuration', 'maxDeliveryCount', 'defaultMessageTimeToLive', 'deadLetteringOnMessageExpiration', 'duplicateDetectionHistoryTimeWindow', 'maxSizeInMegabytes'] as const;
+const FIXED = ['requiresDuplicateDetection', 'requiresSession', 'enablePartitioning'] as const;
+
+interface Change {
+  setting: string;
+  from: unknown;
+  to: unknown;
+}
+
+/** Where an existing queue differs from the settings the task states (unstated ones are not compared). */
+export function drift(q: QueueProperties, d: DesiredQueue): { changes: Change[]; fixed: Change[] } {
+  const has = q as unknown as Record<string, unknown>;
+  const want = d.settings as Record<string, unknown>;
+  const differ = (k: string) => want[k] !== undefined && has[k] !== want[k];
+  return {
+    changes: MUTABLE.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),
+    fixed: FIXED.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),
+  };
 }
 
 function display(d: DesiredQueue): string {

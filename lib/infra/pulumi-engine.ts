@@ -8,7 +8,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
 import type { ResourceReport } from '../protocol/messages.js';
-import { summarize, type InfraResult } from './admin-engine.js';
+import type { ServiceBusAdministrationClient } from '@azure/service-bus';
+import { addRuntimeCounts, summarize, type InfraResult } from './admin-engine.js';
 import type { DesiredQueue } from './desired.js';
 import type { InfrastructureEngine } from './engine.js';
 import { queueProgram, type AzureTarget } from './pulumi-program.js';
@@ -22,6 +23,10 @@ export interface PulumiEngineOptions extends AzureTarget {
   /** Secrets passphrase for the stack; default `PULUMI_CONFIG_PASSPHRASE`, else empty (no secrets are stored). */
   passphrase?: string;
   env?: Record<string, string | undefined>;
+  /** With a connection string at hand: live message counts in status. */
+  admin?: ServiceBusAdministrationClient;
+  /** Namespace host, for messages. */
+  endpoint?: string;
 }
 
 export function defaultStateDir(env: Record<string, string | undefined> = process.env): string {
@@ -105,6 +110,7 @@ export class PulumiEngine implements InfrastructureEngine {
       const state = await stack.exportStack();
       const live = new Set(((state.deployment as { resources?: Array<{ type: string; urn: string }> }).resources ?? []).filter((r) => r.type === 'azure-native:servicebus:Queue').map((r) => r.urn.split('::').pop()!));
       const resources: ResourceReport[] = desired.map((d) => ({ kind: 'queue', name: d.name, exists: live.has(d.name), managed: live.has(d.name) }));
+      if (this.options.admin !== undefined) await addRuntimeCounts(this.options.admin, resources, { endpoint: this.options.endpoint ?? this.options.namespaceName });
       const missing = resources.filter((r) => !r.exists).length;
       return { resources, summary: `${resources.length - missing} of ${resources.length} queues in stack "${this.options.task}"${missing > 0 ? `; ${missing} missing: run init` : ''}` };
     });

@@ -58,6 +58,25 @@ describe('the administration-client engine', () => {
     expect(broker.queue('Customers_cdc_events')).toBeDefined();
   });
 
+  it('plans and applies changed settings of the task\'s queues, and warns about ones Service Bus cannot change', async () => {
+    await engine().init(desiredQueues(['Persons'], undefined, { maxDeliveryCount: 10 }));
+    const changed = desiredQueues(['Persons'], undefined, { maxDeliveryCount: 4, lockDuration: 'PT3M', requiresSession: true });
+    const plan = await engine().plan(changed);
+    expect(plan.resources[0]).toMatchObject({
+      name: 'Persons_cdc_events',
+      action: 'update',
+      changes: ['lockDuration: PT1M -> PT3M', 'maxDeliveryCount: 10 -> 4'],
+      warnings: ['requiresSession is false, the task asks true; Service Bus cannot change it after creation (destroy and init to re-create)'],
+    });
+    expect(plan.summary).toBe('Plan: 0 to create, 1 to change, 0 to destroy.');
+    const applied = await engine().init(changed);
+    expect(applied.summary).toBe('Applied: 0 created, 1 changed, 0 destroyed.');
+    const q = await adminClient({ connectionString: broker.connectionString }).getQueue('Persons_cdc_events');
+    expect(q).toMatchObject({ maxDeliveryCount: 4, lockDuration: 'PT3M', requiresSession: false });
+    expect(ownershipOf(q.userMetadata)?.task).toBe('shop'); // the mark survives the update
+    expect((await engine().plan(changed)).resources[0]!.action).toBe('unchanged');
+  });
+
   it('refuses colliding names before any request', () => {
     expect(() => desiredQueues(['Persons', 'hr.PERSONS'])).toThrow(expect.objectContaining({ code: ErrorCodes.DESTINATION_COLLISION }));
     expect(broker.adminRequests).toEqual([]);

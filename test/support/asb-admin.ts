@@ -135,12 +135,24 @@ export async function handleAdmin(hostObj: AdminHost, req: IncomingMessage, res:
     return;
   }
   if (req.method === 'PUT') {
+    const description: Partial<QueueDescription> = {};
+    for (const m of body.matchAll(/<(\w+)>([^<]*)<\/\1>/g)) description[m[1]!] = unesc(m[2]!);
+    const update = req.headers['if-match'] === '*';
+    if (update) {
+      // An update: the queue must exist; properties fixed at creation keep their values.
+      if (existing === undefined) {
+        send(404, errorXml(404, `The messaging entity '${path}' could not be found.`));
+        return;
+      }
+      const { RequiresDuplicateDetection: _d, RequiresSession: _s, EnablePartitioning: _p, ...mutable } = description;
+      existing.description = { ...existing.description, ...mutable };
+      send(200, entryXml(host, existing), 'application/atom+xml; type=entry; charset=utf-8');
+      return;
+    }
     if (existing !== undefined) {
       send(409, errorXml(409, `The messaging entity '${path}' already exists. SubCode=40900`));
       return;
     }
-    const description: Partial<QueueDescription> = {};
-    for (const m of body.matchAll(/<(\w+)>([^<]*)<\/\1>/g)) description[m[1]!] = unesc(m[2]!);
     const q = hostObj.createQueue(path, { requiresDuplicateDetection: description.RequiresDuplicateDetection === 'true' });
     q.description = description;
     send(201, entryXml(host, q), 'application/atom+xml; type=entry; charset=utf-8');

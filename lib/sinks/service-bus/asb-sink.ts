@@ -197,7 +197,8 @@ async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine:
     if (config.resource_group === undefined || namespaceName === undefined) {
       throw invalidOption('provisioner "pulumi" needs resource_group, and namespace_name unless the connection string or namespace names it');
     }
-    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir });
+    const live = config.connection_string ? { admin: adminClient({ connectionString: config.connection_string }), endpoint: endpointOf({ connectionString: config.connection_string }) } : {};
+    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, ...live });
     return { engine, desired };
   }
   const credential = await credentialFor(config);
