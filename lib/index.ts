@@ -58,3 +58,12 @@ export { ExitCodes, exitCodeFor } from './protocol/exit-codes.js';
 
 export { validateConfig, type ConfigSchema, type FieldSchema } from './config/schema.js';
 export { runProvider, type ProviderContext, type ProviderDefinition, type ProviderIO } from './provider/run-provider.js';
+
+export { desiredQueues, tableRefOf, type DesiredQueue } from './infra/desired.js';
+export type { InfrastructureEngine, InfraResult } from './infra/engine.js';
+export { infrastructureVerbs, type Resolve } from './infra/provider.js';
+export { AdminEngine, type EngineOptions } from './infra/admin-engine.js';
+export { PulumiEngine, type PulumiEngineOptions } from './infra/pulumi-engine.js';
+export { queueProgram, type AzureTarget } from './infra/pulumi-program.js';
+export { adminClient, ensureQueue, DEFAULT_QUEUE_SETTINGS, type QueueSettings } from './infra/service-bus-admin.js';
+export { asbSink, type AsbSinkConfig } from './sinks/service-bus/asb-sink.js';

@@ -14,6 +14,7 @@ import type { ProviderContext, ProviderDefinition } from '../../provider/run-pro
 import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
 import { AdminEngine } from '../../infra/admin-engine.js';
 import type { InfrastructureEngine } from '../../infra/engine.js';
+import { infrastructureVerbs } from '../../infra/provider.js';
 import { PulumiEngine } from '../../infra/pulumi-engine.js';
 import { namespaceNameOf } from '../../infra/pulumi-program.js';
 import { desiredQueues, type DesiredQueue } from '../../infra/desired.js';
@@ -215,20 +216,5 @@ export const asbSink: ProviderDefinition<AsbSinkConfig> = {
     'asb-sink --state-file state.json < routed.ndjson   # connection string from ASB_CONNECTION_STRING',
   ],
   run: runAsbSink,
-  async plan(ctx) {
-    const { engine, desired } = await lifecycle(ctx);
-    return engine.plan(desired);
-  },
-  async init(ctx) {
-    const { engine, desired } = await lifecycle(ctx);
-    return engine.init(desired);
-  },
-  async status(ctx) {
-    const { engine, desired } = await lifecycle(ctx);
-    return engine.status(desired);
-  },
-  async destroy(ctx) {
-    const { engine } = await lifecycle(ctx);
-    return engine.destroy();
-  },
+  ...infrastructureVerbs(lifecycle),
 };
