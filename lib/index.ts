@@ -67,3 +67,7 @@ export { PulumiEngine, type PulumiEngineOptions } from './infra/pulumi-engine.js
 export { queueProgram, type AzureTarget } from './infra/pulumi-program.js';
 export { adminClient, ensureQueue, DEFAULT_QUEUE_SETTINGS, type QueueSettings } from './infra/service-bus-admin.js';
 export { asbSink, type AsbSinkConfig } from './sinks/service-bus/asb-sink.js';
+
+export { generatorSource, generateChanges, type GeneratorOptions, type GeneratorPosition } from './sources/generator/generator.js';
+export { generatorProvider, type GeneratorConfig } from './sources/generator/provider.js';
+export { FileStateStore, defaultStateDir, type StateStore, type StoredState } from './executor/state-store.js';

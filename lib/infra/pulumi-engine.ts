@@ -4,9 +4,9 @@
  * in a local file backend under the dstream state directory unless a backend URL is given.
  */
 import { mkdir } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import { defaultStateDir } from '../executor/state-store.js';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { ServiceBusAdministrationClient } from '@azure/service-bus';
 import { addRuntimeCounts, summarize, type InfraResult } from './admin-engine.js';
@@ -29,9 +29,6 @@ export interface PulumiEngineOptions extends AzureTarget {
   endpoint?: string;
 }
 
-export function defaultStateDir(env: Record<string, string | undefined> = process.env): string {
-  return env.DSTREAM_STATE_DIR ?? join(homedir(), '.dstream');
-}
 
 const INSTALL = 'install the Pulumi CLI (https://www.pulumi.com/docs/iac/download-install/) and put it on PATH, or use provisioner = "sdk" with a connection string that has Manage rights';
 

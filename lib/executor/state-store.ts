@@ -1,0 +1,77 @@
+/**
+ * Where a task's last acknowledged checkpoint is kept. The file store writes
+ * `<state dir>/tasks/<task>.json` atomically (temp file, fsync, rename), so a crash leaves the old
+ * position or the new, never a torn one. Other stores (a SQL Server table) implement the same
+ * interface.
+ */
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+
+export interface StoredState {
+  task: string;
+  /** The input provider's opaque position. */
+  position: unknown;
+  source?: string;
+  savedAt: string;
+}
+
+export interface StateStore {
+  load(task: string): Promise<StoredState | undefined>;
+  save(task: string, position: unknown, source?: string): Promise<StoredState>;
+  /** Forgets the position; true when there was one. */
+  reset(task: string): Promise<boolean>;
+}
+
+/** `$DSTREAM_STATE_DIR`, else `~/.dstream`. */
+export function defaultStateDir(env: Record<string, string | undefined> = process.env): string {
+  return env.DSTREAM_STATE_DIR || join(homedir(), '.dstream');
+}
+
+export class FileStateStore implements StateStore {
+  constructor(readonly dir: string = defaultStateDir()) {}
+
+  pathOf(task: string): string {
+    if (typeof task !== 'string' || task.length === 0) throw invalidOption('a task name is needed to store its position');
+    // Any task name maps to one safe file name, and distinct names to distinct files.
+    return join(this.dir, 'tasks', `${encodeURIComponent(task).replace(/\./g, '%2E')}.json`);
+  }
+
+  async load(task: string): Promise<StoredState | undefined> {
+    const path = this.pathOf(task);
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new DstreamError(ErrorCodes.IO, `could not read ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      const state = JSON.parse(text) as StoredState;
+      if (state === null || typeof state !== 'object' || !('position' in state)) throw new Error('no "position"');
+      return state;
+    } catch (err) {
+      throw new DstreamError(
+        ErrorCodes.IO,
+        `${path} is not a dstream state file (${(err as Error).message}); fix it, or forget the position with \`dstream reset ${task}\``,
+        { cause: err, details: { path } },
+      );
+    }
+  }
+
+  async save(task: string, position: unknown, source?: string): Promise<StoredState> {
+    const path = this.pathOf(task);
+    await mkdir(join(this.dir, 'tasks'), { recursive: true });
+    const state: StoredState = { task, position, ...(source !== undefined ? { source } : {}), savedAt: new Date().toISOString() };
+    await writeFileAtomic(path, `${JSON.stringify(state)}\n`);
+    return state;
+  }
+
+  async reset(task: string): Promise<boolean> {
+    const existed = (await this.load(task)) !== undefined;
+    await rm(this.pathOf(task), { force: true });
+    return existed;
+  }
+}
