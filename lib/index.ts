@@ -71,3 +71,5 @@ export { asbSink, type AsbSinkConfig } from './sinks/service-bus/asb-sink.js';
 export { generatorSource, generateChanges, type GeneratorOptions, type GeneratorPosition } from './sources/generator/generator.js';
 export { generatorProvider, type GeneratorConfig } from './sources/generator/provider.js';
 export { FileStateStore, defaultStateDir, type StateStore, type StoredState } from './executor/state-store.js';
+export { loadTaskFile, parseTaskFile, taskNamed, type ProviderRef, type TaskConfig, type TaskFile } from './config/tasks.js';
+export { renderTemplate } from './config/template.js';

@@ -1,0 +1,167 @@
+/**
+ * dstream.hcl -> tasks. Templating first (template.ts), then HCL 2 through @cdktn/hcl2json (HCL's
+ * own parser in WASM: syntax errors come with file:line,column; hcl2-parser gave an empty error and
+ * no position), then the task structure, checked with positions and did-you-mean:
+ *
+ *   task "name" {
+ *     type = "providers"
+ *     input  { provider = "generator"  config { ... } }      # built-in provider
+ *     output { provider_path = "./bin/asb-sink"  config { ... } }   # relative to this file
+ *   }
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { parse } from '@cdktn/hcl2json';
+import { DstreamError, ErrorCodes } from '../errors.js';
+import { didYouMean } from './schema.js';
+import { renderTemplate } from './template.js';
+
+export interface ProviderRef {
+  /** A provider dstream ships (run in-process). */
+  provider?: string;
+  /** An executable speaking the protocol, absolute (resolved against the config file). */
+  providerPath?: string;
+  config: Record<string, unknown>;
+}
+
+export interface TaskConfig {
+  name: string;
+  type: 'providers';
+  input: ProviderRef;
+  output: ProviderRef;
+  /** Where the task is declared, for messages. */
+  file: string;
+  line: number;
+}
+
+export interface TaskFile {
+  file: string;
+  tasks: TaskConfig[];
+}
+
+type Block = Record<string, unknown>;
+
+class Locator {
+  private readonly lines: string[];
+  constructor(
+    readonly file: string,
+    text: string,
+  ) {
+    this.lines = text.split('\n');
+  }
+
+  /** The first line at or after `from` (1-based) where `key` starts an attribute or block. */
+  find(key: string, from = 1, label?: string): { line: number; column: number } {
+    const re = label === undefined ? new RegExp(`^(\\s*)${escape(key)}\\s*(=|\\{|")`) : new RegExp(`^(\\s*)${escape(key)}\\s+"${escape(label)}"`);
+    for (let i = Math.max(0, from - 1); i < this.lines.length; i++) {
+      const m = re.exec(this.lines[i]!);
+      if (m) return { line: i + 1, column: m[1]!.length + 1 };
+    }
+    return { line: from, column: 1 };
+  }
+
+  error(at: { line: number; column: number }, message: string): DstreamError {
+    return new DstreamError(ErrorCodes.CONFIG, `${this.file}:${at.line}:${at.column}: ${message}`, { details: { file: this.file, ...at } });
+  }
+}
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** Loads and checks a task file. */
+export async function loadTaskFile(path: string, env: Record<string, string | undefined> = process.env): Promise<TaskFile> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new DstreamError(
+      ErrorCodes.CONFIG,
+      code === 'ENOENT' ? `no task file at ${path}: create dstream.hcl, or name one with --config FILE (or DSTREAM_CONFIG)` : `could not read ${path}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  return parseTaskFile(text, path, env);
+}
+
+export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env): Promise<TaskFile> {
+  const text = renderTemplate(source, env, file);
+  const at = new Locator(file, text);
+  let doc: Block;
+  try {
+    doc = (await parse(file, text)) as Block;
+  } catch (err) {
+    throw hclError(err, file);
+  }
+  for (const key of Object.keys(doc)) {
+    if (key !== 'task') throw at.error(at.find(key), `unknown block or attribute "${key}"${hint(key, ['task'])}; a task file holds task "<name>" { ... } blocks`);
+  }
+  const tasks: TaskConfig[] = [];
+  for (const [name, blocks] of Object.entries((doc.task ?? {}) as Record<string, Block[]>)) {
+    const where = at.find('task', 1, name);
+    if (blocks.length > 1) throw at.error(at.find('task', where.line + 1, name), `task "${name}" is declared twice`);
+    tasks.push(readTask(at, name, blocks[0]!, where.line, dirname(resolve(file))));
+  }
+  if (tasks.length === 0) throw at.error({ line: 1, column: 1 }, 'no task blocks: declare at least one task "<name>" { ... }');
+  return { file, tasks };
+}
+
+function readTask(at: Locator, name: string, block: Block, line: number, baseDir: string): TaskConfig {
+  for (const key of Object.keys(block)) {
+    if (!['type', 'input', 'output'].includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, ['type', 'input', 'output'])}`);
+  }
+  const type = block.type ?? 'providers';
+  if (type !== 'providers') {
+    throw at.error(at.find('type', line), `task "${name}": type ${JSON.stringify(type)} is not supported; use type = "providers" (input and output provider executables or built-ins)`);
+  }
+  const side = (which: 'input' | 'output'): ProviderRef => {
+    const blocks = block[which] as Block[] | undefined;
+    if (blocks === undefined) throw at.error({ line, column: 1 }, `task "${name}" has no ${which} block: add ${which} { provider = "..." } or ${which} { provider_path = "..." }`);
+    if (blocks.length > 1) throw at.error(at.find(which, at.find(which, line).line + 1), `task "${name}" has more than one ${which} block`);
+    return readProvider(at, `task "${name}" ${which}`, blocks[0]!, at.find(which, line), baseDir);
+  };
+  return { name, type: 'providers', input: side('input'), output: side('output'), file: at.file, line };
+}
+
+function readProvider(at: Locator, what: string, block: Block, pos: { line: number; column: number }, baseDir: string): ProviderRef {
+  const line = pos.line;
+  const known = ['provider', 'provider_path', 'config'];
+  for (const key of Object.keys(block)) {
+    if (!known.includes(key)) throw at.error(at.find(key, line), `${what}: unknown "${key}"${hint(key, known)}`);
+  }
+  const { provider, provider_path: path } = block;
+  if ((provider === undefined) === (path === undefined)) throw at.error(pos, `${what}: give exactly one of provider (built-in) or provider_path (executable)`);
+  for (const [key, v] of [['provider', provider], ['provider_path', path]] as const) {
+    if (v !== undefined && (typeof v !== 'string' || v.length === 0)) throw at.error(at.find(key, line), `${what}: ${key} must be a non-empty string`);
+  }
+  let config: unknown = block.config ?? {};
+  if (Array.isArray(config)) {
+    if (config.length > 1) throw at.error(at.find('config', at.find('config', line).line + 1), `${what}: more than one config block`);
+    config = config[0] ?? {};
+  }
+  if (typeof config !== 'object' || config === null) throw at.error(at.find('config', line), `${what}: config must be a block: config { key = value }`);
+  const ref: ProviderRef = { config: config as Record<string, unknown> };
+  if (provider !== undefined) ref.provider = provider as string;
+  if (path !== undefined) ref.providerPath = resolve(baseDir, path as string);
+  return ref;
+}
+
+function hint(word: string, known: string[]): string {
+  const guess = didYouMean(word, known);
+  return guess === undefined ? '' : `; did you mean "${guess}"?`;
+}
+
+/** `parse config: [dstream.hcl:4,22-23: Invalid expression; Expected ...]` -> `dstream.hcl:4:22: Invalid expression; Expected ...` */
+function hclError(err: unknown, file: string): DstreamError {
+  const text = err instanceof Error ? err.message : String(err);
+  const m = /([^\s[]+):(\d+),(\d+)(?:-\d+(?:,\d+)?)?: ([^\]]+)/.exec(text);
+  if (m === null) return new DstreamError(ErrorCodes.CONFIG, `${file}: ${text}`, { cause: err });
+  return new DstreamError(ErrorCodes.CONFIG, `${file}:${m[2]}:${m[3]}: ${m[4]!.trim()}`, { cause: err, details: { file, line: Number(m[2]), column: Number(m[3]) } });
+}
+
+/** The task of that name, or an error listing the tasks there are (with a did-you-mean). */
+export function taskNamed(tasks: TaskFile, name: string): TaskConfig {
+  const task = tasks.tasks.find((t) => t.name === name);
+  if (task !== undefined) return task;
+  const names = tasks.tasks.map((t) => t.name);
+  throw new DstreamError(ErrorCodes.CONFIG, `no task "${name}" in ${tasks.file}${hint(name, names)} (tasks: ${names.join(', ')})`);
+}

@@ -1,0 +1,57 @@
+/**
+ * Templating of dstream.hcl before it is parsed, as in the existing dstream:
+ *   {{ env "NAME" }}   {{ env `NAME` }}   {{ env "NAME" | default "value" }}
+ * Values keep their types: `count = {{ env "COUNT" }}` becomes a number. Inside a quoted string
+ * the value is escaped for HCL, so quotes, backslashes and `${` in a secret cannot break the file.
+ * A missing variable without a default is an error naming it and its line.
+ */
+import { DstreamError, ErrorCodes } from '../errors.js';
+
+const TAG = /\{\{-?\s*env\s+(?:"([^"]*)"|`([^`]*)`)\s*(?:\|\s*default\s+(?:"([^"]*)"|`([^`]*)`)\s*)?-?\}\}/g;
+const ANY_TAG = /\{\{[^}]*\}\}/g;
+
+export function renderTemplate(text: string, env: Record<string, string | undefined>, file = 'dstream.hcl'): string {
+  const lines = text.split('\n');
+  return lines
+    .map((line, i) => {
+      let out = '';
+      let last = 0;
+      for (const m of line.matchAll(ANY_TAG)) {
+        const at = m.index!;
+        const tag = m[0];
+        TAG.lastIndex = 0;
+        const parsed = TAG.exec(tag);
+        if (parsed === null || parsed[0] !== tag) {
+          throw new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: cannot read template ${tag}; use {{ env "NAME" }} or {{ env "NAME" | default "value" }}`, {
+            details: { file, line: i + 1, column: at + 1 },
+          });
+        }
+        const name = parsed[1] ?? parsed[2]!;
+        const fallback = parsed[3] ?? parsed[4];
+        const value = env[name] !== undefined && env[name] !== '' ? env[name]! : fallback;
+        if (value === undefined) {
+          throw new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: environment variable ${name} is not set (used by ${tag}); set it, or give a default: {{ env "${name}" | default "..." }}`, {
+            details: { file, line: i + 1, column: at + 1, variable: name },
+          });
+        }
+        out += line.slice(last, at) + (insideString(line, at) ? escapeHclString(value) : value);
+        last = at + tag.length;
+      }
+      return out + line.slice(last);
+    })
+    .join('\n');
+}
+
+/** Whether position `at` of a line is inside a "..." literal (an odd number of unescaped quotes before it). */
+function insideString(line: string, at: number): boolean {
+  let inside = false;
+  for (let i = 0; i < at; i++) {
+    if (line[i] === '\\') i++;
+    else if (line[i] === '"') inside = !inside;
+  }
+  return inside;
+}
+
+function escapeHclString(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\$\{/g, '$${').replace(/%\{/g, '%%{').replace(/\n/g, '\\n');
+}

@@ -1,0 +1,99 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes } from '../../lib/index.js';
+import { loadTaskFile, parseTaskFile, taskNamed } from '../../lib/config/tasks.js';
+import { renderTemplate } from '../../lib/config/template.js';
+
+const GOOD = `# two tasks
+task "demo" {
+  type = "providers"
+  input {
+    provider = "generator"
+    config {
+      count  = 100
+      tables = ["Persons", "Orders"]
+      fast   = true
+    }
+  }
+  output {
+    provider = "files"
+    config { dir = "out" }
+  }
+}
+
+task "mssql-to-asb" {
+  type = "providers"
+  input { provider_path = "./bin/mssql-cdc" }
+  output {
+    provider_path = "./bin/asb-sink"
+    config { connection_string = "{{ env "ASB" }}" }
+  }
+}
+`;
+
+const fail = async (text: string, env: Record<string, string> = {}) => {
+  const err = await parseTaskFile(text, 'dstream.hcl', env).catch((e) => e);
+  expect(err.code, String(err)).toBe(ErrorCodes.CONFIG);
+  return err.message as string;
+};
+
+describe('dstream.hcl', () => {
+  it('reads tasks with typed values, resolving provider_path against the file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-hcl-'));
+    writeFileSync(join(dir, 'dstream.hcl'), GOOD);
+    const file = await loadTaskFile(join(dir, 'dstream.hcl'), { ASB: 'Endpoint=sb://x/;SharedAccessKey=a"b\\c${d}' });
+    expect(file.tasks.map((t) => [t.name, t.line])).toEqual([
+      ['demo', 2],
+      ['mssql-to-asb', 18],
+    ]);
+    const demo = taskNamed(file, 'demo');
+    expect(demo.input).toEqual({ provider: 'generator', config: { count: 100, tables: ['Persons', 'Orders'], fast: true } });
+    const real = taskNamed(file, 'mssql-to-asb');
+    expect(real.input.providerPath).toBe(join(dir, 'bin/mssql-cdc'));
+    // A value with quotes, backslashes and ${ survives intact inside a string.
+    expect(real.output.config).toEqual({ connection_string: 'Endpoint=sb://x/;SharedAccessKey=a"b\\c${d}' });
+  });
+
+  it('reports HCL syntax errors at file:line:column', async () => {
+    expect(await fail('task "a" {\n  type = "providers"\n  input {\n    config { count = }\n  }\n}\n')).toMatch(/^dstream\.hcl:4:22: Invalid expression; Expected the start of an expression/);
+  });
+
+  it('names unknown keys with their position and a suggestion', async () => {
+    expect(await fail('task "a" {\n  type = "providers"\n  inptu { provider = "generator" }\n  output { provider = "files" }\n}\n')).toBe('dstream.hcl:3:3: task "a": unknown "inptu"; did you mean "input"?');
+    expect(await fail('task "a" {\n  input {\n    provider = "g"\n    confg { x = 1 }\n  }\n  output { provider = "f" }\n}\n')).toBe('dstream.hcl:4:5: task "a" input: unknown "confg"; did you mean "config"?');
+    // HCL's own rule, reported where it applies (a block argument on the opening line must close there).
+    expect(await fail('task "a" {\n  input { provider = "g"\n  }\n}\n')).toMatch(/^dstream\.hcl:2:25: Invalid single-argument block definition/);
+    expect(await fail('tasks "a" {\n}\n')).toBe('dstream.hcl:1:1: unknown block or attribute "tasks"; did you mean "task"?; a task file holds task "<name>" { ... } blocks');
+  });
+
+  it('requires an input and an output, with exactly one of provider or provider_path', async () => {
+    expect(await fail('task "a" {\n  output { provider = "files" }\n}\n')).toBe('dstream.hcl:1:1: task "a" has no input block: add input { provider = "..." } or input { provider_path = "..." }');
+    expect(await fail('task "a" {\n  input {\n    provider = "g"\n    provider_path = "./x"\n  }\n  output { provider = "f" }\n}\n')).toBe('dstream.hcl:2:3: task "a" input: give exactly one of provider (built-in) or provider_path (executable)');
+    expect(await fail('task "a" {\n  type = "plugin"\n  input { provider = "g" }\n  output { provider = "f" }\n}\n')).toMatch(/^dstream\.hcl:2:3: task "a": type "plugin" is not supported/);
+  });
+
+  it('says which environment variable is missing, and where; defaults and the backtick form work', async () => {
+    expect(await fail(GOOD)).toBe('dstream.hcl:23:35: environment variable ASB is not set (used by {{ env "ASB" }}); set it, or give a default: {{ env "ASB" | default "..." }}');
+    expect(renderTemplate('n = {{ env `N` | default "5" }}', {})).toBe('n = 5');
+    expect(renderTemplate('n = {{ env "N" }}', { N: '7' })).toBe('n = 7');
+    expect(() => renderTemplate('x = {{ envv "N" }}', {})).toThrow(/dstream\.hcl:1:5: cannot read template \{\{ envv "N" \}\}/);
+  });
+
+  it('never echoes a secret in its messages', async () => {
+    const msg = await fail('task "a" {\n  input { provider = "g" }\n  output {\n    provider = "f"\n    config { cs = "{{ env "ASB" }}" }\n    bogus = 1\n  }\n}\n', { ASB: 'SharedAccessKey=TOPSECRET' });
+    expect(msg).toBe('dstream.hcl:6:5: task "a" output: unknown "bogus"');
+    expect(msg).not.toContain('TOPSECRET');
+  });
+
+  it('answers an unknown task with the tasks there are', async () => {
+    const file = await parseTaskFile(GOOD, 'dstream.hcl', { ASB: 'x' });
+    expect(() => taskNamed(file, 'dmeo')).toThrow('no task "dmeo" in dstream.hcl; did you mean "demo"? (tasks: demo, mssql-to-asb)');
+  });
+
+  it('says where to put the file when there is none', async () => {
+    const err = await loadTaskFile('/nonexistent/dstream.hcl').catch((e) => e);
+    expect(err.message).toBe('no task file at /nonexistent/dstream.hcl: create dstream.hcl, or name one with --config FILE (or DSTREAM_CONFIG)');
+  });
+});
