@@ -25,6 +25,11 @@ export interface DecodeOptions extends InvalidRecordOptions {
   header?: boolean;
   /** Objects buffered on the readable side. Default 16. */
   highWaterMark?: number;
+  /**
+   * Emit every JSON value without the envelope check: for reading a provider's stdout, where
+   * protocol lines (handshake, results) and envelopes mix. JSON errors still get the policy.
+   */
+  raw?: boolean;
 }
 
 export interface DecodeStats extends InvalidStats {
@@ -52,6 +57,7 @@ export class EnvelopeDecoder extends Transform {
   private readonly maxLineBytes: number;
   private readonly invalid: InvalidRecords;
   private expectHeader: boolean;
+  private readonly raw: boolean;
   private carry: Buffer[] = [];
   private carryBytes = 0;
   private lineNo = 0;
@@ -65,6 +71,7 @@ export class EnvelopeDecoder extends Transform {
     this.maxLineBytes = max;
     this.invalid = new InvalidRecords(options);
     this.expectHeader = options.header === true;
+    this.raw = options.raw === true;
   }
 
   get stats(): DecodeStats {
@@ -176,12 +183,12 @@ export class EnvelopeDecoder extends Transform {
       this.push(value);
       return;
     }
-    const problem = envelopeProblem(value);
+    const problem = this.raw ? undefined : envelopeProblem(value);
     if (problem !== undefined) {
       this.refuse({ stage: 'decode', line: n, reason: `not an envelope: ${problem}`, raw: text });
       return;
     }
-    Object.defineProperty(value, LINE, { value: n });
+    if (typeof value === 'object' && value !== null) Object.defineProperty(value, LINE, { value: n });
     this.envelopes++;
     this.push(value);
   }

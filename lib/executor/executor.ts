@@ -1,0 +1,165 @@
+/**
+ * Task-level operations: lifecycle verbs (discover from the input feeds the output's
+ * plan/init/status/destroy) and run (input data -> output, acknowledged checkpoints -> state
+ * store). Providers are handles (provider-handle.ts), so built-ins and executables behave alike.
+ */
+import { encodeEnvelopes } from '../envelope/encode.js';
+import { CHECKPOINT_TYPE, type CheckpointEnvelope } from '../envelope/types.js';
+import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import type { TaskConfig, ProviderRef } from '../config/tasks.js';
+import { header, PROTOCOL_VERSION, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
+import type { ProviderDefinition } from '../provider/run-provider.js';
+import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
+import { openSession, providerFailed } from './session.js';
+import type { StateStore } from './state-store.js';
+
+export interface ExecutorOptions extends StartOptions {
+  builtins: Record<string, ProviderDefinition<never>>;
+  handshakeTimeoutMs?: number;
+}
+
+export function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: ExecutorOptions['builtins']): ProviderSpec {
+  if (ref.provider !== undefined) {
+    const builtin = builtins[ref.provider];
+    if (builtin === undefined) {
+      throw new DstreamError(ErrorCodes.CONFIG, `${side} provider "${ref.provider}" is not built in; built-in providers: ${Object.keys(builtins).join(', ')} (or use provider_path)`);
+    }
+    return { label: `${side} ${ref.provider}`, builtin };
+  }
+  return { label: `${side} ${ref.providerPath}`, path: ref.providerPath! };
+}
+
+/** Runs one lifecycle verb on one provider and returns its result line; a failure throws. */
+export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions): Promise<ResultLine> {
+  const handle = startProvider(spec, options);
+  return withHandle(handle, async () => {
+    const session = await openSession(handle, h, { ...options, endInput: true });
+    const next = await session.lines.next();
+    const exit = await handle.exited;
+    if (next.done) throw providerFailed(handle, `gave no answer to "${h.command}"`, exit);
+    const result = next.value as ResultLine;
+    if (result?.status === 'error') throw providerFailed(handle, `${h.command} failed: ${result.message ?? 'no message'}`, exit);
+    if (result?.status !== 'ok') throw providerFailed(handle, `answered "${h.command}" with something that is not a result line`, exit);
+    if (exit.code !== 0) throw providerFailed(handle, `${h.command} answered ok but exited non-zero`, exit);
+    return result;
+  });
+}
+
+async function withHandle<T>(handle: ProviderHandle, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    handle.kill('SIGKILL');
+    throw err;
+  }
+}
+
+export interface LifecycleReport {
+  task: string;
+  command: LifecycleVerb;
+  streams: StreamDescriptor[];
+  input?: ResultLine;
+  output: ResultLine;
+}
+
+/** `discover` on the input, then the verb on the input (init/status, when it supports it) and on the output. */
+export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions): Promise<LifecycleReport> {
+  const input = specOf('input', task.input, options.builtins);
+  const output = specOf('output', task.output, options.builtins);
+  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options);
+  const streams = (discovered.streams as StreamDescriptor[] | undefined) ?? [];
+  let inputResult: ResultLine | undefined;
+  if (command === 'init' || command === 'status') {
+    inputResult = await providerVerb(input, header(command, task.input.config, { task: task.name }), options).catch((err: DstreamError) => {
+      // An input without infrastructure of its own may not support the verb; that is not a failure.
+      if (/does not support/.test(err.message)) return undefined;
+      throw err;
+    });
+  }
+  const out = await providerVerb(output, header(command, task.output.config, { task: task.name, streams }), options);
+  return { task: task.name, command, streams, ...(inputResult ? { input: inputResult } : {}), output: out };
+}
+
+export interface RunSummary {
+  task: string;
+  rows: number;
+  checkpointsAcked: number;
+  lastPosition?: unknown;
+  stoppedBy?: NodeJS.Signals;
+}
+
+export interface RunOptions extends ExecutorOptions {
+  store: StateStore;
+  /** Stops the run: the input is asked to stop, the output drains, the last acknowledgement is stored. */
+  signal?: AbortSignal;
+  onAck?: (checkpoint: CheckpointEnvelope, rows: number) => void;
+}
+
+/** Streams a task until its input ends or `signal` aborts; stores each acknowledged checkpoint. */
+export async function runTask(task: TaskConfig, options: RunOptions): Promise<RunSummary> {
+  const stored = await options.store.load(task.name);
+  const inSpec = specOf('input', task.input, options.builtins);
+  const outSpec = specOf('output', task.output, options.builtins);
+  // Config keys also at the top level: a provider of the older dstream reads its first line as config.
+  const runHeader = (ref: ProviderRef, extra: Partial<CommandHeader>): CommandHeader => ({ ...ref.config, command: 'run', config: ref.config, protocol: PROTOCOL_VERSION, task: task.name, ...extra });
+  const output = startProvider(outSpec, options);
+  const input = startProvider(inSpec, options);
+  const summary: RunSummary = { task: task.name, rows: 0, checkpointsAcked: 0 };
+  const stop = (sig: NodeJS.Signals) => {
+    summary.stoppedBy ??= sig;
+    input.kill(sig);
+  };
+  const onAbort = () => stop('SIGTERM');
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const out = await openSession(output, runHeader(task.output, {}), options);
+    const inp = await openSession(input, runHeader(task.input, stored === undefined ? {} : { state: stored.position }), { ...options, endInput: true });
+    const forward = (async () => {
+      const enc = encodeEnvelopes();
+      enc.pipe(output.stdin);
+      for (let n = await inp.lines.next(); !n.done; n = await inp.lines.next()) {
+        const v = n.value as { type?: string; status?: string; message?: string };
+        if (v?.status === 'error' && !('data' in v)) throw providerFailed(input, v.message ?? 'failed', await input.exited);
+        if (v?.type !== CHECKPOINT_TYPE) summary.rows++;
+        if (!enc.write(v)) await new Promise((r) => enc.once('drain', r));
+      }
+      enc.end();
+      const exit = await input.exited;
+      const stoppedCleanly = summary.stoppedBy !== undefined && (exit.code === 130 || exit.code === 143 || exit.signal !== null);
+      if (exit.code !== 0 && !stoppedCleanly) {
+        output.kill('SIGTERM');
+        throw providerFailed(input, 'failed', exit);
+      }
+    })();
+    const acknowledge = (async () => {
+      for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
+        const v = n.value as { type?: string; status?: string; message?: string; data?: { position?: unknown } };
+        if (v?.status === 'error') throw providerFailed(output, v.message ?? 'failed', await output.exited);
+        if (v?.type !== CHECKPOINT_TYPE) continue;
+        await options.store.save(task.name, v.data?.position, (v as { source?: string }).source);
+        summary.checkpointsAcked++;
+        summary.lastPosition = v.data?.position;
+        options.onAck?.(v as CheckpointEnvelope, summary.rows);
+      }
+      const exit = await output.exited;
+      if (exit.code !== 0) {
+        input.kill('SIGTERM');
+        throw providerFailed(output, 'failed', exit);
+      }
+    })();
+    // Whichever side fails first decides the error; the other is stopped.
+    await Promise.all([forward, acknowledge].map((p) => p.catch((err: unknown) => {
+      input.kill('SIGTERM');
+      output.kill('SIGTERM');
+      throw err;
+    })));
+    return summary;
+  } catch (err) {
+    input.kill('SIGKILL');
+    output.kill('SIGKILL');
+    if (err instanceof DstreamError) throw err;
+    throw new DstreamError(ErrorCodes.PROVIDER, `task "${task.name}": ${messageOf(err)}`, { cause: err });
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * One conversation with a provider: send the command header, wait for the handshake (with a
+ * timeout, noticing a crash before it), and hand back what follows as parsed lines. A first line
+ * that is not a handshake comes from an older provider: it is data, and goes first.
+ */
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { decodeEnvelopes } from '../envelope/decode.js';
+import { DstreamError, ErrorCodes } from '../errors.js';
+import { readHandshake, type CommandHeader } from '../protocol/messages.js';
+import type { ProviderHandle } from './provider-handle.js';
+
+export interface Session {
+  handle: ProviderHandle;
+  /** Every line after the handshake (or from the first line, for an older provider). */
+  lines: AsyncIterator<unknown>;
+  legacy: boolean;
+}
+
+export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }): DstreamError {
+  const how = exit === undefined ? '' : exit.signal ? ` (killed by ${exit.signal})` : ` (exit code ${exit.code})`;
+  const tail = handle.stderrTail().trim();
+  return new DstreamError(ErrorCodes.PROVIDER, `${handle.label}: ${what}${how}${tail ? `\n--- last lines of its stderr ---\n${tail}` : ''}`, {
+    details: { provider: handle.label, ...exit },
+  });
+}
+
+export async function openSession(handle: ProviderHandle, header: CommandHeader, options: { handshakeTimeoutMs?: number; endInput?: boolean } = {}): Promise<Session> {
+  handle.stdin.write(`${JSON.stringify(header)}\n`);
+  if (options.endInput) handle.stdin.end();
+  const values = handle.stdout.pipe(decodeEnvelopes({ raw: true, maxLineBytes: 64 * 1024 * 1024 }));
+  const it = values[Symbol.asyncIterator]();
+  const timeoutMs = options.handshakeTimeoutMs ?? 30_000;
+  let timer: NodeJS.Timeout | undefined;
+  const first = await Promise.race([
+    it.next(),
+    handle.exited.then((exit) => ({ exit })),
+    new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
+  ]).finally(() => clearTimeout(timer));
+  if (first === 'timeout') {
+    handle.kill('SIGKILL');
+    throw providerFailed(handle, `no handshake within ${timeoutMs} ms`);
+  }
+  if ('exit' in first) {
+    // It may have written its answer and exited at once: read what it left before judging.
+    const rest = await it.next();
+    if (rest.done) throw providerFailed(handle, 'exited before its handshake', first.exit);
+    return classify(handle, rest.value, it);
+  }
+  if (first.done) throw providerFailed(handle, 'exited before its handshake', await handle.exited);
+  return classify(handle, first.value, it);
+}
+
+function classify(handle: ProviderHandle, value: unknown, it: AsyncIterator<unknown>): Session {
+  const hs = readHandshake(value);
+  if (hs.kind === 'error') throw providerFailed(handle, hs.message);
+  if (hs.kind === 'ready') return { handle, lines: it, legacy: false };
+  // An older provider: no handshake, its first line is data.
+  let pending: unknown = value;
+  const lines: AsyncIterator<unknown> = {
+    next: () => {
+      if (pending !== undefined) {
+        const v = pending;
+        pending = undefined;
+        return Promise.resolve({ value: v, done: false });
+      }
+      return it.next();
+    },
+  };
+  return { handle, lines, legacy: true };
+}
+
+/** Waits for `stream` to drain when it asked to. */
+export async function drained(stream: NodeJS.WritableStream & { writableNeedDrain?: boolean }): Promise<void> {
+  if (stream.writableNeedDrain) await once(stream as unknown as Readable, 'drain');
+}

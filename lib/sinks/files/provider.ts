@@ -1,0 +1,74 @@
+/** The built-in `files` output provider: one NDJSON file per destination, the embedded default. */
+import { readdir, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
+import type { ResourceReport } from '../../protocol/messages.js';
+import { DEFAULT_TEMPLATE, planDestinations } from '../../streams/destination.js';
+import { tableRefOf } from '../../infra/desired.js';
+import { summarize } from '../../infra/admin-engine.js';
+import { toFiles } from '../deliver.js';
+
+export interface FilesConfig {
+  dir: string;
+  template: string;
+  no_sync: boolean;
+}
+
+function files(ctx: ProviderContext<FilesConfig>): Array<{ name: string; path: string }> {
+  const dir = resolve(ctx.config.dir);
+  return planDestinations((ctx.header.streams ?? []).map(tableRefOf), ctx.config.template).map((a) => ({ name: a.destination, path: join(dir, `${a.destination}.ndjson`) }));
+}
+
+async function exists(path: string): Promise<{ size: number } | undefined> {
+  return stat(path).then((s) => ({ size: s.size }), (err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+}
+
+export const filesProvider: ProviderDefinition<FilesConfig> = {
+  name: 'files',
+  description: 'Writes each destination to <dir>/<destination>.ndjson, fsynced before checkpoints are acknowledged.',
+  config: {
+    dir: { type: 'string', default: 'out', description: 'directory of the files' },
+    template: { type: 'string', default: DEFAULT_TEMPLATE, description: 'file name of envelopes without metadata.Destination' },
+    no_sync: { type: 'boolean', default: false, description: 'skip fsync (faster, not crash-safe)' },
+  },
+  async run(ctx) {
+    const out = toFiles({ dir: ctx.config.dir, template: ctx.config.template, noSync: ctx.config.no_sync, onCheckpoint: (cp) => void ctx.output.write(cp) });
+    await pipeline(ctx.input, out);
+  },
+  async plan(ctx) {
+    const resources: ResourceReport[] = [];
+    for (const f of files(ctx)) resources.push({ kind: 'file', name: f.path, action: (await exists(f.path)) ? 'unchanged' : 'create' });
+    return { resources, summary: summarize(resources) };
+  },
+  async init(ctx) {
+    const resources: ResourceReport[] = [];
+    // Files are created by run as records arrive; init reports what run will write to.
+    for (const f of files(ctx)) resources.push({ kind: 'file', name: f.path, action: (await exists(f.path)) ? 'unchanged' : 'create' });
+    return { resources, summary: summarize(resources, true) };
+  },
+  async status(ctx) {
+    const resources: ResourceReport[] = [];
+    for (const f of files(ctx)) {
+      const s = await exists(f.path);
+      resources.push({ kind: 'file', name: f.path, exists: s !== undefined, ...(s ? { sizeInBytes: s.size } : {}) });
+    }
+    const present = resources.filter((r) => r.exists).length;
+    return { resources, summary: `${present} of ${resources.length} files written` };
+  },
+  async destroy(ctx) {
+    const resources: ResourceReport[] = [];
+    for (const f of files(ctx)) {
+      if (await exists(f.path)) {
+        await rm(f.path);
+        resources.push({ kind: 'file', name: f.path, action: 'delete' });
+      }
+    }
+    const dir = resolve(ctx.config.dir);
+    const left = await readdir(dir).catch(() => [] as string[]);
+    return { resources, summary: `${resources.length} destroyed${left.length > 0 ? `; ${left.length} other file(s) left in ${dir}` : ''}` };
+  },
+};

@@ -1,0 +1,99 @@
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes, type Envelope } from '../../lib/index.js';
+import { BUILTINS } from '../../lib/executor/builtins.js';
+import { runTask, taskVerb } from '../../lib/executor/executor.js';
+import { FileStateStore } from '../../lib/executor/state-store.js';
+import { generateChanges } from '../../lib/sources/generator/generator.js';
+import type { TaskConfig } from '../../lib/config/tasks.js';
+
+const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
+const demo = (dir: string, count: number): TaskConfig => ({
+  name: 'demo',
+  type: 'providers',
+  input: { provider: 'generator', config: { count, seed: 5 } },
+  output: { provider: 'files', config: { dir } },
+  file: 'dstream.hcl',
+  line: 1,
+});
+const readAll = (dir: string) =>
+  readdirSync(dir)
+    .sort()
+    .flatMap((f) => readFileSync(join(dir, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Envelope));
+
+describe('runTask with built-in providers', () => {
+  it('delivers every row, stores the last acknowledged checkpoint, and resumes without loss or repetition', async () => {
+    const out = tmp('dstream-out-');
+    const store = new FileStateStore(tmp('dstream-state-'));
+    const first = await runTask(demo(out, 200), { builtins: BUILTINS, store });
+    expect(first.rows).toBe(200);
+    expect(first.checkpointsAcked).toBeGreaterThan(60);
+    const stored = await store.load('demo');
+    expect(stored?.position).toEqual(first.lastPosition);
+    expect(readAll(out)).toHaveLength(200);
+    // A later run with a higher count picks up after the stored position.
+    const second = await runTask(demo(out, 500), { builtins: BUILTINS, store });
+    expect(second.rows).toBe(300);
+    const expected = [...generateChanges({ count: 500, seed: 5 })].filter((e) => e.type !== 'checkpoint');
+    const byTable = (xs: Envelope[]) => Object.fromEntries(['Customers', 'Orders', 'Persons'].map((t) => [t, xs.filter((e) => e.metadata?.TableName === t).map((e) => e.data)]));
+    expect(byTable(readAll(out))).toEqual(byTable(expected));
+  });
+
+  it('answers lifecycle verbs: discover from the input feeds the output', async () => {
+    const out = tmp('dstream-out-');
+    const plan = await taskVerb(demo(out, 10), 'plan', { builtins: BUILTINS });
+    expect(plan.streams.map((s) => s.name)).toEqual(['Persons', 'Orders', 'Customers']);
+    expect(plan.output.resources).toEqual([
+      { kind: 'file', name: join(out, 'Persons_cdc_events.ndjson'), action: 'create' },
+      { kind: 'file', name: join(out, 'Orders_cdc_events.ndjson'), action: 'create' },
+      { kind: 'file', name: join(out, 'Customers_cdc_events.ndjson'), action: 'create' },
+    ]);
+    expect(plan.output.summary).toBe('Plan: 3 to create, 0 to change, 0 to destroy.');
+  });
+
+  it('names an unknown built-in and lists the ones there are', async () => {
+    const task = { ...demo(tmp('o-'), 1), input: { provider: 'sqlserver', config: {} } };
+    const err = await taskVerb(task, 'plan', { builtins: BUILTINS }).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.CONFIG);
+    expect(err.message).toBe('input provider "sqlserver" is not built in; built-in providers: generator, files, asb-sink (or use provider_path)');
+  });
+});
+
+describe('runTask and lifecycle verbs with provider processes that misbehave', () => {
+  const fake = join(process.cwd(), 'test/fixtures/fake-provider.mjs');
+  const task = (out: string): TaskConfig => ({ ...demo(out, 0), input: { providerPath: fake, config: { count: 7 } } });
+  const env = (mode: string) => ({ ...process.env, FAKE_MODE: mode });
+
+  it('a crash before the handshake: the error says so and shows its stderr', async () => {
+    const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('crash-before-ready') }).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.PROVIDER);
+    expect(err.message).toBe(`input ${fake}: exited before its handshake (exit code 3)\n--- last lines of its stderr ---\nboom: cannot reach the database at db.example:1433`);
+  });
+
+  it('an error handshake: its message, not a green check', async () => {
+    const err = await taskVerb(task(tmp('o-')), 'status', { builtins: BUILTINS, env: env('error') }).catch((e) => e);
+    expect(err.message).toBe(`input ${fake}: config.port: expected an integer, got string "x"`);
+  });
+
+  it('a hang: stopped after the handshake timeout', async () => {
+    const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('hang'), handshakeTimeoutMs: 300 }).catch((e) => e);
+    expect(err.message).toBe(`input ${fake}: no handshake within 300 ms`);
+  });
+
+  it('an older provider without handshake: its config arrives at the top level, its first line is data', async () => {
+    const out = tmp('o-');
+    const summary = await runTask(task(out), { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), env: env('legacy-input') });
+    expect(summary.rows).toBe(7);
+    expect(readAll(out).map((e) => (e.data as { Id: number }).Id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('a crash mid-stream: the run fails naming the provider, and keeps what was acknowledged', async () => {
+    const store = new FileStateStore(tmp('s-'));
+    const err = await runTask(task(tmp('o-')), { builtins: BUILTINS, store, env: env('crash-mid') }).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.PROVIDER);
+    expect(err.message).toBe(`input ${fake}: failed (exit code 1)\n--- last lines of its stderr ---\nlost connection to the database`);
+    expect((await store.load('demo'))?.position).toBe(5);
+  });
+});
