@@ -7,9 +7,24 @@ import { INVALID_POLICIES, type InvalidPolicy } from '../envelope/invalid.js';
 import { messageOf } from '../errors.js';
 import { ExitCodes } from '../protocol/exit-codes.js';
 import { DEFAULT_TEMPLATE } from '../streams/destination.js';
-import { DEFAULT_MAX_LINE_BYTES, routeCommand, type CommandIO } from './route.js';
+import { DEFAULT_MAX_LINE_BYTES, routeCommand } from './route.js';
+import type { TaskIO } from './tasks.js';
 
-export async function main(argv: string[], io: CommandIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+// Task verbs load the executor (Service Bus SDK, HCL parser) only when used: `dstream route`
+// in a pipe starts without them.
+const tasks = () => import('./tasks.js');
+
+const TASK_EPILOG = [
+  'Tasks come from dstream.hcl (or --config FILE, or DSTREAM_CONFIG). State (checkpoints, Pulumi stacks) lives in',
+  'DSTREAM_STATE_DIR (default ~/.dstream).',
+  '',
+  'Exit codes: 0 ok, 1 a provider failed, 2 bad config or options (or destroy without confirmation), 130/143 stopped by SIGINT/SIGTERM.',
+].join('\n');
+
+export async function main(
+  argv: string[],
+  io: TaskIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
+): Promise<number> {
   let code: number = ExitCodes.OK;
   let usageError: string | undefined;
   const cli = yargs(argv)
@@ -59,7 +74,45 @@ export async function main(argv: string[], io: CommandIO = { stdin: process.stdi
         );
       },
     )
-    .demandCommand(1, 'Name a command: dstream route. See dstream --help.')
+    .option('config', { type: 'string', global: true, describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
+    .option('json', { type: 'boolean', global: true, default: false, describe: 'print results as JSON, for scripts' })
+    .command('validate [task]', 'Check dstream.hcl (and one task) without running anything', (y) => y.positional('task', { type: 'string' }).epilog(TASK_EPILOG), async (a) => {
+      code = await (await tasks()).validateCommand({ task: a.task, config: a.config, json: a.json }, io);
+    })
+    .command('plan <task>', 'Show what init would create, change or destroy', (y) => y.positional('task', { type: 'string', demandOption: true }).epilog(TASK_EPILOG), async (a) => {
+      code = await (await tasks()).lifecycleCommand('plan', { task: a.task, config: a.config, json: a.json }, io);
+    })
+    .command('init <task>', "Create the task's infrastructure (queues), idempotently", (y) => y.positional('task', { type: 'string', demandOption: true }).epilog(TASK_EPILOG), async (a) => {
+      code = await (await tasks()).lifecycleCommand('init', { task: a.task, config: a.config, json: a.json }, io);
+    })
+    .command('status <task>', 'Show what exists, live counts, and the stored position', (y) => y.positional('task', { type: 'string', demandOption: true }).epilog(TASK_EPILOG), async (a) => {
+      code = await (await tasks()).lifecycleCommand('status', { task: a.task, config: a.config, json: a.json }, io);
+    })
+    .command(
+      'destroy <task>',
+      'Remove what the task created (asks on a terminal; --yes otherwise)',
+      (y) => y.positional('task', { type: 'string', demandOption: true }).option('yes', { type: 'boolean', default: false, describe: 'do not ask' }).epilog(TASK_EPILOG),
+      async (a) => {
+        code = await (await tasks()).lifecycleCommand('destroy', { task: a.task, config: a.config, json: a.json, yes: a.yes }, io);
+      },
+    )
+    .command(
+      'run <task>',
+      'Stream the task until its input ends or SIGINT/SIGTERM; stores each acknowledged checkpoint',
+      (y) => y.positional('task', { type: 'string', demandOption: true }).option('quiet', { type: 'boolean', default: false, describe: 'no progress lines' }).epilog(TASK_EPILOG),
+      async (a) => {
+        code = await (await tasks()).runCommand({ task: a.task, config: a.config, json: a.json, quiet: a.quiet }, io);
+      },
+    )
+    .command(
+      'reset <task>',
+      'Forget the stored position (the next run starts over; asks on a terminal)',
+      (y) => y.positional('task', { type: 'string', demandOption: true }).option('yes', { type: 'boolean', default: false, describe: 'do not ask' }),
+      async (a) => {
+        code = await (await tasks()).resetCommand({ task: a.task, json: a.json, yes: a.yes }, io);
+      },
+    )
+    .demandCommand(1, 'Name a command. See dstream --help.')
     .strict()
     .recommendCommands()
     .help()

@@ -16,8 +16,10 @@ export function renderTemplate(text: string, env: Record<string, string | undefi
     .map((line, i) => {
       let out = '';
       let last = 0;
+      const comment = commentStart(line);
       for (const m of line.matchAll(ANY_TAG)) {
         const at = m.index!;
+        if (at >= comment) break; // templates in comments are text
         const tag = m[0];
         TAG.lastIndex = 0;
         const parsed = TAG.exec(tag);
@@ -40,6 +42,18 @@ export function renderTemplate(text: string, env: Record<string, string | undefi
       return out + line.slice(last);
     })
     .join('\n');
+}
+
+/** Where a `#` or `//` comment starts on a line (outside strings), or the line length. */
+function commentStart(line: string): number {
+  let inside = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === '\\') i++;
+    else if (c === '"') inside = !inside;
+    else if (!inside && (c === '#' || (c === '/' && line[i + 1] === '/'))) return i;
+  }
+  return line.length;
 }
 
 /** Whether position `at` of a line is inside a "..." literal (an odd number of unescaped quotes before it). */

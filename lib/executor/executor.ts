@@ -70,7 +70,8 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
   const streams = (discovered.streams as StreamDescriptor[] | undefined) ?? [];
   let inputResult: ResultLine | undefined;
   if (command === 'init' || command === 'status') {
-    inputResult = await providerVerb(input, header(command, task.input.config, { task: task.name }), options).catch((err: DstreamError) => {
+    // Optional for inputs: its stderr goes only into the error (which names it), not to the screen.
+    inputResult = await providerVerb(input, header(command, task.input.config, { task: task.name }), { ...options, onStderr: undefined }).catch((err: DstreamError) => {
       // An input without infrastructure of its own may not support the verb; that is not a failure.
       if (/does not support/.test(err.message)) return undefined;
       throw err;
@@ -131,16 +132,34 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
         throw providerFailed(input, 'failed', exit);
       }
     })();
+    // Acknowledgements can come faster than a durable save: the saver writes the latest one it has
+    // (each save is atomic), so the store never lags more than one save behind and never holds a
+    // position that was not acknowledged.
+    let latest: CheckpointEnvelope | undefined;
+    let saving: Promise<void> | undefined;
+    let saveError: unknown;
+    const saveLatest = (): Promise<void> =>
+      (saving ??= (async () => {
+        while (latest !== undefined) {
+          const cp = latest;
+          latest = undefined;
+          await options.store.save(task.name, cp.data.position, cp.source);
+          summary.lastPosition = cp.data.position;
+        }
+      })().finally(() => (saving = undefined)));
     const acknowledge = (async () => {
       for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
-        const v = n.value as { type?: string; status?: string; message?: string; data?: { position?: unknown } };
+        const v = n.value as { type?: string; status?: string; message?: string };
         if (v?.status === 'error') throw providerFailed(output, v.message ?? 'failed', await output.exited);
         if (v?.type !== CHECKPOINT_TYPE) continue;
-        await options.store.save(task.name, v.data?.position, (v as { source?: string }).source);
+        latest = v as CheckpointEnvelope;
         summary.checkpointsAcked++;
-        summary.lastPosition = v.data?.position;
-        options.onAck?.(v as CheckpointEnvelope, summary.rows);
+        options.onAck?.(latest, summary.rows);
+        saveLatest().catch((err: unknown) => (saveError ??= err));
+        if (saveError !== undefined) throw saveError;
       }
+      while (saving !== undefined || latest !== undefined) await saveLatest();
+      if (saveError !== undefined) throw saveError;
       const exit = await output.exited;
       if (exit.code !== 0) {
         input.kill('SIGTERM');

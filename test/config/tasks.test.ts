@@ -78,6 +78,8 @@ describe('dstream.hcl', () => {
     expect(await fail(GOOD)).toBe('dstream.hcl:23:35: environment variable ASB is not set (used by {{ env "ASB" }}); set it, or give a default: {{ env "ASB" | default "..." }}');
     expect(renderTemplate('n = {{ env `N` | default "5" }}', {})).toBe('n = 5');
     expect(renderTemplate('n = {{ env "N" }}', { N: '7' })).toBe('n = 7');
+    // Templates in comments are left alone; a # inside a string is not a comment.
+    expect(renderTemplate('# use {{ env "NAME" }}\nx = "a#{{ env "N" }}" // {{ env "Z" }}', { N: '1' })).toBe('# use {{ env "NAME" }}\nx = "a#1" // {{ env "Z" }}');
     expect(() => renderTemplate('x = {{ envv "N" }}', {})).toThrow(/dstream\.hcl:1:5: cannot read template \{\{ envv "N" \}\}/);
   });
 

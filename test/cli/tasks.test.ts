@@ -1,0 +1,122 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ExitCodes, type Envelope } from '../../lib/index.js';
+import { generateChanges } from '../../lib/sources/generator/generator.js';
+import { DSTREAM_BIN, ROOT, spawnNode } from '../support/process.js';
+
+const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
+
+function taskFile(count: number, rate = 0): { config: string; out: string; state: string; env: Record<string, string> } {
+  const dir = tmp('dstream-cli-');
+  const out = join(dir, 'out');
+  const config = join(dir, 'dstream.hcl');
+  writeFileSync(
+    config,
+    `task "demo" {\n  type = "providers"\n  input {\n    provider = "generator"\n    config {\n      count = ${count}\n      rate = ${rate}\n    }\n  }\n  output {\n    provider = "files"\n    config {\n      dir = "${out}"\n    }\n  }\n}\n`,
+  );
+  const state = join(dir, 'state');
+  return { config, out, state, env: { DSTREAM_STATE_DIR: state } };
+}
+
+const rowsIn = (dir: string): Envelope[] =>
+  existsSync(dir)
+    ? readdirSync(dir).flatMap((f) =>
+        readFileSync(join(dir, f), 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Envelope),
+      )
+    : [];
+const key = (e: Envelope) => `${e.metadata?.TableName}|${e.metadata?.LSN}|${e.metadata?.Seq}`;
+
+describe('dstream task commands (spawned)', () => {
+  it('validate: ok, or the error at file:line:column with exit code 2', async () => {
+    const t = taskFile(10);
+    const ok = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toBe(`${t.config}: valid (task "demo")\n`);
+    writeFileSync(t.config, 'task "demo" {\n  type = \n}\n');
+    const bad = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
+    expect(bad.code).toBe(ExitCodes.USAGE);
+    expect(bad.stderr).toMatch(new RegExp(`^dstream: ${t.config}:2:\\d+: `));
+  });
+
+  it('plan prints a Terraform-like report, or JSON with --json', async () => {
+    const t = taskFile(10);
+    const text = await spawnNode(DSTREAM_BIN, ['plan', 'demo', '--config', t.config], { env: t.env });
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain(`  + create file ${join(t.out, 'Persons_cdc_events.ndjson')}\n`);
+    expect(text.stdout).toContain('Plan: 3 to create, 0 to change, 0 to destroy.\n');
+    const json = await spawnNode(DSTREAM_BIN, ['plan', 'demo', '--config', t.config, '--json'], { env: t.env });
+    expect(JSON.parse(json.stdout)).toMatchObject({ task: 'demo', command: 'plan', output: { status: 'ok', summary: 'Plan: 3 to create, 0 to change, 0 to destroy.' } });
+    const unknown = await spawnNode(DSTREAM_BIN, ['plan', 'dmeo', '--config', t.config], { env: t.env });
+    expect(unknown.code).toBe(ExitCodes.USAGE);
+    expect(unknown.stderr).toBe(`dstream: no task "dmeo" in ${t.config}; did you mean "demo"? (tasks: demo)\n`);
+  });
+
+  it('run delivers, status shows the files and the stored position, destroy asks for --yes', async () => {
+    const t = taskFile(300);
+    const run = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: t.env });
+    expect(run.code).toBe(0);
+    expect(run.stderr).toMatch(/^dstream: task "demo": 300 rows delivered, \d+ checkpoints stored in [\d.]+ s\n$/);
+    expect(rowsIn(t.out)).toHaveLength(300);
+    const status = await spawnNode(DSTREAM_BIN, ['status', 'demo', '--config', t.config, '--json'], { env: t.env });
+    const report = JSON.parse(status.stdout);
+    expect(report.output.summary).toBe('3 of 3 files written');
+    expect(report.position.position).toMatchObject({ rows: 300 });
+    const refused = await spawnNode(DSTREAM_BIN, ['destroy', 'demo', '--config', t.config], { env: t.env });
+    expect(refused.code).toBe(ExitCodes.USAGE);
+    expect(rowsIn(t.out)).toHaveLength(300);
+    const destroyed = await spawnNode(DSTREAM_BIN, ['destroy', 'demo', '--config', t.config, '--yes'], { env: t.env });
+    expect(destroyed.code).toBe(0);
+    expect(rowsIn(t.out)).toHaveLength(0);
+  });
+
+  it('SIGTERM during run: exits 143, loses nothing acknowledged, and the next run replays nothing stored', async () => {
+    const t = taskFile(0, 3000);
+    const run = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], {
+      env: t.env,
+      keepStdinOpen: true,
+      onSpawn: (child) => setTimeout(() => child.kill('SIGTERM'), 1500),
+    });
+    expect(run.code).toBe(ExitCodes.TERMINATED);
+    expect(run.stderr).toMatch(/SIGTERM: stopping task "demo"/);
+    const stored = JSON.parse(readFileSync(join(t.state, 'tasks', 'demo.json'), 'utf8')).position as { rows: number };
+    expect(stored.rows).toBeGreaterThan(0);
+    // The same seed gives the same sequence whatever the count; count only cuts it.
+    const all = [...generateChanges({ seed: 1, count: stored.rows + 50 })].filter((e) => e.type !== 'checkpoint');
+    const firstRun = rowsIn(t.out).map(key);
+    // Everything acknowledged is on disk.
+    for (const e of all.slice(0, stored.rows)) expect(firstRun).toContain(key(e));
+    // The next run starts after the stored position: nothing stored is delivered twice.
+    writeFileSync(t.config, readFileSync(t.config, 'utf8').replace('count = 0', `count = ${stored.rows + 50}`).replace('rate = 3000', 'rate = 0'));
+    const again = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: t.env });
+    expect(again.code).toBe(0);
+    const counts = new Map<string, number>();
+    for (const k of rowsIn(t.out).map(key)) counts.set(k, (counts.get(k) ?? 0) + 1);
+    for (const e of all.slice(0, stored.rows)) expect(counts.get(key(e)), key(e)).toBe(1);
+    for (const e of all.slice(0, stored.rows + 50)) expect(counts.get(key(e)) ?? 0).toBeGreaterThanOrEqual(1);
+  }, 20_000);
+
+  it("the README's demo command works as written (after npm ci)", async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const first = /```sh\n(.+?)\s+#/.exec(readme)![1]!;
+    expect(first.startsWith('npm ci && ')).toBe(true);
+    const command = first.slice('npm ci && '.length);
+    const state = tmp('dstream-readme-');
+    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const sh = spawn('bash', ['-c', command], { cwd: ROOT, env: { ...process.env, DSTREAM_STATE_DIR: state, DSTREAM_DEMO_OUT: join(state, 'out') } });
+      let out = '';
+      let err = '';
+      sh.stdout.on('data', (d) => (out += d));
+      sh.stderr.on('data', (d) => (err += d));
+      sh.on('close', (c) => resolve({ code: c, stdout: out, stderr: err }));
+    });
+    expect(code, stderr).toBe(0);
+    expect(stdout).toContain('3 of 3 files written');
+    expect(stderr).toMatch(/task "demo": 1000 rows delivered/);
+  }, 60_000);
+});
