@@ -30,6 +30,12 @@ export interface TaskIO {
   signals?: NodeJS.EventEmitter;
 }
 
+/** Provider stderr passes through, each line under the provider's name (unless it already says it). */
+const prefixed = (io: TaskIO) => (line: string, label: string) => {
+  const name = label.split(' ').slice(1).join(' ').split('/').pop()!;
+  io.stderr.write(line.startsWith(`${name}:`) ? `${line}\n` : `${name}: ${line}\n`);
+};
+
 const configPath = (o: TaskCommandOptions, env: TaskIO['env']) => o.config ?? env.DSTREAM_CONFIG ?? 'dstream.hcl';
 
 async function guarded(io: TaskIO, fn: () => Promise<number>): Promise<number> {
@@ -74,7 +80,7 @@ export function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io:
         return ExitCodes.USAGE;
       }
     }
-    const report = await taskVerb(task, verb, { builtins: BUILTINS, env: io.env, onStderr: (l) => io.stderr.write(`${l}\n`) });
+    const report = await taskVerb(task, verb, { builtins: BUILTINS, env: io.env, onStderr: prefixed(io) });
     const state = verb === 'status' ? await new FileStateStore(defaultStateDir(io.env)).load(task.name) : undefined;
     io.stdout.write(o.json ? `${JSON.stringify({ ...report, ...(verb === 'status' ? { position: state ?? null } : {}) })}\n` : formatReport(report, state));
     return ExitCodes.OK;
@@ -100,17 +106,17 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
     let last = { rows: 0, acks: 0 };
     const progress = o.quiet
       ? undefined
-      : setInterval(() => io.stderr.write(`dstream: ${task.name}: ${last.rows} rows, ${last.acks} checkpoints stored, ${((Date.now() - started) / 1000).toFixed(0)} s\n`), 2000).unref();
+      : setInterval(() => io.stderr.write(`dstream: ${task.name}: ${last.rows} rows, ${last.acks} checkpoints acknowledged, ${((Date.now() - started) / 1000).toFixed(0)} s\n`), 2000).unref();
     try {
       const summary = await runTask(task, {
         builtins: BUILTINS,
         store: new FileStateStore(defaultStateDir(io.env)),
         signal: abort.signal,
         env: io.env,
-        onStderr: (l) => io.stderr.write(`${l}\n`),
+        onStderr: prefixed(io),
         onAck: (_cp, rows) => (last = { rows, acks: last.acks + 1 }),
       });
-      const text = `task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints stored in ${((Date.now() - started) / 1000).toFixed(1)} s${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}`;
+      const text = `task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints acknowledged (the last one stored) in ${((Date.now() - started) / 1000).toFixed(1)} s${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}`;
       if (o.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
       else io.stderr.write(`dstream: ${text}\n`);
       return stoppedBy === 'SIGINT' ? ExitCodes.INTERRUPTED : stoppedBy === 'SIGTERM' ? ExitCodes.TERMINATED : ExitCodes.OK;

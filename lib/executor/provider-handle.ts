@@ -32,7 +32,7 @@ const TAIL_LINES = 20;
 
 export interface StartOptions {
   /** Each stderr line, as it comes (the CLI prefixes and prints them). */
-  onStderr?: (line: string) => void;
+  onStderr?: (line: string, label: string) => void;
   env?: Record<string, string | undefined>;
 }
 
@@ -46,7 +46,7 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
     for (const line of lines) {
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
-      options.onStderr?.(line);
+      options.onStderr?.(line, spec.label);
     }
   };
   const stderrTail = () => [...tail, ...(partial ? [partial] : [])].join('\n');

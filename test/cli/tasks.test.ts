@@ -61,7 +61,7 @@ describe('dstream task commands (spawned)', () => {
     const t = taskFile(300);
     const run = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: t.env });
     expect(run.code).toBe(0);
-    expect(run.stderr).toMatch(/^dstream: task "demo": 300 rows delivered, \d+ checkpoints stored in [\d.]+ s\n$/);
+    expect(run.stderr).toMatch(/^dstream: task "demo": 300 rows delivered, \d+ checkpoints acknowledged \(the last one stored\) in [\d.]+ s\n$/);
     expect(rowsIn(t.out)).toHaveLength(300);
     const status = await spawnNode(DSTREAM_BIN, ['status', 'demo', '--config', t.config, '--json'], { env: t.env });
     const report = JSON.parse(status.stdout);
@@ -100,6 +100,17 @@ describe('dstream task commands (spawned)', () => {
     for (const e of all.slice(0, stored.rows)) expect(counts.get(key(e)), key(e)).toBe(1);
     for (const e of all.slice(0, stored.rows + 50)) expect(counts.get(key(e)) ?? 0).toBeGreaterThanOrEqual(1);
   }, 20_000);
+
+  it('a provider crash fails the run with exit 1, its stderr shown live under its name and in the error', async () => {
+    const t = taskFile(10);
+    const fake = join(ROOT, 'test/fixtures/fake-provider.mjs');
+    writeFileSync(t.config, readFileSync(t.config, 'utf8').replace('provider = "generator"', `provider_path = "${fake}"`).replace(/config \{\n      count = 10\n      rate = 0\n    \}/, 'config {}'));
+    const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { ...t.env, FAKE_MODE: 'crash-mid' } });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toContain('fake-provider.mjs: lost connection to the database\n');
+    expect(r.stderr).toContain(`dstream: input ${fake}: failed (exit code 1)\n--- last lines of its stderr ---\nlost connection to the database`);
+    expect(rowsIn(t.out)).toHaveLength(5);
+  });
 
   it("the README's demo command works as written (after npm ci)", async () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
