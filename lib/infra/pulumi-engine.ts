@@ -74,14 +74,8 @@ export class PulumiEngine implements InfrastructureEngine {
   async plan(desired: DesiredQueue[]): Promise<InfraResult> {
     return this.run('preview', async () => {
       const stack = await this.stack(desired);
-      const resources: ResourceReport[] = [];
-      await stack.preview({
-        onEvent: (e) => {
-          const m = e.resourcePreEvent?.metadata;
-          if (m === undefined || m.type !== 'azure-native:servicebus:Queue') return;
-          resources.push({ kind: 'queue', name: m.urn.split('::').pop()!, action: opToAction(m.op) });
-        },
-      });
+      const { resources, onEvent } = queueEvents('resourcePreEvent');
+      await stack.preview({ onEvent });
       return { resources, summary: summarize(resources) };
     });
   }
@@ -89,14 +83,8 @@ export class PulumiEngine implements InfrastructureEngine {
   async init(desired: DesiredQueue[]): Promise<InfraResult> {
     return this.run('up', async () => {
       const stack = await this.stack(desired);
-      const resources: ResourceReport[] = [];
-      await stack.up({
-        onEvent: (e) => {
-          const m = e.resOutputsEvent?.metadata;
-          if (m === undefined || m.type !== 'azure-native:servicebus:Queue') return;
-          resources.push({ kind: 'queue', name: m.urn.split('::').pop()!, action: opToAction(m.op) });
-        },
-      });
+      const { resources, onEvent } = queueEvents('resOutputsEvent');
+      await stack.up({ onEvent });
       return { resources, summary: summarize(resources, true) };
     });
   }
@@ -127,6 +115,23 @@ export class PulumiEngine implements InfrastructureEngine {
       return { resources, summary: `${resources.length} destroyed; stack "${this.options.task}" removed` };
     });
   }
+}
+
+/** Collects the queues an operation touches from its engine events: planned (pre) or done (outputs). */
+function queueEvents(kind: 'resourcePreEvent' | 'resOutputsEvent') {
+  const resources: ResourceReport[] = [];
+  const onEvent = (e: { resourcePreEvent?: { metadata: StepMeta }; resOutputsEvent?: { metadata: StepMeta } }) => {
+    const m = e[kind]?.metadata;
+    if (m === undefined || m.type !== 'azure-native:servicebus:Queue') return;
+    resources.push({ kind: 'queue', name: m.urn.split('::').pop()!, action: opToAction(m.op) });
+  };
+  return { resources, onEvent };
+}
+
+interface StepMeta {
+  type: string;
+  urn: string;
+  op: string;
 }
 
 function opToAction(op: string): ResourceReport['action'] {
