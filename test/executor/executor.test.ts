@@ -89,6 +89,29 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
     expect(readAll(out).map((e) => (e.data as { Id: number }).Id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
   });
 
+  it('a huge record passes from input to output intact; one over the 4 MiB line limit fails clearly', async () => {
+    const out = tmp('o-');
+    const summary = await runTask(task(out), { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), env: env('huge-input') });
+    expect(summary.rows).toBe(1);
+    const [e] = readAll(out);
+    expect((e!.data as { Blob: string }).Blob).toHaveLength(3.5 * 1024 * 1024);
+    // The executor's pipe imposes no limit below the decoder's: the output's own limit speaks.
+    const err = await runTask(task(tmp('o-')), { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), env: { ...env('huge-input'), FAKE_BYTES: String(5 * 1024 * 1024) } }).catch((x) => x);
+    expect(err.message).toMatch(/^output files: line 2 is longer than maxLineBytes \(4194304 bytes\) and was not read; .* \(exit code 4\)\n--- last lines of its stderr ---\n/);
+  });
+
+  it('a slow output: every row and every acknowledgement arrives, paced by the output', async () => {
+    const t: TaskConfig = { ...demo(tmp('o-'), 1000), output: { providerPath: fake, config: {} } };
+    const lines: string[] = [];
+    const store = new FileStateStore(tmp('s-'));
+    const summary = await runTask(t, { builtins: BUILTINS, store, env: env('slow-output'), onStderr: (l) => lines.push(l) });
+    expect(summary.rows).toBe(1000);
+    const checkpoints = [...generateChanges({ count: 1000, seed: 5 })].filter((e) => e.type === 'checkpoint');
+    expect(summary.checkpointsAcked).toBe(checkpoints.length);
+    expect((await store.load('demo'))?.position).toEqual((checkpoints.at(-1) as { data: { position: unknown } }).data.position);
+    expect(lines).toContain('slow output wrote 1000 rows');
+  }, 20_000);
+
   it('a crash mid-stream: the run fails naming the provider, and keeps what was acknowledged', async () => {
     const store = new FileStateStore(tmp('s-'));
     const err = await runTask(task(tmp('o-')), { builtins: BUILTINS, store, env: env('crash-mid') }).catch((e) => e);
