@@ -94,6 +94,16 @@ describe('dstream.hcl', () => {
     expect(() => taskNamed(file, 'dmeo')).toThrow('no task "dmeo" in dstream.hcl; did you mean "demo"? (tasks: demo, mssql-to-asb)');
   });
 
+  it('the example task files validate, with their secrets from the environment', async () => {
+    const root = join(__dirname, '..', '..', 'examples');
+    const demo = await loadTaskFile(join(root, 'dstream.hcl'), {});
+    expect(demo.tasks.map((t) => t.name)).toEqual(['demo', 'generator-to-asb']);
+    const real = await loadTaskFile(join(root, 'mssql-to-asb.hcl'), { MSSQL_CONNECTION_STRING: 'Server=x;Password=p"w', ASB_CONNECTION_STRING: 'Endpoint=sb://x/' });
+    expect(real.tasks[0]!.input.config).toMatchObject({ connection_string: 'Server=x;Password=p"w', tables: ['Persons', 'Orders', 'Customers'] });
+    const missing = await loadTaskFile(join(root, 'mssql-to-asb.hcl'), {}).catch((e) => e);
+    expect(missing.message).toMatch(/mssql-to-asb\.hcl:14:\d+: environment variable MSSQL_CONNECTION_STRING is not set/);
+  });
+
   it('says where to put the file when there is none', async () => {
     const err = await loadTaskFile('/nonexistent/dstream.hcl').catch((e) => e);
     expect(err.message).toBe('no task file at /nonexistent/dstream.hcl: create dstream.hcl, or name one with --config FILE (or DSTREAM_CONFIG)');
