@@ -3,8 +3,6 @@
  * timeout, noticing a crash before it), and hand back what follows as parsed lines. A first line
  * that is not a handshake comes from an older provider: it is data, and goes first.
  */
-import { once } from 'node:events';
-import { Readable } from 'node:stream';
 import { decodeEnvelopes } from '../envelope/decode.js';
 import { DstreamError, ErrorCodes } from '../errors.js';
 import { readHandshake, type CommandHeader } from '../protocol/messages.js';
@@ -68,9 +66,4 @@ function classify(handle: ProviderHandle, value: unknown, it: AsyncIterator<unkn
     },
   };
   return { handle, lines, legacy: true };
-}
-
-/** Waits for `stream` to drain when it asked to. */
-export async function drained(stream: NodeJS.WritableStream & { writableNeedDrain?: boolean }): Promise<void> {
-  if (stream.writableNeedDrain) await once(stream as unknown as Readable, 'drain');
 }

@@ -51,6 +51,11 @@ describe('runTask with built-in providers', () => {
       { kind: 'file', name: join(out, 'Customers_cdc_events.ndjson'), action: 'create' },
     ]);
     expect(plan.output.summary).toBe('Plan: 3 to create, 0 to change, 0 to destroy.');
+    // init creates what it says it created; a second init finds them.
+    expect((await taskVerb(demo(out, 10), 'init', { builtins: BUILTINS })).output.summary).toBe('Applied: 3 created, 0 changed, 0 destroyed.');
+    expect(readdirSync(out).sort()).toEqual(['Customers_cdc_events.ndjson', 'Orders_cdc_events.ndjson', 'Persons_cdc_events.ndjson']);
+    expect((await taskVerb(demo(out, 10), 'status', { builtins: BUILTINS })).output.summary).toBe('3 of 3 files written');
+    expect((await taskVerb(demo(out, 10), 'init', { builtins: BUILTINS })).output.summary).toBe('Applied: 0 created, 0 changed, 0 destroyed.');
   });
 
   it('names an unknown built-in and lists the ones there are', async () => {

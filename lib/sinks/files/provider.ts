@@ -1,5 +1,5 @@
 /** The built-in `files` output provider: one NDJSON file per destination, the embedded default. */
-import { readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
@@ -46,8 +46,12 @@ export const filesProvider: ProviderDefinition<FilesConfig> = {
   },
   async init(ctx) {
     const resources: ResourceReport[] = [];
-    // Files are created by run as records arrive; init reports what run will write to.
-    for (const f of files(ctx)) resources.push({ kind: 'file', name: f.path, action: (await exists(f.path)) ? 'unchanged' : 'create' });
+    await mkdir(resolve(ctx.config.dir), { recursive: true });
+    for (const f of files(ctx)) {
+      const had = await exists(f.path);
+      if (!had) await (await open(f.path, 'a')).close();
+      resources.push({ kind: 'file', name: f.path, action: had ? 'unchanged' : 'create' });
+    }
     return { resources, summary: summarize(resources, true) };
   },
   async status(ctx) {
