@@ -7,7 +7,7 @@ import { encodeEnvelopes } from '../envelope/encode.js';
 import { CHECKPOINT_TYPE, type CheckpointEnvelope } from '../envelope/types.js';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
 import type { TaskConfig, ProviderRef } from '../config/tasks.js';
-import { header, PROTOCOL_VERSION, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
+import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
 import type { ProviderDefinition } from '../provider/run-provider.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
 import { openSession, providerFailed } from './session.js';
@@ -119,8 +119,9 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
       const enc = encodeEnvelopes();
       enc.pipe(output.stdin);
       for (let n = await inp.lines.next(); !n.done; n = await inp.lines.next()) {
-        const v = n.value as { type?: string; status?: string; message?: string };
-        if (v?.status === 'error' && !('data' in v)) throw providerFailed(input, v.message ?? 'failed', await input.exited);
+        const v = n.value as { type?: string };
+        const line = readHandshake(v);
+        if (line.kind === 'error') throw providerFailed(input, line.message, await input.exited);
         if (v?.type !== CHECKPOINT_TYPE) summary.rows++;
         if (!enc.write(v)) await new Promise((r) => enc.once('drain', r));
       }
@@ -149,8 +150,9 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
       })().finally(() => (saving = undefined)));
     const acknowledge = (async () => {
       for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
-        const v = n.value as { type?: string; status?: string; message?: string };
-        if (v?.status === 'error') throw providerFailed(output, v.message ?? 'failed', await output.exited);
+        const v = n.value as { type?: string };
+        const line = readHandshake(v);
+        if (line.kind === 'error') throw providerFailed(output, line.message, await output.exited);
         if (v?.type !== CHECKPOINT_TYPE) continue;
         latest = v as CheckpointEnvelope;
         summary.checkpointsAcked++;

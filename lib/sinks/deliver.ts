@@ -22,13 +22,15 @@ interface Common {
 export type ToServiceBusOptions = Common & Omit<ServiceBusSinkOptions, 'queue'>;
 export type ToFilesOptions = Common & Omit<FileSinkOptions, 'destination'>;
 
-function partitioned(options: Common, make: (destination: string) => ReturnType<PartitionOptions['sinkFor']>): Partitioner {
+/** Splits the partitioning options from the sink's, and builds the partitioner around `make`. */
+function partitioned<O extends Common>(options: O, make: (destination: string, sinkOptions: Omit<O, keyof Common>) => ReturnType<PartitionOptions['sinkFor']>): Partitioner {
+  const { template: _t, maxPartitions: _m, onCheckpoint: _c, onSink: _s, ...sinkOptions } = options;
   return partitionByTable({
     keyOf: destinationKey(options.template),
     maxPartitions: options.maxPartitions,
     onCheckpoint: options.onCheckpoint,
     sinkFor: (destination) => {
-      const sink = make(destination);
+      const sink = make(destination, sinkOptions);
       options.onSink?.(destination, sink);
       return sink;
     },
@@ -37,12 +39,10 @@ function partitioned(options: Common, make: (destination: string) => ReturnType<
 
 /** One Service Bus queue per destination, sharing one connection. */
 export function toServiceBus(options: ToServiceBusOptions): Partitioner {
-  const { template: _t, maxPartitions: _m, onCheckpoint: _c, onSink: _s, ...sink } = options;
-  return partitioned(options, (queue) => serviceBusSink({ ...sink, queue }));
+  return partitioned(options, (queue, sink) => serviceBusSink({ ...sink, queue }));
 }
 
 /** One `<dir>/<destination>.ndjson` per destination, fsynced before acknowledging. */
 export function toFiles(options: ToFilesOptions): Partitioner {
-  const { template: _t, maxPartitions: _m, onCheckpoint: _c, onSink: _s, ...sink } = options;
-  return partitioned(options, (destination) => fileSink({ ...sink, destination }));
+  return partitioned(options, (destination, sink) => fileSink({ ...sink, destination }));
 }

@@ -96,6 +96,12 @@ export interface AsbSinkConfig {
   quiet: boolean;
 }
 
+/** Connection string, or the namespace with Azure AD credentials. */
+async function connectionOf(config: AsbSinkConfig): Promise<ConnectionOptions> {
+  const credential = await credentialFor(config);
+  return credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
+}
+
 async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | undefined> {
   if (config.connection_string !== undefined && config.connection_string !== '') return undefined;
   if (config.namespace === undefined || config.namespace === '') {
@@ -135,8 +141,7 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
   if (config.on_oversize === 'dead-letter' && config.dead_letter === undefined) {
     throw invalidOption('on_oversize = "dead-letter" needs dead_letter = "<file>"');
   }
-  const credential = await credentialFor(config);
-  const connection = credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
+  const connection = await connectionOf(config);
   const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : createWriteStream(config.dead_letter, { flags: 'a' });
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
@@ -202,8 +207,7 @@ async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine:
     const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, ...live });
     return { engine, desired };
   }
-  const credential = await credentialFor(config);
-  const connection: ConnectionOptions = credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
+  const connection = await connectionOf(config);
   return { engine: new AdminEngine(adminClient(connection), { task, endpoint: endpointOf(connection) }), desired };
 }
 
