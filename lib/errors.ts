@@ -40,6 +40,18 @@ export const ErrorCodes = {
   PROVISIONER: 'DSTREAM_ERR_PROVISIONER',
   /** Service Bus kept failing after every retry, or failed in a way no retry fixes. */
   SERVICE_BUS: 'DSTREAM_ERR_SERVICE_BUS',
+  /** SQL Server's CDC cleanup removed changes after the stored position: they cannot be read any more. */
+  CDC_GAP: 'DSTREAM_ERR_CDC_GAP',
+  /** CDC is not enabled on the database or on a table dstream was asked to read. */
+  CDC_NOT_ENABLED: 'DSTREAM_ERR_CDC_NOT_ENABLED',
+  /** A table named in the config does not exist. */
+  TABLE_NOT_FOUND: 'DSTREAM_ERR_TABLE_NOT_FOUND',
+  /** SQL Server could not be reached, or refused the login. */
+  SQL_CONNECT: 'DSTREAM_ERR_SQL_CONNECT',
+  /** The login lacks a permission dstream needs; the message names it. */
+  SQL_PERMISSION: 'DSTREAM_ERR_SQL_PERMISSION',
+  /** SQL Server answered a statement with an error. */
+  SQL: 'DSTREAM_ERR_SQL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -1,0 +1,93 @@
+/**
+ * SqlCheckpointStore: task positions in a table of the source database, for deployments without
+ * a persistent disk and for several workers sharing a task. An mssql-cdc position is stored one row
+ * per table (so workers holding different tables never overwrite each other, and a table's LSN only
+ * moves forward); any other position is one row with table_name '*'.
+ */
+import type { StateStore, StoredState } from '../../executor/state-store.js';
+import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
+import { isConnectionLost, sqlFailure } from './errors.js';
+import { compareLsn, lsnToHex } from './lsn.js';
+import type { CdcConnector, CdcQueries } from './queries.js';
+import { parseTableRef, tableKey, type TableRef } from './tables.js';
+
+export const DEFAULT_CHECKPOINT_TABLE = 'dstream.checkpoints';
+const WHOLE = '*';
+
+export class SqlCheckpointStore implements StateStore {
+  readonly table: TableRef;
+  private q: Promise<CdcQueries> | undefined;
+
+  constructor(
+    private readonly connect: CdcConnector,
+    table: string | TableRef = DEFAULT_CHECKPOINT_TABLE,
+  ) {
+    this.table = typeof table === 'string' ? parseTableRef(table) : table;
+  }
+
+  /** Runs `fn` on the store's connection; one reconnect when the connection was lost. */
+  private async with<T>(what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      this.q ??= this.connect({ maxConnections: 2 });
+      let q: CdcQueries | undefined;
+      try {
+        q = await this.q;
+        return await fn(q);
+      } catch (err) {
+        if (isConnectionLost(err) && attempt === 1) {
+          this.q = undefined;
+          await q?.close().catch(() => undefined);
+          continue;
+        }
+        if ((err as { number?: number }).number === 208) {
+          throw new DstreamError(ErrorCodes.CONFIG, `the checkpoint table ${tableKey(this.table)} does not exist in ${q?.where ?? 'the database'}: create it with \`dstream init <task>\` (input config checkpoint_table)`, { cause: err });
+        }
+        throw sqlFailure(err, q?.where ?? (err as { where?: string }).where ?? 'the checkpoint database', what);
+      }
+    }
+  }
+
+  async load(task: string): Promise<StoredState | undefined> {
+    const rows = await this.with(`reading the position of task "${task}" from ${tableKey(this.table)}`, (q) => q.loadCheckpoints(this.table, task));
+    if (rows.length === 0) return undefined;
+    const savedAt = rows.reduce((a, r) => ((r.savedAt ?? '') > a ? (r.savedAt ?? '') : a), '');
+    const source = rows.find((r) => r.source !== null)?.source ?? undefined;
+    const whole = rows.find((r) => r.table === WHOLE);
+    if (whole !== undefined) {
+      return { task, position: JSON.parse(whole.position ?? 'null') as unknown, ...(source ? { source } : {}), savedAt };
+    }
+    const tables: Record<string, string> = {};
+    let low: Buffer | undefined;
+    for (const r of rows) {
+      if (r.lsn === null) continue;
+      tables[r.table] = lsnToHex(r.lsn);
+      if (low === undefined || compareLsn(r.lsn, low) < 0) low = r.lsn;
+    }
+    return { task, position: { lsn: low ? lsnToHex(low) : '', tables }, ...(source ? { source } : {}), savedAt };
+  }
+
+  async save(task: string, position: unknown, source?: string): Promise<StoredState> {
+    const p = position as { tables?: Record<string, string> } | null;
+    let rows: Array<{ table: string; lsn: string | null; position: string | null }>;
+    if (p !== null && typeof p === 'object' && p.tables !== null && typeof p.tables === 'object') {
+      rows = Object.entries(p.tables).map(([table, lsn]) => {
+        if (typeof lsn !== 'string' || !/^0x[0-9A-Fa-f]{20}$/.test(lsn)) throw invalidOption(`checkpoint of ${table}: ${JSON.stringify(lsn)} is not an LSN`);
+        return { table, lsn, position: null };
+      });
+    } else {
+      rows = [{ table: WHOLE, lsn: null, position: JSON.stringify(position) }];
+    }
+    await this.with(`saving the position of task "${task}" to ${tableKey(this.table)}`, (q) => q.saveCheckpoints(this.table, task, source ?? null, rows));
+    return { task, position, ...(source !== undefined ? { source } : {}), savedAt: new Date().toISOString() };
+  }
+
+  async reset(task: string): Promise<boolean> {
+    return (await this.with(`forgetting the position of task "${task}"`, (q) => q.deleteCheckpoints(this.table, task))) > 0;
+  }
+
+  async close(): Promise<void> {
+    const q = this.q;
+    this.q = undefined;
+    if (q) await (await q.catch(() => undefined))?.close();
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * Log sequence numbers. SQL Server hands them out as binary(10); dstream writes them as
+ * `0x` + 20 upper-case hex digits, the form SQL Server itself prints, so equal LSNs have equal
+ * text and text order is LSN order.
+ */
+import { invalidOption } from '../../errors.js';
+
+export const LSN_BYTES = 10;
+export const ZERO_LSN = Buffer.alloc(LSN_BYTES);
+
+export function lsnToHex(lsn: Uint8Array): string {
+  return `0x${Buffer.from(lsn.buffer, lsn.byteOffset, lsn.byteLength).toString('hex').toUpperCase()}`;
+}
+
+/** Parses `0x0000002A000001F00003` (or without 0x, any case); throws INVALID_OPTION naming `what`. */
+export function lsnFromHex(text: string, what = 'LSN'): Buffer {
+  const digits = typeof text === 'string' ? text.replace(/^0x/i, '') : '';
+  if (!/^[0-9a-fA-F]{20}$/.test(digits)) {
+    throw invalidOption(`${what} must be 10 bytes in hex, like 0x0000002A000001F00003; got ${JSON.stringify(text)}`);
+  }
+  return Buffer.from(digits, 'hex');
+}
+
+export function compareLsn(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+export function maxLsn(a: Buffer, b: Buffer): Buffer {
+  return Buffer.compare(a, b) >= 0 ? a : b;
+}
+
+/** The next LSN (what sys.fn_cdc_increment_lsn returns): the 10 bytes read as one unsigned integer, plus one. */
+export function incrementLsn(lsn: Uint8Array): Buffer {
+  const out = Buffer.from(lsn);
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i] !== 0xff) {
+      out[i]! += 1;
+      return out;
+    }
+    out[i] = 0;
+  }
+  throw invalidOption(`LSN ${lsnToHex(lsn)} has no successor`);
+}
+
+/** An LSN from a number (tests and the in-memory model). */
+export function lsnOf(n: number | bigint): Buffer {
+  const out = Buffer.alloc(LSN_BYTES);
+  let v = BigInt(n);
+  for (let i = LSN_BYTES - 1; i >= 0 && v > 0n; i--) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return out;
+}

@@ -1,0 +1,114 @@
+/**
+ * The query interface the CDC reader, the lifecycle verbs, the checkpoint store and the leases are
+ * written against. Each method is one statement of sql.ts. `connectSqlServer()` implements it
+ * with the `mssql` driver; the test suite implements it with an in-memory model of SQL Server CDC,
+ * so the reader's logic is the same code in both.
+ */
+import type { Readable } from 'node:stream';
+import type { TableRef } from './tables.js';
+import type { ColumnInfo } from './types.js';
+
+export interface DatabaseInfo {
+  database: string;
+  cdcEnabled: boolean;
+}
+
+export interface SourceTable extends TableRef {
+  tracked: boolean;
+}
+
+export interface CaptureInstance extends TableRef {
+  name: string;
+  /** cdc.change_tables.start_lsn: where the instance starts (raised by cleanup). */
+  startLsn: Buffer;
+  createDate: string;
+  columns: ColumnInfo[];
+}
+
+export interface TableColumns extends TableRef {
+  columns: Array<ColumnInfo & { nullable: boolean }>;
+  primaryKey: string[];
+}
+
+export interface Transaction {
+  lsn: Buffer;
+  /** cdc.lsn_time_mapping.tran_end_time, ISO 8601 (server time, no offset). */
+  commitTime: string | null;
+}
+
+/** A row of cdc.fn_cdc_get_all_changes_<instance>, columns already in their selected form. */
+export interface DriverChangeRow {
+  __$start_lsn: Buffer;
+  __$seqval: Buffer;
+  /** 1 delete, 2 insert, 3 update (before image), 4 update (after image). */
+  __$operation: number;
+  [column: string]: unknown;
+}
+
+export interface CheckpointRow {
+  table: string;
+  lsn: Buffer | null;
+  position: string | null;
+  source: string | null;
+  savedAt: string | null;
+}
+
+export interface Marks {
+  /** The task that enabled CDC on the database, if dstream did. */
+  database: string | null;
+  /** `schema.table` -> the task that enabled CDC on it. */
+  tables: Map<string, string>;
+}
+
+export interface CdcQueries {
+  /** `host:port/database` for messages; never the credentials. */
+  readonly where: string;
+  databaseInfo(): Promise<DatabaseInfo>;
+  /** 'unknown' when the login may not see server services (or the platform has no Agent). */
+  agentState(): Promise<'running' | 'stopped' | 'unknown'>;
+  sourceTables(): Promise<SourceTable[]>;
+  /** Every capture instance with its captured columns, oldest first per table. */
+  captureInstances(): Promise<CaptureInstance[]>;
+  tableColumns(): Promise<TableColumns[]>;
+  /** null before the capture process has recorded anything. */
+  maxLsn(): Promise<Buffer | null>;
+  minLsn(instance: string): Promise<Buffer>;
+  incrementLsn(lsn: Buffer): Promise<Buffer>;
+  lsnTime(lsn: Buffer): Promise<string | null>;
+  transactions(from: Buffer, to: Buffer, limit: number): Promise<Transaction[]>;
+  hasChanges(instance: string, from: Buffer, to: Buffer): Promise<boolean>;
+  /** Streamed rows in (start LSN, seqval, operation) order; destroy it to stop early. */
+  changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable;
+  /** Current rows of a table, streamed. */
+  snapshot(table: TableRef, columns: readonly ColumnInfo[]): Readable;
+
+  enableDatabase(task: string): Promise<void>;
+  enableTable(table: TableRef, task: string): Promise<void>;
+  disableTable(table: TableRef): Promise<void>;
+  disableDatabase(): Promise<void>;
+  marks(): Promise<Marks>;
+
+  checkpointTableExists(table: TableRef): Promise<boolean>;
+  createCheckpointTable(table: TableRef): Promise<void>;
+  dropCheckpointTable(table: TableRef): Promise<void>;
+  loadCheckpoints(table: TableRef, task: string): Promise<CheckpointRow[]>;
+  saveCheckpoints(table: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null }>): Promise<void>;
+  deleteCheckpoints(table: TableRef, task: string): Promise<number>;
+
+  /** Session-owned application locks: held while this connection lives. */
+  tryLock(resource: string): Promise<boolean>;
+  holdsLock(resource: string): Promise<boolean>;
+  unlock(resource: string): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+export interface ConnectOptions {
+  /** Connections the reader may use at once (one per table with changes in a window). */
+  maxConnections?: number;
+  /** One connection only: session-owned locks need the same session for every statement. */
+  single?: boolean;
+}
+
+/** Opens a connection (pool); rejects with the driver's error when the server cannot be reached. */
+export type CdcConnector = (options?: ConnectOptions) => Promise<CdcQueries>;

@@ -1,0 +1,706 @@
+/**
+ * mssqlCdc(): SQL Server change data capture as a Readable of envelopes in commit order, with
+ * checkpoint markers at transaction boundaries.
+ *
+ * Each poll reads one window of LSNs: from the position after the last checkpoint to the capture
+ * process's max LSN, capped at `maxTransactions` commits (cdc.lsn_time_mapping), so a backlog of
+ * any size is read in bounded steps. Within a window, every table with changes is streamed from
+ * its capture instance's change function, and the streams are merged by (start LSN, seqval,
+ * operation): the order SQL Server committed them. Rows are pulled only as fast as the consumer
+ * reads, so memory stays bounded by the driver's stream buffers, not by the window.
+ */
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
+import { checkpoint, type Envelope } from '../../envelope/types.js';
+import { didYouMean } from '../../config/schema.js';
+import { isConnectionLost, sqlFailure } from './errors.js';
+import { compareLsn, lsnFromHex, lsnToHex } from './lsn.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, Transaction } from './queries.js';
+import { parseTableRef, tableKey, type TableRef } from './tables.js';
+import { rowMapper } from './types.js';
+
+export const MSSQL_SOURCE = 'mssql-cdc';
+
+/** What a checkpoint carries: per table, the last LSN whose changes were all emitted. */
+export interface MssqlCdcPosition {
+  /** The lowest of the tables' LSNs. */
+  lsn: string;
+  tables: Record<string, string>;
+}
+
+export type GapPolicy = 'fail' | 'snapshot' | 'skip';
+
+export interface LeaseOptions {
+  /** Names the locks (`dstream/<task>/<schema.table>`) and the checkpoint rows. */
+  task: string;
+  /** Where a worker taking over a table reads that table's position. */
+  checkpointTable: TableRef;
+  /** How often a worker tries to take tables nobody holds. Default 5000. */
+  checkEveryMs?: number;
+}
+
+export interface MssqlCdcOptions {
+  connect: CdcConnector;
+  /** `Persons` (schema dbo) or `sales.Orders`. */
+  tables: string[];
+  /** Where to start without a stored position: `latest` (default), `earliest`, or an LSN (inclusive). */
+  start?: string;
+  /** A stored position (from a checkpoint) to resume after. */
+  after?: unknown;
+  /** Emit the current rows of each table (OperationType Read) before streaming. Default false. */
+  snapshot?: boolean;
+  /** Also emit each update's before-image (OperationType UpdateBefore). Default false. */
+  updateBefore?: boolean;
+  onGap?: GapPolicy;
+  /** Poll interval when changes keep coming. Default 500. */
+  pollIntervalMs?: number;
+  /** The idle back-off doubles up to this. Default 5000. */
+  maxPollIntervalMs?: number;
+  /** Commits per window. Default 10000. */
+  maxTransactions?: number;
+  /** A checkpoint at the first transaction boundary after this many rows. Default 1000. */
+  checkpointEveryRows?: number;
+  /** While idle, a checkpoint this often, so quiet tables keep up with retention. Default 10000. */
+  heartbeatMs?: number;
+  /** Attempts to connect at start-up. Default 5. */
+  connectAttempts?: number;
+  /** Attempts to reconnect after losing the connection while streaming. Default 20. */
+  reconnectAttempts?: number;
+  /** First back-off between attempts; doubles up to 30 s. Default 1000. */
+  retryDelayMs?: number;
+  /** Connections for concurrent table streams. Default 10. */
+  maxConnections?: number;
+  /** Several workers per task: each table read by the one worker holding its lease. */
+  lease?: LeaseOptions;
+  source?: string;
+  signal?: AbortSignal;
+  log?: (message: string) => void;
+}
+
+const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'UpdateBefore', 4: 'Update' };
+
+/** Validates a stored position; a position of another source is an error that says so. */
+export function parsePosition(value: unknown): Map<string, Buffer> {
+  const p = value as Partial<MssqlCdcPosition> | null;
+  if (p === null || typeof p !== 'object' || typeof p.tables !== 'object' || p.tables === null) {
+    throw invalidOption(`the stored position is not an mssql-cdc position ({"lsn","tables"}): ${JSON.stringify(value)?.slice(0, 200)}; forget it with \`dstream reset <task>\``);
+  }
+  const out = new Map<string, Buffer>();
+  for (const [table, lsn] of Object.entries(p.tables)) out.set(table, lsnFromHex(lsn, `stored position of ${table}`));
+  return out;
+}
+
+export function positionOf(tables: ReadonlyMap<string, Buffer>): MssqlCdcPosition {
+  const out: Record<string, string> = {};
+  let low: Buffer | undefined;
+  for (const [t, lsn] of [...tables].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    out[t] = lsnToHex(lsn);
+    if (low === undefined || compareLsn(lsn, low) < 0) low = lsn;
+  }
+  return { lsn: low === undefined ? '' : lsnToHex(low), tables: out };
+}
+
+/** The reader as a Readable (object mode) of change envelopes and checkpoints. */
+export function mssqlCdc(options: MssqlCdcOptions): Readable {
+  // Destroying the stream must stop the reader even while it waits between polls, where the
+  // generator is not at a yield and would not see return(): it watches this signal instead.
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  const reader = new CdcReader({ ...options, signal });
+  return generatorStream(reader.envelopes(), stop);
+}
+
+/** Readable.from(), except that destroying it aborts `stop` first, so a generator busy between yields ends. */
+function generatorStream(gen: AsyncGenerator<Envelope>, stop: AbortController): Readable {
+  let pumping = false;
+  return new Readable({
+    objectMode: true,
+    highWaterMark: 64,
+    read() {
+      if (pumping) return;
+      pumping = true;
+      void (async () => {
+        try {
+          for (;;) {
+            const n = await gen.next();
+            if (n.done) {
+              this.push(null);
+              return;
+            }
+            if (!this.push(n.value)) return;
+          }
+        } catch (err) {
+          this.destroy(err as Error);
+        } finally {
+          pumping = false;
+        }
+      })();
+    },
+    destroy(err, callback) {
+      stop.abort();
+      gen.return(undefined).then(
+        () => callback(err),
+        (e: Error) => callback(err ?? e),
+      );
+    },
+  });
+}
+
+interface TableState {
+  ref: TableRef;
+  key: string;
+  /** Capture instances, oldest first. */
+  instances: CaptureInstance[];
+  /** The next LSN to read (inclusive). */
+  from: Buffer;
+  /** The instance last read, to say when reading moves to a newer one. */
+  reading?: string;
+}
+
+interface Segment {
+  table: TableState;
+  instance: CaptureInstance;
+  from: Buffer;
+  to: Buffer;
+  /** Rows at or after this LSN belong to the newer instance. */
+  before?: Buffer;
+  map: (row: Record<string, unknown>) => Record<string, unknown>;
+}
+
+class CdcReader {
+  private readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start'>> & MssqlCdcOptions;
+  private readonly refs: TableRef[];
+  private q!: CdcQueries;
+  private lockSession: CdcQueries | undefined;
+  private database = '';
+  private readonly tables = new Map<string, TableState>();
+  /** Per table, the LSN of the last checkpoint emitted: where a reconnect resumes. */
+  private readonly emitted = new Map<string, Buffer>();
+  private lastCheckpointAt = 0;
+  private lastLeaseCheck = 0;
+  private standby = false;
+  private readonly log: (m: string) => void;
+
+  constructor(options: MssqlCdcOptions) {
+    if (!Array.isArray(options.tables) || options.tables.length === 0) throw invalidOption('mssql-cdc needs at least one table (tables = ["Persons", "sales.Orders"])');
+    this.refs = options.tables.map(parseTableRef);
+    const keys = this.refs.map(tableKey);
+    const dup = keys.find((k, i) => keys.indexOf(k) !== i);
+    if (dup !== undefined) throw invalidOption(`table ${dup} is listed twice`);
+    const start = options.start ?? 'latest';
+    if (start !== 'latest' && start !== 'earliest') lsnFromHex(start, 'start');
+    if (options.onGap !== undefined && !['fail', 'snapshot', 'skip'].includes(options.onGap)) throw invalidOption(`on_gap must be fail, snapshot or skip; got ${JSON.stringify(options.onGap)}`);
+    this.o = {
+      start,
+      snapshot: false,
+      updateBefore: false,
+      onGap: 'fail',
+      pollIntervalMs: 500,
+      maxPollIntervalMs: 5000,
+      maxTransactions: 10_000,
+      checkpointEveryRows: 1000,
+      heartbeatMs: 10_000,
+      connectAttempts: 5,
+      reconnectAttempts: 20,
+      retryDelayMs: 1000,
+      maxConnections: 10,
+      source: MSSQL_SOURCE,
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+    } as CdcReader['o'];
+    if (!(this.o.maxTransactions >= 1)) throw invalidOption('maxTransactions must be at least 1');
+    this.log = options.log ?? (() => {});
+  }
+
+  private get aborted(): boolean {
+    return this.o.signal?.aborted === true;
+  }
+
+  async *envelopes(): AsyncGenerator<Envelope> {
+    try {
+      this.q = await this.connect(this.o.connectAttempts, 'start');
+      try {
+        yield* this.prepare();
+      } catch (err) {
+        throw sqlFailure(err, this.q.where, 'checking the database and tables');
+      }
+      let failures = 0;
+      while (!this.aborted) {
+        try {
+          yield* this.stream();
+          return;
+        } catch (err) {
+          if (!isConnectionLost(err) || this.aborted) throw sqlFailure(err, this.q.where, 'reading changes');
+          failures++;
+          if (failures > this.o.reconnectAttempts) throw sqlFailure(err, this.q.where, `reading changes (gave up after ${this.o.reconnectAttempts} reconnects)`);
+          this.log(`lost the connection to ${this.q.where} (${messageOf(err)}); reconnecting and resuming from the last checkpoint`);
+          await this.closeQuietly();
+          this.q = await this.connect(this.o.reconnectAttempts, 'reconnect');
+          // Rows after the last checkpoint may have been emitted: they are read again (at least once).
+          for (const [key, t] of this.tables) {
+            const at = this.emitted.get(key);
+            if (at !== undefined) t.from = await this.q.incrementLsn(at);
+          }
+          if (this.o.lease) {
+            // Closing the lease session released every lock: leases are taken again from the stored positions.
+            this.tables.clear();
+            this.emitted.clear();
+          }
+          failures = 0;
+        }
+      }
+    } finally {
+      await this.closeQuietly();
+    }
+  }
+
+  private async closeQuietly(): Promise<void> {
+    for (const q of [this.q, this.lockSession]) {
+      if (q === undefined) continue;
+      await q.close().catch((err: unknown) => this.log(`closing the connection to ${q.where}: ${messageOf(err)}`));
+    }
+    this.lockSession = undefined;
+  }
+
+  private async connect(attempts: number, phase: 'start' | 'reconnect'): Promise<CdcQueries> {
+    let delay = this.o.retryDelayMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.o.connect({ maxConnections: this.o.maxConnections });
+      } catch (err) {
+        const failure = sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
+        if (!isConnectionLost(err) || attempt >= attempts || this.aborted) {
+          throw new DstreamError(failure.code, `${failure.message}${isConnectionLost(err) ? ` (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'})` : ''}`, { cause: err, details: failure.details });
+        }
+        this.log(`${phase === 'start' ? 'connecting' : 'reconnecting'} (attempt ${attempt} of ${attempts}) failed: ${failure.message}; retrying in ${delay} ms`);
+        await sleep(delay, undefined, { signal: this.o.signal }).catch(() => undefined);
+        delay = Math.min(delay * 2, 30_000);
+      }
+    }
+  }
+
+  /** Checks the database and tables, resolves start positions, runs the snapshot if asked. */
+  private async *prepare(): AsyncGenerator<Envelope> {
+    const q = this.q;
+    const info = await q.databaseInfo().catch((err: unknown) => Promise.reject(sqlFailure(err, q.where, 'reading the database')));
+    this.database = info.database;
+    if (!info.cdcEnabled) {
+      throw new DstreamError(
+        ErrorCodes.CDC_NOT_ENABLED,
+        `CDC is not enabled on database ${info.database} (${q.where}). A sysadmin enables it with: USE ${bracket(info.database)}; EXEC sys.sp_cdc_enable_db; ` +
+          `or set enable_cdc = true in the input config and run \`dstream init\``,
+        { details: { database: info.database } },
+      );
+    }
+    await checkTables(q, this.refs);
+    const agent = await q.agentState();
+    if (agent === 'stopped') this.log(agentStoppedMessage(q.where));
+    if (!this.o.lease) {
+      const stored = this.o.after === undefined || this.o.after === null ? new Map<string, Buffer>() : parsePosition(this.o.after);
+      const fresh: TableState[] = [];
+      for (const ref of this.refs) {
+        const at = stored.get(tableKey(ref));
+        const state = await this.track(ref, at);
+        if (at === undefined) fresh.push(state);
+      }
+      if (this.o.snapshot && fresh.length > 0) yield* this.snapshot(fresh, 'initial snapshot');
+      else if (fresh.length > 0 && this.emitted.size > 0) yield this.checkpoint();
+    }
+  }
+
+  /** Starts tracking a table: from its stored position, or from `start`. */
+  private async track(ref: TableRef, after: Buffer | undefined): Promise<TableState> {
+    const key = tableKey(ref);
+    const instances = await this.instancesOf(ref);
+    let from: Buffer;
+    if (after !== undefined) {
+      from = await this.q.incrementLsn(after);
+      this.emitted.set(key, after);
+    } else if (this.o.start === 'earliest') {
+      from = await this.q.minLsn(instances[0]!.name);
+    } else if (this.o.start === 'latest') {
+      const max = await this.q.maxLsn();
+      if (max === null) from = await this.q.minLsn(instances[0]!.name);
+      else {
+        from = await this.q.incrementLsn(max);
+        // Stored with the first checkpoint, so a restart keeps this start instead of moving to a new "latest".
+        this.emitted.set(key, max);
+      }
+    } else {
+      from = lsnFromHex(this.o.start!, 'start');
+    }
+    const state: TableState = { ref, key, instances, from };
+    this.tables.set(key, state);
+    return state;
+  }
+
+  private async instancesOf(ref: TableRef): Promise<CaptureInstance[]> {
+    const all = await this.q.captureInstances();
+    return forTable(all, ref);
+  }
+
+  /** Emits every current row of `tables` (OperationType Read) at the max LSN, then a checkpoint there. */
+  private async *snapshot(tables: TableState[], why: string): AsyncGenerator<Envelope> {
+    const at = await this.q.maxLsn();
+    if (at === null) {
+      this.log(`${why}: the capture process has recorded nothing yet; nothing to snapshot against, streaming from the start instead`);
+      return;
+    }
+    const lsn = lsnToHex(at);
+    for (const t of tables) {
+      const instance = t.instances[t.instances.length - 1]!;
+      const map = rowMapper(instance.columns);
+      this.log(`${why}: ${t.key} at LSN ${lsn}`);
+      let n = 0;
+      const rows = this.q.snapshot(t.ref, instance.columns);
+      for await (const row of rows) {
+        if (this.aborted) {
+          rows.destroy();
+          return;
+        }
+        n++;
+        yield {
+          source: this.o.source,
+          type: 'cdc',
+          data: map(row as Record<string, unknown>),
+          metadata: this.metadata(t, instance, 'Read', 0, lsn, null, null),
+        };
+      }
+      this.log(`${why}: ${t.key}: ${n} rows`);
+      t.from = await this.q.incrementLsn(at);
+      this.emitted.set(t.key, at);
+    }
+    yield this.checkpoint();
+  }
+
+  private metadata(t: TableState, instance: CaptureInstance, op: string, opId: number, lsn: string, seq: string | null, commitTime: string | null): Envelope['metadata'] {
+    return {
+      TableName: t.ref.table,
+      Schema: t.ref.schema,
+      Database: this.database,
+      OperationType: op,
+      OperationID: opId,
+      LSN: lsn,
+      ...(seq !== null ? { Seq: seq } : {}),
+      ...(commitTime !== null ? { CommitTime: commitTime } : {}),
+      CaptureInstance: instance.name,
+    };
+  }
+
+  private checkpoint(): Envelope {
+    this.lastCheckpointAt = Date.now();
+    return checkpoint(positionOf(this.emitted), this.o.source);
+  }
+
+  private async *stream(): AsyncGenerator<Envelope> {
+    let idle = 0;
+    while (!this.aborted) {
+      if (this.o.lease) yield* this.leases();
+      const result = yield* this.window();
+      if (this.aborted) return;
+      if (result === 'full') {
+        idle = 0;
+        continue;
+      }
+      if (result === 'rows') idle = 0;
+      else idle++;
+      const wait = Math.min(this.o.pollIntervalMs * 2 ** Math.min(idle, 16), this.o.maxPollIntervalMs);
+      await sleep(result === 'rows' ? this.o.pollIntervalMs : wait, undefined, { signal: this.o.signal }).catch(() => undefined);
+    }
+  }
+
+  /** Reads one window. 'full': the window was capped (more is waiting); 'rows': some rows; 'idle': none. */
+  private async *window(): AsyncGenerator<Envelope, 'full' | 'rows' | 'idle'> {
+    const q = this.q;
+    if (this.tables.size === 0) return 'idle';
+    const max = await q.maxLsn();
+    if (max === null) return 'idle';
+    const all = await q.captureInstances();
+    for (const t of this.tables.values()) {
+      const instances = forTable(all, t.ref);
+      if (instances.length === 0) {
+        throw new DstreamError(ErrorCodes.CDC_NOT_ENABLED, `CDC was disabled on ${t.key} while dstream was reading it (no capture instance left); enable it again, then decide whether to re-read it (on_gap = "snapshot")`, { details: { table: t.key } });
+      }
+      t.instances = instances;
+    }
+    // Tables whose cleanup overtook their position: fail, skip or snapshot (onGap).
+    const gaps: TableState[] = [];
+    for (const t of this.tables.values()) {
+      if (compareLsn(t.from, max) > 0) continue;
+      const instance = coveringInstance(t.instances, t.from);
+      const min = await q.minLsn(instance.name);
+      if (compareLsn(t.from, min) < 0) gaps.push(t), await this.gap(t, instance, min);
+    }
+    if (gaps.length > 0 && this.o.onGap === 'snapshot') {
+      yield* this.snapshot(gaps, 'on_gap = "snapshot"');
+    }
+    let low: Buffer | undefined;
+    for (const t of this.tables.values()) if (low === undefined || compareLsn(t.from, low) < 0) low = t.from;
+    if (low === undefined || compareLsn(low, max) > 0) {
+      if (Date.now() - this.lastCheckpointAt >= this.o.heartbeatMs && this.emitted.size > 0) yield this.checkpoint();
+      return 'idle';
+    }
+    const txs = await q.transactions(low, max, this.o.maxTransactions);
+    const full = txs.length >= this.o.maxTransactions;
+    const to = full ? txs[txs.length - 1]!.lsn : max;
+    const segments: Segment[] = [];
+    for (const t of this.tables.values()) {
+      if (compareLsn(t.from, to) > 0) continue;
+      for (const s of this.segmentsOf(t, to, txs)) if (await q.hasChanges(s.instance.name, s.from, s.to)) segments.push(s);
+    }
+    const rows = yield* this.merge(segments, txs);
+    // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
+    if (this.aborted) return 'idle';
+    // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
+    for (const t of this.tables.values()) {
+      if (compareLsn(t.from, to) <= 0) {
+        this.emitted.set(t.key, to);
+        t.from = await q.incrementLsn(to);
+      }
+    }
+    if (rows > 0 || Date.now() - this.lastCheckpointAt >= this.o.heartbeatMs) yield this.checkpoint();
+    return full ? 'full' : rows > 0 ? 'rows' : 'idle';
+  }
+
+  private async gap(t: TableState, instance: CaptureInstance, min: Buffer): Promise<void> {
+    const stored = this.emitted.get(t.key);
+    const what =
+      `${t.key}: SQL Server's CDC cleanup has removed changes dstream had not read: the position is ${stored ? lsnToHex(stored) : `the start ${lsnToHex(t.from)}`}, ` +
+      `but capture instance ${instance.name} now starts at ${lsnToHex(min)} (changes are kept for the cleanup job's retention, 3 days unless changed)`;
+    if (this.o.onGap === 'fail') {
+      throw new DstreamError(
+        ErrorCodes.CDC_GAP,
+        `${what}. Changes in between are lost to dstream. Choose how to go on: on_gap = "snapshot" re-reads the table's current rows and streams from there; ` +
+          `on_gap = "skip" continues from ${lsnToHex(min)} accepting the loss; or \`dstream reset <task>\` starts over from \`start\`. ` +
+          `To prevent it, keep dstream running or raise retention: EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = <minutes>`,
+        { details: { table: t.key, position: stored ? lsnToHex(stored) : null, minLsn: lsnToHex(min), instance: instance.name } },
+      );
+    }
+    if (this.o.onGap === 'skip') {
+      this.log(`WARNING: ${what}. on_gap = "skip": continuing from ${lsnToHex(min)}; the changes in between are LOST`);
+      t.from = min;
+    } else {
+      this.log(`${what}. on_gap = "snapshot": re-reading the table's current rows`);
+    }
+  }
+
+  /**
+   * The reads of one table in a window. With two capture instances (after a schema change), the
+   * older is read up to the newer one's start LSN and the newer from there on.
+   */
+  private segmentsOf(t: TableState, to: Buffer, txs: Transaction[]): Segment[] {
+    const out: Segment[] = [];
+    const list = t.instances;
+    for (let i = 0; i < list.length; i++) {
+      const instance = list[i]!;
+      const next = list[i + 1];
+      if (next !== undefined && compareLsn(t.from, next.startLsn) >= 0) continue; // already past it
+      const from = compareLsn(t.from, instance.startLsn) >= 0 ? t.from : instance.startLsn;
+      if (compareLsn(from, to) > 0) break;
+      let end = to;
+      if (next !== undefined && compareLsn(next.startLsn, to) <= 0) {
+        // The last commit before the newer instance starts.
+        let last: Buffer | undefined;
+        for (const tx of txs) {
+          if (compareLsn(tx.lsn, next.startLsn) >= 0) break;
+          if (compareLsn(tx.lsn, from) >= 0) last = tx.lsn;
+        }
+        if (last === undefined) continue;
+        end = last;
+      }
+      if (t.reading !== undefined && t.reading !== instance.name) {
+        this.log(`${t.key}: switching from capture instance ${t.reading} to ${instance.name}, which starts at LSN ${lsnToHex(instance.startLsn)}`);
+      }
+      t.reading = instance.name;
+      out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), map: rowMapper(instance.columns) });
+    }
+    return out;
+  }
+
+  /** Streams the segments merged in commit order; checkpoints at transaction boundaries. */
+  private async *merge(segments: Segment[], txs: Transaction[]): AsyncGenerator<Envelope, number> {
+    if (segments.length === 0) return 0;
+    const times = new Map<string, string | null>();
+    for (const tx of txs) times.set(lsnToHex(tx.lsn), tx.commitTime);
+    const cursors = segments.map((s) => new RowCursor(this.q.changes(s.instance, s.from, s.to, this.o.updateBefore), s));
+    let rows = 0;
+    let sinceCheckpoint = 0;
+    let prevLsn: Buffer | undefined;
+    let prevHex = '';
+    try {
+      const heads: Array<DriverChangeRow | null> = await Promise.all(cursors.map((c) => c.next()));
+      for (;;) {
+        let best = -1;
+        for (let i = 0; i < heads.length; i++) {
+          const h = heads[i];
+          if (h === null || h === undefined) continue;
+          if (best < 0 || compareRows(h, heads[best]!) < 0) best = i;
+        }
+        if (best < 0) break;
+        const row = heads[best]!;
+        const c = cursors[best]!;
+        heads[best] = await c.next();
+        if (prevLsn === undefined || !prevLsn.equals(row.__$start_lsn)) {
+          // A new commit begins: the previous one is complete.
+          if (prevLsn !== undefined && sinceCheckpoint >= this.o.checkpointEveryRows) {
+            this.advanceTo(prevLsn);
+            yield this.checkpoint();
+            sinceCheckpoint = 0;
+          }
+          prevLsn = row.__$start_lsn;
+          prevHex = lsnToHex(prevLsn);
+        }
+        const s = c.segment;
+        const op = row.__$operation;
+        rows++;
+        sinceCheckpoint++;
+        yield {
+          source: this.o.source,
+          type: 'cdc',
+          data: s.map(row),
+          metadata: this.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, prevHex, lsnToHex(row.__$seqval), times.get(prevHex) ?? null),
+        };
+        if (this.aborted) return rows;
+      }
+      return rows;
+    } finally {
+      for (const c of cursors) c.close();
+    }
+  }
+
+  /** After a complete commit at `lsn`: every table at or before it has emitted through it. */
+  private advanceTo(lsn: Buffer): void {
+    for (const t of this.tables.values()) {
+      const at = this.emitted.get(t.key);
+      if (compareLsn(t.from, lsn) <= 0 && (at === undefined || compareLsn(at, lsn) < 0)) this.emitted.set(t.key, lsn);
+    }
+  }
+
+  /** Lease mode: keep the leases held, take free tables (with their stored positions), drop lost ones. */
+  private async *leases(): AsyncGenerator<Envelope> {
+    const lease = this.o.lease!;
+    if (Date.now() - this.lastLeaseCheck < (lease.checkEveryMs ?? 5000) && this.lockSession !== undefined) return;
+    this.lastLeaseCheck = Date.now();
+    const resource = (ref: TableRef) => `dstream/${lease.task}/${tableKey(ref)}`;
+    if (this.lockSession === undefined) {
+      this.lockSession = await this.o.connect({ single: true });
+      this.tables.clear();
+      this.emitted.clear();
+    }
+    // A lost connection (this session or the reader's) propagates: the reader reconnects both,
+    // and leases are taken again from the stored positions.
+    const session = this.lockSession;
+    for (const t of [...this.tables.values()]) {
+      if (!(await session.holdsLock(resource(t.ref)))) {
+        this.log(`lease on ${t.key} lost; another worker may take it`);
+        this.tables.delete(t.key);
+        this.emitted.delete(t.key);
+      }
+    }
+    const stored = new Map<string, Buffer>();
+    let loaded = false;
+    for (const ref of this.refs) {
+      const key = tableKey(ref);
+      if (this.tables.has(key) || !(await session.tryLock(resource(ref)))) continue;
+      if (!loaded) {
+        for (const row of await this.q.loadCheckpoints(lease.checkpointTable, lease.task)) if (row.lsn) stored.set(row.table, row.lsn);
+        loaded = true;
+      }
+      const at = stored.get(key);
+      const state = await this.track(ref, at);
+      this.log(`lease on ${key} taken; reading from ${at ? `after the stored position ${lsnToHex(at)}` : `the start (${this.o.start})`}`);
+      if (at === undefined && this.o.snapshot) yield* this.snapshot([state], 'initial snapshot');
+    }
+    const standby = this.tables.size === 0;
+    if (standby && !this.standby) this.log(`standby: every table is leased by another worker; taking over when one is released`);
+    this.standby = standby;
+  }
+}
+
+/** Pulls rows from a driver stream without an await per row while rows are buffered. */
+class RowCursor {
+  private ended = false;
+  private error: unknown;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly stream: Readable,
+    readonly segment: Segment,
+  ) {
+    const kick = () => {
+      const w = this.wake;
+      this.wake = undefined;
+      w?.();
+    };
+    stream.on('readable', kick);
+    stream.on('end', () => ((this.ended = true), kick()));
+    stream.on('error', (err) => ((this.error = err), kick()));
+    stream.on('close', () => {
+      // Closed without 'end' or 'error' (its connection was closed): not a complete read.
+      if (!this.ended && this.error === undefined) this.error = Object.assign(new Error('the change stream closed before its end'), { code: 'ECONNCLOSED' });
+      kick();
+    });
+  }
+
+  async next(): Promise<DriverChangeRow | null> {
+    const before = this.segment.before;
+    for (;;) {
+      if (this.error !== undefined) throw this.error;
+      const row = this.stream.read() as DriverChangeRow | null;
+      if (row !== null) {
+        // Rows the newer capture instance also has are read from it.
+        if (before !== undefined && compareLsn(row.__$start_lsn, before) >= 0) continue;
+        return row;
+      }
+      if (this.ended) return null;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  close(): void {
+    if (!this.ended) this.stream.destroy();
+  }
+}
+
+function compareRows(a: DriverChangeRow, b: DriverChangeRow): number {
+  return Buffer.compare(a.__$start_lsn, b.__$start_lsn) || Buffer.compare(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
+}
+
+function forTable(all: CaptureInstance[], ref: TableRef): CaptureInstance[] {
+  return all.filter((i) => i.schema === ref.schema && i.table === ref.table).sort((a, b) => compareLsn(a.startLsn, b.startLsn) || (a.createDate < b.createDate ? -1 : 1));
+}
+
+/** The instance that holds changes at `from`: the newest one starting at or before it (else the oldest). */
+function coveringInstance(instances: CaptureInstance[], from: Buffer): CaptureInstance {
+  let pick = instances[0]!;
+  for (const i of instances) if (compareLsn(i.startLsn, from) <= 0) pick = i;
+  return pick;
+}
+
+const bracket = (name: string) => `[${name.replace(/]/g, ']]')}]`;
+
+export function agentStoppedMessage(where: string): string {
+  return `SQL Server Agent is not running on ${where}: the CDC capture job is idle, so new changes do not reach the change tables until it runs. Start the SQL Server Agent service (in a container: MSSQL_AGENT_ENABLED=true)`;
+}
+
+/** Every configured table exists and is tracked by CDC; otherwise an error with what to run. */
+export async function checkTables(q: CdcQueries, refs: TableRef[]): Promise<void> {
+  const tables = await q.sourceTables().catch((err: unknown) => Promise.reject(sqlFailure(err, q.where, 'listing tables')));
+  const byKey = new Map(tables.map((t) => [tableKey(t), t]));
+  for (const ref of refs) {
+    const key = tableKey(ref);
+    const t = byKey.get(key);
+    if (t === undefined) {
+      const guess = didYouMean(key, [...byKey.keys()]) ?? [...byKey.keys()].find((k) => k.toLowerCase() === key.toLowerCase());
+      throw new DstreamError(ErrorCodes.TABLE_NOT_FOUND, `table ${key} does not exist in ${q.where}${guess ? `; did you mean ${guess}?` : ''} (tables are written Table, for schema dbo, or schema.Table)`, { details: { table: key } });
+    }
+    if (!t.tracked) {
+      throw new DstreamError(
+        ErrorCodes.CDC_NOT_ENABLED,
+        `CDC is not enabled on table ${key}. Enable it with: EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema.replace(/'/g, "''")}', @source_name = N'${ref.table.replace(/'/g, "''")}', @role_name = NULL; ` +
+          `or set enable_cdc = true and run \`dstream init\``,
+        { details: { table: key } },
+      );
+    }
+  }
+}

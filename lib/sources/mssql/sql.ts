@@ -1,0 +1,146 @@
+/**
+ * Every statement dstream sends to SQL Server, in one place, so the container suite exercises
+ * each of them and a reviewer can read them together. Parameters are bound by name (@from, ...);
+ * identifiers that cannot be parameters are quoted with quoteName().
+ */
+import { quoteName, type TableRef } from './tables.js';
+import { typeClassOf, type ColumnInfo } from './types.js';
+
+export const SQL = {
+  databaseInfo: `SELECT DB_NAME() AS database_name, CAST(d.is_cdc_enabled AS bit) AS cdc_enabled
+FROM sys.databases AS d WHERE d.database_id = DB_ID()`,
+
+  /** Needs VIEW SERVER STATE; Azure SQL Database has no Agent (its scheduler runs capture). */
+  agentState: `SELECT TOP (1) status_desc FROM sys.dm_server_services WHERE servicename LIKE N'SQL Server Agent%'`,
+
+  sourceTables: `SELECT s.name AS schema_name, t.name AS table_name, CAST(t.is_tracked_by_cdc AS bit) AS tracked
+FROM sys.tables AS t JOIN sys.schemas AS s ON s.schema_id = t.schema_id
+WHERE t.is_ms_shipped = 0`,
+
+  captureInstances: `SELECT ct.capture_instance, s.name AS schema_name, t.name AS table_name, ct.start_lsn,
+  CONVERT(varchar(30), ct.create_date, 126) AS create_date
+FROM cdc.change_tables AS ct
+JOIN sys.tables AS t ON t.object_id = ct.source_object_id
+JOIN sys.schemas AS s ON s.schema_id = t.schema_id
+ORDER BY s.name, t.name, ct.create_date, ct.capture_instance`,
+
+  capturedColumns: `SELECT ct.capture_instance, cc.column_name, cc.column_type
+FROM cdc.captured_columns AS cc JOIN cdc.change_tables AS ct ON ct.object_id = cc.object_id
+ORDER BY ct.capture_instance, cc.column_ordinal`,
+
+  tableColumns: `SELECT s.name AS schema_name, t.name AS table_name, c.name AS column_name, ty.name AS type_name,
+  CAST(c.is_nullable AS bit) AS nullable,
+  (SELECT ic.key_ordinal FROM sys.indexes AS i JOIN sys.index_columns AS ic
+     ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+   WHERE i.object_id = t.object_id AND i.is_primary_key = 1 AND ic.column_id = c.column_id) AS key_ordinal
+FROM sys.tables AS t
+JOIN sys.schemas AS s ON s.schema_id = t.schema_id
+JOIN sys.columns AS c ON c.object_id = t.object_id
+-- the base type: aliases resolve to their system type; CLR types (240) are told apart by user_type_id
+JOIN sys.types AS ty ON ty.user_type_id = CASE WHEN c.system_type_id = 240 THEN c.user_type_id ELSE c.system_type_id END
+WHERE t.is_ms_shipped = 0
+ORDER BY s.name, t.name, c.column_id`,
+
+  maxLsn: `SELECT sys.fn_cdc_get_max_lsn() AS lsn`,
+  minLsn: `SELECT sys.fn_cdc_get_min_lsn(@instance) AS lsn`,
+  incrementLsn: `SELECT sys.fn_cdc_increment_lsn(@lsn) AS lsn`,
+  lsnTime: `SELECT CONVERT(varchar(30), sys.fn_cdc_map_lsn_to_time(@lsn), 126) AS commit_time`,
+
+  /** The next @limit commits from @from: a poll's window ends at the last one when there are that many. */
+  transactions: `SELECT TOP (@limit) start_lsn, CONVERT(varchar(30), tran_end_time, 126) AS commit_time
+FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY start_lsn`,
+
+  /** A seek on the change table's clustered index: skips idle tables without opening a stream. */
+  hasChanges: (instance: string) =>
+    `SELECT TOP (1) 1 AS found FROM cdc.${quoteName(`${instance}_CT`)} WHERE __$start_lsn >= @from AND __$start_lsn <= @to`,
+
+  changes: (instance: string, columns: readonly ColumnInfo[], updateOld: boolean) =>
+    `SELECT __$start_lsn AS [__$start_lsn], __$seqval AS [__$seqval], __$operation AS [__$operation], ${columns.map(selectExpression).join(', ')}
+FROM cdc.${quoteName(`fn_cdc_get_all_changes_${instance}`)}(@from, @to, ${updateOld ? "N'all update old'" : "N'all'"})
+ORDER BY __$start_lsn, __$seqval, __$operation`,
+
+  snapshot: (table: TableRef, columns: readonly ColumnInfo[]) =>
+    `SELECT ${columns.map(selectExpression).join(', ')} FROM ${quoteName(table.schema)}.${quoteName(table.table)}`,
+
+  enableDatabase: `EXEC sys.sp_cdc_enable_db`,
+  disableDatabase: `EXEC sys.sp_cdc_disable_db`,
+  enableTable: `EXEC sys.sp_cdc_enable_table @source_schema = @schema, @source_name = @table, @role_name = NULL, @supports_net_changes = 0`,
+  disableTable: `EXEC sys.sp_cdc_disable_table @source_schema = @schema, @source_name = @table, @capture_instance = N'all'`,
+
+  /** What init enabled is marked with an extended property, so destroy undoes only that. */
+  markTable: `EXEC sys.sp_addextendedproperty @name = N'dstream_enabled_cdc', @value = @task,
+  @level0type = N'SCHEMA', @level0name = @schema, @level1type = N'TABLE', @level1name = @table`,
+  unmarkTable: `EXEC sys.sp_dropextendedproperty @name = N'dstream_enabled_cdc',
+  @level0type = N'SCHEMA', @level0name = @schema, @level1type = N'TABLE', @level1name = @table`,
+  markDatabase: `EXEC sys.sp_addextendedproperty @name = N'dstream_enabled_cdc', @value = @task`,
+  unmarkDatabase: `EXEC sys.sp_dropextendedproperty @name = N'dstream_enabled_cdc'`,
+  marks: `SELECT CASE ep.class WHEN 0 THEN NULL ELSE s.name END AS schema_name, t.name AS table_name, CAST(ep.value AS nvarchar(400)) AS task
+FROM sys.extended_properties AS ep
+LEFT JOIN sys.tables AS t ON ep.class = 1 AND t.object_id = ep.major_id
+LEFT JOIN sys.schemas AS s ON s.schema_id = t.schema_id
+WHERE ep.name = N'dstream_enabled_cdc' AND ep.minor_id = 0 AND (ep.class = 0 OR t.object_id IS NOT NULL)`,
+
+  checkpointTableExists: `SELECT CASE WHEN OBJECT_ID(@qualified, N'U') IS NULL THEN 0 ELSE 1 END AS found`,
+  createCheckpointTable: (t: TableRef) => `IF SCHEMA_ID(@schema) IS NULL EXEC (N'CREATE SCHEMA ' + QUOTENAME(@schema));
+IF OBJECT_ID(@qualified, N'U') IS NULL
+CREATE TABLE ${quoteName(t.schema)}.${quoteName(t.table)} (
+  task nvarchar(200) NOT NULL,
+  table_name nvarchar(300) NOT NULL,
+  lsn binary(10) NULL,
+  position nvarchar(max) NULL,
+  source nvarchar(200) NULL,
+  saved_at datetime2(3) NOT NULL CONSTRAINT ${quoteName(`DF_${t.table}_saved_at`)} DEFAULT SYSUTCDATETIME(),
+  CONSTRAINT ${quoteName(`PK_${t.table}`)} PRIMARY KEY (task, table_name)
+)`,
+  dropCheckpointTable: (t: TableRef) => `DROP TABLE IF EXISTS ${quoteName(t.schema)}.${quoteName(t.table)}`,
+  loadCheckpoints: (t: TableRef) =>
+    `SELECT table_name, lsn, position, source, CONVERT(varchar(30), saved_at, 126) AS saved_at FROM ${quoteName(t.schema)}.${quoteName(t.table)} WITH (READCOMMITTEDLOCK) WHERE task = @task`,
+  /**
+   * One statement for all tables of a save. A table's LSN only moves forward, so a worker that
+   * lost a lease cannot move a table back behind its new owner.
+   */
+  saveCheckpoints: (t: TableRef) => `MERGE ${quoteName(t.schema)}.${quoteName(t.table)} WITH (HOLDLOCK) AS target
+USING (SELECT @task AS task, r.table_name, CONVERT(binary(10), r.lsn, 1) AS lsn, r.position, @source AS source
+       FROM OPENJSON(@rows) WITH (table_name nvarchar(300) '$.table', lsn varchar(22) '$.lsn', position nvarchar(max) '$.position') AS r) AS src
+ON target.task = src.task AND target.table_name = src.table_name
+WHEN MATCHED AND (src.lsn IS NULL OR target.lsn IS NULL OR src.lsn >= target.lsn) THEN
+  UPDATE SET lsn = src.lsn, position = src.position, source = src.source, saved_at = SYSUTCDATETIME()
+WHEN NOT MATCHED THEN INSERT (task, table_name, lsn, position, source) VALUES (src.task, src.table_name, src.lsn, src.position, src.source);`,
+  deleteCheckpoints: (t: TableRef) => `DELETE FROM ${quoteName(t.schema)}.${quoteName(t.table)} WHERE task = @task`,
+
+  /** Session-owned, so the lease lasts exactly as long as the connection. @LockTimeout 0: never wait. */
+  tryLock: `DECLARE @result int;
+EXEC @result = sys.sp_getapplock @Resource = @resource, @LockMode = N'Exclusive', @LockOwner = N'Session', @LockTimeout = 0;
+SELECT @result AS result`,
+  holdsLock: `SELECT APPLOCK_MODE(N'public', @resource, N'Session') AS mode`,
+  unlock: `EXEC sys.sp_releaseapplock @Resource = @resource, @LockOwner = N'Session'`,
+} as const;
+
+/** The select-list expression for one captured column: SQL Server converts what JavaScript would round. */
+export function selectExpression(column: ColumnInfo): string {
+  const c = quoteName(column.name);
+  const as = ` AS ${c}`;
+  switch (typeClassOf(column.type)) {
+    case 'decimal':
+      // Style 2 keeps money's four decimals (the default style rounds to two).
+      return /money$/i.test(column.type) ? `CONVERT(varchar(64), ${c}, 2)${as}` : `CONVERT(varchar(64), ${c})${as}`;
+    case 'date':
+      return `CONVERT(char(10), ${c}, 23)${as}`;
+    case 'datetime':
+    case 'datetimeoffset':
+      return `CONVERT(varchar(40), ${c}, 126)${as}`;
+    case 'time':
+      return `CONVERT(varchar(16), ${c})${as}`;
+    case 'string':
+      return /^xml$/i.test(column.type) ? `CONVERT(nvarchar(max), ${c})${as}` : c;
+    case 'spatial':
+      return `${c}.STAsText()${as}`;
+    case 'hierarchyid':
+      return `${c}.ToString()${as}`;
+    case 'variant':
+    case 'other':
+      return `CONVERT(nvarchar(max), ${c})${as}`;
+    default:
+      return c;
+  }
+}

@@ -1,0 +1,249 @@
+/** CdcQueries over the `mssql` driver (tedious): the statements of sql.ts, parameters bound by type. */
+import type { Readable } from 'node:stream';
+import mssql from 'mssql';
+import type { CaptureInstance, CdcConnector, CdcQueries, CheckpointRow, ConnectOptions, TableColumns } from './queries.js';
+import { SQL } from './sql.js';
+import { tableKey, type TableRef } from './tables.js';
+import type { ColumnInfo } from './types.js';
+
+type Params = Record<string, [mssql.ISqlType | (() => mssql.ISqlType), unknown]>;
+
+const lsnParam = (v: Buffer): [mssql.ISqlType, Buffer] => [mssql.VarBinary(10), v];
+const qualified = (t: TableRef) => `[${t.schema.replace(/]/g, ']]')}].[${t.table.replace(/]/g, ']]')}]`;
+
+/** `host:port/database` of a connection string, for messages (no user, no password). */
+export function describeConnection(connectionString: string): string {
+  try {
+    const c = mssql.ConnectionPool.parseConnectionString(connectionString);
+    return `${c.server ?? '?'}:${c.port ?? 1433}${c.database ? `/${c.database}` : ''}`;
+  } catch {
+    return 'the server in the connection string (it could not be parsed)';
+  }
+}
+
+/** A connector for one connection string. The string is only handed to the driver. */
+export function sqlServerConnector(connectionString: string): CdcConnector {
+  const where = describeConnection(connectionString);
+  return async (options: ConnectOptions = {}) => {
+    const config = mssql.ConnectionPool.parseConnectionString(connectionString);
+    const max = options.single ? 1 : Math.max(2, options.maxConnections ?? 10);
+    const pool = new mssql.ConnectionPool({
+      ...config,
+      // Keep connection errors as errors: no unhandled 'error' events from idle connections.
+      pool: { min: options.single ? 1 : 0, max, idleTimeoutMillis: options.single ? 2 ** 31 - 1 : 30_000 },
+      options: { ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
+    });
+    pool.on('error', () => {
+      // The pool reports a broken idle connection here; the next statement on it fails and the
+      // reader reconnects. Nothing is lost by not acting on it twice.
+    });
+    await pool.connect().catch((err: Error) => {
+      // Where it tried, for the message; the driver's own text never has the password.
+      throw Object.assign(err, { where });
+    });
+    return new SqlServerQueries(pool, where);
+  };
+}
+
+class SqlServerQueries implements CdcQueries {
+  constructor(
+    private readonly pool: mssql.ConnectionPool,
+    readonly where: string,
+  ) {}
+
+  private request(params: Params = {}): mssql.Request {
+    const req = this.pool.request();
+    for (const [name, [type, value]] of Object.entries(params)) req.input(name, type, value);
+    return req;
+  }
+
+  private async rows<T = Record<string, unknown>>(text: string, params?: Params): Promise<T[]> {
+    const result = await this.request(params).query(text);
+    return result.recordset as unknown as T[];
+  }
+
+  private stream(text: string, params?: Params): Readable {
+    return this.request(params).toReadableStream({ highWaterMark: 512 });
+  }
+
+  async databaseInfo() {
+    const [r] = await this.rows<{ database_name: string; cdc_enabled: boolean }>(SQL.databaseInfo);
+    return { database: r!.database_name, cdcEnabled: r!.cdc_enabled };
+  }
+
+  async agentState(): Promise<'running' | 'stopped' | 'unknown'> {
+    try {
+      const [r] = await this.rows<{ status_desc: string }>(SQL.agentState);
+      if (r === undefined) return 'unknown';
+      return /running/i.test(r.status_desc) ? 'running' : 'stopped';
+    } catch (err) {
+      // 297/300: no VIEW SERVER STATE; 208: the view does not exist on this platform.
+      if ([208, 297, 300].includes((err as { number?: number }).number ?? 0)) return 'unknown';
+      throw err;
+    }
+  }
+
+  async sourceTables() {
+    const rows = await this.rows<{ schema_name: string; table_name: string; tracked: boolean }>(SQL.sourceTables);
+    return rows.map((r) => ({ schema: r.schema_name, table: r.table_name, tracked: r.tracked }));
+  }
+
+  async captureInstances(): Promise<CaptureInstance[]> {
+    const [instances, columns] = await Promise.all([
+      this.rows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer; create_date: string }>(SQL.captureInstances),
+      this.rows<{ capture_instance: string; column_name: string; column_type: string }>(SQL.capturedColumns),
+    ]);
+    const byInstance = new Map<string, ColumnInfo[]>();
+    for (const c of columns) {
+      let list = byInstance.get(c.capture_instance);
+      if (list === undefined) byInstance.set(c.capture_instance, (list = []));
+      list.push({ name: c.column_name, type: c.column_type });
+    }
+    return instances.map((r) => ({
+      name: r.capture_instance,
+      schema: r.schema_name,
+      table: r.table_name,
+      startLsn: r.start_lsn,
+      createDate: r.create_date,
+      columns: byInstance.get(r.capture_instance) ?? [],
+    }));
+  }
+
+  async tableColumns(): Promise<TableColumns[]> {
+    const rows = await this.rows<{ schema_name: string; table_name: string; column_name: string; type_name: string; nullable: boolean; key_ordinal: number | null }>(SQL.tableColumns);
+    const tables = new Map<string, TableColumns & { keys: Array<[number, string]> }>();
+    for (const r of rows) {
+      const key = tableKey({ schema: r.schema_name, table: r.table_name });
+      let t = tables.get(key);
+      if (t === undefined) tables.set(key, (t = { schema: r.schema_name, table: r.table_name, columns: [], primaryKey: [], keys: [] }));
+      t.columns.push({ name: r.column_name, type: r.type_name, nullable: r.nullable });
+      if (r.key_ordinal !== null) t.keys.push([r.key_ordinal, r.column_name]);
+    }
+    return [...tables.values()].map(({ keys, ...t }) => ({ ...t, primaryKey: keys.sort((a, b) => a[0] - b[0]).map((k) => k[1]) }));
+  }
+
+  async maxLsn() {
+    const [r] = await this.rows<{ lsn: Buffer | null }>(SQL.maxLsn);
+    return r?.lsn ?? null;
+  }
+
+  async minLsn(instance: string) {
+    const [r] = await this.rows<{ lsn: Buffer }>(SQL.minLsn, { instance: [mssql.NVarChar(128), instance] });
+    return r!.lsn;
+  }
+
+  async incrementLsn(lsn: Buffer) {
+    const [r] = await this.rows<{ lsn: Buffer }>(SQL.incrementLsn, { lsn: lsnParam(lsn) });
+    return r!.lsn;
+  }
+
+  async lsnTime(lsn: Buffer) {
+    const [r] = await this.rows<{ commit_time: string | null }>(SQL.lsnTime, { lsn: lsnParam(lsn) });
+    return r?.commit_time ?? null;
+  }
+
+  async transactions(from: Buffer, to: Buffer, limit: number) {
+    const rows = await this.rows<{ start_lsn: Buffer; commit_time: string | null }>(SQL.transactions, {
+      from: lsnParam(from),
+      to: lsnParam(to),
+      limit: [mssql.Int, limit],
+    });
+    return rows.map((r) => ({ lsn: r.start_lsn, commitTime: r.commit_time }));
+  }
+
+  async hasChanges(instance: string, from: Buffer, to: Buffer) {
+    return (await this.rows(SQL.hasChanges(instance), { from: lsnParam(from), to: lsnParam(to) })).length > 0;
+  }
+
+  changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable {
+    return this.stream(SQL.changes(instance.name, instance.columns, updateOld), { from: lsnParam(from), to: lsnParam(to) });
+  }
+
+  snapshot(table: TableRef, columns: readonly ColumnInfo[]): Readable {
+    return this.stream(SQL.snapshot(table, columns));
+  }
+
+  async enableDatabase(task: string) {
+    await this.rows(SQL.enableDatabase);
+    await this.rows(SQL.markDatabase, { task: [mssql.NVarChar(400), task] });
+  }
+
+  async enableTable(t: TableRef, task: string) {
+    const p: Params = { schema: [mssql.NVarChar(128), t.schema], table: [mssql.NVarChar(128), t.table], task: [mssql.NVarChar(400), task] };
+    await this.rows(SQL.enableTable, p);
+    await this.rows(SQL.markTable, p);
+  }
+
+  async disableTable(t: TableRef) {
+    const p: Params = { schema: [mssql.NVarChar(128), t.schema], table: [mssql.NVarChar(128), t.table] };
+    await this.rows(SQL.disableTable, p);
+    await this.rows(SQL.unmarkTable, p);
+  }
+
+  async disableDatabase() {
+    await this.rows(SQL.unmarkDatabase);
+    await this.rows(SQL.disableDatabase);
+  }
+
+  async marks() {
+    const rows = await this.rows<{ schema_name: string | null; table_name: string | null; task: string }>(SQL.marks);
+    const out = { database: null as string | null, tables: new Map<string, string>() };
+    for (const r of rows) {
+      if (r.table_name === null) out.database = r.task;
+      else out.tables.set(tableKey({ schema: r.schema_name!, table: r.table_name }), r.task);
+    }
+    return out;
+  }
+
+  async checkpointTableExists(t: TableRef) {
+    const [r] = await this.rows<{ found: number }>(SQL.checkpointTableExists, { qualified: [mssql.NVarChar(300), qualified(t)] });
+    return r?.found === 1;
+  }
+
+  async createCheckpointTable(t: TableRef) {
+    await this.rows(SQL.createCheckpointTable(t), { schema: [mssql.NVarChar(128), t.schema], qualified: [mssql.NVarChar(300), qualified(t)] });
+  }
+
+  async dropCheckpointTable(t: TableRef) {
+    await this.rows(SQL.dropCheckpointTable(t));
+  }
+
+  async loadCheckpoints(t: TableRef, task: string): Promise<CheckpointRow[]> {
+    const rows = await this.rows<{ table_name: string; lsn: Buffer | null; position: string | null; source: string | null; saved_at: string | null }>(SQL.loadCheckpoints(t), {
+      task: [mssql.NVarChar(200), task],
+    });
+    return rows.map((r) => ({ table: r.table_name, lsn: r.lsn, position: r.position, source: r.source, savedAt: r.saved_at }));
+  }
+
+  async saveCheckpoints(t: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null }>) {
+    await this.rows(SQL.saveCheckpoints(t), {
+      task: [mssql.NVarChar(200), task],
+      source: [mssql.NVarChar(200), source],
+      rows: [mssql.NVarChar(mssql.MAX), JSON.stringify(rows)],
+    });
+  }
+
+  async deleteCheckpoints(t: TableRef, task: string) {
+    const result = await this.request({ task: [mssql.NVarChar(200), task] }).query(SQL.deleteCheckpoints(t));
+    return result.rowsAffected[0] ?? 0;
+  }
+
+  async tryLock(resource: string) {
+    const [r] = await this.rows<{ result: number }>(SQL.tryLock, { resource: [mssql.NVarChar(255), resource] });
+    return (r?.result ?? -1) >= 0;
+  }
+
+  async holdsLock(resource: string) {
+    const [r] = await this.rows<{ mode: string }>(SQL.holdsLock, { resource: [mssql.NVarChar(255), resource] });
+    return r?.mode === 'Exclusive';
+  }
+
+  async unlock(resource: string) {
+    await this.rows(SQL.unlock, { resource: [mssql.NVarChar(255), resource] });
+  }
+
+  async close() {
+    await this.pool.close();
+  }
+}
+

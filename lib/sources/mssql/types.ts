@@ -1,0 +1,107 @@
+/**
+ * How SQL Server values become JSON. Each column type belongs to a class; the class decides the
+ * expression dstream selects (sql.ts: exact numbers and dates are converted to text by SQL Server
+ * itself, so nothing passes through a JavaScript double or Date) and how the driver's value is
+ * written into the envelope (here). docs/sql-server.md has the table.
+ */
+
+export type TypeClass =
+  | 'number' // tinyint smallint int real float: JSON number
+  | 'bigint' // bigint: string (a double holds 53 bits)
+  | 'decimal' // decimal numeric money smallmoney: string, exact, scale kept
+  | 'boolean' // bit
+  | 'string' // char varchar nchar nvarchar text ntext sysname xml
+  | 'guid' // uniqueidentifier: string
+  | 'date' // date: YYYY-MM-DD
+  | 'datetime' // datetime datetime2 smalldatetime: ISO 8601 without offset, as stored
+  | 'datetimeoffset' // ISO 8601 with offset
+  | 'time' // hh:mm:ss[.fffffff]
+  | 'binary' // binary varbinary image timestamp rowversion: base64
+  | 'spatial' // geography geometry: WKT
+  | 'hierarchyid' // /1/2/
+  | 'variant' // sql_variant: its text form
+  | 'other'; // anything else: its text form
+
+const CLASSES: Record<string, TypeClass> = {
+  tinyint: 'number',
+  smallint: 'number',
+  int: 'number',
+  real: 'number',
+  float: 'number',
+  bigint: 'bigint',
+  decimal: 'decimal',
+  numeric: 'decimal',
+  money: 'decimal',
+  smallmoney: 'decimal',
+  bit: 'boolean',
+  char: 'string',
+  varchar: 'string',
+  nchar: 'string',
+  nvarchar: 'string',
+  text: 'string',
+  ntext: 'string',
+  sysname: 'string',
+  xml: 'string',
+  uniqueidentifier: 'guid',
+  date: 'date',
+  datetime: 'datetime',
+  datetime2: 'datetime',
+  smalldatetime: 'datetime',
+  datetimeoffset: 'datetimeoffset',
+  time: 'time',
+  binary: 'binary',
+  varbinary: 'binary',
+  image: 'binary',
+  timestamp: 'binary',
+  rowversion: 'binary',
+  geography: 'spatial',
+  geometry: 'spatial',
+  hierarchyid: 'hierarchyid',
+  sql_variant: 'variant',
+};
+
+export function typeClassOf(sqlType: string): TypeClass {
+  return CLASSES[sqlType.toLowerCase()] ?? 'other';
+}
+
+export interface ColumnInfo {
+  name: string;
+  /** The SQL Server type name, as in cdc.captured_columns.column_type (`int`, `decimal`, ...). */
+  type: string;
+}
+
+/**
+ * A driver value in its JSON form. Strings, numbers, booleans and null pass as they are; bytes
+ * become base64; a Date (a driver configured to return them) becomes ISO 8601; a bigint a string.
+ */
+export function jsonValue(value: unknown): unknown {
+  if (value === null || value === undefined) return null;
+  switch (typeof value) {
+    case 'string':
+    case 'number':
+    case 'boolean':
+      return value;
+    case 'bigint':
+      return value.toString();
+    default:
+      if (Buffer.isBuffer(value)) return value.toString('base64');
+      if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
+      if (value instanceof Date) return value.toISOString();
+      return String(value);
+  }
+}
+
+/** A function building a row's `data` object from a driver row, columns in capture order. */
+export function rowMapper(columns: readonly ColumnInfo[]): (row: Record<string, unknown>) => Record<string, unknown> {
+  const names = columns.map((c) => c.name);
+  return (row) => {
+    const data: Record<string, unknown> = {};
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i]!;
+      const v = row[name];
+      // The common cases inline: most values are strings, numbers or null.
+      data[name] = v === null || v === undefined ? null : typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? v : jsonValue(v);
+    }
+    return data;
+  };
+}

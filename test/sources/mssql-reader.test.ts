@@ -1,0 +1,432 @@
+import { describe, expect, it } from 'vitest';
+import type { Envelope } from '../../lib/envelope/types.js';
+import { ErrorCodes } from '../../lib/errors.js';
+import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
+import { mssqlCdc, parsePosition, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
+import { CdcModel, shopModel } from '../support/cdc-model.js';
+
+type Opts = Partial<MssqlCdcOptions>;
+const FAST: Opts = { pollIntervalMs: 2, maxPollIntervalMs: 5, retryDelayMs: 1, heartbeatMs: 60_000 };
+const TABLES = ['Persons', 'sales.Orders', 'Customers'];
+
+function reader(m: CdcModel, opts: Opts = {}, logs: string[] = []) {
+  const ac = new AbortController();
+  const stream = mssqlCdc({ connect: m.connector(), tables: TABLES, start: 'earliest', ...FAST, signal: ac.signal, log: (l) => logs.push(l), ...opts });
+  return { stream, ac, logs };
+}
+
+/** Reads until `done(seen)` holds (then stops the reader), or fails after `ms`. */
+async function readUntil(stream: AsyncIterable<unknown>, done: (seen: Envelope[]) => boolean, ms = 5000): Promise<Envelope[]> {
+  const seen: Envelope[] = [];
+  const timer = setTimeout(() => (stream as unknown as { destroy(e: Error): void }).destroy(new Error(`timed out after ${ms} ms with ${seen.length} envelopes: ${JSON.stringify(seen.slice(-3))}`)), ms);
+  try {
+    for await (const e of stream) {
+      seen.push(e as Envelope);
+      if (done(seen)) break;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return seen;
+}
+
+const rowsOf = (es: Envelope[]) => es.filter((e) => e.type === 'cdc');
+const cps = (es: Envelope[]) => es.filter((e) => e.type === 'checkpoint').map((e) => (e.data as { position: MssqlCdcPosition }).position);
+const rowCount = (n: number) => (es: Envelope[]) => rowsOf(es).length >= n && es[es.length - 1]!.type === 'checkpoint';
+const key = (e: Envelope) => `${e.metadata!.Schema}.${e.metadata!.TableName}:${e.metadata!.OperationType}:${JSON.stringify(e.data)}`;
+
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms: ${cond.toString()}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function persons(m: CdcModel, from: number, n: number): void {
+  for (let i = from; i < from + n; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}`, Email: `p${i}@example.com` } }]);
+}
+
+describe('mssqlCdc() over the CDC model', () => {
+  it('merges tables in commit order (LSN, seqval, operation) with full metadata', async () => {
+    const m = shopModel();
+    const lsn1 = m.commit([
+      { table: 'sales.Orders', op: 'insert', row: { OrderId: '9007199254740993', CustomerId: 7, Total: '12345678901234.5678' } },
+      { table: 'Persons', op: 'insert', row: { Id: 1, Name: 'Ada', Email: 'ada@example.com' } },
+    ]);
+    m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 7, Company: 'Analytical Engines' } }]);
+    const lsn3 = m.commit([
+      { table: 'Persons', op: 'update', row: { Id: 1, Name: 'Ada Lovelace' } },
+      { table: 'sales.Orders', op: 'delete', row: { OrderId: '9007199254740993' } },
+    ]);
+    const { stream } = reader(m);
+    const rows = rowsOf(await readUntil(stream, rowCount(5)));
+    expect(rows.map((r) => `${r.metadata!.TableName}:${r.metadata!.OperationType}`)).toEqual([
+      'Orders:Insert',
+      'Persons:Insert',
+      'Customers:Insert',
+      'Persons:Update',
+      'Orders:Delete',
+    ]);
+    expect(rows[0]).toEqual({
+      source: 'mssql-cdc',
+      type: 'cdc',
+      data: { OrderId: '9007199254740993', CustomerId: 7, Total: '12345678901234.5678' },
+      metadata: expect.objectContaining({ TableName: 'Orders', Schema: 'sales', Database: 'shop', OperationType: 'Insert', OperationID: 2, LSN: lsn1, CaptureInstance: 'sales_Orders' }),
+    });
+    expect(rows[0]!.metadata!.Seq).toMatch(/^0x[0-9A-F]{20}$/);
+    expect(rows[0]!.metadata!.CommitTime).toMatch(/^2026-01-01T12:00:01/);
+    expect(rows[3]!.data).toEqual({ Id: 1, Name: 'Ada Lovelace', Email: 'ada@example.com' });
+    expect(rows[3]!.metadata!.OperationID).toBe(4);
+    expect(rows[4]!.metadata).toMatchObject({ LSN: lsn3, OperationID: 1 });
+    // Within one commit, seqval orders the rows.
+    expect(rows[3]!.metadata!.Seq! < rows[4]!.metadata!.Seq!).toBe(true);
+  });
+
+  it('emits before-images as UpdateBefore when asked', async () => {
+    const m = shopModel();
+    m.commit([{ table: 'Persons', op: 'insert', row: { Id: 1, Name: 'Ada', Email: 'a@x' } }]);
+    m.commit([{ table: 'Persons', op: 'update', row: { Id: 1, Name: 'Ada L' } }]);
+    const rows = rowsOf(await readUntil(reader(m, { updateBefore: true }).stream, rowCount(3)));
+    expect(rows.map((r) => [r.metadata!.OperationType, r.metadata!.OperationID, (r.data as { Name: string }).Name])).toEqual([
+      ['Insert', 2, 'Ada'],
+      ['UpdateBefore', 3, 'Ada'],
+      ['Update', 4, 'Ada L'],
+    ]);
+  });
+
+  it('puts checkpoints only at transaction boundaries, never inside a commit', async () => {
+    const m = shopModel();
+    for (let i = 1; i <= 30; i++) {
+      m.commit([
+        { table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } },
+        { table: 'Customers', op: 'insert', row: { CustomerId: i, Company: `c${i}` } },
+        { table: 'sales.Orders', op: 'insert', row: { OrderId: String(i), CustomerId: i, Total: '1.00' } },
+      ]);
+    }
+    const seen = await readUntil(reader(m, { checkpointEveryRows: 2 }).stream, rowCount(90));
+    let checkpoints = 0;
+    seen.forEach((e, i) => {
+      if (e.type !== 'checkpoint') return;
+      checkpoints++;
+      const at = (e.data as { position: MssqlCdcPosition }).position;
+      const before = rowsOf(seen.slice(0, i));
+      const after = rowsOf(seen.slice(i + 1));
+      // Everything before is at or below every table's position; nothing after is.
+      for (const r of before) expect(r.metadata!.LSN! <= at.lsn).toBe(true);
+      for (const r of after) expect(r.metadata!.LSN! > at.lsn).toBe(true);
+      if (before.length > 0) expect(before.length % 3).toBe(0);
+    });
+    expect(checkpoints).toBeGreaterThanOrEqual(15);
+  });
+
+  it('resumes after a checkpoint with no loss and no duplicate', async () => {
+    const m = shopModel();
+    for (let i = 1; i <= 40; i++) {
+      m.commit([
+        { table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } },
+        ...(i % 3 === 0 ? [{ table: 'Customers', op: 'insert' as const, row: { CustomerId: i, Company: `c${i}` } }] : []),
+      ]);
+    }
+    const all = rowsOf(await readUntil(reader(m).stream, rowCount(53))).map(key);
+    expect(all).toHaveLength(53);
+    // First run: stop after the 4th checkpoint; only what precedes it counts as delivered.
+    let n = 0;
+    const first = await readUntil(reader(m, { checkpointEveryRows: 5 }).stream, (s) => s[s.length - 1]!.type === 'checkpoint' && ++n === 4);
+    const position = cps(first).at(-1)!;
+    m.commit([{ table: 'Persons', op: 'insert', row: { Id: 41, Name: 'late' } }]);
+    const second = await readUntil(reader(m, { after: position }).stream, (s) => rowsOf(s).length >= 54 - rowsOf(first).length && s[s.length - 1]!.type === 'checkpoint');
+    expect([...rowsOf(first), ...rowsOf(second)].map(key)).toEqual([...all, 'dbo.Persons:Insert:{"Id":41,"Name":"late","Email":null}']);
+  });
+
+  it('starts at latest by default: only changes committed after the start, and stores that start', async () => {
+    const m = shopModel();
+    persons(m, 1, 3);
+    const { stream } = reader(m, { start: 'latest' });
+    const it = stream[Symbol.asyncIterator]();
+    const first = (await it.next()).value as Envelope;
+    expect(first.type).toBe('checkpoint');
+    expect((first.data as { position: MssqlCdcPosition }).position.tables['dbo.Persons']).toBe(m.currentMaxLsn);
+    persons(m, 4, 2);
+    const seen: Envelope[] = [];
+    while (rowsOf(seen).length < 2) seen.push((await it.next()).value as Envelope);
+    await it.return?.();
+    expect(rowsOf(seen).map((r) => (r.data as { Id: number }).Id)).toEqual([4, 5]);
+  });
+
+  it('starts at an explicit LSN (inclusive)', async () => {
+    const m = shopModel();
+    persons(m, 1, 2);
+    const third = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 3, Name: 'x' } }]);
+    persons(m, 4, 1);
+    const rows = rowsOf(await readUntil(reader(m, { start: third }).stream, rowCount(2)));
+    expect(rows.map((r) => (r.data as { Id: number }).Id)).toEqual([3, 4]);
+    expect(() => mssqlCdc({ connect: m.connector(), tables: ['Persons'], start: '0x12' })).toThrow(/start must be 10 bytes in hex/);
+  });
+
+  it('moves through an empty window and keeps idle tables moving with heartbeat checkpoints', async () => {
+    const m = shopModel();
+    m.tick();
+    const logs: string[] = [];
+    const { stream } = reader(m, { heartbeatMs: 0, start: 'latest' }, logs);
+    const it = stream[Symbol.asyncIterator]();
+    const start = (await it.next()).value as Envelope;
+    expect(start.type).toBe('checkpoint');
+    // Other activity in the database (and the quiet-period entries SQL Server logs) move max LSN.
+    const tick = m.tick();
+    let cp: MssqlCdcPosition | undefined;
+    for (;;) {
+      const e = (await it.next()).value as Envelope;
+      expect(e.type).toBe('checkpoint');
+      cp = (e.data as { position: MssqlCdcPosition }).position;
+      if (cp.lsn === tick) break;
+    }
+    // Persons gets a change; Customers stays idle but its position moves with the window.
+    const lsn = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 1 } }]);
+    let last: MssqlCdcPosition | undefined;
+    for (;;) {
+      const e = (await it.next()).value as Envelope;
+      if (e.type === 'checkpoint') last = (e.data as { position: MssqlCdcPosition }).position;
+      if (last?.tables['dbo.Persons'] === lsn) break;
+    }
+    await it.return?.();
+    expect(last!.tables).toEqual({ 'dbo.Customers': lsn, 'dbo.Persons': lsn, 'sales.Orders': lsn });
+  });
+
+  it('reads a large backlog in bounded windows, streaming only tables with changes', async () => {
+    const m = shopModel();
+    for (let i = 1; i <= 3000; i++) m.commit([{ table: i % 2 ? 'Persons' : 'Customers', op: 'insert', row: i % 2 ? { Id: i, Name: 'n' } : { CustomerId: i, Company: 'c' } }]);
+    const seen = await readUntil(reader(m, { maxTransactions: 100 }).stream, rowCount(3000), 20_000);
+    const rows = rowsOf(seen);
+    expect(rows).toHaveLength(3000);
+    const lsns = rows.map((r) => r.metadata!.LSN!);
+    expect([...lsns].sort()).toEqual(lsns);
+    expect(m.calls.get('transactions')).toBeGreaterThanOrEqual(30);
+    // Orders never changed: it was never streamed. At most one stream per table with changes.
+    expect(m.maxOpenStreams).toBeLessThanOrEqual(2);
+    expect(cps(seen).length).toBeGreaterThanOrEqual(30);
+  });
+
+  describe('cleanup overtaking the position', () => {
+    async function gapSetup(opts: Opts) {
+      const m = shopModel();
+      persons(m, 1, 3);
+      const first = await readUntil(reader(m).stream, rowCount(3));
+      const position = cps(first).at(-1)!;
+      persons(m, 4, 3); // never read
+      m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 1, Company: 'c' } }]);
+      const kept = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 7, Name: 'kept' } }]);
+      m.cleanup(kept);
+      const logs: string[] = [];
+      return { m, position, kept, logs, r: reader(m, { after: position, ...opts }, logs) };
+    }
+
+    it('fails with DSTREAM_ERR_CDC_GAP by default, saying what happened and the options', async () => {
+      const { r, kept } = await gapSetup({});
+      const err = await readUntil(r.stream, () => false).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: ErrorCodes.CDC_GAP, details: expect.objectContaining({ table: 'dbo.Persons', minLsn: kept }) });
+      expect((err as Error).message).toMatch(/cleanup has removed changes.*on_gap = "snapshot".*on_gap = "skip".*sp_cdc_change_job/s);
+    });
+
+    it('on_gap = "skip" warns loudly and continues from the oldest retained change', async () => {
+      const { r } = await gapSetup({ onGap: 'skip' });
+      const rows = rowsOf(await readUntil(r.stream, rowCount(1)));
+      expect(rows.map((e) => (e.data as { Id: number }).Id)).toEqual([7]);
+      expect(r.logs.join('\n')).toMatch(/WARNING: dbo\.Persons: .*LOST/);
+      expect(r.logs.join('\n')).toMatch(/WARNING: dbo\.Customers: .*LOST/);
+    });
+
+    it('on_gap = "snapshot" re-reads the current rows (Read) and streams from there', async () => {
+      const { r } = await gapSetup({ onGap: 'snapshot' });
+      const seen = await readUntil(r.stream, (s) => rowsOf(s).length >= 8 && s.at(-1)!.type === 'checkpoint');
+      const rows = rowsOf(seen);
+      expect(rows.every((e) => e.metadata!.OperationType === 'Read')).toBe(true);
+      expect(rows.filter((e) => e.metadata!.TableName === 'Persons').map((e) => (e.data as { Id: number }).Id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(rows.filter((e) => e.metadata!.TableName === 'Customers')).toHaveLength(1);
+      expect(r.logs.join('\n')).toMatch(/on_gap = "snapshot"/);
+    });
+  });
+
+  it('switches to the newer capture instance at its start LSN and says so', async () => {
+    const m = shopModel();
+    persons(m, 1, 2);
+    m.addColumn('Persons', { name: 'Phone', type: 'varchar' });
+    m.enableTable('Persons', 'dbo_Persons_v2');
+    // Both instances capture from here on; each change must come out once, from the newer instance.
+    m.commit([{ table: 'Persons', op: 'insert', row: { Id: 3, Name: 'n', Phone: '555' } }]);
+    m.commit([{ table: 'Persons', op: 'update', row: { Id: 1, Phone: '556' } }]);
+    const logs: string[] = [];
+    const rows = rowsOf(await readUntil(reader(m, {}, logs).stream, rowCount(4)));
+    expect(rows.map((r) => [r.metadata!.CaptureInstance, r.metadata!.OperationType, (r.data as { Id: number }).Id])).toEqual([
+      ['dbo_Persons', 'Insert', 1],
+      ['dbo_Persons', 'Insert', 2],
+      ['dbo_Persons_v2', 'Insert', 3],
+      ['dbo_Persons_v2', 'Update', 1],
+    ]);
+    expect(rows[3]!.data).toEqual({ Id: 1, Name: 'p1', Email: 'p1@example.com', Phone: '556' });
+    expect(logs.join('\n')).toMatch(/dbo\.Persons: switching from capture instance dbo_Persons to dbo_Persons_v2, which starts at LSN 0x/);
+  });
+
+  it('snapshots current rows before streaming when asked, consistent with the LSN it starts from', async () => {
+    const m = shopModel();
+    persons(m, 1, 3);
+    m.commit([{ table: 'Persons', op: 'delete', row: { Id: 2 } }]);
+    const { stream } = reader(m, { snapshot: true, start: 'latest', tables: ['Persons'] });
+    const it = stream[Symbol.asyncIterator]();
+    const seen: Envelope[] = [];
+    for (;;) {
+      const e = (await it.next()).value as Envelope;
+      seen.push(e);
+      if (e.type === 'checkpoint') break;
+    }
+    persons(m, 4, 1);
+    for (;;) {
+      const e = (await it.next()).value as Envelope;
+      seen.push(e);
+      if (e.type === 'cdc') break;
+    }
+    await it.return?.();
+    expect(rowsOf(seen).map((e) => [e.metadata!.OperationType, (e.data as { Id: number }).Id])).toEqual([
+      ['Read', 1],
+      ['Read', 3],
+      ['Insert', 4],
+    ]);
+    expect(cps(seen)[0]!.tables['dbo.Persons']).toBe(rowsOf(seen)[0]!.metadata!.LSN);
+  });
+
+  it('reconnects with back-off after a dropped connection and resumes from the last checkpoint', async () => {
+    const m = shopModel();
+    persons(m, 1, 2000);
+    const logs: string[] = [];
+    const { stream } = reader(m, { checkpointEveryRows: 50, tables: ['Persons'] }, logs);
+    const seen: Envelope[] = [];
+    let dropped = false;
+    for await (const e of stream) {
+      seen.push(e as Envelope);
+      if (!dropped && rowsOf(seen).length === 100) {
+        // Mid-window: the reader is still streaming this window's rows.
+        dropped = true;
+        m.dropConnections();
+        m.refuseConnections = 2;
+        persons(m, 2001, 5);
+      }
+      if (rowsOf(seen).at(-1)?.data && (rowsOf(seen).at(-1)!.data as { Id: number }).Id === 2005 && seen.at(-1)!.type === 'checkpoint') break;
+    }
+    expect(logs.join('\n')).toMatch(/lost the connection to 127\.0\.0\.1:1433\/shop .*reconnecting/);
+    expect(logs.join('\n')).toMatch(/reconnecting \(attempt 1 of 20\) failed/);
+    // Nothing lost and nothing out of order: after the drop, reading goes back to the last
+    // checkpoint it emitted (a transaction boundary) and repeats only what followed it.
+    const ids = rowsOf(seen).map((r) => (r.data as { Id: number }).Id);
+    expect(new Set(ids).size).toBe(2005);
+    let high = 0;
+    let replays = 0;
+    for (const [i, id] of ids.entries()) {
+      expect(id).toBeLessThanOrEqual(high + 1);
+      if (id <= high) {
+        replays++;
+        // A replay starts right after a checkpoint the reader had emitted.
+        if (ids[i - 1]! >= id) expect((id - 1) % 50).toBe(0);
+      }
+      high = Math.max(high, id);
+    }
+    expect(replays).toBeGreaterThan(0);
+  });
+
+  it('gives up connecting at start after the set attempts, naming host and port but never the password', async () => {
+    const m = shopModel();
+    m.refuseConnections = Infinity;
+    const logs: string[] = [];
+    const err = await readUntil(reader(m, { connectAttempts: 3 }, logs).stream, () => false).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCodes.SQL_CONNECT });
+    expect((err as Error).message).toMatch(/could not connect to SQL Server at 127\.0\.0\.1:1433\/shop: .*ECONNREFUSED.*gave up after 3 attempts/);
+    expect(logs.filter((l) => /attempt \d of 3/.test(l))).toHaveLength(2);
+    m.refuseConnections = 0;
+    m.loginFails = true;
+    const login = await readUntil(reader(m, { connectAttempts: 3 }).stream, () => false).catch((e: unknown) => e);
+    expect((login as Error).message).toMatch(/refused the login: Login failed for user 'dstream'.*check User Id and Password/);
+    expect(m.calls.get('connect')).toBe(4); // a refused login is not retried
+  });
+
+  it('explains what to run when CDC is off, a table is missing or untracked, a permission is missing, or the Agent is stopped', async () => {
+    const m = shopModel();
+    m.cdcEnabled = false;
+    const fail = (opts: Opts = {}) => readUntil(reader(m, opts).stream, () => false).catch((e: unknown) => e as Error & { code: string });
+    expect(await fail()).toMatchObject({ code: ErrorCodes.CDC_NOT_ENABLED, message: expect.stringMatching(/CDC is not enabled on database shop.*EXEC sys\.sp_cdc_enable_db/) });
+    m.cdcEnabled = true;
+    expect(await fail({ tables: ['Person'] })).toMatchObject({ code: ErrorCodes.TABLE_NOT_FOUND, message: expect.stringMatching(/table dbo\.Person does not exist .*did you mean dbo\.Persons\?/) });
+    m.createTable('dbo.Audit', [{ name: 'Id', type: 'int' }], ['Id']);
+    expect(await fail({ tables: ['Audit'] })).toMatchObject({
+      code: ErrorCodes.CDC_NOT_ENABLED,
+      message: expect.stringMatching(/EXEC sys\.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Audit', @role_name = NULL/),
+    });
+    m.denied.add('captureInstances');
+    expect(await fail()).toMatchObject({ code: ErrorCodes.SQL_PERMISSION, message: expect.stringMatching(/permission denied at 127\.0\.0\.1:1433\/shop: The SELECT permission was denied.*SELECT on the captured tables and on schema cdc/) });
+    m.denied.clear();
+    persons(m, 1, 1);
+    m.agent = 'stopped';
+    const logs: string[] = [];
+    await readUntil(reader(m, {}, logs).stream, rowCount(1));
+    expect(logs.join('\n')).toMatch(/SQL Server Agent is not running .*capture job is idle.*MSSQL_AGENT_ENABLED=true/);
+  });
+
+  it('rejects a position that is not an mssql-cdc position, naming the way out', () => {
+    expect(() => parsePosition({ lsn: '0x01', tx: 3 })).toThrow(/not an mssql-cdc position.*dstream reset/);
+    expect(() => parsePosition({ tables: { 'dbo.Persons': 'zz' } })).toThrow(/stored position of dbo\.Persons must be 10 bytes/);
+  });
+
+  it('hands a table over between two workers through leases, from the stored checkpoint', async () => {
+    const m = shopModel();
+    const store = new SqlCheckpointStore(m.connector(), 'dstream.checkpoints');
+    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    persons(m, 1, 10);
+    m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 1, Company: 'c' } }]);
+    const lease = { task: 'shop', checkpointTable: { schema: 'dstream', table: 'checkpoints' }, checkEveryMs: 1 };
+    const a = reader(m, { lease, checkpointEveryRows: 3, tables: ['Persons', 'Customers'] });
+    const b = reader(m, { lease, tables: ['Persons', 'Customers'] });
+    // Worker A takes both tables; what it acknowledges is saved as an executor would.
+    const aSeen: Envelope[] = [];
+    for await (const e of a.stream) {
+      aSeen.push(e as Envelope);
+      if (e && (e as Envelope).type === 'checkpoint') {
+        await store.save('shop', (e as Envelope<{ position: unknown }>).data.position, 'mssql-cdc');
+        if (rowsOf(aSeen).length >= 6) break; // A dies here, holding unacknowledged nothing
+      }
+    }
+    await until(() => m.locks.size === 0); // closing A's session released its leases
+    // Worker B was started after; it takes both tables and continues from the stored positions.
+    const bRows = rowsOf(await readUntil(b.stream, (s) => rowsOf(s).length + rowsOf(aSeen).length >= 11 && s.at(-1)!.type === 'checkpoint'));
+    const ids = [...rowsOf(aSeen), ...bRows].map((r) => `${r.metadata!.TableName}${JSON.stringify(r.data)}`);
+    expect(new Set(ids).size).toBe(11);
+    expect(ids).toHaveLength(11);
+    expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken; reading from after the stored position 0x/);
+  });
+
+  it('lets only one worker read a table at a time; the standby takes over when the holder dies', async () => {
+    const m = shopModel();
+    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    const lease = { task: 'shop', checkpointTable: { schema: 'dstream', table: 'checkpoints' }, checkEveryMs: 1 };
+    const a = reader(m, { lease, tables: ['Persons'] });
+    const b = reader(m, { lease, tables: ['Persons'] });
+    const ait = a.stream[Symbol.asyncIterator]();
+    const bit = b.stream[Symbol.asyncIterator]();
+    persons(m, 1, 2);
+    // A started first and holds the lease; B polls as a standby and sees nothing.
+    const firstA = await ait.next();
+    expect(firstA.done).toBe(false);
+    const bNext = bit.next();
+    let bDone = false;
+    void bNext.then(() => (bDone = true));
+    const rowsA: Envelope[] = [firstA.value as Envelope];
+    while (rowsOf(rowsA).length < 2) rowsA.push((await ait.next()).value as Envelope);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(bDone).toBe(false);
+    expect(b.logs.join('\n')).toMatch(/standby: every table is leased by another worker/);
+    // A's connection dies (the process was killed): its session lock goes with it.
+    m.dropConnections();
+    await ait.return?.();
+    const fromB = (await bNext).value as Envelope;
+    expect(fromB.type).toBe('cdc');
+    expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken/);
+    await bit.return?.();
+  });
+});

@@ -1,0 +1,140 @@
+import { describe, expect, it } from 'vitest';
+import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
+import { compareLsn, incrementLsn, lsnFromHex, lsnOf, lsnToHex } from '../../lib/sources/mssql/lsn.js';
+import { SQL, selectExpression } from '../../lib/sources/mssql/sql.js';
+import { parseTableRef, quoteName } from '../../lib/sources/mssql/tables.js';
+import { jsonValue, rowMapper, typeClassOf } from '../../lib/sources/mssql/types.js';
+import { isConnectionLost, sqlFailure } from '../../lib/sources/mssql/errors.js';
+import { describeConnection } from '../../lib/sources/mssql/sqlserver.js';
+import { shopModel } from '../support/cdc-model.js';
+
+describe('LSNs', () => {
+  it('round-trip as 0x + 20 upper-case hex digits, order as text and as bytes', () => {
+    const a = lsnFromHex('0x0000002a000001f00003');
+    expect(lsnToHex(a)).toBe('0x0000002A000001F00003');
+    expect(compareLsn(a, lsnFromHex('0x0000002A000001F00004'))).toBeLessThan(0);
+    expect(lsnToHex(incrementLsn(lsnFromHex('0x000000000000000000FF')))).toBe('0x00000000000000000100');
+    expect(lsnToHex(lsnOf(0x2a_0000_0010n))).toBe('0x00000000002A00000010');
+    expect(() => lsnFromHex('0x12', 'start')).toThrow(/start must be 10 bytes in hex/);
+  });
+});
+
+describe('table names', () => {
+  it('reads Table, schema.Table and bracketed names', () => {
+    expect(parseTableRef('Persons')).toEqual({ schema: 'dbo', table: 'Persons' });
+    expect(parseTableRef('sales.Orders')).toEqual({ schema: 'sales', table: 'Orders' });
+    expect(parseTableRef('[my.schema].[Order]]s]')).toEqual({ schema: 'my.schema', table: 'Order]s' });
+    expect(() => parseTableRef('a.b.c')).toThrow(/write it as Table or schema\.Table/);
+    expect(() => parseTableRef('sales.')).toThrow(/write it as Table/);
+    expect(quoteName('Order]s')).toBe('[Order]]s]');
+  });
+});
+
+describe('value mapping (every SQL type class)', () => {
+  const cases: Array<[string, string, string]> = [
+    ['int', 'number', '[c]'],
+    ['tinyint', 'number', '[c]'],
+    ['float', 'number', '[c]'],
+    ['bigint', 'bigint', '[c]'],
+    ['decimal', 'decimal', 'CONVERT(varchar(64), [c]) AS [c]'],
+    ['numeric', 'decimal', 'CONVERT(varchar(64), [c]) AS [c]'],
+    ['money', 'decimal', 'CONVERT(varchar(64), [c], 2) AS [c]'],
+    ['smallmoney', 'decimal', 'CONVERT(varchar(64), [c], 2) AS [c]'],
+    ['bit', 'boolean', '[c]'],
+    ['nvarchar', 'string', '[c]'],
+    ['xml', 'string', 'CONVERT(nvarchar(max), [c]) AS [c]'],
+    ['uniqueidentifier', 'guid', '[c]'],
+    ['date', 'date', 'CONVERT(char(10), [c], 23) AS [c]'],
+    ['datetime2', 'datetime', 'CONVERT(varchar(40), [c], 126) AS [c]'],
+    ['datetime', 'datetime', 'CONVERT(varchar(40), [c], 126) AS [c]'],
+    ['smalldatetime', 'datetime', 'CONVERT(varchar(40), [c], 126) AS [c]'],
+    ['datetimeoffset', 'datetimeoffset', 'CONVERT(varchar(40), [c], 126) AS [c]'],
+    ['time', 'time', 'CONVERT(varchar(16), [c]) AS [c]'],
+    ['varbinary', 'binary', '[c]'],
+    ['timestamp', 'binary', '[c]'],
+    ['geography', 'spatial', '[c].STAsText() AS [c]'],
+    ['hierarchyid', 'hierarchyid', '[c].ToString() AS [c]'],
+    ['sql_variant', 'variant', 'CONVERT(nvarchar(max), [c]) AS [c]'],
+    ['vector', 'other', 'CONVERT(nvarchar(max), [c]) AS [c]'],
+  ];
+  it.each(cases)('%s is %s, selected as %s', (type, cls, expr) => {
+    expect(typeClassOf(type)).toBe(cls);
+    expect(selectExpression({ name: 'c', type })).toBe(expr);
+  });
+
+  it('writes driver values as JSON without losing meaning', () => {
+    expect(jsonValue(null)).toBeNull();
+    expect(jsonValue(undefined)).toBeNull();
+    expect(jsonValue(Buffer.from([0xde, 0xad, 0xbe, 0xef]))).toBe('3q2+7w==');
+    expect(jsonValue(new Uint8Array([1, 2]))).toBe('AQI=');
+    expect(jsonValue(new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6)))).toBe('2026-01-02T03:04:05.006Z');
+    expect(jsonValue(2n ** 63n - 1n)).toBe('9223372036854775807');
+    expect(jsonValue(true)).toBe(true);
+    expect(jsonValue(1.5)).toBe(1.5);
+    const map = rowMapper([{ name: 'Id', type: 'int' }, { name: 'Amount', type: 'decimal' }, { name: 'Photo', type: 'varbinary' }, { name: 'Seen', type: 'datetime2' }, { name: 'Gone', type: 'nvarchar' }]);
+    expect(map({ __$start_lsn: Buffer.alloc(10), Id: 7, Amount: '12345678901234567890.1234', Photo: Buffer.from('hi'), Seen: '2026-11-26T09:00:00.1234567', Gone: null })).toEqual({
+      Id: 7,
+      Amount: '12345678901234567890.1234',
+      Photo: 'aGk=',
+      Seen: '2026-11-26T09:00:00.1234567',
+      Gone: null,
+    });
+  });
+
+  it('selects change rows ordered by LSN, seqval and operation, with before-images only when asked', () => {
+    const text = SQL.changes("dbo_Per]sons", [{ name: 'Id', type: 'int' }, { name: 'Total', type: 'money' }], false);
+    expect(text).toContain('FROM cdc.[fn_cdc_get_all_changes_dbo_Per]]sons](@from, @to, N\'all\')');
+    expect(text).toContain('ORDER BY __$start_lsn, __$seqval, __$operation');
+    expect(text).toContain('CONVERT(varchar(64), [Total], 2) AS [Total]');
+    expect(SQL.changes('x', [], true)).toContain("N'all update old'");
+  });
+});
+
+describe('SQL Server errors', () => {
+  it('tells lost connections (retry) from refused logins and permissions (report)', () => {
+    const err = (o: object) => Object.assign(new Error('m'), o);
+    expect(isConnectionLost(err({ name: 'ConnectionError', code: 'ESOCKET' }))).toBe(true);
+    expect(isConnectionLost(err({ name: 'RequestError', code: 'ECONNCLOSED' }))).toBe(true);
+    expect(isConnectionLost(err({ name: 'RequestError', number: 40613 }))).toBe(true);
+    expect(isConnectionLost(err({ name: 'ConnectionError', code: 'ELOGIN' }))).toBe(false);
+    expect(isConnectionLost(err({ name: 'RequestError', number: 229 }))).toBe(false);
+    expect(sqlFailure(err({ name: 'RequestError', number: 229 }), 'db:1433/x', 'reading dbo.T').code).toBe('DSTREAM_ERR_SQL_PERMISSION');
+    expect(sqlFailure(err({ name: 'RequestError', number: 102 }), 'db:1433/x', 'reading dbo.T').message).toBe('reading dbo.T failed at db:1433/x: m');
+  });
+
+  it('describes a connection string by host, port and database, never the password', () => {
+    const d = describeConnection('Server=db.example,1444;Database=shop;User Id=dstream;Password=s3cret!;TrustServerCertificate=true');
+    expect(d).toBe('db.example:1444/shop');
+    expect(describeConnection('Server=tcp:db.example;Database=shop;Password=s3cret!')).not.toContain('s3cret');
+  });
+});
+
+describe('SqlCheckpointStore', () => {
+  it('stores an mssql-cdc position one row per table, only forward, and reassembles it', async () => {
+    const m = shopModel();
+    const store = new SqlCheckpointStore(m.connector(), 'dstream.checkpoints');
+    await expect(store.load('t')).rejects.toThrow(/checkpoint table dstream\.checkpoints does not exist .*dstream init/);
+    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    expect(await store.load('t')).toBeUndefined();
+    await store.save('t', { lsn: '0x00000000000000000010', tables: { 'dbo.Persons': '0x00000000000000000010', 'dbo.Customers': '0x00000000000000000020' } }, 'mssql-cdc');
+    // Another worker's table and a stale write from a worker that lost its lease.
+    await store.save('t', { lsn: '0x00000000000000000030', tables: { 'sales.Orders': '0x00000000000000000030' } });
+    await store.save('t', { lsn: '0x00000000000000000001', tables: { 'dbo.Persons': '0x00000000000000000001' } });
+    const loaded = await store.load('t');
+    expect(loaded).toMatchObject({
+      task: 't',
+      source: 'mssql-cdc',
+      position: { lsn: '0x00000000000000000010', tables: { 'dbo.Persons': '0x00000000000000000010', 'dbo.Customers': '0x00000000000000000020', 'sales.Orders': '0x00000000000000000030' } },
+    });
+    // Any other position is kept whole.
+    await store.save('gen', { lsn: '0x1', tx: 3, rows: 9 }, 'generator');
+    expect((await store.load('gen'))?.position).toEqual({ lsn: '0x1', tx: 3, rows: 9 });
+    expect(await store.reset('t')).toBe(true);
+    expect(await store.reset('t')).toBe(false);
+    expect(await store.load('gen')).toBeDefined();
+    // A dropped connection is reconnected once.
+    m.dropConnections();
+    expect((await store.load('gen'))?.position).toEqual({ lsn: '0x1', tx: 3, rows: 9 });
+    await store.close();
+  });
+});
