@@ -73,3 +73,13 @@ export { generatorProvider, type GeneratorConfig } from './sources/generator/pro
 export { FileStateStore, defaultStateDir, type StateStore, type StoredState } from './executor/state-store.js';
 export { loadTaskFile, parseTaskFile, taskNamed, type ProviderRef, type TaskConfig, type TaskFile } from './config/tasks.js';
 export { renderTemplate } from './config/template.js';
+
+export { mssqlCdc, parsePosition, positionOf, MSSQL_SOURCE, type GapPolicy, type LeaseOptions, type MssqlCdcOptions, type MssqlCdcPosition } from './sources/mssql/reader.js';
+export { mssqlCdcProvider, mssqlCdcSource, type MssqlCdcConfig, type MssqlCdcProviderOptions } from './sources/mssql/provider.js';
+export { sqlServerConnector, describeConnection } from './sources/mssql/sqlserver.js';
+export { SqlCheckpointStore, DEFAULT_CHECKPOINT_TABLE } from './sources/mssql/checkpoint-store.js';
+export type { CdcConnector, CdcQueries, CaptureInstance, ConnectOptions, DriverChangeRow } from './sources/mssql/queries.js';
+export { SQL, selectExpression } from './sources/mssql/sql.js';
+export { typeClassOf, jsonValue, rowMapper, type TypeClass, type ColumnInfo } from './sources/mssql/types.js';
+export { lsnToHex, lsnFromHex, compareLsn, incrementLsn } from './sources/mssql/lsn.js';
+export { parseTableRef, tableKey } from './sources/mssql/tables.js';

@@ -2,13 +2,16 @@
  * The task verbs of the CLI: validate, plan, init, status, destroy, run, reset. Each is a function
  * of parsed options and stdio, returning an exit code.
  */
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import type { Readable, Writable } from 'node:stream';
 import { loadTaskFile, taskNamed } from '../config/tasks.js';
 import { messageOf } from '../errors.js';
 import { BUILTINS } from '../executor/builtins.js';
 import { runTask, taskVerb } from '../executor/executor.js';
-import { FileStateStore, defaultStateDir } from '../executor/state-store.js';
+import type { TaskConfig } from '../config/tasks.js';
+import type { StateStore } from '../executor/state-store.js';
+import { openStateStore } from '../executor/stores.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import type { LifecycleVerb } from '../protocol/messages.js';
 import { formatReport } from './report.js';
@@ -66,6 +69,15 @@ async function confirm(io: TaskIO, question: string, expected: string): Promise<
   }
 }
 
+async function withStore<T>(task: TaskConfig, io: TaskIO, fn: (store: StateStore) => Promise<T>): Promise<T> {
+  const store = await openStateStore(task.state, io.env);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close?.();
+  }
+}
+
 export function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(io, async () => {
     const file = await loadTaskFile(configPath(o, io.env), io.env);
@@ -80,8 +92,8 @@ export function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io:
         return ExitCodes.USAGE;
       }
     }
-    const report = await taskVerb(task, verb, { builtins: BUILTINS, env: io.env, onStderr: prefixed(io) });
-    const state = verb === 'status' ? await new FileStateStore(defaultStateDir(io.env)).load(task.name) : undefined;
+    const state = verb === 'status' ? await withStore(task, io, (store) => store.load(task.name)) : undefined;
+    const report = await taskVerb(task, verb, { builtins: BUILTINS, env: io.env, onStderr: prefixed(io), ...(state ? { position: state.position } : {}) });
     io.stdout.write(o.json ? `${JSON.stringify({ ...report, ...(verb === 'status' ? { position: state ?? null } : {}) })}\n` : formatReport(report, state));
     return ExitCodes.OK;
   });
@@ -107,10 +119,11 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
     const progress = o.quiet
       ? undefined
       : setInterval(() => io.stderr.write(`dstream: ${task.name}: ${last.rows} rows, ${last.acks} checkpoints acknowledged, ${((Date.now() - started) / 1000).toFixed(0)} s\n`), 2000).unref();
+    const store = await openStateStore(task.state, io.env);
     try {
       const summary = await runTask(task, {
         builtins: BUILTINS,
-        store: new FileStateStore(defaultStateDir(io.env)),
+        store,
         signal: abort.signal,
         env: io.env,
         onStderr: prefixed(io),
@@ -122,6 +135,7 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
       return stoppedBy === 'SIGINT' ? ExitCodes.INTERRUPTED : stoppedBy === 'SIGTERM' ? ExitCodes.TERMINATED : ExitCodes.OK;
     } finally {
       if (progress) clearInterval(progress);
+      await store.close?.();
       signals.off('SIGINT', onSignal);
       signals.off('SIGTERM', onSignal);
     }
@@ -130,7 +144,10 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
 
 export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(io, async () => {
-    const store = new FileStateStore(defaultStateDir(io.env));
+    // The task's own store when its file declares one; the default file store without a task file.
+    const path = configPath(o, io.env);
+    const task = existsSync(path) ? taskNamed(await loadTaskFile(path, io.env), o.task!) : undefined;
+    const store = await openStateStore(task?.state, io.env);
     if (!o.yes) {
       if (!io.stdin.isTTY) {
         io.stderr.write(`dstream: reset forgets where task "${o.task}" got to (the next run starts over); confirm from a terminal or pass --yes\n`);
@@ -138,7 +155,7 @@ export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number>
       }
       if (!(await confirm(io, `Forget the stored position of task "${o.task}"? Type the task name to confirm: `, o.task!))) return ExitCodes.USAGE;
     }
-    const had = await store.reset(o.task!);
+    const had = await store.reset(o.task!).finally(() => store.close?.());
     io.stdout.write(o.json ? `${JSON.stringify({ task: o.task, reset: had })}\n` : had ? `task "${o.task}": stored position forgotten\n` : `task "${o.task}": no stored position\n`);
     return ExitCodes.OK;
   });

@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parse } from '@cdktn/hcl2json';
 import { DstreamError, ErrorCodes } from '../errors.js';
-import { didYouMean } from './schema.js';
+import { didYouMean, validateConfig, type ConfigSchema } from './schema.js';
 import { renderTemplate } from './template.js';
 
 export interface ProviderRef {
@@ -24,11 +24,30 @@ export interface ProviderRef {
   config: Record<string, unknown>;
 }
 
+/** Where the task's position is kept: `state { store = "file" | "sqlserver" ... }`. */
+export interface StateConfig {
+  store: 'file' | 'sqlserver';
+  /** file: the state directory (default $DSTREAM_STATE_DIR or ~/.dstream). */
+  dir?: string;
+  /** sqlserver: the database holding the checkpoint table. */
+  connection_string?: string;
+  /** sqlserver: schema.table (default dstream.checkpoints). */
+  table?: string;
+}
+
+export const STATE_SCHEMA = {
+  store: { type: 'string', enum: ['file', 'sqlserver'], default: 'file', description: 'file (a JSON file per task) or sqlserver (a table, shared by workers)' },
+  dir: { type: 'string', description: 'file: state directory' },
+  connection_string: { type: 'string', secret: true, description: 'sqlserver: connection string of the database with the checkpoint table' },
+  table: { type: 'string', description: 'sqlserver: checkpoint table (default dstream.checkpoints)' },
+} satisfies ConfigSchema;
+
 export interface TaskConfig {
   name: string;
   type: 'providers';
   input: ProviderRef;
   output: ProviderRef;
+  state?: StateConfig;
   /** Where the task is declared, for messages. */
   file: string;
   line: number;
@@ -107,7 +126,7 @@ export async function parseTaskFile(source: string, file: string, env: Record<st
 
 function readTask(at: Locator, name: string, block: Block, line: number, baseDir: string): TaskConfig {
   for (const key of Object.keys(block)) {
-    if (!['type', 'input', 'output'].includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, ['type', 'input', 'output'])}`);
+    if (!['type', 'input', 'output', 'state'].includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, ['type', 'input', 'output', 'state'])}`);
   }
   const type = block.type ?? 'providers';
   if (type !== 'providers') {
@@ -119,7 +138,26 @@ function readTask(at: Locator, name: string, block: Block, line: number, baseDir
     if (blocks.length > 1) throw at.error(at.find(which, at.find(which, line).line + 1), `task "${name}" has more than one ${which} block`);
     return readProvider(at, `task "${name}" ${which}`, blocks[0]!, at.find(which, line), baseDir);
   };
-  return { name, type: 'providers', input: side('input'), output: side('output'), file: at.file, line };
+  const state = readState(at, name, block.state, line, baseDir);
+  return { name, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), file: at.file, line };
+}
+
+function readState(at: Locator, task: string, value: unknown, line: number, baseDir: string): StateConfig | undefined {
+  if (value === undefined) return undefined;
+  const blocks = Array.isArray(value) ? (value as Block[]) : [value as Block];
+  const pos = at.find('state', line);
+  if (blocks.length > 1) throw at.error(at.find('state', pos.line + 1), `task "${task}" has more than one state block`);
+  let state: StateConfig;
+  try {
+    state = validateConfig(STATE_SCHEMA, blocks[0] ?? {}, { path: `task "${task}" state` }) as unknown as StateConfig;
+  } catch (err) {
+    throw at.error(pos, (err as Error).message);
+  }
+  if (state.store === 'sqlserver' && !state.connection_string) {
+    throw at.error(pos, `task "${task}" state: store = "sqlserver" needs connection_string (for example "{{ env "MSSQL_CONNECTION_STRING" }}")`);
+  }
+  if (state.dir !== undefined) state.dir = resolve(baseDir, state.dir);
+  return state;
 }
 
 function readProvider(at: Locator, what: string, block: Block, pos: { line: number; column: number }, baseDir: string): ProviderRef {

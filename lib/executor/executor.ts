@@ -62,22 +62,36 @@ export interface LifecycleReport {
   output: ResultLine;
 }
 
-/** `discover` on the input, then the verb on the input (init/status, when it supports it) and on the output. */
-export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions): Promise<LifecycleReport> {
+/**
+ * `discover` on the input, then the verb on the input (when it supports it: an input may own
+ * setup too, such as CDC on the source tables) and on the output. destroy runs the output first,
+ * the reverse of init. `position` (the stored one) goes to the input's status, for its lag.
+ */
+export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions & { position?: unknown }): Promise<LifecycleReport> {
   const input = specOf('input', task.input, options.builtins);
   const output = specOf('output', task.output, options.builtins);
   const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options);
   const streams = (discovered.streams as StreamDescriptor[] | undefined) ?? [];
-  let inputResult: ResultLine | undefined;
-  if (command === 'init' || command === 'status') {
+  const onInput = async (): Promise<ResultLine | undefined> => {
+    if (command === 'discover') return undefined;
+    const extra = command === 'status' && options.position !== undefined ? { task: task.name, state: options.position } : { task: task.name };
     // Optional for inputs: its stderr goes only into the error (which names it), not to the screen.
-    inputResult = await providerVerb(input, header(command, task.input.config, { task: task.name }), { ...options, onStderr: undefined }).catch((err: DstreamError) => {
-      // An input without infrastructure of its own may not support the verb; that is not a failure.
+    return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError) => {
+      // An input without setup of its own may not support the verb; that is not a failure.
       if (/does not support/.test(err.message)) return undefined;
       throw err;
     });
+  };
+  const onOutput = () => providerVerb(output, header(command, task.output.config, { task: task.name, streams }), options);
+  let inputResult: ResultLine | undefined;
+  let out: ResultLine;
+  if (command === 'destroy') {
+    out = await onOutput();
+    inputResult = await onInput();
+  } else {
+    inputResult = await onInput();
+    out = await onOutput();
   }
-  const out = await providerVerb(output, header(command, task.output.config, { task: task.name, streams }), options);
   return { task: task.name, command, streams, ...(inputResult ? { input: inputResult } : {}), output: out };
 }
 

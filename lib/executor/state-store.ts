@@ -23,6 +23,8 @@ export interface StateStore {
   save(task: string, position: unknown, source?: string): Promise<StoredState>;
   /** Forgets the position; true when there was one. */
   reset(task: string): Promise<boolean>;
+  /** Releases connections (stores backed by a database). */
+  close?(): Promise<void>;
 }
 
 /** `$DSTREAM_STATE_DIR`, else `~/.dstream`. */

@@ -62,7 +62,7 @@ describe('runTask with built-in providers', () => {
     const task = { ...demo(tmp('o-'), 1), input: { provider: 'sqlserver', config: {} } };
     const err = await taskVerb(task, 'plan', { builtins: BUILTINS }).catch((e) => e);
     expect(err.code).toBe(ErrorCodes.CONFIG);
-    expect(err.message).toBe('input provider "sqlserver" is not built in; built-in providers: generator, files, asb-sink (or use provider_path)');
+    expect(err.message).toBe('input provider "sqlserver" is not built in; built-in providers: generator, mssql-cdc, files, asb-sink (or use provider_path)');
   });
 });
 

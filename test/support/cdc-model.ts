@@ -506,6 +506,10 @@ class ModelSession implements CdcQueries {
     });
   }
 
+  checkpointRowCount(t: TableRef) {
+    return this.run('checkpointRowCount', () => this.cpTable(t).size);
+  }
+
   tryLock(resource: string) {
     return this.run('tryLock', () => {
       const owner = this.m.locks.get(resource);

@@ -94,6 +94,8 @@ export interface CdcQueries {
   loadCheckpoints(table: TableRef, task: string): Promise<CheckpointRow[]>;
   saveCheckpoints(table: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null }>): Promise<void>;
   deleteCheckpoints(table: TableRef, task: string): Promise<number>;
+  /** Rows of every task. */
+  checkpointRowCount(table: TableRef): Promise<number>;
 
   /** Session-owned application locks: held while this connection lives. */
   tryLock(resource: string): Promise<boolean>;

@@ -19,6 +19,7 @@ import { compareLsn, lsnFromHex, lsnToHex } from './lsn.js';
 import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, Transaction } from './queries.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 import { rowMapper } from './types.js';
+import { sqlServerConnector } from './sqlserver.js';
 
 export const MSSQL_SOURCE = 'mssql-cdc';
 
@@ -41,7 +42,10 @@ export interface LeaseOptions {
 }
 
 export interface MssqlCdcOptions {
-  connect: CdcConnector;
+  /** How to open connections; or give `connectionString`. */
+  connect?: CdcConnector;
+  /** SQL Server connection string (never logged), for the `mssql` driver. */
+  connectionString?: string;
   /** `Persons` (schema dbo) or `sales.Orders`. */
   tables: string[];
   /** Where to start without a stored position: `latest` (default), `earliest`, or an LSN (inclusive). */
@@ -103,11 +107,15 @@ export function positionOf(tables: ReadonlyMap<string, Buffer>): MssqlCdcPositio
 
 /** The reader as a Readable (object mode) of change envelopes and checkpoints. */
 export function mssqlCdc(options: MssqlCdcOptions): Readable {
+  if ((options.connect === undefined) === (options.connectionString === undefined)) {
+    throw invalidOption('mssqlCdc() needs exactly one of connectionString or connect');
+  }
+  const connect = options.connect ?? sqlServerConnector(options.connectionString!);
   // Destroying the stream must stop the reader even while it waits between polls, where the
   // generator is not at a yield and would not see return(): it watches this signal instead.
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
-  const reader = new CdcReader({ ...options, signal });
+  const reader = new CdcReader({ ...options, connect, signal });
   return generatorStream(reader.envelopes(), stop);
 }
 
@@ -169,7 +177,7 @@ interface Segment {
 }
 
 class CdcReader {
-  private readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start'>> & MssqlCdcOptions;
+  private readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start' | 'connectionString'>> & MssqlCdcOptions;
   private readonly refs: TableRef[];
   private q!: CdcQueries;
   private lockSession: CdcQueries | undefined;

@@ -106,6 +106,7 @@ ON target.task = src.task AND target.table_name = src.table_name
 WHEN MATCHED AND (src.lsn IS NULL OR target.lsn IS NULL OR src.lsn >= target.lsn) THEN
   UPDATE SET lsn = src.lsn, position = src.position, source = src.source, saved_at = SYSUTCDATETIME()
 WHEN NOT MATCHED THEN INSERT (task, table_name, lsn, position, source) VALUES (src.task, src.table_name, src.lsn, src.position, src.source);`,
+  checkpointRowCount: (t: TableRef) => `SELECT COUNT(*) AS n FROM ${quoteName(t.schema)}.${quoteName(t.table)}`,
   deleteCheckpoints: (t: TableRef) => `DELETE FROM ${quoteName(t.schema)}.${quoteName(t.table)} WHERE task = @task`,
 
   /** Session-owned, so the lease lasts exactly as long as the connection. @LockTimeout 0: never wait. */

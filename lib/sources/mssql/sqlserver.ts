@@ -1,30 +1,45 @@
-/** CdcQueries over the `mssql` driver (tedious): the statements of sql.ts, parameters bound by type. */
+/**
+ * CdcQueries over the `mssql` driver (tedious): the statements of sql.ts, parameters bound by type.
+ * The driver is loaded on first connect, so commands that never reach SQL Server do not pay for it.
+ */
 import type { Readable } from 'node:stream';
-import mssql from 'mssql';
+import type mssqlModule from 'mssql';
 import type { CaptureInstance, CdcConnector, CdcQueries, CheckpointRow, ConnectOptions, TableColumns } from './queries.js';
 import { SQL } from './sql.js';
 import { tableKey, type TableRef } from './tables.js';
 import type { ColumnInfo } from './types.js';
 
-type Params = Record<string, [mssql.ISqlType | (() => mssql.ISqlType), unknown]>;
+type Mssql = typeof mssqlModule;
+type Params = Record<string, [mssqlModule.ISqlType | (() => mssqlModule.ISqlType), unknown]>;
 
-const lsnParam = (v: Buffer): [mssql.ISqlType, Buffer] => [mssql.VarBinary(10), v];
+let mssql: Mssql;
 const qualified = (t: TableRef) => `[${t.schema.replace(/]/g, ']]')}].[${t.table.replace(/]/g, ']]')}]`;
+const lsnParam = (v: Buffer): [mssqlModule.ISqlType, Buffer] => [mssql.VarBinary(10), v];
 
-/** `host:port/database` of a connection string, for messages (no user, no password). */
+/**
+ * `host:port/database` of an ADO-style connection string, for messages: only the Server (Data
+ * Source, Address) and Database (Initial Catalog) keys are read; no user, no password.
+ */
 export function describeConnection(connectionString: string): string {
-  try {
-    const c = mssql.ConnectionPool.parseConnectionString(connectionString);
-    return `${c.server ?? '?'}:${c.port ?? 1433}${c.database ? `/${c.database}` : ''}`;
-  } catch {
-    return 'the server in the connection string (it could not be parsed)';
+  const keys = new Map<string, string>();
+  for (const part of connectionString.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) keys.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1).trim());
   }
+  const server = keys.get('server') ?? keys.get('data source') ?? keys.get('address') ?? keys.get('addr') ?? keys.get('network address');
+  if (server === undefined) return 'the server in the connection string (it names none: add Server=host,port)';
+  const database = keys.get('database') ?? keys.get('initial catalog');
+  const [hostPart, port] = server.replace(/^tcp:/i, '').split(',');
+  const host = hostPart!.trim();
+  const withPort = host.includes('\\') && port === undefined ? host : `${host}:${(port ?? '1433').trim()}`;
+  return `${withPort}${database ? `/${database}` : ''}`;
 }
 
 /** A connector for one connection string. The string is only handed to the driver. */
 export function sqlServerConnector(connectionString: string): CdcConnector {
   const where = describeConnection(connectionString);
   return async (options: ConnectOptions = {}) => {
+    mssql ??= (await import('mssql')).default;
     const config = mssql.ConnectionPool.parseConnectionString(connectionString);
     const max = options.single ? 1 : Math.max(2, options.maxConnections ?? 10);
     const pool = new mssql.ConnectionPool({
@@ -47,11 +62,11 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
 
 class SqlServerQueries implements CdcQueries {
   constructor(
-    private readonly pool: mssql.ConnectionPool,
+    private readonly pool: mssqlModule.ConnectionPool,
     readonly where: string,
   ) {}
 
-  private request(params: Params = {}): mssql.Request {
+  private request(params: Params = {}): mssqlModule.Request {
     const req = this.pool.request();
     for (const [name, [type, value]] of Object.entries(params)) req.input(name, type, value);
     return req;
@@ -226,6 +241,11 @@ class SqlServerQueries implements CdcQueries {
   async deleteCheckpoints(t: TableRef, task: string) {
     const result = await this.request({ task: [mssql.NVarChar(200), task] }).query(SQL.deleteCheckpoints(t));
     return result.rowsAffected[0] ?? 0;
+  }
+
+  async checkpointRowCount(t: TableRef) {
+    const [r] = await this.rows<{ n: number }>(SQL.checkpointRowCount(t));
+    return r?.n ?? 0;
   }
 
   async tryLock(resource: string) {

@@ -1,0 +1,365 @@
+/**
+ * The `mssql-cdc` input provider: SQL Server CDC as dstream envelopes. Run by `dstream run` (command
+ * header, position in the header's state) or in a pipe:
+ *   mssql-cdc --tables Persons,sales.Orders --state-file s.json | dstream route | asb-sink --state-file s.json
+ * and answers discover/plan/init/status/destroy for the CDC setup it reads from.
+ */
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import type { ConfigSchema } from '../../config/schema.js';
+import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
+import type { ResourceReport } from '../../protocol/messages.js';
+import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
+import { DEFAULT_CHECKPOINT_TABLE } from './checkpoint-store.js';
+import { sqlFailure } from './errors.js';
+import { compareLsn, lsnToHex } from './lsn.js';
+import type { CdcConnector, CdcQueries } from './queries.js';
+import { agentStoppedMessage, checkTables, mssqlCdc, parsePosition, type GapPolicy } from './reader.js';
+import { sqlServerConnector } from './sqlserver.js';
+import { parseTableRef, tableKey, type TableRef } from './tables.js';
+
+export const mssqlCdcConfig = {
+  connection_string: {
+    type: 'string',
+    secret: true,
+    env: 'MSSQL_CONNECTION_STRING',
+    description: 'SQL Server connection string (Server=host,1433;Database=...;User Id=...;Password=...); never printed',
+  },
+  tables: { type: 'string[]', required: true, description: 'tables to read: Persons (schema dbo) or sales.Orders' },
+  start: { type: 'string', default: 'latest', description: 'without a stored position: latest (new changes only), earliest (all retained), or an LSN (0x...)' },
+  snapshot: { type: 'boolean', default: false, description: 'emit the current rows (OperationType Read) before streaming, when there is no stored position' },
+  update_before: { type: 'boolean', default: false, description: "also emit each update's before-image (OperationType UpdateBefore)" },
+  on_gap: { type: 'string', enum: ['fail', 'snapshot', 'skip'], default: 'fail', description: 'when cleanup removed changes not yet read: stop, re-read the current rows, or skip them (with a warning)' },
+  poll_interval_ms: { type: 'integer', minimum: 1, default: 500, description: 'poll interval while changes keep coming' },
+  max_poll_interval_ms: { type: 'integer', minimum: 1, default: 5000, description: 'idle back-off limit' },
+  max_transactions: { type: 'integer', minimum: 1, default: 10_000, description: 'commits read per window (bounds memory with a backlog)' },
+  checkpoint_every_rows: { type: 'integer', minimum: 1, default: 1000, description: 'a checkpoint at the first commit boundary after this many rows' },
+  heartbeat_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'while idle, a checkpoint this often (quiet tables keep up with retention)' },
+  connect_attempts: { type: 'integer', minimum: 1, default: 5, description: 'attempts to connect at start-up' },
+  reconnect_attempts: { type: 'integer', minimum: 0, default: 20, description: 'attempts to reconnect after a lost connection' },
+  retry_delay_ms: { type: 'integer', minimum: 1, default: 1000, description: 'first back-off between attempts (doubles, up to 30 s)' },
+  max_connections: { type: 'integer', minimum: 2, default: 10, description: 'connections for reading tables concurrently' },
+  lease: { type: 'boolean', default: false, description: 'several workers share the task: each table is read by the worker holding its sp_getapplock lease' },
+  checkpoint_table: { type: 'string', default: DEFAULT_CHECKPOINT_TABLE, description: 'the SQL checkpoint store table (state { store = "sqlserver" }); leases read positions from it' },
+  create_checkpoint_table: { type: 'boolean', default: false, description: 'init creates checkpoint_table (destroy drops it when no task has rows in it)' },
+  enable_cdc: { type: 'boolean', default: false, description: 'init enables CDC on the database and tables where it is off (destroy undoes only that)' },
+  task: { type: 'string', description: 'task name (leases, the marks init leaves); default: from the command header' },
+  state_file: { type: 'string', description: 'standalone: resume after the checkpoint in this file (asb-sink --state-file writes it)' },
+  yes: { type: 'boolean', default: false, description: 'standalone destroy: confirm' },
+  progress_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'progress on stderr every so often (0: never)' },
+} satisfies ConfigSchema;
+
+export interface MssqlCdcConfig {
+  connection_string?: string;
+  tables: string[];
+  start: string;
+  snapshot: boolean;
+  update_before: boolean;
+  on_gap: GapPolicy;
+  poll_interval_ms: number;
+  max_poll_interval_ms: number;
+  max_transactions: number;
+  checkpoint_every_rows: number;
+  heartbeat_ms: number;
+  connect_attempts: number;
+  reconnect_attempts: number;
+  retry_delay_ms: number;
+  max_connections: number;
+  lease: boolean;
+  checkpoint_table: string;
+  create_checkpoint_table: boolean;
+  enable_cdc: boolean;
+  task?: string;
+  state_file?: string;
+  yes: boolean;
+  progress_ms: number;
+}
+
+export interface MssqlCdcProviderOptions {
+  /** How to reach SQL Server for a config. Default: the `mssql` driver with `connection_string`. */
+  connector?: (config: MssqlCdcConfig) => CdcConnector;
+}
+
+function defaultConnector(config: MssqlCdcConfig): CdcConnector {
+  if (config.connection_string === undefined || config.connection_string === '') {
+    throw invalidOption('mssql-cdc needs a connection string: config connection_string, --connection-string, or MSSQL_CONNECTION_STRING');
+  }
+  return sqlServerConnector(config.connection_string);
+}
+
+const taskOf = (ctx: ProviderContext<MssqlCdcConfig>): string | undefined => ctx.config.task ?? ctx.header.task;
+
+/** The position to resume after: the executor's (header state), else a --state-file. */
+async function storedPosition(ctx: ProviderContext<MssqlCdcConfig>): Promise<unknown> {
+  if (ctx.header.state !== undefined && ctx.header.state !== null) return ctx.header.state;
+  const file = ctx.config.state_file;
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      ctx.log(`no state file at ${file} yet: starting at ${ctx.config.start}`);
+      return undefined;
+    }
+    throw new DstreamError(ErrorCodes.IO, `could not read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    // asb-sink --state-file writes {"checkpoint": <envelope>}; dstream's state store writes {"position": ...}.
+    const v = JSON.parse(text) as { checkpoint?: { data?: { position?: unknown } }; position?: unknown };
+    const position = v.checkpoint?.data?.position ?? v.position;
+    parsePosition(position);
+    return position;
+  } catch (err) {
+    throw new DstreamError(ErrorCodes.IO, `${file} holds no mssql-cdc position (${(err as Error).message}); remove it to start at ${ctx.config.start}`, { cause: err });
+  }
+}
+
+async function withConnection<T>(ctx: ProviderContext<MssqlCdcConfig>, options: MssqlCdcProviderOptions, what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
+  const connect = (options.connector ?? defaultConnector)(ctx.config);
+  let q: CdcQueries;
+  try {
+    q = await connect({ maxConnections: 2 });
+  } catch (err) {
+    throw sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
+  }
+  try {
+    return await fn(q);
+  } catch (err) {
+    throw sqlFailure(err, q.where, what);
+  } finally {
+    await q.close().catch((err: unknown) => ctx.log(`closing the connection: ${(err as Error).message}`));
+  }
+}
+
+function refsOf(config: MssqlCdcConfig): TableRef[] {
+  if (config.tables.length === 0) throw invalidOption('tables is empty: name at least one table (Persons or sales.Orders)');
+  return config.tables.map(parseTableRef);
+}
+
+/** What init would do, from what exists: shared by plan (report) and init (report, then do it). */
+async function setupPlan(q: CdcQueries, config: MssqlCdcConfig, task: string | undefined): Promise<{ resources: ResourceReport[]; apply: Array<() => Promise<void>>; problems: string[] }> {
+  const refs = refsOf(config);
+  const info = await q.databaseInfo();
+  const tables = new Map((await q.sourceTables()).map((t) => [tableKey(t), t]));
+  const resources: ResourceReport[] = [];
+  const apply: Array<() => Promise<void>> = [];
+  const problems: string[] = [];
+  const needTask = () => {
+    if (task === undefined) throw invalidOption('enable_cdc needs the task name (config task, or the executor\'s): init marks what it enabled with it');
+    return task;
+  };
+  if (info.cdcEnabled) resources.push({ kind: 'cdc database', name: info.database, action: 'unchanged' });
+  else if (config.enable_cdc) {
+    resources.push({ kind: 'cdc database', name: info.database, action: 'create', changes: ['EXEC sys.sp_cdc_enable_db'] });
+    apply.push(() => q.enableDatabase(needTask()));
+  } else problems.push(`CDC is not enabled on database ${info.database}: run USE [${info.database}]; EXEC sys.sp_cdc_enable_db; or set enable_cdc = true`);
+  for (const ref of refs) {
+    const key = tableKey(ref);
+    const t = tables.get(key);
+    if (t === undefined) {
+      problems.push(`table ${key} does not exist in ${q.where}`);
+      continue;
+    }
+    if (t.tracked) resources.push({ kind: 'cdc table', name: key, action: 'unchanged' });
+    else if (config.enable_cdc) {
+      resources.push({ kind: 'cdc table', name: key, action: 'create', changes: [`EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema}', @source_name = N'${ref.table}', @role_name = NULL`] });
+      apply.push(() => q.enableTable(ref, needTask()));
+    } else problems.push(`CDC is not enabled on table ${key}: run EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema}', @source_name = N'${ref.table}', @role_name = NULL; or set enable_cdc = true`);
+  }
+  if (config.create_checkpoint_table) {
+    const cp = parseTableRef(config.checkpoint_table);
+    if (await q.checkpointTableExists(cp)) resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'unchanged' });
+    else {
+      resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'create' });
+      apply.push(() => q.createCheckpointTable(cp));
+    }
+  }
+  return { resources, apply, problems };
+}
+
+export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): ProviderDefinition<MssqlCdcConfig> {
+  const connectorOf = options.connector ?? defaultConnector;
+  return {
+    name: 'mssql-cdc',
+    description: 'Reads SQL Server change data capture (CDC) in commit order, with checkpoints at transaction boundaries.',
+    config: mssqlCdcConfig,
+    graceMs: 15_000,
+    examples: [
+      'mssql-cdc --tables Persons,sales.Orders --state-file s.json | dstream route | asb-sink --state-file s.json   # MSSQL_CONNECTION_STRING, ASB_CONNECTION_STRING from the environment',
+      'mssql-cdc discover --tables Persons',
+      'mssql-cdc status --tables Persons,Orders --state-file s.json',
+    ],
+
+    async run(ctx) {
+      const c = ctx.config;
+      const after = await storedPosition(ctx);
+      const task = taskOf(ctx);
+      if (c.lease && task === undefined) throw invalidOption('lease = true needs the task name (config task, or the executor\'s): leases are named after it');
+      const source = mssqlCdc({
+        connect: connectorOf(c),
+        tables: c.tables,
+        start: c.start,
+        after,
+        snapshot: c.snapshot,
+        updateBefore: c.update_before,
+        onGap: c.on_gap,
+        pollIntervalMs: c.poll_interval_ms,
+        maxPollIntervalMs: c.max_poll_interval_ms,
+        maxTransactions: c.max_transactions,
+        checkpointEveryRows: c.checkpoint_every_rows,
+        heartbeatMs: c.heartbeat_ms,
+        connectAttempts: c.connect_attempts,
+        reconnectAttempts: c.reconnect_attempts,
+        retryDelayMs: c.retry_delay_ms,
+        maxConnections: c.max_connections,
+        ...(c.lease ? { lease: { task: task!, checkpointTable: parseTableRef(c.checkpoint_table) } } : {}),
+        signal: ctx.signal,
+        log: ctx.log,
+      });
+      ctx.log(`reading ${c.tables.join(', ')} ${after === undefined ? `(no stored position: start = ${c.start})` : 'after the stored position'}`);
+      let rows = 0;
+      let lsn = '';
+      let last = { at: Date.now(), rows: 0 };
+      const timer =
+        c.progress_ms > 0
+          ? setInterval(() => {
+              const now = Date.now();
+              ctx.log(`${rows} rows read (${Math.round(((rows - last.rows) * 1000) / Math.max(1, now - last.at))} rows/s)${lsn ? `, at LSN ${lsn}` : ''}`);
+              last = { at: now, rows };
+            }, c.progress_ms).unref()
+          : undefined;
+      try {
+        for await (const envelope of source) {
+          if (envelope.type === 'cdc') {
+            rows++;
+            lsn = envelope.metadata.LSN;
+          }
+          if (!ctx.output.write(envelope)) await once(ctx.output, 'drain');
+        }
+      } finally {
+        if (timer) clearInterval(timer);
+      }
+      ctx.log(`stopped after ${rows} rows`);
+    },
+
+    discover: (ctx) =>
+      withConnection(ctx, options, 'discovering tables', async (q) => {
+        const refs = refsOf(ctx.config);
+        const info = await q.databaseInfo();
+        const all = new Map((await q.tableColumns()).map((t) => [tableKey(t), t]));
+        const streams = refs.map((ref) => {
+          const t = all.get(tableKey(ref));
+          if (t === undefined) throw new DstreamError(ErrorCodes.TABLE_NOT_FOUND, `table ${tableKey(ref)} does not exist in ${q.where}`, { details: { table: tableKey(ref) } });
+          return { name: t.table, schema: t.schema, database: info.database, keys: t.primaryKey, columns: t.columns };
+        });
+        return { streams };
+      }),
+
+    plan: (ctx) =>
+      withConnection(ctx, options, 'planning', async (q) => {
+        const { resources, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
+        for (const p of problems) resources.push({ kind: 'problem', name: p, action: 'exists-unmanaged', warnings: ['init will stop here'] });
+        const changes = resources.filter((r) => r.action === 'create').length;
+        return { resources, summary: problems.length > 0 ? `init would fail: ${problems.length} problem(s)` : `init would make ${changes} change(s)` };
+      }),
+
+    init: (ctx) =>
+      withConnection(ctx, options, 'init', async (q) => {
+        const { resources, apply, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
+        if (problems.length > 0) throw new DstreamError(ErrorCodes.CDC_NOT_ENABLED, `init cannot go on: ${problems.join('; ')}`, { details: { problems } });
+        for (const step of apply) await step();
+        const agent = await q.agentState();
+        if (agent === 'stopped') resources.push({ kind: 'sql server agent', name: q.where, action: 'exists-unmanaged', warnings: [agentStoppedMessage(q.where)] });
+        await checkTables(q, refsOf(ctx.config));
+        return { resources: resources.map((r) => (r.action === 'create' ? { ...r, action: 'create' as const, done: true } : r)) };
+      }),
+
+    status: (ctx) =>
+      withConnection(ctx, options, 'status', async (q) => {
+        const refs = refsOf(ctx.config);
+        const info = await q.databaseInfo();
+        if (!info.cdcEnabled) return { resources: [{ kind: 'cdc database', name: info.database, exists: false }] };
+        const instances = await q.captureInstances();
+        const max = await q.maxLsn();
+        const maxTime = max === null ? null : await q.lsnTime(max);
+        const stored = await storedPosition(ctx);
+        const positions = stored === undefined ? new Map<string, Buffer>() : parsePosition(stored);
+        const agent = await q.agentState();
+        const resources: ResourceReport[] = [];
+        for (const ref of refs) {
+          const key = tableKey(ref);
+          const own = instances.filter((i) => i.schema === ref.schema && i.table === ref.table);
+          if (own.length === 0) {
+            resources.push({ kind: 'cdc table', name: key, exists: false });
+            continue;
+          }
+          const current = own[own.length - 1]!;
+          const min = await q.minLsn(own[0]!.name);
+          const at = positions.get(key);
+          const r: ResourceReport = {
+            kind: 'cdc table',
+            name: key,
+            instance: own.map((i) => i.name).join(', '),
+            minLsn: lsnToHex(min),
+            maxLsn: max === null ? null : lsnToHex(max),
+            position: at === undefined ? null : lsnToHex(at),
+            columns: current.columns.length,
+          };
+          if (at !== undefined && max !== null) {
+            const atTime = await q.lsnTime(at);
+            r.lagSeconds = maxTime !== null && atTime !== null ? Math.max(0, Math.round((Date.parse(`${maxTime}Z`) - Date.parse(`${atTime}Z`)) / 1000)) : null;
+            r.pendingTransactions = compareLsn(at, max) >= 0 ? 0 : (await q.transactions(await q.incrementLsn(at), max, 100_000)).length;
+            if (compareLsn(at, min) < 0) r.warnings = [`behind retention: changes after ${lsnToHex(at)} were cleaned up; run will stop with ${ErrorCodes.CDC_GAP} unless on_gap is snapshot or skip`];
+          }
+          resources.push(r);
+        }
+        if (agent !== 'running') resources.push({ kind: 'sql server agent', name: q.where, state: agent, ...(agent === 'stopped' ? { warnings: [agentStoppedMessage(q.where)] } : {}) });
+        return { resources };
+      }),
+
+    destroy: (ctx) =>
+      withConnection(ctx, options, 'destroy', async (q) => {
+        if (ctx.standalone && !ctx.config.yes) {
+          throw invalidOption('destroy disables CDC where init enabled it (its change data goes with it) and drops the checkpoint table init created; confirm with --yes');
+        }
+        const task = taskOf(ctx);
+        const marks = await q.marks();
+        const resources: ResourceReport[] = [];
+        for (const ref of refsOf(ctx.config)) {
+          const key = tableKey(ref);
+          const by = marks.tables.get(key);
+          if (by !== undefined && by === task) {
+            await q.disableTable(ref);
+            resources.push({ kind: 'cdc table', name: key, action: 'delete' });
+          } else {
+            resources.push({ kind: 'cdc table', name: key, action: 'exists-unmanaged', warnings: [by === undefined ? 'CDC was not enabled by dstream: left as it is' : `enabled by task "${by}": left as it is`] });
+          }
+        }
+        if (marks.database !== null && marks.database === task) {
+          const left = (await q.captureInstances()).length;
+          if (left === 0) {
+            await q.disableDatabase();
+            resources.push({ kind: 'cdc database', name: (await q.databaseInfo()).database, action: 'delete' });
+          } else {
+            resources.push({ kind: 'cdc database', name: (await q.databaseInfo()).database, action: 'exists-unmanaged', warnings: [`${left} capture instance(s) remain: CDC stays on for them`] });
+          }
+        }
+        if (ctx.config.create_checkpoint_table) {
+          const cp = parseTableRef(ctx.config.checkpoint_table);
+          if (await q.checkpointTableExists(cp)) {
+            if (task !== undefined) await q.deleteCheckpoints(cp, task);
+            if ((await q.checkpointRowCount(cp)) > 0) resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'exists-unmanaged', warnings: ['other tasks keep positions in it: left in place (this task\'s rows removed)'] });
+            else {
+              await q.dropCheckpointTable(cp);
+              resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'delete' });
+            }
+          }
+        }
+        return { resources };
+      }),
+  };
+}
+
+/** The provider dstream ships as the built-in `mssql-cdc` and the `mssql-cdc` executable. */
+export const mssqlCdcSource = mssqlCdcProvider();
