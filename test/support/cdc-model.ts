@@ -72,6 +72,8 @@ export class CdcModel {
   readonly denied = new Set<string>();
   /** Calls per statement, for tests that check what the reader asked. */
   readonly calls = new Map<string, number>();
+  /** Round-trip time of every statement (a real server is not in-process). */
+  latencyMs = 0;
   /** Most change streams open at once. */
   maxOpenStreams = 0;
   openStreams = 0;
@@ -277,7 +279,8 @@ class ModelSession implements CdcQueries {
   }
 
   private async run<T>(name: string, fn: () => T): Promise<T> {
-    await Promise.resolve();
+    if (this.m.latencyMs > 0) await new Promise((r) => setTimeout(r, this.m.latencyMs));
+    else await Promise.resolve();
     if (this.closed) throw driverError('ConnectionError', 'ENOTOPEN', 'Connection not yet open.');
     if (this.broken) throw driverError('ConnectionError', 'ECONNCLOSED', 'Connection is closed.');
     this.m.statement(name);
