@@ -10,11 +10,8 @@ import { pipeline } from 'node:stream/promises';
 import { ServiceBusAdministrationClient, ServiceBusClient } from '@azure/service-bus';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkpoint, toServiceBus, type CheckpointEnvelope, type Envelope } from '../../lib/index.js';
-import { containerRuntime, skipWith } from '../support/containers.js';
+import { containerRuntime, skipWith, startNetwork, startServiceBusEmulator, startSqlServer } from '../support/containers.js';
 
-const EMULATOR_IMAGE = 'mcr.microsoft.com/azure-messaging/servicebus-emulator:latest';
-const MSSQL_IMAGE = 'mcr.microsoft.com/mssql/server:2022-latest';
-const SA_PASSWORD = 'dstream-Test-1!';
 const TABLES = ['Persons', 'Orders', 'Customers'];
 
 let connectionString: string | undefined;
@@ -23,40 +20,9 @@ let skipReason: string | undefined;
 const cleanups: Array<() => Promise<unknown>> = [];
 
 async function startEmulator(queues: string[]): Promise<string> {
-  const { GenericContainer, Network, Wait } = await import('testcontainers');
-  const network = await new Network().start();
-  cleanups.push(() => network.stop());
-  const mssql = await new GenericContainer(MSSQL_IMAGE)
-    .withNetwork(network)
-    .withNetworkAliases('mssql')
-    .withEnvironment({ ACCEPT_EULA: 'Y', MSSQL_SA_PASSWORD: SA_PASSWORD })
-    .withWaitStrategy(Wait.forLogMessage(/Recovery is complete/).withStartupTimeout(180_000))
-    .start();
-  cleanups.unshift(() => mssql.stop());
-  const config = {
-    UserConfig: {
-      Namespaces: [
-        {
-          Name: 'sbemulatorns',
-          Queues: queues.map((Name) => ({
-            Name,
-            Properties: { RequiresDuplicateDetection: true, DuplicateDetectionHistoryTimeWindow: 'PT10M', MaxDeliveryCount: 10, LockDuration: 'PT1M' },
-          })),
-          Topics: [],
-        },
-      ],
-      Logging: { Type: 'Console' },
-    },
-  };
-  const emulator = await new GenericContainer(EMULATOR_IMAGE)
-    .withNetwork(network)
-    .withExposedPorts(5672, 5300)
-    .withEnvironment({ ACCEPT_EULA: 'Y', SQL_SERVER: 'mssql', MSSQL_SA_PASSWORD: SA_PASSWORD, SQL_WAIT_INTERVAL: '0' })
-    .withCopyContentToContainer([{ content: JSON.stringify(config), target: '/ServiceBus_Emulator/ConfigFiles/Config.json', mode: 0o644 }])
-    .withWaitStrategy(Wait.forHttp('/health', 5300).forStatusCode(200).withStartupTimeout(180_000))
-    .start();
-  cleanups.unshift(() => emulator.stop());
-  return `Endpoint=sb://${emulator.getHost()}:${emulator.getMappedPort(5672)};SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;`;
+  const network = await startNetwork(cleanups);
+  await startSqlServer(cleanups, network);
+  return startServiceBusEmulator(cleanups, network, queues);
 }
 
 beforeAll(async () => {

@@ -526,11 +526,6 @@ class ModelSession implements CdcQueries {
     return this.run('holdsLock', () => this.m.locks.get(resource) === this.id);
   }
 
-  unlock(resource: string) {
-    return this.run('unlock', () => {
-      if (this.m.locks.get(resource) === this.id) this.m.locks.delete(resource);
-    });
-  }
 
   async close() {
     if (this.closed) return;

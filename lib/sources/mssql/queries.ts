@@ -100,7 +100,6 @@ export interface CdcQueries {
   /** Session-owned application locks: held while this connection lives. */
   tryLock(resource: string): Promise<boolean>;
   holdsLock(resource: string): Promise<boolean>;
-  unlock(resource: string): Promise<void>;
 
   close(): Promise<void>;
 }

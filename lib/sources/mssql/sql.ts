@@ -114,7 +114,6 @@ WHEN NOT MATCHED THEN INSERT (task, table_name, lsn, position, source) VALUES (s
 EXEC @result = sys.sp_getapplock @Resource = @resource, @LockMode = N'Exclusive', @LockOwner = N'Session', @LockTimeout = 0;
 SELECT @result AS result`,
   holdsLock: `SELECT APPLOCK_MODE(N'public', @resource, N'Session') AS mode`,
-  unlock: `EXEC sys.sp_releaseapplock @Resource = @resource, @LockOwner = N'Session'`,
 } as const;
 
 /** The select-list expression for one captured column: SQL Server converts what JavaScript would round. */

@@ -258,9 +258,6 @@ class SqlServerQueries implements CdcQueries {
     return r?.mode === 'Exclusive';
   }
 
-  async unlock(resource: string) {
-    await this.rows(SQL.unlock, { resource: [mssql.NVarChar(255), resource] });
-  }
 
   async close() {
     await this.pool.close();
