@@ -104,6 +104,19 @@ describe('dstream.hcl', () => {
     expect(missing.message).toMatch(/mssql-to-asb\.hcl:14:\d+: environment variable MSSQL_CONNECTION_STRING is not set/);
   });
 
+  it('reads a state block: the file store by default, or a SQL Server table', async () => {
+    const text = (state: string) => `task "a" {\n  input { provider = "generator" }\n  output { provider = "files" }\n${state}}\n`;
+    const plain = await parseTaskFile(text(''), 'dstream.hcl');
+    expect(plain.tasks[0]!.state).toBeUndefined();
+    const sql = await parseTaskFile(text('  state {\n    store = "sqlserver"\n    connection_string = "{{ env "DB" }}"\n    table = "ops.positions"\n  }\n'), 'dstream.hcl', { DB: 'Server=db;Password=hunter2' });
+    expect(sql.tasks[0]!.state).toEqual({ store: 'sqlserver', connection_string: 'Server=db;Password=hunter2', table: 'ops.positions' });
+    expect(await fail(text('  state {\n    store = "sqlserver"\n  }\n'))).toBe(
+      'dstream.hcl:4:3: task "a" state: store = "sqlserver" needs connection_string (for example "{{ env "MSSQL_CONNECTION_STRING" }}")',
+    );
+    expect(await fail(text('  state {\n    stor = "file"\n  }\n'))).toMatch(/^dstream\.hcl:4:3: task "a" state\.stor: unknown key; did you mean "store"\?/);
+    expect(await fail(text('  state {\n    store = "redis"\n  }\n'))).toMatch(/^dstream\.hcl:4:3: task "a" state\.store: expected one of "file", "sqlserver", got string "redis"$/);
+  });
+
   it('says where to put the file when there is none', async () => {
     const err = await loadTaskFile('/nonexistent/dstream.hcl').catch((e) => e);
     expect(err.message).toBe('no task file at /nonexistent/dstream.hcl: create dstream.hcl, or name one with --config FILE (or DSTREAM_CONFIG)');

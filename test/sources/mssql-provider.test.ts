@@ -1,0 +1,103 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes, ExitCodes } from '../../lib/index.js';
+import { runProvider } from '../../lib/provider/run-provider.js';
+import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
+import { ROOT, ndjson, spawnNode } from '../support/process.js';
+import { text } from '../support/streams.js';
+import { shopModel, type CdcModel } from '../support/cdc-model.js';
+
+const BIN = join(ROOT, 'dist/bin/mssql-cdc.js');
+const SECRET = 'Pa55word-never-shown';
+const UNREACHABLE = `Server=127.0.0.1,1;Database=shop;User Id=dstream;Password=${SECRET};Encrypt=false`;
+
+/** Runs the provider in-process over the CDC model, standalone (argv) until `stopWhen` holds for stdout. */
+async function standalone(m: CdcModel, argv: string[], stopWhen: (lines: Array<Record<string, unknown>>) => boolean) {
+  const stdin = new PassThrough();
+  const stdout = new PassThrough();
+  const stderr = text();
+  const signals = new PassThrough() as unknown as NodeJS.EventEmitter;
+  const lines: Array<Record<string, unknown>> = [];
+  let buffered = '';
+  stdout.setEncoding('utf8').on('data', (d: string) => {
+    buffered += d;
+    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+      lines.push(JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>);
+      buffered = buffered.slice(nl + 1);
+      if (stopWhen(lines)) signals.emit('SIGTERM', 'SIGTERM');
+    }
+  });
+  const code = await runProvider(mssqlCdcProvider({ connector: () => m.connector() }), { argv, stdin, stdout, stderr, env: {}, signals });
+  return { code, lines, stderr: stderr.text() };
+}
+
+describe('mssql-cdc provider', () => {
+  it('in a pipe, resumes after the checkpoint in the state file asb-sink writes', async () => {
+    const m = shopModel();
+    for (let i = 1; i <= 4; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]);
+    const args = ['--tables', 'Persons', '--start', 'earliest', '--poll-interval-ms', '5', '--progress-ms', '0'];
+    const first = await standalone(m, args, (l) => l.filter((x) => x.type === 'cdc').length >= 4 && l.at(-1)!.type === 'checkpoint');
+    expect(first.code).toBe(ExitCodes.TERMINATED);
+    const cp = first.lines.at(-1)!;
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-mssql-'));
+    const stateFile = join(dir, 'state.json');
+    writeFileSync(stateFile, `${JSON.stringify({ checkpoint: cp, savedAt: new Date().toISOString() })}\n`);
+    m.commit([{ table: 'Persons', op: 'insert', row: { Id: 5, Name: 'p5' } }]);
+    const second = await standalone(m, [...args, '--state-file', stateFile], (l) => l.some((x) => x.type === 'cdc') && l.at(-1)!.type === 'checkpoint');
+    expect(second.lines.filter((x) => x.type === 'cdc').map((x) => (x.data as { Id: number }).Id)).toEqual([5]);
+    expect(second.stderr).toContain('mssql-cdc: reading Persons after the stored position');
+    // A state file of something else is refused with what to do.
+    writeFileSync(stateFile, '{"checkpoint":{"data":{"position":{"tx":1}}}}\n');
+    const bad = await standalone(m, [...args, '--state-file', stateFile], () => true);
+    expect(bad.code).toBe(ExitCodes.FAILURE);
+    expect(bad.stderr).toMatch(/state\.json holds no mssql-cdc position .*remove it to start at earliest/);
+  });
+
+  it('standalone destroy asks for --yes', async () => {
+    const m = shopModel();
+    const r = await standalone(m, ['destroy', '--tables', 'Persons'], () => false);
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.stderr).toMatch(/destroy disables CDC where init enabled it .*confirm with --yes/);
+    const ok = await standalone(m, ['destroy', '--tables', 'Persons', '--yes', '--task', 'shop'], () => false);
+    expect(ok.code).toBe(ExitCodes.OK);
+    expect(ok.lines[0]).toMatchObject({ status: 'ok', command: 'destroy', resources: [{ kind: 'cdc table', name: 'dbo.Persons', action: 'exists-unmanaged' }] });
+  });
+
+  it('discover reports tables with columns and primary keys', async () => {
+    const m = shopModel();
+    const r = await standalone(m, ['discover', '--tables', 'Persons,sales.Orders'], () => false);
+    expect(r.lines[0]).toMatchObject({
+      status: 'ok',
+      command: 'discover',
+      streams: [
+        { name: 'Persons', schema: 'dbo', database: 'shop', keys: ['Id'], columns: [{ name: 'Id', type: 'int', nullable: false }, { name: 'Name', type: 'nvarchar', nullable: true }, { name: 'Email', type: 'nvarchar', nullable: true }] },
+        { name: 'Orders', schema: 'sales', keys: ['OrderId'] },
+      ],
+    });
+  });
+
+  it('the executable: gives up on an unreachable server after its attempts, naming host:port, never the password', async () => {
+    const r = await spawnNode(BIN, ['--tables', 'Persons', '--connect-attempts', '2', '--retry-delay-ms', '50', '--progress-ms', '0'], { input: '', env: { MSSQL_CONNECTION_STRING: UNREACHABLE } });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toMatch(/mssql-cdc: connecting \(attempt 1 of 2\) failed: could not connect to SQL Server at 127\.0\.0\.1:1\/shop/);
+    expect(r.stderr).toMatch(/gave up after 2 attempts/);
+    expect(r.stdout).toBe('');
+    expect(r.stdout + r.stderr).not.toContain(SECRET);
+  });
+
+  it('the executable in provider mode answers a lifecycle verb with an error line and code', async () => {
+    const r = await spawnNode(BIN, [], { input: ndjson({ command: 'status', config: { connection_string: UNREACHABLE, tables: ['Persons'] }, protocol: 1 }) });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.lines()).toEqual([
+      { status: 'ready', protocol: 1 },
+      expect.objectContaining({ status: 'error', command: 'status', code: ErrorCodes.SQL_CONNECT, message: expect.stringContaining('127.0.0.1:1/shop') }),
+    ]);
+    expect(r.stdout + r.stderr).not.toContain(SECRET);
+    const usage = await spawnNode(BIN, ['--standalone'], { input: '', env: { MSSQL_CONNECTION_STRING: '' } });
+    expect(usage.code).toBe(ExitCodes.USAGE);
+    expect(usage.stderr).toMatch(/tables/);
+  });
+});
