@@ -9,7 +9,8 @@ export const LSN_BYTES = 10;
 export const ZERO_LSN = Buffer.alloc(LSN_BYTES);
 
 export function lsnToHex(lsn: Uint8Array): string {
-  return `0x${Buffer.from(lsn.buffer, lsn.byteOffset, lsn.byteLength).toString('hex').toUpperCase()}`;
+  const b = Buffer.isBuffer(lsn) ? lsn : Buffer.from(lsn.buffer, lsn.byteOffset, lsn.byteLength);
+  return `0x${b.toString('hex').toUpperCase()}`;
 }
 
 /** Parses `0x0000002A000001F00003` (or without 0x, any case); throws INVALID_OPTION naming `what`. */

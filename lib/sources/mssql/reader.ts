@@ -83,6 +83,8 @@ export interface MssqlCdcOptions {
 }
 
 const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'UpdateBefore', 4: 'Update' };
+/** Envelopes handed on at once from a window's merge. */
+const BATCH = 256;
 
 /** Validates a stored position; a position of another source is an error that says so. */
 export function parsePosition(value: unknown): Map<string, Buffer> {
@@ -120,7 +122,7 @@ export function mssqlCdc(options: MssqlCdcOptions): Readable {
 }
 
 /** Readable.from(), except that destroying it aborts `stop` first, so a generator busy between yields ends. */
-function generatorStream(gen: AsyncGenerator<Envelope>, stop: AbortController): Readable {
+function generatorStream(gen: AsyncGenerator<Envelope | Envelope[]>, stop: AbortController): Readable {
   let pumping = false;
   return new Readable({
     objectMode: true,
@@ -136,7 +138,11 @@ function generatorStream(gen: AsyncGenerator<Envelope>, stop: AbortController): 
               this.push(null);
               return;
             }
-            if (!this.push(n.value)) return;
+            if (Array.isArray(n.value)) {
+              let more = true;
+              for (const e of n.value) more = this.push(e);
+              if (!more) return;
+            } else if (!this.push(n.value)) return;
           }
         } catch (err) {
           this.destroy(err as Error);
@@ -224,7 +230,7 @@ class CdcReader {
     return this.o.signal?.aborted === true;
   }
 
-  async *envelopes(): AsyncGenerator<Envelope> {
+  async *envelopes(): AsyncGenerator<Envelope | Envelope[]> {
     try {
       this.q = await this.connect(this.o.connectAttempts, 'start');
       try {
@@ -400,7 +406,7 @@ class CdcReader {
     return checkpoint(positionOf(this.emitted), this.o.source);
   }
 
-  private async *stream(): AsyncGenerator<Envelope> {
+  private async *stream(): AsyncGenerator<Envelope | Envelope[]> {
     let idle = 0;
     while (!this.aborted) {
       if (this.o.lease) yield* this.leases();
@@ -418,7 +424,7 @@ class CdcReader {
   }
 
   /** Reads one window. 'full': the window was capped (more is waiting); 'rows': some rows; 'idle': none. */
-  private async *window(): AsyncGenerator<Envelope, 'full' | 'rows' | 'idle'> {
+  private async *window(): AsyncGenerator<Envelope | Envelope[], 'full' | 'rows' | 'idle'> {
     const q = this.q;
     if (this.tables.size === 0) return 'idle';
     const max = await q.maxLsn();
@@ -525,16 +531,24 @@ class CdcReader {
     return out;
   }
 
-  /** Streams the segments merged in commit order; checkpoints at transaction boundaries. */
-  private async *merge(segments: Segment[], txs: Transaction[]): AsyncGenerator<Envelope, number> {
+  /**
+   * Streams the segments merged in commit order; checkpoints at transaction boundaries. Envelopes
+   * leave in batches (up to BATCH, or whatever is ready before a wait for the driver), so the
+   * per-item cost of an async generator is paid once per batch, not once per row.
+   */
+  private async *merge(segments: Segment[], txs: Transaction[]): AsyncGenerator<Envelope[], number> {
     if (segments.length === 0) return 0;
     const times = new Map<string, string | null>();
     for (const tx of txs) times.set(lsnToHex(tx.lsn), tx.commitTime);
     const cursors = segments.map((s) => new RowCursor(this.q.changes(s.instance, s.from, s.to, this.o.updateBefore), s));
+    const every = this.o.checkpointEveryRows;
+    const source = this.o.source;
     let rows = 0;
     let sinceCheckpoint = 0;
     let prevLsn: Buffer | undefined;
     let prevHex = '';
+    let commitTime: string | null = null;
+    let batch: Envelope[] = [];
     try {
       const heads: Array<DriverChangeRow | null> = await Promise.all(cursors.map((c) => c.next()));
       for (;;) {
@@ -547,29 +561,52 @@ class CdcReader {
         if (best < 0) break;
         const row = heads[best]!;
         const c = cursors[best]!;
-        heads[best] = await c.next();
+        let next = c.poll();
+        if (next === undefined) {
+          // The driver has nothing buffered for this table: hand over what is ready, then wait.
+          if (batch.length > 0) {
+            yield batch;
+            batch = [];
+            if (this.aborted) return rows;
+          }
+          next = await c.next();
+        }
+        heads[best] = next;
         if (prevLsn === undefined || !prevLsn.equals(row.__$start_lsn)) {
           // A new commit begins: the previous one is complete.
-          if (prevLsn !== undefined && sinceCheckpoint >= this.o.checkpointEveryRows) {
+          if (prevLsn !== undefined && sinceCheckpoint >= every) {
             this.advanceTo(prevLsn);
-            yield this.checkpoint();
+            batch.push(this.checkpoint());
             sinceCheckpoint = 0;
           }
           prevLsn = row.__$start_lsn;
           prevHex = lsnToHex(prevLsn);
+          commitTime = times.get(prevHex) ?? null;
         }
         const s = c.segment;
         const op = row.__$operation;
         rows++;
         sinceCheckpoint++;
-        yield {
-          source: this.o.source,
-          type: 'cdc',
-          data: s.map(row),
-          metadata: this.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, prevHex, lsnToHex(row.__$seqval), times.get(prevHex) ?? null),
+        const metadata: Record<string, unknown> = {
+          TableName: s.table.ref.table,
+          Schema: s.table.ref.schema,
+          Database: this.database,
+          OperationType: OPERATIONS[op] ?? `Operation${op}`,
+          OperationID: op,
+          LSN: prevHex,
+          Seq: lsnToHex(row.__$seqval),
+          CommitTime: commitTime,
+          CaptureInstance: s.instance.name,
         };
-        if (this.aborted) return rows;
+        if (commitTime === null) delete metadata.CommitTime;
+        batch.push({ source, type: 'cdc', data: s.map(row), metadata });
+        if (batch.length >= BATCH) {
+          yield batch;
+          batch = [];
+          if (this.aborted) return rows;
+        }
       }
+      if (batch.length > 0) yield batch;
       return rows;
     } finally {
       for (const c of cursors) c.close();
@@ -648,6 +685,19 @@ class RowCursor {
       if (!this.ended && this.error === undefined) this.error = Object.assign(new Error('the change stream closed before its end'), { code: 'ECONNCLOSED' });
       kick();
     });
+  }
+
+  /** The next row if the driver has one buffered, null at the end, undefined when it must be waited for. */
+  poll(): DriverChangeRow | null | undefined {
+    const before = this.segment.before;
+    for (;;) {
+      if (this.error !== undefined) return undefined;
+      const row = this.stream.read() as DriverChangeRow | null;
+      if (row === null) return this.ended ? null : undefined;
+      // Rows the newer capture instance also has are read from it.
+      if (before !== undefined && compareLsn(row.__$start_lsn, before) >= 0) continue;
+      return row;
+    }
   }
 
   async next(): Promise<DriverChangeRow | null> {
