@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import type { Readable, Writable } from 'node:stream';
 import { loadTaskFile, taskNamed } from '../config/tasks.js';
-import { messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import { validateConfig } from '../config/schema.js';
 import { BUILTINS } from '../executor/builtins.js';
 import { runTask, taskVerb } from '../executor/executor.js';
 import type { TaskConfig } from '../config/tasks.js';
@@ -54,6 +55,19 @@ export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<numb
   return guarded(io, async () => {
     const file = await loadTaskFile(configPath(o, io.env), io.env);
     const tasks = o.task === undefined ? file.tasks : [taskNamed(file, o.task)];
+    // Built-in providers' config is checked here too (executables check theirs when started).
+    for (const t of tasks) {
+      for (const side of ['input', 'output'] as const) {
+        const ref = t[side];
+        const def = ref.provider === undefined ? undefined : BUILTINS[ref.provider];
+        if (def?.config === undefined) continue;
+        try {
+          validateConfig(def.config, ref.config, { path: `task "${t.name}" ${side}.config`, env: io.env });
+        } catch (err) {
+          throw new DstreamError(ErrorCodes.CONFIG, `${t.file}:${t.line}: ${messageOf(err)}`, { cause: err });
+        }
+      }
+    }
     if (o.json) io.stdout.write(`${JSON.stringify({ valid: true, file: file.file, tasks: tasks.map((t) => t.name) })}\n`);
     else io.stdout.write(`${file.file}: valid (${tasks.map((t) => `task "${t.name}"`).join(', ')})\n`);
     return ExitCodes.OK;

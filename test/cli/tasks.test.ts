@@ -42,6 +42,11 @@ describe('dstream task commands (spawned)', () => {
     const bad = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
     expect(bad.code).toBe(ExitCodes.USAGE);
     expect(bad.stderr).toMatch(new RegExp(`^dstream: ${t.config}:2:\\d+: `));
+    // A built-in provider's config is checked against its schema, with the task's line.
+    writeFileSync(t.config, 'task "demo" {\n  input {\n    provider = "mssql-cdc"\n    config {\n      tables = ["Persons"]\n      on_gaps = "skip"\n    }\n  }\n  output { provider = "files" }\n}\n');
+    const key = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
+    expect(key.code).toBe(ExitCodes.USAGE);
+    expect(key.stderr).toBe(`dstream: ${t.config}:1: task "demo" input.config.on_gaps: unknown key; did you mean "on_gap"?\n`);
   });
 
   it('plan prints a Terraform-like report, or JSON with --json', async () => {

@@ -101,7 +101,10 @@ describe('dstream.hcl', () => {
     const real = await loadTaskFile(join(root, 'mssql-to-asb.hcl'), { MSSQL_CONNECTION_STRING: 'Server=x;Password=p"w', ASB_CONNECTION_STRING: 'Endpoint=sb://x/' });
     expect(real.tasks[0]!.input.config).toMatchObject({ connection_string: 'Server=x;Password=p"w', tables: ['Persons', 'Orders', 'Customers'] });
     const missing = await loadTaskFile(join(root, 'mssql-to-asb.hcl'), {}).catch((e) => e);
-    expect(missing.message).toMatch(/mssql-to-asb\.hcl:14:\d+: environment variable MSSQL_CONNECTION_STRING is not set/);
+    expect(missing.message).toMatch(/mssql-to-asb\.hcl:17:\d+: environment variable MSSQL_CONNECTION_STRING is not set/);
+    const workers = await loadTaskFile(join(root, 'mssql-workers.hcl'), { MSSQL_CONNECTION_STRING: 'Server=x', ASB_CONNECTION_STRING: 'Endpoint=sb://x/' });
+    expect(workers.tasks[0]!.state).toEqual({ store: 'sqlserver', connection_string: 'Server=x', table: 'dstream.checkpoints' });
+    expect(workers.tasks[0]!.input.config).toMatchObject({ lease: true, checkpoint_table: 'dstream.checkpoints' });
   });
 
   it('reads a state block: the file store by default, or a SQL Server table', async () => {
