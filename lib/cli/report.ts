@@ -14,9 +14,11 @@ function resourceLine(r: ResourceReport): string {
   }
   if (r.exists === false) return `  x ${r.kind} ${r.name}: missing`;
   const facts = Object.entries(r)
-    .filter(([k]) => !['kind', 'name', 'exists', 'table'].includes(k))
+    .filter(([k]) => !['kind', 'name', 'exists', 'table', 'warnings'].includes(k))
     .map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
-  return `  ok ${r.kind} ${r.name}${facts.length ? `  (${facts.join(', ')})` : ''}`;
+  const lines = [`  ok ${r.kind} ${r.name}${facts.length ? `  (${facts.join(', ')})` : ''}`];
+  for (const w of (r.warnings as string[] | undefined) ?? []) lines.push(`      warning: ${w}`);
+  return lines.join('\n');
 }
 
 function section(title: string, result: ResultLine): string[] {

@@ -5,6 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseTaskFile } from '../../lib/config/tasks.js';
+import { formatReport } from '../../lib/cli/report.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { BUILTINS } from '../../lib/executor/builtins.js';
 import { runTask, taskVerb } from '../../lib/executor/executor.js';
@@ -146,6 +147,9 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
       ]),
     );
     expect(status.output.resources!.map((r) => r.name)).toEqual(QUEUES);
+    const text = formatReport(status, stored);
+    expect(text).toContain(`Input:\n  ok cdc table dbo.Persons  (instance dbo_Persons, minLsn 0x00000000002A00000001, maxLsn ${model.currentMaxLsn}, position ${model.currentMaxLsn}, columns 3, lagSeconds 0, pendingTransactions 0)`);
+    expect(text).toContain('Output:\n  ok queue Persons_cdc_events  (managed true, activeMessages');
 
     const destroyed = await taskVerb(task, 'destroy', { builtins });
     for (const q of QUEUES) expect(broker.queue(q)).toBeUndefined();

@@ -66,6 +66,24 @@ describe('mssql-cdc provider', () => {
     expect(ok.lines[0]).toMatchObject({ status: 'ok', command: 'destroy', resources: [{ kind: 'cdc table', name: 'dbo.Persons', action: 'exists-unmanaged' }] });
   });
 
+  it('status reports per table the instance, min/max LSN, the stored position, lag and retention trouble', async () => {
+    const m = shopModel();
+    const first = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 1 } }]);
+    for (let i = 2; i <= 6; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i } }]);
+    m.cleanup(m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 1 } }]));
+    m.agent = 'stopped';
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-mssql-'));
+    const stateFile = join(dir, 'state.json');
+    writeFileSync(stateFile, JSON.stringify({ position: { lsn: first, tables: { 'dbo.Persons': first } } }));
+    const r = await standalone(m, ['status', '--tables', 'Persons,Customers', '--state-file', stateFile], () => false);
+    expect(r.code).toBe(ExitCodes.OK);
+    const [persons, customers, agent] = (r.lines[0] as { resources: Array<Record<string, unknown>> }).resources;
+    expect(persons).toMatchObject({ kind: 'cdc table', name: 'dbo.Persons', instance: 'dbo_Persons', position: first, maxLsn: m.currentMaxLsn, lagSeconds: 6, pendingTransactions: 6 });
+    expect((persons!.warnings as string[])[0]).toMatch(/behind retention: .*DSTREAM_ERR_CDC_GAP unless on_gap is snapshot or skip/);
+    expect(customers).toMatchObject({ name: 'dbo.Customers', position: null });
+    expect(agent).toMatchObject({ kind: 'sql server agent', state: 'stopped', warnings: [expect.stringMatching(/SQL Server Agent is not running/)] });
+  });
+
   it('discover reports tables with columns and primary keys', async () => {
     const m = shopModel();
     const r = await standalone(m, ['discover', '--tables', 'Persons,sales.Orders'], () => false);

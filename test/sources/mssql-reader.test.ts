@@ -193,6 +193,30 @@ describe('mssqlCdc() over the CDC model', () => {
     expect(last!.tables).toEqual({ 'dbo.Customers': lsn, 'dbo.Persons': lsn, 'sales.Orders': lsn });
   });
 
+  it('backs off while idle and polls at the base interval again once changes come', async () => {
+    const m = shopModel();
+    m.tick();
+    const { stream } = reader(m, { start: 'latest', pollIntervalMs: 5, maxPollIntervalMs: 160, tables: ['Persons'] });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next(); // the start checkpoint
+    const polls = () => m.calls.get('maxLsn') ?? 0;
+    const idleFrom = polls();
+    await new Promise((r) => setTimeout(r, 400));
+    // 5, 10, 20, 40, 80, 160 ms...: a handful of polls in 400 ms, not 80.
+    const idlePolls = polls() - idleFrom;
+    expect(idlePolls).toBeLessThanOrEqual(9);
+    persons(m, 1, 1);
+    const next = it.next();
+    await next; // found within the back-off; activity resets it
+    const busyFrom = polls();
+    for (let i = 2; i <= 6; i++) {
+      persons(m, i, 1);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await it.return?.();
+    expect(polls() - busyFrom).toBeGreaterThanOrEqual(4);
+  });
+
   it('reads a large backlog in bounded windows, streaming only tables with changes', async () => {
     const m = shopModel();
     for (let i = 1; i <= 3000; i++) m.commit([{ table: i % 2 ? 'Persons' : 'Customers', op: 'insert', row: i % 2 ? { Id: i, Name: 'n' } : { CustomerId: i, Company: 'c' } }]);
