@@ -1,4 +1,6 @@
+import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { readUntil as readStream } from '../support/streams.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { ErrorCodes } from '../../lib/errors.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
@@ -15,20 +17,7 @@ function reader(m: CdcModel, opts: Opts = {}, logs: string[] = []) {
   return { stream, ac, logs };
 }
 
-/** Reads until `done(seen)` holds (then stops the reader), or fails after `ms`. */
-async function readUntil(stream: AsyncIterable<unknown>, done: (seen: Envelope[]) => boolean, ms = 5000): Promise<Envelope[]> {
-  const seen: Envelope[] = [];
-  const timer = setTimeout(() => (stream as unknown as { destroy(e: Error): void }).destroy(new Error(`timed out after ${ms} ms with ${seen.length} envelopes: ${JSON.stringify(seen.slice(-3))}`)), ms);
-  try {
-    for await (const e of stream) {
-      seen.push(e as Envelope);
-      if (done(seen)) break;
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  return seen;
-}
+const readUntil = (stream: Readable, done: (seen: Envelope[]) => boolean, ms?: number) => readStream<Envelope>(stream, done, ms);
 
 const rowsOf = (es: Envelope[]) => es.filter((e) => e.type === 'cdc');
 const cps = (es: Envelope[]) => es.filter((e) => e.type === 'checkpoint').map((e) => (e.data as { position: MssqlCdcPosition }).position);

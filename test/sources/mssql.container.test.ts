@@ -19,6 +19,7 @@ import { runTask, taskVerb } from '../../lib/executor/executor.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
 import { mssqlCdc, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
 import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
+import { readUntil as readStream } from '../support/streams.js';
 import { containerRuntime, skipWith, startNetwork, startServiceBusEmulator, startSqlServer } from '../support/containers.js';
 
 const QUEUES = ['Persons_cdc_events', 'Orders_cdc_events', 'Customers_cdc_events'];
@@ -70,19 +71,8 @@ afterAll(async () => {
 const TABLES = ['Persons', 'sales.Orders', 'Customers'];
 const FAST: Partial<MssqlCdcOptions> = { pollIntervalMs: 200, maxPollIntervalMs: 1000, retryDelayMs: 200 };
 
-async function readUntil(options: Partial<MssqlCdcOptions>, done: (seen: Envelope[]) => boolean, ms = 90_000): Promise<Envelope[]> {
-  const stream = mssqlCdc({ connectionString: db!, tables: TABLES, start: 'earliest', ...FAST, ...options });
-  const seen: Envelope[] = [];
-  const timer = setTimeout(() => stream.destroy(new Error(`timed out after ${ms} ms with ${seen.length} envelopes`)), ms);
-  try {
-    for await (const e of stream) {
-      seen.push(e as Envelope);
-      if (done(seen)) break;
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  return seen;
+function readUntil(options: Partial<MssqlCdcOptions>, done: (seen: Envelope[]) => boolean, ms = 90_000): Promise<Envelope[]> {
+  return readStream<Envelope>(mssqlCdc({ connectionString: db!, tables: TABLES, start: 'earliest', ...FAST, ...options }), done, ms);
 }
 const rowsOf = (es: Envelope[]) => es.filter((e) => e.type === 'cdc');
 const rows = (n: number) => (es: Envelope[]) => rowsOf(es).length >= n && es.at(-1)!.type === 'checkpoint';

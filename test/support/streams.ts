@@ -48,3 +48,18 @@ export function text(): Writable & { text: () => string } {
 }
 
 export const tick = (ms = 0) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Reads envelopes until `done(seen)` holds (then stops the stream), or fails after `ms`. */
+export async function readUntil<E = unknown>(stream: Readable, done: (seen: E[]) => boolean, ms = 5000): Promise<E[]> {
+  const seen: E[] = [];
+  const timer = setTimeout(() => stream.destroy(new Error(`timed out after ${ms} ms with ${seen.length} items: ${JSON.stringify(seen.slice(-3))}`)), ms);
+  try {
+    for await (const e of stream) {
+      seen.push(e as E);
+      if (done(seen)) break;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return seen;
+}
