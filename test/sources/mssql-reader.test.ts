@@ -182,6 +182,20 @@ describe('mssqlCdc() over the CDC model', () => {
     expect(last!.tables).toEqual({ 'dbo.Customers': lsn, 'dbo.Persons': lsn, 'sales.Orders': lsn });
   });
 
+  it('streams every table with changes in a window at once, even with more tables than max_connections', async () => {
+    const m = shopModel();
+    for (let i = 1; i <= 5; i++) {
+      m.commit([
+        { table: 'Persons', op: 'insert', row: { Id: i } },
+        { table: 'sales.Orders', op: 'insert', row: { OrderId: String(i) } },
+        { table: 'Customers', op: 'insert', row: { CustomerId: i } },
+      ]);
+    }
+    const rows = rowsOf(await readUntil(reader(m, { maxConnections: 2 }).stream, rowCount(15)));
+    expect(rows).toHaveLength(15);
+    expect(m.maxOpenStreams).toBe(3);
+  });
+
   it('backs off while idle and polls at the base interval again once changes come', async () => {
     const m = shopModel();
     m.tick();

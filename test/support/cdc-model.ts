@@ -261,6 +261,9 @@ class ModelSession implements CdcQueries {
   private broken = false;
   private closed = false;
   private readonly streams = new Set<Readable>();
+  /** Streams waiting for a free connection of the pool, as the driver's pool makes requests wait. */
+  private readonly waiting: Array<() => void> = [];
+  private active = 0;
   readonly where: string;
 
   constructor(
@@ -296,10 +299,21 @@ class ModelSession implements CdcQueries {
       read() {},
     });
     let iterator: Iterator<Row> | undefined;
+    let queued = false;
+    let holds = false;
+    const pool = this.options.single ? 1 : Math.max(2, this.options.maxConnections ?? 10);
     out._read = function () {
       try {
         if (iterator === undefined) {
           if (self.closed || self.broken) throw driverError('ConnectionError', 'ECONNCLOSED', 'Connection is closed.');
+          if (self.active >= pool) {
+            // Every connection is busy with a stream nobody has finished reading: wait for one.
+            if (!queued) self.waiting.push(() => ((queued = false), out.read(0)));
+            queued = true;
+            return;
+          }
+          self.active++;
+          holds = true;
           m.statement(name);
           iterator = rows()[Symbol.iterator]();
         }
@@ -321,6 +335,18 @@ class ModelSession implements CdcQueries {
     out.once('close', () => {
       m.openStreams--;
       this.streams.delete(out);
+      if (holds) {
+        this.active--;
+        this.waiting.shift()?.();
+      }
+    });
+    out.once('end', () => {
+      // The request is done with its connection once its last row is read.
+      if (holds) {
+        holds = false;
+        this.active--;
+        this.waiting.shift()?.();
+      }
     });
     return out;
   }

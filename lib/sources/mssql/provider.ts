@@ -38,7 +38,7 @@ export const mssqlCdcConfig = {
   connect_attempts: { type: 'integer', minimum: 1, default: 5, description: 'attempts to connect at start-up' },
   reconnect_attempts: { type: 'integer', minimum: 0, default: 20, description: 'attempts to reconnect after a lost connection' },
   retry_delay_ms: { type: 'integer', minimum: 1, default: 1000, description: 'first back-off between attempts (doubles, up to 30 s)' },
-  max_connections: { type: 'integer', minimum: 2, default: 10, description: 'connections for reading tables concurrently' },
+  max_connections: { type: 'integer', minimum: 2, default: 10, description: 'connection pool size (raised to tables + 1: each table with changes in a window streams at once)' },
   lease: { type: 'boolean', default: false, description: 'several workers share the task: each table is read by the worker holding its sp_getapplock lease' },
   checkpoint_table: { type: 'string', default: DEFAULT_CHECKPOINT_TABLE, description: 'the SQL checkpoint store table (state { store = "sqlserver" }); leases read positions from it' },
   create_checkpoint_table: { type: 'boolean', default: false, description: 'init creates checkpoint_table (destroy drops it when no task has rows in it)' },

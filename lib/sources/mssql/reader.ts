@@ -73,7 +73,7 @@ export interface MssqlCdcOptions {
   reconnectAttempts?: number;
   /** First back-off between attempts; doubles up to 30 s. Default 1000. */
   retryDelayMs?: number;
-  /** Connections for concurrent table streams. Default 10. */
+  /** Connections in the pool. Default 10; raised to tables + 1, since each table with changes in a window streams at once. */
   maxConnections?: number;
   /** Several workers per task: each table read by the one worker holding its lease. */
   lease?: LeaseOptions;
@@ -280,7 +280,9 @@ class CdcReader {
     let delay = this.o.retryDelayMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.o.connect({ maxConnections: this.o.maxConnections });
+        // Every table with changes in a window streams at once, each on its own connection; a pool
+        // smaller than that would leave the merge waiting for a stream that waits for a connection.
+        return await this.o.connect({ maxConnections: Math.max(this.o.maxConnections, this.refs.length + 1) });
       } catch (err) {
         const failure = sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
         if (!isConnectionLost(err) || attempt >= attempts || this.aborted) {
