@@ -274,6 +274,23 @@ describe('mssqlCdc() over the CDC model', () => {
     });
   });
 
+  it('reports a gap when cleanup runs between the gap check and the read (error 313), not a bare SQL error', async () => {
+    const m = shopModel();
+    persons(m, 1, 2);
+    const position = cps(await readUntil(reader(m, { tables: ['Persons'] }).stream, rowCount(2))).at(-1)!;
+    persons(m, 3, 2);
+    const kept = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 5 } }]);
+    m.beforeStatement = (name) => {
+      if (name !== 'changes') return;
+      m.beforeStatement = undefined;
+      m.cleanup(kept);
+    };
+    const logs: string[] = [];
+    const err = await readUntil(reader(m, { tables: ['Persons'], after: position }, logs).stream, () => false).catch((e: unknown) => e);
+    expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*fn_cdc_get_all_changes_dbo_Persons.*reading again from the last checkpoint/);
+    expect(err).toMatchObject({ code: ErrorCodes.CDC_GAP });
+  });
+
   it('switches to the newer capture instance at its start LSN and says so', async () => {
     const m = shopModel();
     persons(m, 1, 2);

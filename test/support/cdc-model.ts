@@ -235,8 +235,12 @@ export class CdcModel {
 
   // --- what ModelSession answers ---
 
+  /** Called before each statement runs: lets a test make something happen at that moment. */
+  beforeStatement: ((name: string) => void) | undefined;
+
   statement(name: string): void {
     this.count(name);
+    this.beforeStatement?.(name);
     if (this.denied.has(name)) throw driverError('RequestError', 'EREQUEST', `The SELECT permission was denied on the object '${name}', database '${this.database}', schema 'cdc'.`, 229);
   }
 

@@ -168,6 +168,8 @@ interface TableState {
   instances: CaptureInstance[];
   /** The next LSN to read (inclusive). */
   from: Buffer;
+  /** Where reading started, for a rewind before any checkpoint. */
+  start: Buffer;
   /** The instance last read, to say when reading moves to a newer one. */
   reading?: string;
 }
@@ -189,8 +191,10 @@ class CdcReader {
   private lockSession: CdcQueries | undefined;
   private database = '';
   private readonly tables = new Map<string, TableState>();
-  /** Per table, the LSN of the last checkpoint emitted: where a reconnect resumes. */
+  /** Per table, the LSN through which every change has been read (what the next checkpoint says). */
   private readonly emitted = new Map<string, Buffer>();
+  /** Per table, the position of the last checkpoint handed on: where a reconnect resumes. */
+  private readonly handed = new Map<string, Buffer>();
   private lastCheckpointAt = 0;
   private lastLeaseCheck = 0;
   private standby = false;
@@ -244,23 +248,33 @@ class CdcReader {
           yield* this.stream();
           return;
         } catch (err) {
-          if (!isConnectionLost(err) || this.aborted) throw sqlFailure(err, this.q.where, 'reading changes');
+          // 313: cleanup moved an instance's start between the gap check and the read; the next
+          // window's gap check reports it properly.
+          const movedRange = (err as { number?: number }).number === 313;
+          if ((!isConnectionLost(err) && !movedRange) || this.aborted) throw sqlFailure(err, this.q.where, 'reading changes');
           failures++;
-          if (failures > this.o.reconnectAttempts) throw sqlFailure(err, this.q.where, `reading changes (gave up after ${this.o.reconnectAttempts} reconnects)`);
-          this.log(`lost the connection to ${this.q.where} (${messageOf(err)}); reconnecting and resuming from the last checkpoint`);
-          await this.closeQuietly();
-          this.q = await this.connect(this.o.reconnectAttempts, 'reconnect');
-          // Rows after the last checkpoint may have been emitted: they are read again (at least once).
-          for (const [key, t] of this.tables) {
-            const at = this.emitted.get(key);
-            if (at !== undefined) t.from = await this.q.incrementLsn(at);
+          if (failures > this.o.reconnectAttempts) throw sqlFailure(err, this.q.where, `reading changes (gave up after ${this.o.reconnectAttempts} attempts)`);
+          if (movedRange) {
+            this.log(`the retained LSN range moved while reading (${messageOf(err)}); reading again from the last checkpoint`);
+          } else {
+            this.log(`lost the connection to ${this.q.where} (${messageOf(err)}); reconnecting and resuming from the last checkpoint`);
+            await this.closeQuietly();
+            this.q = await this.connect(this.o.reconnectAttempts, 'reconnect');
           }
-          if (this.o.lease) {
+          if (this.o.lease && !movedRange) {
             // Closing the lease session released every lock: leases are taken again from the stored positions.
             this.tables.clear();
             this.emitted.clear();
+            this.handed.clear();
           }
-          failures = 0;
+          // Back to the last checkpoint handed on; rows after it are read again (at least once).
+          for (const [key, t] of this.tables) {
+            const at = this.handed.get(key);
+            if (at !== undefined) this.emitted.set(key, at);
+            else this.emitted.delete(key);
+            t.from = at !== undefined ? await this.q.incrementLsn(at) : t.start;
+          }
+          if (!movedRange) failures = 0;
         }
       }
     } finally {
@@ -345,7 +359,7 @@ class CdcReader {
     } else {
       from = lsnFromHex(this.o.start!, 'start');
     }
-    const state: TableState = { ref, key, instances, from };
+    const state: TableState = { ref, key, instances, from, start: from };
     this.tables.set(key, state);
     return state;
   }
@@ -403,9 +417,16 @@ class CdcReader {
     };
   }
 
-  private checkpoint(): Envelope {
+  /** A checkpoint of the current positions; `handOn` false when it waits in a batch not yet yielded. */
+  private checkpoint(handOn = true): Envelope {
     this.lastCheckpointAt = Date.now();
+    if (handOn) this.markHanded(this.emitted);
     return checkpoint(positionOf(this.emitted), this.o.source);
+  }
+
+  private markHanded(positions: ReadonlyMap<string, Buffer>): void {
+    this.handed.clear();
+    for (const [k, v] of positions) this.handed.set(k, v);
   }
 
   private async *stream(): AsyncGenerator<Envelope | Envelope[]> {
@@ -551,6 +572,15 @@ class CdcReader {
     let prevHex = '';
     let commitTime: string | null = null;
     let batch: Envelope[] = [];
+    // The positions of the last checkpoint in `batch`: handed on only once the batch is yielded.
+    let batchPositions: Map<string, Buffer> | undefined;
+    const handOn = () => {
+      if (batchPositions !== undefined) this.markHanded(batchPositions);
+      batchPositions = undefined;
+      const out = batch;
+      batch = [];
+      return out;
+    };
     try {
       const heads: Array<DriverChangeRow | null> = await Promise.all(cursors.map((c) => c.next()));
       for (;;) {
@@ -567,8 +597,7 @@ class CdcReader {
         if (next === undefined) {
           // The driver has nothing buffered for this table: hand over what is ready, then wait.
           if (batch.length > 0) {
-            yield batch;
-            batch = [];
+            yield handOn();
             if (this.aborted) return rows;
           }
           next = await c.next();
@@ -578,7 +607,8 @@ class CdcReader {
           // A new commit begins: the previous one is complete.
           if (prevLsn !== undefined && sinceCheckpoint >= every) {
             this.advanceTo(prevLsn);
-            batch.push(this.checkpoint());
+            batch.push(this.checkpoint(false));
+            batchPositions = new Map(this.emitted);
             sinceCheckpoint = 0;
           }
           prevLsn = row.__$start_lsn;
@@ -603,12 +633,11 @@ class CdcReader {
         if (commitTime === null) delete metadata.CommitTime;
         batch.push({ source, type: 'cdc', data: s.map(row), metadata });
         if (batch.length >= BATCH) {
-          yield batch;
-          batch = [];
+          yield handOn();
           if (this.aborted) return rows;
         }
       }
-      if (batch.length > 0) yield batch;
+      if (batch.length > 0) yield handOn();
       return rows;
     } finally {
       for (const c of cursors) c.close();
