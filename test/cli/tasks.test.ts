@@ -85,7 +85,15 @@ describe('dstream task commands (spawned)', () => {
     const run = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], {
       env: t.env,
       keepStdinOpen: true,
-      onSpawn: (child) => setTimeout(() => child.kill('SIGTERM'), 1500),
+      // Once it has stored a position (so it is surely running, however slow the machine), stop it.
+      onSpawn: (child) => {
+        const poll = setInterval(() => {
+          if (!existsSync(join(t.state, 'tasks', 'demo.json'))) return;
+          clearInterval(poll);
+          setTimeout(() => child.kill('SIGTERM'), 300);
+        }, 50);
+        child.once('exit', () => clearInterval(poll));
+      },
     });
     expect(run.code).toBe(ExitCodes.TERMINATED);
     expect(run.stderr).toMatch(/SIGTERM: stopping task "demo"/);

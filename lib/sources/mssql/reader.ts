@@ -466,7 +466,10 @@ class CdcReader {
       if (compareLsn(t.from, max) > 0) continue;
       const instance = coveringInstance(t.instances, t.from);
       const min = await q.minLsn(instance.name);
-      if (compareLsn(t.from, min) < 0) gaps.push(t), await this.gap(t, instance, min);
+      if (compareLsn(t.from, min) < 0) {
+        gaps.push(t);
+        await this.gap(t, instance, min);
+      }
     }
     if (gaps.length > 0 && this.o.onGap === 'snapshot') {
       yield* this.snapshot(gaps, 'on_gap = "snapshot"');
@@ -489,10 +492,11 @@ class CdcReader {
     // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
     if (this.aborted) return 'idle';
     // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
+    const next = await q.incrementLsn(to);
     for (const t of this.tables.values()) {
       if (compareLsn(t.from, to) <= 0) {
         this.emitted.set(t.key, to);
-        t.from = await q.incrementLsn(to);
+        t.from = next;
       }
     }
     if (rows > 0 || Date.now() - this.lastCheckpointAt >= this.o.heartbeatMs) yield this.checkpoint();
