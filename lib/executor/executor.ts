@@ -128,7 +128,9 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const out = await openSession(output, runHeader(task.output, {}), options);
-    const inp = await openSession(input, runHeader(task.input, stored === undefined ? {} : { state: stored.position }), { ...options, endInput: true });
+    // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
+    const store = options.store.describe?.();
+    const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
     const forward = (async () => {
       const enc = encodeEnvelopes();
       enc.pipe(output.stdin);

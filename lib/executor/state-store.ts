@@ -25,6 +25,14 @@ export interface StateStore {
   reset(task: string): Promise<boolean>;
   /** Releases connections (stores backed by a database). */
   close?(): Promise<void>;
+  /** What kind of store this is (sent to the input as `store` in its run header). */
+  describe?(): StoreDescriptor;
+}
+
+/** Where positions are kept, as an input provider is told: `{"kind":"file"}`, `{"kind":"sqlserver","table":"dstream.checkpoints"}`. */
+export interface StoreDescriptor {
+  kind: string;
+  table?: string;
 }
 
 /** `$DSTREAM_STATE_DIR`, else `~/.dstream`. */
@@ -34,6 +42,10 @@ export function defaultStateDir(env: Record<string, string | undefined> = proces
 
 export class FileStateStore implements StateStore {
   constructor(readonly dir: string = defaultStateDir()) {}
+
+  describe(): StoreDescriptor {
+    return { kind: 'file' };
+  }
 
   pathOf(task: string): string {
     if (typeof task !== 'string' || task.length === 0) throw invalidOption('a task name is needed to store its position');

@@ -31,6 +31,8 @@ export interface CommandHeader {
   protocol?: number;
   /** Stored checkpoint position handed to an input provider on `run`. */
   state?: unknown;
+  /** run, to the input: where the executor keeps positions (`{"kind":"sqlserver","table":...}`). */
+  store?: { kind: string; table?: string };
   /** What the input provider discovered, handed to an output provider. */
   streams?: StreamDescriptor[];
   task?: string;

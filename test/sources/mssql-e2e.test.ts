@@ -11,8 +11,13 @@ import { BUILTINS } from '../../lib/executor/builtins.js';
 import { runTask, taskVerb } from '../../lib/executor/executor.js';
 import type { ProviderDefinition } from '../../lib/provider/run-provider.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
+import { FileStateStore } from '../../lib/executor/state-store.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
 import { TestBroker } from '../support/asb-broker.js';
+import { until } from '../support/streams.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
 
 let broker: TestBroker;
@@ -164,6 +169,51 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
     expect(model.checkpointTables.has('dstream.checkpoints')).toBe(false);
     await store.close();
   }, 60_000);
+
+  it('two workers share a task through leases: one streams, the other takes over when it stops, nothing lost', async () => {
+    const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };
+    const task = await shopTask();
+    task.input.config = { ...task.input.config, lease: true };
+    await taskVerb(task, 'init', { builtins });
+    const expected = new Map(QUEUES.map((q) => [q, [] as string[]]));
+    workload(model, 1, 150, expected);
+
+    // Without the shared store, a worker taking a table over would not know where the other got to.
+    const refused = await runTask(task, { builtins, store: new FileStateStore(mkdtempSync(join(tmpdir(), 'dstream-state-'))) }).catch((e: Error) => e);
+    expect((refused as Error).message).toMatch(/lease = true: workers hand tables over through positions in dstream\.checkpoints.*state \{ store = "sqlserver"/);
+
+    const logsA: string[] = [];
+    const logsB: string[] = [];
+    const stopA = new AbortController();
+    const stopB = new AbortController();
+    const storeA = new SqlCheckpointStore(model.connector(), 'dstream.checkpoints');
+    const storeB = new SqlCheckpointStore(model.connector(), 'dstream.checkpoints');
+    let bAcks = 0;
+    const workerA = runTask(task, { builtins, store: storeA, signal: stopA.signal, onStderr: (l) => logsA.push(l) });
+    await until(() => logsA.some((l) => /lease on dbo\.Customers taken/.test(l)));
+    const workerB = runTask(task, {
+      builtins,
+      store: storeB,
+      signal: stopB.signal,
+      onStderr: (l) => logsB.push(l),
+      onAck: (cp) => {
+        bAcks++;
+        const tables = (cp.data.position as { tables: Record<string, string> }).tables;
+        if (Object.keys(tables).length === 3 && Object.values(tables).every((l) => l === model.currentMaxLsn)) stopB.abort();
+      },
+    });
+    await until(() => logsB.some((l) => /standby: every table is leased by another worker/.test(l)));
+    // A stops (as a worker being shut down); B takes every table over from the stored positions.
+    stopA.abort();
+    await workerA;
+    workload(model, 151, 50, expected);
+    await workerB;
+    expect(logsB.filter((l) => /lease on .* taken; reading from after the stored position/.test(l))).toHaveLength(3);
+    expect(bAcks).toBeGreaterThan(0);
+    for (const q of QUEUES) expect(delivered(q)).toEqual(expected.get(q));
+    await storeA.close();
+    await storeB.close();
+  });
 
   it('init with enable_cdc turns CDC on where it was off, and destroy turns off only that', async () => {
     const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { readUntil as readStream } from '../support/streams.js';
+import { readUntil as readStream, until } from '../support/streams.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { ErrorCodes } from '../../lib/errors.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
@@ -23,14 +23,6 @@ const rowsOf = (es: Envelope[]) => es.filter((e) => e.type === 'cdc');
 const cps = (es: Envelope[]) => es.filter((e) => e.type === 'checkpoint').map((e) => (e.data as { position: MssqlCdcPosition }).position);
 const rowCount = (n: number) => (es: Envelope[]) => rowsOf(es).length >= n && es[es.length - 1]!.type === 'checkpoint';
 const key = (e: Envelope) => `${e.metadata!.Schema}.${e.metadata!.TableName}:${e.metadata!.OperationType}:${JSON.stringify(e.data)}`;
-
-async function until(cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms: ${cond.toString()}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function persons(m: CdcModel, from: number, n: number): void {
   for (let i = from; i < from + n; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}`, Email: `p${i}@example.com` } }]);

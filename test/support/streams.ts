@@ -63,3 +63,12 @@ export async function readUntil<E = unknown>(stream: Readable, done: (seen: E[])
   }
   return seen;
 }
+
+/** Resolves once `cond()` holds (checked every 10 ms); rejects after `ms`, naming the condition. */
+export async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${cond.toString()}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

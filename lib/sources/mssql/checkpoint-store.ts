@@ -4,7 +4,7 @@
  * per table (so workers holding different tables never overwrite each other, and a table's LSN only
  * moves forward); any other position is one row with table_name '*'.
  */
-import type { StateStore, StoredState } from '../../executor/state-store.js';
+import type { StateStore, StoreDescriptor, StoredState } from '../../executor/state-store.js';
 import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
 import { isConnectionLost, sqlFailure } from './errors.js';
 import { compareLsn, lsnToHex } from './lsn.js';
@@ -23,6 +23,10 @@ export class SqlCheckpointStore implements StateStore {
     table: string | TableRef = DEFAULT_CHECKPOINT_TABLE,
   ) {
     this.table = typeof table === 'string' ? parseTableRef(table) : table;
+  }
+
+  describe(): StoreDescriptor {
+    return { kind: 'sqlserver', table: tableKey(this.table) };
   }
 
   /** Runs `fn` on the store's connection; one reconnect when the connection was lost. */

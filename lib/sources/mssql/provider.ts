@@ -178,6 +178,26 @@ async function setupPlan(q: CdcQueries, config: MssqlCdcConfig, task: string | u
   return { resources, apply, problems };
 }
 
+/**
+ * Workers sharing a task hand tables over through positions in the SQL checkpoint table: the
+ * executor must store acknowledged positions there, or a worker taking a table over would start
+ * it from `start` and skip or repeat changes.
+ */
+function checkLeaseSetup(ctx: ProviderContext<MssqlCdcConfig>, task: string | undefined): void {
+  if (task === undefined) throw invalidOption('lease = true needs the task name (config task, or the executor\'s): leases are named after it');
+  const store = ctx.header.store;
+  const table = tableKey(parseTableRef(ctx.config.checkpoint_table));
+  if (ctx.standalone || store === undefined || store.kind !== 'sqlserver') {
+    throw invalidOption(
+      `lease = true: workers hand tables over through positions in ${table}, so the task must keep its positions there: ` +
+        `add state { store = "sqlserver", connection_string = ..., table = "${table}" } to the task${ctx.standalone ? ' and run it with dstream run' : ''}`,
+    );
+  }
+  if (store.table !== undefined && store.table !== table) {
+    throw invalidOption(`lease = true: the task stores positions in ${store.table}, but checkpoint_table is ${table}; name the same table in both`);
+  }
+}
+
 export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): ProviderDefinition<MssqlCdcConfig> {
   const connectorOf = options.connector ?? defaultConnector;
   return {
@@ -195,7 +215,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       const c = ctx.config;
       const after = await storedPosition(ctx);
       const task = taskOf(ctx);
-      if (c.lease && task === undefined) throw invalidOption('lease = true needs the task name (config task, or the executor\'s): leases are named after it');
+      if (c.lease) checkLeaseSetup(ctx, task);
       const source = mssqlCdc({
         connect: connectorOf(c),
         tables: c.tables,

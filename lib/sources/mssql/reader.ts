@@ -683,7 +683,11 @@ class CdcReader {
       const key = tableKey(ref);
       if (this.tables.has(key) || !(await session.tryLock(resource(ref)))) continue;
       if (!loaded) {
-        for (const row of await this.q.loadCheckpoints(lease.checkpointTable, lease.task)) if (row.lsn) stored.set(row.table, row.lsn);
+        const rows = await this.q.loadCheckpoints(lease.checkpointTable, lease.task).catch((err: { number?: number }) => {
+          if (err?.number !== 208) throw err;
+          throw new DstreamError(ErrorCodes.CONFIG, `the checkpoint table ${tableKey(lease.checkpointTable)} does not exist in ${this.q.where}: create it with \`dstream init <task>\` and create_checkpoint_table = true`, { cause: err });
+        });
+        for (const row of rows) if (row.lsn) stored.set(row.table, row.lsn);
         loaded = true;
       }
       const at = stored.get(key);
