@@ -215,6 +215,30 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
     await storeB.close();
   });
 
+  it('an initial snapshot reaches the queues whole (each row its own MessageId), then changes follow', async () => {
+    const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };
+    const task = await shopTask();
+    task.input.config = { ...task.input.config, start: 'latest', snapshot: true, tables: ['Persons'], create_checkpoint_table: false };
+    await taskVerb(task, 'init', { builtins });
+    for (let i = 1; i <= 50; i++) model.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]);
+    const stop = new AbortController();
+    const store = new FileStateStore(mkdtempSync(join(tmpdir(), 'dstream-state-')));
+    let inserted = false;
+    await runTask(task, {
+      builtins,
+      store,
+      signal: stop.signal,
+      onAck: (cp) => {
+        const at = (cp.data.position as { tables: Record<string, string> }).tables['dbo.Persons'];
+        if (!inserted) {
+          inserted = true;
+          model.commit([{ table: 'Persons', op: 'insert', row: { Id: 51, Name: 'after' } }]);
+        } else if (at === model.currentMaxLsn) stop.abort();
+      },
+    });
+    expect(delivered('Persons_cdc_events')).toEqual([...Array.from({ length: 50 }, (_, i) => `read:${i + 1}`), 'insert:51']);
+  });
+
   it('init with enable_cdc turns CDC on where it was off, and destroy turns off only that', async () => {
     const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };
     model.createTable('dbo.Audit', [{ name: 'Id', type: 'int', nullable: false }], ['Id']);

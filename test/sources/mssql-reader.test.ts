@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { readUntil as readStream, until } from '../support/streams.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { ErrorCodes } from '../../lib/errors.js';
+import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
 import { mssqlCdc, parsePosition, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
 import { CdcModel, shopModel } from '../support/cdc-model.js';
@@ -327,6 +328,10 @@ describe('mssqlCdc() over the CDC model', () => {
       ['Read', 3],
       ['Insert', 4],
     ]);
+    // Each snapshot row has its own Seq, so its own MessageId: duplicate detection must not fold them.
+    const reads = rowsOf(seen).filter((e) => e.metadata!.OperationType === 'Read');
+    expect(reads.map((e) => e.metadata!.Seq)).toEqual(['0x00000000000000000001', '0x00000000000000000002']);
+    expect(new Set(reads.map((e) => messageIdOf('Persons_cdc_events', e))).size).toBe(2);
     expect(cps(seen)[0]!.tables['dbo.Persons']).toBe(rowsOf(seen)[0]!.metadata!.LSN);
   });
 

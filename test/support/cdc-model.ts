@@ -448,11 +448,24 @@ class ModelSession implements CdcQueries {
     });
   }
 
-  snapshot(table: TableRef, columns: readonly ColumnInfo[]): Readable {
+  snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable {
     const t = this.m.tables.get(tableKey(table));
     return this.stream('snapshot', function* () {
       if (t === undefined) throw driverError('RequestError', 'EREQUEST', `Invalid object name '${tableKey(table)}'.`, 208);
-      for (const r of [...t.rows.values()]) yield Object.fromEntries(columns.map((c) => [c.name, r[c.name] ?? null]));
+      const rows = [...t.rows.values()];
+      // Without ORDER BY, SQL Server promises no order: the model returns insertion order reversed.
+      if (orderBy.length === 0) rows.reverse();
+      else {
+        rows.sort((a, b) => {
+          for (const k of orderBy) {
+            const x = a[k] as number | string;
+            const y = b[k] as number | string;
+            if (x !== y) return x < y ? -1 : 1;
+          }
+          return 0;
+        });
+      }
+      for (const r of rows) yield Object.fromEntries(columns.map((c) => [c.name, r[c.name] ?? null]));
     });
   }
 

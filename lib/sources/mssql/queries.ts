@@ -79,8 +79,8 @@ export interface CdcQueries {
   hasChanges(instance: string, from: Buffer, to: Buffer): Promise<boolean>;
   /** Streamed rows in (start LSN, seqval, operation) order; destroy it to stop early. */
   changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable;
-  /** Current rows of a table, streamed. */
-  snapshot(table: TableRef, columns: readonly ColumnInfo[]): Readable;
+  /** Current rows of a table, streamed, in the order of `orderBy` (its primary key) when given. */
+  snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable;
 
   enableDatabase(task: string): Promise<void>;
   enableTable(table: TableRef, task: string): Promise<void>;

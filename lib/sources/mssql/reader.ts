@@ -377,12 +377,14 @@ class CdcReader {
       return;
     }
     const lsn = lsnToHex(at);
+    const keys = new Map((await this.q.tableColumns()).map((c) => [tableKey(c), c.primaryKey]));
     for (const t of tables) {
       const instance = t.instances[t.instances.length - 1]!;
       const map = rowMapper(instance.columns);
-      this.log(`${why}: ${t.key} at LSN ${lsn}`);
+      const orderBy = keys.get(t.key) ?? [];
+      this.log(`${why}: ${t.key} at LSN ${lsn}${orderBy.length === 0 ? ' (no primary key: rows in no particular order)' : ''}`);
       let n = 0;
-      const rows = this.q.snapshot(t.ref, instance.columns);
+      const rows = this.q.snapshot(t.ref, instance.columns, orderBy);
       for await (const row of rows) {
         if (this.aborted) {
           rows.destroy();
@@ -393,7 +395,8 @@ class CdcReader {
           source: this.o.source,
           type: 'cdc',
           data: map(row as Record<string, unknown>),
-          metadata: this.metadata(t, instance, 'Read', 0, lsn, null, null),
+          // Seq numbers the rows (in key order): with the LSN it makes each row's MessageId its own.
+          metadata: this.metadata(t, instance, 'Read', 0, lsn, `0x${n.toString(16).toUpperCase().padStart(20, '0')}`, null),
         };
       }
       this.log(`${why}: ${t.key}: ${n} rows`);

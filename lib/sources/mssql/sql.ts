@@ -59,8 +59,9 @@ FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY
 FROM cdc.${quoteName(`fn_cdc_get_all_changes_${instance}`)}(@from, @to, ${updateOld ? "N'all update old'" : "N'all'"})
 ORDER BY __$start_lsn, __$seqval, __$operation`,
 
-  snapshot: (table: TableRef, columns: readonly ColumnInfo[]) =>
-    `SELECT ${columns.map(selectExpression).join(', ')} FROM ${quoteName(table.schema)}.${quoteName(table.table)}`,
+  /** Ordered by the primary key, so the n-th row (its Seq, and so its MessageId) is the same row when a snapshot is read again. */
+  snapshot: (table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]) =>
+    `SELECT ${columns.map(selectExpression).join(', ')} FROM ${quoteName(table.schema)}.${quoteName(table.table)}${orderBy.length > 0 ? ` ORDER BY ${orderBy.map(quoteName).join(', ')}` : ''}`,
 
   enableDatabase: `EXEC sys.sp_cdc_enable_db`,
   disableDatabase: `EXEC sys.sp_cdc_disable_db`,

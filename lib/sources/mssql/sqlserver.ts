@@ -174,8 +174,8 @@ class SqlServerQueries implements CdcQueries {
     return this.stream(SQL.changes(instance.name, instance.columns, updateOld), { from: lsnParam(from), to: lsnParam(to) });
   }
 
-  snapshot(table: TableRef, columns: readonly ColumnInfo[]): Readable {
-    return this.stream(SQL.snapshot(table, columns));
+  snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable {
+    return this.stream(SQL.snapshot(table, columns, orderBy));
   }
 
   async enableDatabase(task: string) {
