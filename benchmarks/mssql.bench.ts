@@ -93,6 +93,7 @@ function connector(transactions: number): CdcConnector {
       for (let tx = Math.ceil(txOf(from)); tx <= txOf(to) && out.length < limit; tx++) out.push({ lsn: lsn(tx), commitTime: '2026-11-26T09:01:02.123' });
       return out;
     },
+    countTransactions: async (after, to) => Math.max(0, Math.floor(txOf(to)) - Math.floor(txOf(after))),
     hasChanges: async () => true,
     changes: (instance, from, to) => tableStream(instances.indexOf(instances.find((i) => i.name === instance.name)!), Math.ceil(txOf(from)), Math.floor(txOf(to))),
     snapshot: () => Readable.from([]),

@@ -423,6 +423,10 @@ class ModelSession implements CdcQueries {
     });
   }
 
+  countTransactions(after: Buffer, to: Buffer) {
+    return this.run('countTransactions', () => this.m.lsnTimeMapping.filter((e) => e.tranId !== 0 && compareLsn(e.lsn, after) > 0 && compareLsn(e.lsn, to) <= 0).length);
+  }
+
   hasChanges(instance: string, from: Buffer, to: Buffer) {
     return this.run('hasChanges', () => {
       const i = this.m.instance(instance);

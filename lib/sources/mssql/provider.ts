@@ -329,7 +329,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
           if (at !== undefined && max !== null) {
             const atTime = await q.lsnTime(at);
             r.lagSeconds = maxTime !== null && atTime !== null ? Math.max(0, Math.round((Date.parse(`${maxTime}Z`) - Date.parse(`${atTime}Z`)) / 1000)) : null;
-            r.pendingTransactions = compareLsn(at, max) >= 0 ? 0 : (await q.transactions(await q.incrementLsn(at), max, 100_000)).length;
+            r.pendingTransactions = await q.countTransactions(at, max);
             if (compareLsn(at, min) < 0) r.warnings = [`behind retention: changes after ${lsnToHex(at)} were cleaned up; run will stop with ${ErrorCodes.CDC_GAP} unless on_gap is snapshot or skip`];
           }
           resources.push(r);

@@ -76,6 +76,8 @@ export interface CdcQueries {
   incrementLsn(lsn: Buffer): Promise<Buffer>;
   lsnTime(lsn: Buffer): Promise<string | null>;
   transactions(from: Buffer, to: Buffer, limit: number): Promise<Transaction[]>;
+  /** How many commits lie in (after, to]: the backlog `status` reports. */
+  countTransactions(after: Buffer, to: Buffer): Promise<number>;
   hasChanges(instance: string, from: Buffer, to: Buffer): Promise<boolean>;
   /** Streamed rows in (start LSN, seqval, operation) order; destroy it to stop early. */
   changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable;

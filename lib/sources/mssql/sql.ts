@@ -50,6 +50,8 @@ ORDER BY s.name, t.name, c.column_id`,
   transactions: `SELECT TOP (@limit) start_lsn, CONVERT(varchar(30), tran_end_time, 126) AS commit_time
 FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY start_lsn`,
 
+  countTransactions: `SELECT COUNT_BIG(*) AS n FROM cdc.lsn_time_mapping WHERE start_lsn > @after AND start_lsn <= @to AND tran_id <> 0x00`,
+
   /** A seek on the change table's clustered index: skips idle tables without opening a stream. */
   hasChanges: (instance: string) =>
     `SELECT TOP (1) 1 AS found FROM cdc.${quoteName(`${instance}_CT`)} WHERE __$start_lsn >= @from AND __$start_lsn <= @to`,

@@ -166,6 +166,12 @@ class SqlServerQueries implements CdcQueries {
     return rows.map((r) => ({ lsn: r.start_lsn, commitTime: r.commit_time }));
   }
 
+  async countTransactions(after: Buffer, to: Buffer) {
+    const [r] = await this.rows<{ n: string | number }>(SQL.countTransactions, { after: lsnParam(after), to: lsnParam(to) });
+    // COUNT_BIG arrives as a string (bigint).
+    return Number(r?.n ?? 0);
+  }
+
   async hasChanges(instance: string, from: Buffer, to: Buffer) {
     return (await this.rows(SQL.hasChanges(instance), { from: lsnParam(from), to: lsnParam(to) })).length > 0;
   }
