@@ -393,6 +393,9 @@ describe('mssqlCdc() over the CDC model', () => {
     m.cdcEnabled = false;
     const fail = (opts: Opts = {}) => readUntil(reader(m, opts).stream, () => false).catch((e: unknown) => e as Error & { code: string });
     expect(await fail()).toMatchObject({ code: ErrorCodes.CDC_NOT_ENABLED, message: expect.stringMatching(/CDC is not enabled on database shop.*EXEC sys\.sp_cdc_enable_db/) });
+    m.database = 'master';
+    expect(await fail()).toMatchObject({ code: ErrorCodes.CDC_NOT_ENABLED, message: expect.stringMatching(/connected to the system database master .*Database=/) });
+    m.database = 'shop';
     m.cdcEnabled = true;
     expect(await fail({ tables: ['Person'] })).toMatchObject({ code: ErrorCodes.TABLE_NOT_FOUND, message: expect.stringMatching(/table dbo\.Person does not exist .*did you mean dbo\.Persons\?/) });
     m.createTable('dbo.Audit', [{ name: 'Id', type: 'int' }], ['Id']);

@@ -100,6 +100,8 @@ describe('SQL Server errors', () => {
     expect(isConnectionLost(err({ name: 'RequestError', number: 229 }))).toBe(false);
     expect(sqlFailure(err({ name: 'RequestError', number: 229 }), 'db:1433/x', 'reading dbo.T').code).toBe('DSTREAM_ERR_SQL_PERMISSION');
     expect(sqlFailure(err({ name: 'RequestError', number: 102 }), 'db:1433/x', 'reading dbo.T').message).toBe('reading dbo.T failed at db:1433/x: m');
+    const tls = Object.assign(new Error('Failed to connect to db:1433 - self-signed certificate'), { name: 'ConnectionError', code: 'ESOCKET' });
+    expect(sqlFailure(tls, 'db:1433/x', 'connecting').message).toMatch(/self-signed certificate \(.*add TrustServerCertificate=true/);
   });
 
   it('describes a connection string by host, port and database, never the password', () => {

@@ -35,7 +35,10 @@ export function sqlFailure(err: unknown, where: string, what: string): DstreamEr
     return new DstreamError(ErrorCodes.SQL_CONNECT, `SQL Server at ${where} refused the login: ${message} (check User Id and Password in the connection string, and that the login may open the database)`, { cause: err, details: { where } });
   }
   if (isConnectionLost(err)) {
-    return new DstreamError(ErrorCodes.SQL_CONNECT, `could not connect to SQL Server at ${where}: ${message}`, { cause: err, details: { where } });
+    const hint = /certificate/i.test(message)
+      ? ' (the server presents a certificate this machine does not trust: add TrustServerCertificate=true to the connection string, or install its CA)'
+      : '';
+    return new DstreamError(ErrorCodes.SQL_CONNECT, `could not connect to SQL Server at ${where}: ${message}${hint}`, { cause: err, details: { where } });
   }
   if (e?.number !== undefined && PERMISSION_NUMBERS.has(e.number)) {
     return new DstreamError(

@@ -317,8 +317,10 @@ class CdcReader {
     if (!info.cdcEnabled) {
       throw new DstreamError(
         ErrorCodes.CDC_NOT_ENABLED,
-        `CDC is not enabled on database ${info.database} (${q.where}). A sysadmin enables it with: USE ${bracket(info.database)}; EXEC sys.sp_cdc_enable_db; ` +
-          `or set enable_cdc = true in the input config and run \`dstream init\``,
+        ['master', 'model', 'msdb', 'tempdb'].includes(info.database.toLowerCase())
+          ? `connected to the system database ${info.database} (${q.where}): name the database with the tables in the connection string (Database=...)`
+          : `CDC is not enabled on database ${info.database} (${q.where}). A sysadmin enables it with: USE ${bracket(info.database)}; EXEC sys.sp_cdc_enable_db; ` +
+            `or set enable_cdc = true in the input config and run \`dstream init\``,
         { details: { database: info.database } },
       );
     }
