@@ -3,7 +3,14 @@ import type { LifecycleReport } from '../executor/executor.js';
 import type { StoredState } from '../executor/state-store.js';
 import type { ResourceReport, ResultLine } from '../protocol/messages.js';
 
-const MARK: Record<string, string> = { create: '+ create', update: '~ update', delete: '- destroy', unchanged: '= unchanged', 'exists-unmanaged': '! not managed by this task:' };
+const MARK: Record<string, string> = {
+  create: '+ create',
+  update: '~ update',
+  delete: '- destroy',
+  unchanged: '= unchanged',
+  'exists-unmanaged': '! not managed by this task:',
+  blocked: 'x blocked:',
+};
 
 function resourceLine(r: ResourceReport): string {
   if (r.action !== undefined) {

@@ -49,7 +49,8 @@ export interface ReadyLine {
 export interface ResourceReport {
   kind: string;
   name: string;
-  action?: 'create' | 'update' | 'delete' | 'unchanged' | 'exists-unmanaged';
+  /** blocked: init cannot make it so; `warnings` say what to fix first. */
+  action?: 'create' | 'update' | 'delete' | 'unchanged' | 'exists-unmanaged' | 'blocked';
   [key: string]: unknown;
 }
 

@@ -246,6 +246,11 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
     task.input.config = { ...task.input.config, tables: ['Persons', 'Audit'], create_checkpoint_table: false };
     const refused = await taskVerb(task, 'init', { builtins }).catch((e: Error) => e);
     expect((refused as Error).message).toMatch(/CDC is not enabled on table dbo\.Audit: run EXEC sys\.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Audit'/);
+    const blocked = await taskVerb(task, 'plan', { builtins });
+    expect(blocked.input!.summary).toBe('init would stop: 1 problem(s) to fix first');
+    expect(formatReport(blocked)).toContain(
+      "Input:\n  = unchanged cdc database shop\n  = unchanged cdc table dbo.Persons\n  x blocked: cdc table dbo.Audit\n      warning: CDC is not enabled on table dbo.Audit: run EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Audit', @role_name = NULL; or set enable_cdc = true\ninit would stop: 1 problem(s) to fix first",
+    );
     task.input.config = { ...task.input.config, enable_cdc: true };
     const plan = await taskVerb(task, 'plan', { builtins });
     expect(plan.input!.resources).toContainEqual(expect.objectContaining({ kind: 'cdc table', name: 'dbo.Audit', action: 'create' }));

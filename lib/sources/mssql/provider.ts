@@ -145,6 +145,10 @@ async function setupPlan(q: CdcQueries, config: MssqlCdcConfig, task: string | u
   const resources: ResourceReport[] = [];
   const apply: Array<() => Promise<void>> = [];
   const problems: string[] = [];
+  const block = (kind: string, name: string, problem: string) => {
+    problems.push(problem);
+    resources.push({ kind, name, action: 'blocked', warnings: [problem] });
+  };
   const needTask = () => {
     if (task === undefined) throw invalidOption('enable_cdc needs the task name (config task, or the executor\'s): init marks what it enabled with it');
     return task;
@@ -153,19 +157,19 @@ async function setupPlan(q: CdcQueries, config: MssqlCdcConfig, task: string | u
   else if (config.enable_cdc) {
     resources.push({ kind: 'cdc database', name: info.database, action: 'create', changes: ['EXEC sys.sp_cdc_enable_db'] });
     apply.push(() => q.enableDatabase(needTask()));
-  } else problems.push(`CDC is not enabled on database ${info.database}: run USE [${info.database}]; EXEC sys.sp_cdc_enable_db; or set enable_cdc = true`);
+  } else block('cdc database', info.database, `CDC is not enabled on database ${info.database}: run USE [${info.database}]; EXEC sys.sp_cdc_enable_db; or set enable_cdc = true`);
   for (const ref of refs) {
     const key = tableKey(ref);
     const t = tables.get(key);
     if (t === undefined) {
-      problems.push(`table ${key} does not exist in ${q.where}`);
+      block('cdc table', key, `table ${key} does not exist in ${q.where}`);
       continue;
     }
     if (t.tracked) resources.push({ kind: 'cdc table', name: key, action: 'unchanged' });
     else if (config.enable_cdc) {
       resources.push({ kind: 'cdc table', name: key, action: 'create', changes: [`EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema}', @source_name = N'${ref.table}', @role_name = NULL`] });
       apply.push(() => q.enableTable(ref, needTask()));
-    } else problems.push(`CDC is not enabled on table ${key}: run EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema}', @source_name = N'${ref.table}', @role_name = NULL; or set enable_cdc = true`);
+    } else block('cdc table', key, `CDC is not enabled on table ${key}: run EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema}', @source_name = N'${ref.table}', @role_name = NULL; or set enable_cdc = true`);
   }
   if (config.create_checkpoint_table) {
     const cp = parseTableRef(config.checkpoint_table);
@@ -279,9 +283,8 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
     plan: (ctx) =>
       withConnection(ctx, options, 'planning', async (q) => {
         const { resources, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
-        for (const p of problems) resources.push({ kind: 'problem', name: p, action: 'exists-unmanaged', warnings: ['init will stop here'] });
         const changes = resources.filter((r) => r.action === 'create').length;
-        return { resources, summary: problems.length > 0 ? `init would fail: ${problems.length} problem(s)` : `init would make ${changes} change(s)` };
+        return { resources, summary: problems.length > 0 ? `init would stop: ${problems.length} problem(s) to fix first` : `init would make ${changes} change(s)` };
       }),
 
     init: (ctx) =>
