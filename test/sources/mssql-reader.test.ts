@@ -373,6 +373,19 @@ describe('mssqlCdc() over the CDC model', () => {
     expect(replays).toBeGreaterThan(0);
   });
 
+  it('gives up when reading keeps failing without progress, backing off between attempts', async () => {
+    const m = shopModel();
+    persons(m, 1, 3);
+    m.beforeStatement = (name) => {
+      if (name === 'changes') throw Object.assign(new Error('Database shop on server is not currently available.'), { name: 'RequestError', code: 'EREQUEST', number: 40613 });
+    };
+    const logs: string[] = [];
+    const err = await readUntil(reader(m, { tables: ['Persons'], reconnectAttempts: 3 }, logs).stream, () => false).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCodes.SQL_CONNECT, message: expect.stringMatching(/^reading changes \(gave up after 3 attempts without progress\): the connection to SQL Server at 127\.0\.0\.1:1433\/shop failed: Database shop on server is not currently available\.$/) });
+    expect(logs.filter((l) => /lost the connection/.test(l))).toHaveLength(3);
+    expect(m.calls.get('changes')).toBe(4);
+  });
+
   it('gives up connecting at start after the set attempts, naming host and port but never the password', async () => {
     const m = shopModel();
     m.refuseConnections = Infinity;

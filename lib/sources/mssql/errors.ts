@@ -38,7 +38,8 @@ export function sqlFailure(err: unknown, where: string, what: string): DstreamEr
     const hint = /certificate/i.test(message)
       ? ' (the server presents a certificate this machine does not trust: add TrustServerCertificate=true to the connection string, or install its CA)'
       : '';
-    return new DstreamError(ErrorCodes.SQL_CONNECT, `could not connect to SQL Server at ${where}: ${message}${hint}`, { cause: err, details: { where } });
+    const text = what === 'connecting' ? `could not connect to SQL Server at ${where}` : `${what}: the connection to SQL Server at ${where} failed`;
+    return new DstreamError(ErrorCodes.SQL_CONNECT, `${text}: ${message}${hint}`, { cause: err, details: { where } });
   }
   if (e?.number !== undefined && PERMISSION_NUMBERS.has(e.number)) {
     return new DstreamError(

@@ -195,6 +195,7 @@ class CdcReader {
   private readonly emitted = new Map<string, Buffer>();
   /** Per table, the position of the last checkpoint handed on: where a reconnect resumes. */
   private readonly handed = new Map<string, Buffer>();
+  private checkpointsHanded = 0;
   private lastCheckpointAt = 0;
   private lastLeaseCheck = 0;
   private standby = false;
@@ -242,7 +243,9 @@ class CdcReader {
       } catch (err) {
         throw sqlFailure(err, this.q.where, 'checking the database and tables');
       }
+      // Consecutive failures without progress (a checkpoint handed on) between them.
       let failures = 0;
+      let progressAt = this.checkpointsHanded;
       while (!this.aborted) {
         try {
           yield* this.stream();
@@ -252,8 +255,13 @@ class CdcReader {
           // window's gap check reports it properly.
           const movedRange = (err as { number?: number }).number === 313;
           if ((!isConnectionLost(err) && !movedRange) || this.aborted) throw sqlFailure(err, this.q.where, 'reading changes');
-          failures++;
-          if (failures > this.o.reconnectAttempts) throw sqlFailure(err, this.q.where, `reading changes (gave up after ${this.o.reconnectAttempts} attempts)`);
+          failures = this.checkpointsHanded > progressAt ? 1 : failures + 1;
+          progressAt = this.checkpointsHanded;
+          if (failures > this.o.reconnectAttempts) throw sqlFailure(err, this.q.where, `reading changes (gave up after ${this.o.reconnectAttempts} attempts without progress)`);
+          if (failures > 1) {
+            // Failing again right after recovering: back off before the next attempt.
+            await sleep(Math.min(this.o.retryDelayMs * 2 ** (failures - 2), 30_000), undefined, { signal: this.o.signal }).catch(() => undefined);
+          }
           if (movedRange) {
             this.log(`the retained LSN range moved while reading (${messageOf(err)}); reading again from the last checkpoint`);
           } else {
@@ -274,7 +282,6 @@ class CdcReader {
             else this.emitted.delete(key);
             t.from = at !== undefined ? await this.q.incrementLsn(at) : t.start;
           }
-          if (!movedRange) failures = 0;
         }
       }
     } finally {
@@ -430,6 +437,7 @@ class CdcReader {
   }
 
   private markHanded(positions: ReadonlyMap<string, Buffer>): void {
+    this.checkpointsHanded++;
     this.handed.clear();
     for (const [k, v] of positions) this.handed.set(k, v);
   }
