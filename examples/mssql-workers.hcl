@@ -12,6 +12,7 @@ task "shop-workers" {
       connection_string       = "{{ env "MSSQL_CONNECTION_STRING" }}"
       tables                  = ["Persons", "sales.Orders", "Customers"]
       lease                   = true
+      max_tables_per_worker   = 2       # 3 tables over 2 workers; a third worker stands by
       checkpoint_table        = "dstream.checkpoints"
       create_checkpoint_table = true
     }

@@ -458,6 +458,27 @@ describe('mssqlCdc() over the CDC model', () => {
     expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken; reading from after the stored position 0x/);
   });
 
+  it('spreads tables over workers with a per-worker limit', async () => {
+    const m = shopModel();
+    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    m.commit([
+      { table: 'Persons', op: 'insert', row: { Id: 1 } },
+      { table: 'sales.Orders', op: 'insert', row: { OrderId: '1' } },
+      { table: 'Customers', op: 'insert', row: { CustomerId: 1 } },
+    ]);
+    const lease = { task: 'shop', checkpointTable: { schema: 'dstream', table: 'checkpoints' }, checkEveryMs: 1, maxTables: 2 };
+    const a = reader(m, { lease });
+    const b = reader(m, { lease });
+    // A keeps running (holding its two tables) while B starts.
+    const ait = a.stream[Symbol.asyncIterator]();
+    const aSeen: Envelope[] = [];
+    while (rowsOf(aSeen).length < 2) aSeen.push((await ait.next()).value as Envelope);
+    const bRows = rowsOf(await readUntil(b.stream, rowCount(1)));
+    await ait.return?.();
+    expect(rowsOf(aSeen).map((r) => r.metadata!.TableName)).toEqual(['Persons', 'Orders']);
+    expect(bRows.map((r) => r.metadata!.TableName)).toEqual(['Customers']);
+  });
+
   it('lets only one worker read a table at a time; the standby takes over when the holder dies', async () => {
     const m = shopModel();
     await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });

@@ -40,6 +40,7 @@ export const mssqlCdcConfig = {
   retry_delay_ms: { type: 'integer', minimum: 1, default: 1000, description: 'first back-off between attempts (doubles, up to 30 s)' },
   max_connections: { type: 'integer', minimum: 2, default: 10, description: 'connection pool size (raised to tables + 1: each table with changes in a window streams at once)' },
   lease: { type: 'boolean', default: false, description: 'several workers share the task: each table is read by the worker holding its sp_getapplock lease' },
+  max_tables_per_worker: { type: 'integer', minimum: 1, description: 'lease: most tables one worker reads (ceil(tables / workers) spreads them; default all, the others stand by)' },
   checkpoint_table: { type: 'string', default: DEFAULT_CHECKPOINT_TABLE, description: 'the SQL checkpoint store table (state { store = "sqlserver" }); leases read positions from it' },
   create_checkpoint_table: { type: 'boolean', default: false, description: 'init creates checkpoint_table (destroy drops it when no task has rows in it)' },
   enable_cdc: { type: 'boolean', default: false, description: 'init enables CDC on the database and tables where it is off (destroy undoes only that)' },
@@ -66,6 +67,7 @@ export interface MssqlCdcConfig {
   retry_delay_ms: number;
   max_connections: number;
   lease: boolean;
+  max_tables_per_worker?: number;
   checkpoint_table: string;
   create_checkpoint_table: boolean;
   enable_cdc: boolean;
@@ -237,7 +239,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
         reconnectAttempts: c.reconnect_attempts,
         retryDelayMs: c.retry_delay_ms,
         maxConnections: c.max_connections,
-        ...(c.lease ? { lease: { task: task!, checkpointTable: parseTableRef(c.checkpoint_table) } } : {}),
+        ...(c.lease ? { lease: { task: task!, checkpointTable: parseTableRef(c.checkpoint_table), ...(c.max_tables_per_worker ? { maxTables: c.max_tables_per_worker } : {}) } } : {}),
         signal: ctx.signal,
         log: ctx.log,
       });

@@ -39,6 +39,8 @@ export interface LeaseOptions {
   checkpointTable: TableRef;
   /** How often a worker tries to take tables nobody holds. Default 5000. */
   checkEveryMs?: number;
+  /** Most tables one worker holds, so N workers share the tables (ceil(tables / N)). Default: all. */
+  maxTables?: number;
 }
 
 export interface MssqlCdcOptions {
@@ -694,7 +696,9 @@ class CdcReader {
     let loaded = false;
     for (const ref of this.refs) {
       const key = tableKey(ref);
-      if (this.tables.has(key) || !(await session.tryLock(resource(ref)))) continue;
+      if (this.tables.has(key)) continue;
+      if (this.tables.size >= (lease.maxTables ?? Infinity)) break;
+      if (!(await session.tryLock(resource(ref)))) continue;
       if (!loaded) {
         const rows = await this.q.loadCheckpoints(lease.checkpointTable, lease.task).catch((err: { number?: number }) => {
           if (err?.number !== 208) throw err;
