@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../lib/index.js';
 import { loadTaskFile, parseTaskFile, taskNamed } from '../../lib/config/tasks.js';
 import { renderTemplate } from '../../lib/config/template.js';
+import { validateConfig } from '../../lib/config/schema.js';
+import { BUILTINS } from '../../lib/executor/builtins.js';
 
 const GOOD = `# two tasks
 task "demo" {
@@ -105,6 +107,10 @@ describe('dstream.hcl', () => {
     const workers = await loadTaskFile(join(root, 'mssql-workers.hcl'), { MSSQL_CONNECTION_STRING: 'Server=x', ASB_CONNECTION_STRING: 'Endpoint=sb://x/' });
     expect(workers.tasks[0]!.state).toEqual({ store: 'sqlserver', connection_string: 'Server=x', table: 'dstream.checkpoints' });
     expect(workers.tasks[0]!.input.config).toMatchObject({ lease: true, checkpoint_table: 'dstream.checkpoints' });
+    // The built-in providers accept these configs as they are.
+    for (const t of [...real.tasks, ...workers.tasks, ...demo.tasks]) {
+      for (const ref of [t.input, t.output]) validateConfig(BUILTINS[ref.provider!]!.config!, ref.config, { env: {} });
+    }
   });
 
   it('reads a state block: the file store by default, or a SQL Server table', async () => {
