@@ -84,8 +84,9 @@ LEFT JOIN sys.schemas AS s ON s.schema_id = t.schema_id
 WHERE ep.name = N'dstream_enabled_cdc' AND ep.minor_id = 0 AND (ep.class = 0 OR t.object_id IS NOT NULL)`,
 
   checkpointTableExists: `SELECT CASE WHEN OBJECT_ID(@qualified, N'U') IS NULL THEN 0 ELSE 1 END AS found`,
-  createCheckpointTable: (t: TableRef) => `IF SCHEMA_ID(@schema) IS NULL EXEC (N'CREATE SCHEMA ' + QUOTENAME(@schema));
-IF OBJECT_ID(@qualified, N'U') IS NULL
+  /** Its own batch: a batch naming a schema that does not exist yet may not compile. */
+  createCheckpointSchema: `IF SCHEMA_ID(@schema) IS NULL EXEC (N'CREATE SCHEMA ' + QUOTENAME(@schema))`,
+  createCheckpointTable: (t: TableRef) => `IF OBJECT_ID(@qualified, N'U') IS NULL
 CREATE TABLE ${quoteName(t.schema)}.${quoteName(t.table)} (
   task nvarchar(200) NOT NULL,
   table_name nvarchar(300) NOT NULL,

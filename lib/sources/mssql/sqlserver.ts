@@ -222,7 +222,8 @@ class SqlServerQueries implements CdcQueries {
   }
 
   async createCheckpointTable(t: TableRef) {
-    await this.rows(SQL.createCheckpointTable(t), { schema: [mssql.NVarChar(128), t.schema], qualified: [mssql.NVarChar(300), qualified(t)] });
+    await this.rows(SQL.createCheckpointSchema, { schema: [mssql.NVarChar(128), t.schema] });
+    await this.rows(SQL.createCheckpointTable(t), { qualified: [mssql.NVarChar(300), qualified(t)] });
   }
 
   async dropCheckpointTable(t: TableRef) {
