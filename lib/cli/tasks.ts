@@ -64,7 +64,7 @@ export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<numb
         try {
           validateConfig(def.config, ref.config, { path: `task "${t.name}" ${side}.config`, env: io.env });
         } catch (err) {
-          throw new DstreamError(ErrorCodes.CONFIG, `${t.file}:${t.line}: ${messageOf(err)}`, { cause: err });
+          throw new DstreamError(ErrorCodes.CONFIG, `${t.file}:${ref.line ?? t.line}: ${messageOf(err)}`, { cause: err });
         }
       }
     }

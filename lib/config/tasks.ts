@@ -22,6 +22,8 @@ export interface ProviderRef {
   /** An executable speaking the protocol, absolute (resolved against the config file). */
   providerPath?: string;
   config: Record<string, unknown>;
+  /** Where the block starts in the task file, for messages. */
+  line?: number;
 }
 
 /** Where the task's position is kept: `state { store = "file" | "sqlserver" ... }`. */
@@ -177,7 +179,7 @@ function readProvider(at: Locator, what: string, block: Block, pos: { line: numb
     config = config[0] ?? {};
   }
   if (typeof config !== 'object' || config === null) throw at.error(at.find('config', line), `${what}: config must be a block: config { key = value }`);
-  const ref: ProviderRef = { config: config as Record<string, unknown> };
+  const ref: ProviderRef = { config: config as Record<string, unknown>, line: block.config === undefined ? line : at.find('config', line).line };
   if (provider !== undefined) ref.provider = provider as string;
   if (path !== undefined) ref.providerPath = resolve(baseDir, path as string);
   return ref;

@@ -46,7 +46,7 @@ describe('dstream task commands (spawned)', () => {
     writeFileSync(t.config, 'task "demo" {\n  input {\n    provider = "mssql-cdc"\n    config {\n      tables = ["Persons"]\n      on_gaps = "skip"\n    }\n  }\n  output { provider = "files" }\n}\n');
     const key = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
     expect(key.code).toBe(ExitCodes.USAGE);
-    expect(key.stderr).toBe(`dstream: ${t.config}:1: task "demo" input.config.on_gaps: unknown key; did you mean "on_gap"?\n`);
+    expect(key.stderr).toBe(`dstream: ${t.config}:4: task "demo" input.config.on_gaps: unknown key; did you mean "on_gap"?\n`);
   }, 30_000);
 
   it('plan prints a Terraform-like report, or JSON with --json', async () => {

@@ -51,7 +51,7 @@ describe('dstream.hcl', () => {
       ['mssql-to-asb', 18],
     ]);
     const demo = taskNamed(file, 'demo');
-    expect(demo.input).toEqual({ provider: 'generator', config: { count: 100, tables: ['Persons', 'Orders'], fast: true } });
+    expect(demo.input).toEqual({ provider: 'generator', config: { count: 100, tables: ['Persons', 'Orders'], fast: true }, line: 6 });
     const real = taskNamed(file, 'mssql-to-asb');
     expect(real.input.providerPath).toBe(join(dir, 'bin/mssql-cdc'));
     // A value with quotes, backslashes and ${ survives intact inside a string.
