@@ -74,7 +74,8 @@ export { FileStateStore, defaultStateDir, type StateStore, type StoredState } fr
 export { loadTaskFile, parseTaskFile, taskNamed, type ProviderRef, type TaskConfig, type TaskFile } from './config/tasks.js';
 export { renderTemplate } from './config/template.js';
 
-export { mssqlCdc, parsePosition, positionOf, MSSQL_SOURCE, type GapPolicy, type LeaseOptions, type MssqlCdcOptions, type MssqlCdcPosition } from './sources/mssql/reader.js';
+export { mssqlCdc, MSSQL_SOURCE, type GapPolicy, type LeaseOptions, type MssqlCdcOptions } from './sources/mssql/reader.js';
+export { parsePosition, positionOf, type MssqlCdcPosition } from './sources/mssql/position.js';
 export { mssqlCdcProvider, mssqlCdcSource, type MssqlCdcConfig, type MssqlCdcProviderOptions } from './sources/mssql/provider.js';
 export { sqlServerConnector, describeConnection } from './sources/mssql/sqlserver.js';
 export { SqlCheckpointStore, DEFAULT_CHECKPOINT_TABLE } from './sources/mssql/checkpoint-store.js';

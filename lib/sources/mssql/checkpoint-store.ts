@@ -5,9 +5,9 @@
  * moves forward); any other position is one row with table_name '*'.
  */
 import type { StateStore, StoreDescriptor, StoredState } from '../../executor/state-store.js';
-import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
-import { isConnectionLost, sqlFailure } from './errors.js';
-import { compareLsn, lsnToHex } from './lsn.js';
+import { invalidOption } from '../../errors.js';
+import { isConnectionLost, missingCheckpointTable, sqlFailure } from './errors.js';
+import { positionOf } from './position.js';
 import type { CdcConnector, CdcQueries } from './queries.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 
@@ -43,9 +43,7 @@ export class SqlCheckpointStore implements StateStore {
           await q?.close().catch(() => undefined);
           continue;
         }
-        if ((err as { number?: number }).number === 208) {
-          throw new DstreamError(ErrorCodes.CONFIG, `the checkpoint table ${tableKey(this.table)} does not exist in ${q?.where ?? 'the database'}: create it with \`dstream init <task>\` (input config checkpoint_table)`, { cause: err });
-        }
+        if ((err as { number?: number }).number === 208) throw missingCheckpointTable(this.table, q?.where ?? 'the database', err);
         throw sqlFailure(err, q?.where ?? (err as { where?: string }).where ?? 'the checkpoint database', what);
       }
     }
@@ -60,14 +58,8 @@ export class SqlCheckpointStore implements StateStore {
     if (whole !== undefined) {
       return { task, position: JSON.parse(whole.position ?? 'null') as unknown, ...(source ? { source } : {}), savedAt };
     }
-    const tables: Record<string, string> = {};
-    let low: Buffer | undefined;
-    for (const r of rows) {
-      if (r.lsn === null) continue;
-      tables[r.table] = lsnToHex(r.lsn);
-      if (low === undefined || compareLsn(r.lsn, low) < 0) low = r.lsn;
-    }
-    return { task, position: { lsn: low ? lsnToHex(low) : '', tables }, ...(source ? { source } : {}), savedAt };
+    const tables = new Map(rows.flatMap((r) => (r.lsn === null ? [] : [[r.table, r.lsn] as const])));
+    return { task, position: positionOf(tables), ...(source ? { source } : {}), savedAt };
   }
 
   async save(task: string, position: unknown, source?: string): Promise<StoredState> {

@@ -3,6 +3,7 @@
  * connection string's Server, never its password); permission errors name what was being done.
  */
 import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../../errors.js';
+import { tableKey, type TableRef } from './tables.js';
 
 interface DriverError {
   name?: string;
@@ -50,4 +51,9 @@ export function sqlFailure(err: unknown, where: string, what: string): DstreamEr
     );
   }
   return new DstreamError(ErrorCodes.SQL, `${what} failed at ${where}: ${message}`, { cause: err, details: { where, ...(e?.number !== undefined ? { number: e.number } : {}) } });
+}
+
+/** The SQL checkpoint table is not there (error 208 on it). */
+export function missingCheckpointTable(table: TableRef, where: string, cause: unknown): DstreamError {
+  return new DstreamError(ErrorCodes.CONFIG, `the checkpoint table ${tableKey(table)} does not exist in ${where}: create it with \`dstream init <task>\` and create_checkpoint_table = true`, { cause });
 }

@@ -14,7 +14,9 @@ import { DEFAULT_CHECKPOINT_TABLE } from './checkpoint-store.js';
 import { sqlFailure } from './errors.js';
 import { compareLsn, lsnToHex } from './lsn.js';
 import type { CdcConnector, CdcQueries } from './queries.js';
-import { agentStoppedMessage, checkTables, mssqlCdc, parsePosition, type GapPolicy } from './reader.js';
+import { parsePosition } from './position.js';
+import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from './reader.js';
+import { enableDatabaseCall, enableTableCall } from './sql.js';
 import { sqlServerConnector } from './sqlserver.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 
@@ -117,8 +119,8 @@ async function storedPosition(ctx: ProviderContext<MssqlCdcConfig>): Promise<unk
   }
 }
 
-async function withConnection<T>(ctx: ProviderContext<MssqlCdcConfig>, options: MssqlCdcProviderOptions, what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
-  const connect = (options.connector ?? defaultConnector)(ctx.config);
+async function withConnection<T>(ctx: ProviderContext<MssqlCdcConfig>, connectorOf: (config: MssqlCdcConfig) => CdcConnector, what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
+  const connect = connectorOf(ctx.config);
   let q: CdcQueries;
   try {
     q = await connect({ maxConnections: 2 });
@@ -159,7 +161,7 @@ async function setupPlan(q: CdcQueries, config: MssqlCdcConfig, task: string | u
   else if (config.enable_cdc) {
     resources.push({ kind: 'cdc database', name: info.database, action: 'create', changes: ['EXEC sys.sp_cdc_enable_db'] });
     apply.push(() => q.enableDatabase(needTask()));
-  } else block('cdc database', info.database, `CDC is not enabled on database ${info.database}: run USE [${info.database}]; EXEC sys.sp_cdc_enable_db; or set enable_cdc = true`);
+  } else block('cdc database', info.database, `CDC is not enabled on database ${info.database}: run ${enableDatabaseCall(info.database)}; or set enable_cdc = true`);
   for (const ref of refs) {
     const key = tableKey(ref);
     const t = tables.get(key);
@@ -169,9 +171,9 @@ async function setupPlan(q: CdcQueries, config: MssqlCdcConfig, task: string | u
     }
     if (t.tracked) resources.push({ kind: 'cdc table', name: key, action: 'unchanged' });
     else if (config.enable_cdc) {
-      resources.push({ kind: 'cdc table', name: key, action: 'create', changes: [`EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema}', @source_name = N'${ref.table}', @role_name = NULL`] });
+      resources.push({ kind: 'cdc table', name: key, action: 'create', changes: [enableTableCall(ref)] });
       apply.push(() => q.enableTable(ref, needTask()));
-    } else block('cdc table', key, `CDC is not enabled on table ${key}: run EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema}', @source_name = N'${ref.table}', @role_name = NULL; or set enable_cdc = true`);
+    } else block('cdc table', key, `CDC is not enabled on table ${key}: run ${enableTableCall(ref)}; or set enable_cdc = true`);
   }
   if (config.create_checkpoint_table) {
     const cp = parseTableRef(config.checkpoint_table);
@@ -270,38 +272,38 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
     },
 
     discover: (ctx) =>
-      withConnection(ctx, options, 'discovering tables', async (q) => {
+      withConnection(ctx, connectorOf, 'discovering tables', async (q) => {
         const refs = refsOf(ctx.config);
         const info = await q.databaseInfo();
         const all = new Map((await q.tableColumns()).map((t) => [tableKey(t), t]));
         const streams = refs.map((ref) => {
           const t = all.get(tableKey(ref));
-          if (t === undefined) throw new DstreamError(ErrorCodes.TABLE_NOT_FOUND, `table ${tableKey(ref)} does not exist in ${q.where}`, { details: { table: tableKey(ref) } });
+          if (t === undefined) throw tableNotFound(tableKey(ref), q.where, [...all.keys()]);
           return { name: t.table, schema: t.schema, database: info.database, keys: t.primaryKey, columns: t.columns };
         });
         return { streams };
       }),
 
     plan: (ctx) =>
-      withConnection(ctx, options, 'planning', async (q) => {
+      withConnection(ctx, connectorOf, 'planning', async (q) => {
         const { resources, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
         const changes = resources.filter((r) => r.action === 'create').length;
         return { resources, summary: problems.length > 0 ? `init would stop: ${problems.length} problem(s) to fix first` : `init would make ${changes} change(s)` };
       }),
 
     init: (ctx) =>
-      withConnection(ctx, options, 'init', async (q) => {
+      withConnection(ctx, connectorOf, 'init', async (q) => {
         const { resources, apply, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
         if (problems.length > 0) throw new DstreamError(ErrorCodes.CDC_NOT_ENABLED, `init cannot go on: ${problems.join('; ')}`, { details: { problems } });
         for (const step of apply) await step();
         const agent = await q.agentState();
         if (agent === 'stopped') resources.push({ kind: 'sql server agent', name: q.where, action: 'exists-unmanaged', warnings: [agentStoppedMessage(q.where)] });
         await checkTables(q, refsOf(ctx.config));
-        return { resources: resources.map((r) => (r.action === 'create' ? { ...r, action: 'create' as const, done: true } : r)) };
+        return { resources: resources.map((r) => (r.action === 'create' ? { ...r, done: true } : r)) };
       }),
 
     status: (ctx) =>
-      withConnection(ctx, options, 'status', async (q) => {
+      withConnection(ctx, connectorOf, 'status', async (q) => {
         const refs = refsOf(ctx.config);
         const info = await q.databaseInfo();
         if (!info.cdcEnabled) return { resources: [{ kind: 'cdc database', name: info.database, exists: false }] };
@@ -314,7 +316,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
         const resources: ResourceReport[] = [];
         for (const ref of refs) {
           const key = tableKey(ref);
-          const own = instances.filter((i) => i.schema === ref.schema && i.table === ref.table);
+          const own = forTable(instances, ref);
           if (own.length === 0) {
             resources.push({ kind: 'cdc table', name: key, exists: false });
             continue;
@@ -344,7 +346,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       }),
 
     destroy: (ctx) =>
-      withConnection(ctx, options, 'destroy', async (q) => {
+      withConnection(ctx, connectorOf, 'destroy', async (q) => {
         if (ctx.standalone && !ctx.config.yes) {
           throw invalidOption('destroy disables CDC where init enabled it (its change data goes with it) and drops the checkpoint table init created; confirm with --yes');
         }
@@ -363,11 +365,12 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
         }
         if (marks.database !== null && marks.database === task) {
           const left = (await q.captureInstances()).length;
+          const name = (await q.databaseInfo()).database;
           if (left === 0) {
             await q.disableDatabase();
-            resources.push({ kind: 'cdc database', name: (await q.databaseInfo()).database, action: 'delete' });
+            resources.push({ kind: 'cdc database', name, action: 'delete' });
           } else {
-            resources.push({ kind: 'cdc database', name: (await q.databaseInfo()).database, action: 'exists-unmanaged', warnings: [`${left} capture instance(s) remain: CDC stays on for them`] });
+            resources.push({ kind: 'cdc database', name, action: 'exists-unmanaged', warnings: [`${left} capture instance(s) remain: CDC stays on for them`] });
           }
         }
         if (ctx.config.create_checkpoint_table) {

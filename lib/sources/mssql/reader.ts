@@ -14,21 +14,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
 import { checkpoint, type Envelope } from '../../envelope/types.js';
 import { didYouMean } from '../../config/schema.js';
-import { isConnectionLost, sqlFailure } from './errors.js';
+import { isConnectionLost, missingCheckpointTable, sqlFailure } from './errors.js';
 import { compareLsn, lsnFromHex, lsnToHex } from './lsn.js';
 import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, Transaction } from './queries.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
+import { enableDatabaseCall, enableTableCall } from './sql.js';
+import { parsePosition, positionOf } from './position.js';
 import { rowMapper } from './types.js';
 import { sqlServerConnector } from './sqlserver.js';
 
 export const MSSQL_SOURCE = 'mssql-cdc';
-
-/** What a checkpoint carries: per table, the last LSN whose changes were all emitted. */
-export interface MssqlCdcPosition {
-  /** The lowest of the tables' LSNs. */
-  lsn: string;
-  tables: Record<string, string>;
-}
+export { parsePosition, positionOf, type MssqlCdcPosition } from './position.js';
 
 export type GapPolicy = 'fail' | 'snapshot' | 'skip';
 
@@ -87,27 +83,6 @@ export interface MssqlCdcOptions {
 const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'UpdateBefore', 4: 'Update' };
 /** Envelopes handed on at once from a window's merge. */
 const BATCH = 256;
-
-/** Validates a stored position; a position of another source is an error that says so. */
-export function parsePosition(value: unknown): Map<string, Buffer> {
-  const p = value as Partial<MssqlCdcPosition> | null;
-  if (p === null || typeof p !== 'object' || typeof p.tables !== 'object' || p.tables === null) {
-    throw invalidOption(`the stored position is not an mssql-cdc position ({"lsn","tables"}): ${JSON.stringify(value)?.slice(0, 200)}; forget it with \`dstream reset <task>\``);
-  }
-  const out = new Map<string, Buffer>();
-  for (const [table, lsn] of Object.entries(p.tables)) out.set(table, lsnFromHex(lsn, `stored position of ${table}`));
-  return out;
-}
-
-export function positionOf(tables: ReadonlyMap<string, Buffer>): MssqlCdcPosition {
-  const out: Record<string, string> = {};
-  let low: Buffer | undefined;
-  for (const [t, lsn] of [...tables].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-    out[t] = lsnToHex(lsn);
-    if (low === undefined || compareLsn(lsn, low) < 0) low = lsn;
-  }
-  return { lsn: low === undefined ? '' : lsnToHex(low), tables: out };
-}
 
 /** The reader as a Readable (object mode) of change envelopes and checkpoints. */
 export function mssqlCdc(options: MssqlCdcOptions): Readable {
@@ -321,14 +296,14 @@ class CdcReader {
   /** Checks the database and tables, resolves start positions, runs the snapshot if asked. */
   private async *prepare(): AsyncGenerator<Envelope> {
     const q = this.q;
-    const info = await q.databaseInfo().catch((err: unknown) => Promise.reject(sqlFailure(err, q.where, 'reading the database')));
+    const info = await q.databaseInfo();
     this.database = info.database;
     if (!info.cdcEnabled) {
       throw new DstreamError(
         ErrorCodes.CDC_NOT_ENABLED,
         ['master', 'model', 'msdb', 'tempdb'].includes(info.database.toLowerCase())
           ? `connected to the system database ${info.database} (${q.where}): name the database with the tables in the connection string (Database=...)`
-          : `CDC is not enabled on database ${info.database} (${q.where}). A sysadmin enables it with: USE ${bracket(info.database)}; EXEC sys.sp_cdc_enable_db; ` +
+          : `CDC is not enabled on database ${info.database} (${q.where}). A sysadmin enables it with: ${enableDatabaseCall(info.database)}; ` +
             `or set enable_cdc = true in the input config and run \`dstream init\``,
         { details: { database: info.database } },
       );
@@ -339,9 +314,10 @@ class CdcReader {
     if (!this.o.lease) {
       const stored = this.o.after === undefined || this.o.after === null ? new Map<string, Buffer>() : parsePosition(this.o.after);
       const fresh: TableState[] = [];
+      const all = await q.captureInstances();
       for (const ref of this.refs) {
         const at = stored.get(tableKey(ref));
-        const state = await this.track(ref, at);
+        const state = await this.track(ref, at, all);
         if (at === undefined) fresh.push(state);
       }
       if (this.o.snapshot && fresh.length > 0) yield* this.snapshot(fresh, 'initial snapshot');
@@ -349,10 +325,10 @@ class CdcReader {
     }
   }
 
-  /** Starts tracking a table: from its stored position, or from `start`. */
-  private async track(ref: TableRef, after: Buffer | undefined): Promise<TableState> {
+  /** Starts tracking a table (`all`: every capture instance): from its stored position, or from `start`. */
+  private async track(ref: TableRef, after: Buffer | undefined, all: CaptureInstance[]): Promise<TableState> {
     const key = tableKey(ref);
-    const instances = await this.instancesOf(ref);
+    const instances = forTable(all, ref);
     let from: Buffer;
     if (after !== undefined) {
       from = await this.q.incrementLsn(after);
@@ -373,11 +349,6 @@ class CdcReader {
     const state: TableState = { ref, key, instances, from, start: from };
     this.tables.set(key, state);
     return state;
-  }
-
-  private async instancesOf(ref: TableRef): Promise<CaptureInstance[]> {
-    const all = await this.q.captureInstances();
-    return forTable(all, ref);
   }
 
   /** Emits every current row of `tables` (OperationType Read) at the max LSN, then a checkpoint there. */
@@ -417,18 +388,22 @@ class CdcReader {
     yield this.checkpoint();
   }
 
-  private metadata(t: TableState, instance: CaptureInstance, op: string, opId: number, lsn: string, seq: string | null, commitTime: string | null): Envelope['metadata'] {
-    return {
+  /** Metadata of one row; built whole and trimmed, which is cheaper than spreading per row. */
+  private metadata(t: TableState, instance: CaptureInstance, op: string, opId: number, lsn: string, seq: string | null, commitTime: string | null): Record<string, unknown> {
+    const m: Record<string, unknown> = {
       TableName: t.ref.table,
       Schema: t.ref.schema,
       Database: this.database,
       OperationType: op,
       OperationID: opId,
       LSN: lsn,
-      ...(seq !== null ? { Seq: seq } : {}),
-      ...(commitTime !== null ? { CommitTime: commitTime } : {}),
+      Seq: seq,
+      CommitTime: commitTime,
       CaptureInstance: instance.name,
     };
+    if (seq === null) delete m.Seq;
+    if (commitTime === null) delete m.CommitTime;
+    return m;
   }
 
   /** A checkpoint of the current positions; `handOn` false when it waits in a batch not yet yielded. */
@@ -638,18 +613,7 @@ class CdcReader {
         const op = row.__$operation;
         rows++;
         sinceCheckpoint++;
-        const metadata: Record<string, unknown> = {
-          TableName: s.table.ref.table,
-          Schema: s.table.ref.schema,
-          Database: this.database,
-          OperationType: OPERATIONS[op] ?? `Operation${op}`,
-          OperationID: op,
-          LSN: prevHex,
-          Seq: lsnToHex(row.__$seqval),
-          CommitTime: commitTime,
-          CaptureInstance: s.instance.name,
-        };
-        if (commitTime === null) delete metadata.CommitTime;
+        const metadata = this.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, prevHex, lsnToHex(row.__$seqval), commitTime);
         batch.push({ source, type: 'cdc', data: s.map(row), metadata });
         if (batch.length >= BATCH) {
           yield handOn();
@@ -692,23 +656,21 @@ class CdcReader {
         this.emitted.delete(t.key);
       }
     }
-    const stored = new Map<string, Buffer>();
-    let loaded = false;
+    // Read once per round, and only when a table was taken.
+    let taken: { stored: Map<string, Buffer>; all: CaptureInstance[] } | undefined;
     for (const ref of this.refs) {
       const key = tableKey(ref);
       if (this.tables.has(key)) continue;
       if (this.tables.size >= (lease.maxTables ?? Infinity)) break;
       if (!(await session.tryLock(resource(ref)))) continue;
-      if (!loaded) {
+      if (taken === undefined) {
         const rows = await this.q.loadCheckpoints(lease.checkpointTable, lease.task).catch((err: { number?: number }) => {
-          if (err?.number !== 208) throw err;
-          throw new DstreamError(ErrorCodes.CONFIG, `the checkpoint table ${tableKey(lease.checkpointTable)} does not exist in ${this.q.where}: create it with \`dstream init <task>\` and create_checkpoint_table = true`, { cause: err });
+          throw err?.number === 208 ? missingCheckpointTable(lease.checkpointTable, this.q.where, err) : err;
         });
-        for (const row of rows) if (row.lsn) stored.set(row.table, row.lsn);
-        loaded = true;
+        taken = { stored: new Map(rows.flatMap((r) => (r.lsn ? [[r.table, r.lsn] as const] : []))), all: await this.q.captureInstances() };
       }
-      const at = stored.get(key);
-      const state = await this.track(ref, at);
+      const at = taken.stored.get(key);
+      const state = await this.track(ref, at, taken.all);
       this.log(`lease on ${key} taken; reading from ${at ? `after the stored position ${lsnToHex(at)}` : `the start (${this.o.start})`}`);
       if (at === undefined && this.o.snapshot) yield* this.snapshot([state], 'initial snapshot');
     }
@@ -757,16 +719,10 @@ class RowCursor {
   }
 
   async next(): Promise<DriverChangeRow | null> {
-    const before = this.segment.before;
     for (;;) {
+      const row = this.poll();
+      if (row !== undefined) return row;
       if (this.error !== undefined) throw this.error;
-      const row = this.stream.read() as DriverChangeRow | null;
-      if (row !== null) {
-        // Rows the newer capture instance also has are read from it.
-        if (before !== undefined && compareLsn(row.__$start_lsn, before) >= 0) continue;
-        return row;
-      }
-      if (this.ended) return null;
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
   }
@@ -780,7 +736,8 @@ function compareRows(a: DriverChangeRow, b: DriverChangeRow): number {
   return Buffer.compare(a.__$start_lsn, b.__$start_lsn) || Buffer.compare(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
 }
 
-function forTable(all: CaptureInstance[], ref: TableRef): CaptureInstance[] {
+/** A table's capture instances, oldest first. */
+export function forTable(all: CaptureInstance[], ref: TableRef): CaptureInstance[] {
   return all.filter((i) => i.schema === ref.schema && i.table === ref.table).sort((a, b) => compareLsn(a.startLsn, b.startLsn) || (a.createDate < b.createDate ? -1 : 1));
 }
 
@@ -791,27 +748,28 @@ function coveringInstance(instances: CaptureInstance[], from: Buffer): CaptureIn
   return pick;
 }
 
-const bracket = (name: string) => `[${name.replace(/]/g, ']]')}]`;
-
 export function agentStoppedMessage(where: string): string {
   return `SQL Server Agent is not running on ${where}: the CDC capture job is idle, so new changes do not reach the change tables until it runs. Start the SQL Server Agent service (in a container: MSSQL_AGENT_ENABLED=true)`;
 }
 
+/** A configured table that is not there, with the nearest name that is. */
+export function tableNotFound(key: string, where: string, known: string[]): DstreamError {
+  const guess = didYouMean(key, known) ?? known.find((k) => k.toLowerCase() === key.toLowerCase());
+  return new DstreamError(ErrorCodes.TABLE_NOT_FOUND, `table ${key} does not exist in ${where}${guess ? `; did you mean ${guess}?` : ''} (tables are written Table, for schema dbo, or schema.Table)`, { details: { table: key } });
+}
+
 /** Every configured table exists and is tracked by CDC; otherwise an error with what to run. */
 export async function checkTables(q: CdcQueries, refs: TableRef[]): Promise<void> {
-  const tables = await q.sourceTables().catch((err: unknown) => Promise.reject(sqlFailure(err, q.where, 'listing tables')));
+  const tables = await q.sourceTables();
   const byKey = new Map(tables.map((t) => [tableKey(t), t]));
   for (const ref of refs) {
     const key = tableKey(ref);
     const t = byKey.get(key);
-    if (t === undefined) {
-      const guess = didYouMean(key, [...byKey.keys()]) ?? [...byKey.keys()].find((k) => k.toLowerCase() === key.toLowerCase());
-      throw new DstreamError(ErrorCodes.TABLE_NOT_FOUND, `table ${key} does not exist in ${q.where}${guess ? `; did you mean ${guess}?` : ''} (tables are written Table, for schema dbo, or schema.Table)`, { details: { table: key } });
-    }
+    if (t === undefined) throw tableNotFound(key, q.where, [...byKey.keys()]);
     if (!t.tracked) {
       throw new DstreamError(
         ErrorCodes.CDC_NOT_ENABLED,
-        `CDC is not enabled on table ${key}. Enable it with: EXEC sys.sp_cdc_enable_table @source_schema = N'${ref.schema.replace(/'/g, "''")}', @source_name = N'${ref.table.replace(/'/g, "''")}', @role_name = NULL; ` +
+        `CDC is not enabled on table ${key}. Enable it with: ${enableTableCall(ref)}; ` +
           `or set enable_cdc = true and run \`dstream init\``,
         { details: { table: key } },
       );

@@ -148,3 +148,15 @@ export function selectExpression(column: ColumnInfo): string {
       return c;
   }
 }
+
+const literal = (s: string) => `N'${s.replace(/'/g, "''")}'`;
+
+/** The call that enables CDC on a database, as messages tell users to run it. */
+export function enableDatabaseCall(database: string): string {
+  return `USE ${quoteName(database)}; EXEC sys.sp_cdc_enable_db`;
+}
+
+/** The call that enables CDC on a table, as messages tell users to run it. */
+export function enableTableCall(t: TableRef): string {
+  return `EXEC sys.sp_cdc_enable_table @source_schema = ${literal(t.schema)}, @source_name = ${literal(t.table)}, @role_name = NULL`;
+}
