@@ -40,6 +40,8 @@ const prefixed = (io: TaskIO) => (line: string, label: string) => {
   io.stderr.write(line.startsWith(`${name}:`) ? `${line}\n` : `${name}: ${line}\n`);
 };
 
+const note = (io: TaskIO) => (text: string) => void io.stderr.write(`dstream: note: ${text}\n`);
+
 const configPath = (o: TaskCommandOptions, env: TaskIO['env']) => o.config ?? env.DSTREAM_CONFIG ?? 'dstream.hcl';
 
 async function guarded(io: TaskIO, fn: () => Promise<number>): Promise<number> {
@@ -107,7 +109,7 @@ export function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io:
       }
     }
     const state = verb === 'status' ? await withStore(task, io, (store) => store.load(task.name)) : undefined;
-    const report = await taskVerb(task, verb, { builtins: BUILTINS, env: io.env, onStderr: prefixed(io), ...(state ? { position: state.position } : {}) });
+    const report = await taskVerb(task, verb, { builtins: BUILTINS, env: io.env, onStderr: prefixed(io), onNote: note(io), ...(state ? { position: state.position } : {}) });
     io.stdout.write(o.json ? `${JSON.stringify({ ...report, ...(verb === 'status' ? { position: state ?? null } : {}) })}\n` : formatReport(report, state));
     return ExitCodes.OK;
   });

@@ -7,6 +7,7 @@ import { encodeEnvelopes } from '../envelope/encode.js';
 import { CHECKPOINT_TYPE, type CheckpointEnvelope } from '../envelope/types.js';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
 import type { TaskConfig, ProviderRef } from '../config/tasks.js';
+import { fromOriginalResult, isOriginalResult, streamsFromConfig } from '../protocol/original.js';
 import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
 import type { ProviderDefinition } from '../provider/run-provider.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
@@ -16,6 +17,10 @@ import type { StateStore } from './state-store.js';
 export interface ExecutorOptions extends StartOptions {
   builtins: Record<string, ProviderDefinition<never>>;
   handshakeTimeoutMs?: number;
+  /** Lifecycle verbs: how long an input executable has for its handshake (default PROBE_TIMEOUT_MS). */
+  probeTimeoutMs?: number;
+  /** Notes for the user (an input that was not asked, positions that are not stored). */
+  onNote?: (note: string) => void;
 }
 
 export function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: ExecutorOptions['builtins']): ProviderSpec {
@@ -29,15 +34,34 @@ export function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: Exe
   return { label: `${side} ${ref.providerPath}`, path: ref.providerPath! };
 }
 
-/** Runs one lifecycle verb on one provider and returns its result line; a failure throws. */
-export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions): Promise<ResultLine> {
+/** How long an input may take to answer its handshake before it is taken for an original provider. */
+export const PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * Runs one lifecycle verb on one provider and returns its result line; a failure throws. Results
+ * of the original .NET SDK (`"status":"Success"|"Failed"`) are read as ok and error.
+ *
+ * With `probe` (inputs), stdin stays open until the handshake, and a provider that does not declare
+ * dstream's protocol in it is stopped there and `undefined` comes back: an original input routes
+ * every verb it does not know to run and would start streaming (the .NET SDK), or waits for the
+ * end of its input and then streams (the Go ingester), so it must never get past its handshake.
+ */
+export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe = false): Promise<ResultLine | undefined> {
   const handle = startProvider(spec, options);
   return withHandle(handle, async () => {
-    const session = await openSession(handle, h, { ...options, endInput: true });
+    const session = await openSession(handle, h, probe ? { handshakeTimeoutMs: options.probeTimeoutMs ?? PROBE_TIMEOUT_MS, silenceIsOriginal: true } : { ...options, endInput: true });
+    if (probe) {
+      if (!session.dstream) {
+        handle.kill('SIGKILL');
+        await handle.exited;
+        return undefined;
+      }
+      handle.stdin.end();
+    }
     const next = await session.lines.next();
     const exit = await handle.exited;
     if (next.done) throw providerFailed(handle, `gave no answer to "${h.command}"`, exit);
-    const result = next.value as ResultLine;
+    const result = (isOriginalResult(next.value) ? fromOriginalResult(next.value, h.command) : next.value) as ResultLine;
     if (result?.status === 'error') throw providerFailed(handle, `${h.command} failed: ${result.message ?? 'no message'}`, exit);
     if (result?.status !== 'ok') throw providerFailed(handle, `answered "${h.command}" with something that is not a result line`, exit);
     if (exit.code !== 0) throw providerFailed(handle, `${h.command} answered ok but exited non-zero`, exit);
@@ -66,23 +90,32 @@ export interface LifecycleReport {
  * `discover` on the input, then the verb on the input (when it supports it: an input may own
  * setup too, such as CDC on the source tables) and on the output. destroy runs the output first,
  * the reverse of init. `position` (the stored one) goes to the input's status, for its lag.
+ * An input that does not speak dstream's protocol is asked nothing (as the original CLI did): the
+ * streams then come from the `tables` of the output's config, or of the input's.
  */
 export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions & { position?: unknown }): Promise<LifecycleReport> {
   const input = specOf('input', task.input, options.builtins);
   const output = specOf('output', task.output, options.builtins);
-  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options);
-  const streams = (discovered.streams as StreamDescriptor[] | undefined) ?? [];
+  // Built-ins speak the protocol; only executables are probed at their handshake.
+  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined);
+  const original = discovered === undefined;
+  if (original) {
+    options.onNote?.(
+      `${input.label} does not declare dstream's protocol in its handshake (a provider of the original dstream): it is not asked to discover or ${command}; streams come from the tables in the task's config`,
+    );
+  }
+  const streams = original ? streamsFromConfig(task.output.config, task.input.config) : ((discovered.streams as StreamDescriptor[] | undefined) ?? []);
   const onInput = async (): Promise<ResultLine | undefined> => {
-    if (command === 'discover') return undefined;
+    if (command === 'discover' || original) return undefined;
     const extra = command === 'status' && options.position !== undefined ? { task: task.name, state: options.position } : { task: task.name };
     // Optional for inputs: its stderr goes only into the error (which names it), not to the screen.
-    return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError) => {
+    return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError): undefined => {
       // An input without setup of its own may not support the verb; that is not a failure.
       if (/does not support/.test(err.message)) return undefined;
       throw err;
     });
   };
-  const onOutput = () => providerVerb(output, header(command, task.output.config, { task: task.name, streams }), options);
+  const onOutput = async () => (await providerVerb(output, header(command, task.output.config, { task: task.name, streams }), options))!;
   let inputResult: ResultLine | undefined;
   let out: ResultLine;
   if (command === 'destroy') {

