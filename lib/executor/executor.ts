@@ -47,11 +47,18 @@ export const PROBE_TIMEOUT_MS = 5_000;
  * end of its input and then streams (the Go ingester), so it must never get past its handshake.
  */
 export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe = false): Promise<ResultLine | undefined> {
+  const probeMs = options.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
   const handle = startProvider(spec, options);
   return withHandle(handle, async () => {
-    const session = await openSession(handle, h, probe ? { handshakeTimeoutMs: options.probeTimeoutMs ?? PROBE_TIMEOUT_MS, silenceIsOriginal: true } : { ...options, endInput: true });
+    const session = await openSession(handle, h, probe ? { handshakeTimeoutMs: probeMs, silenceIsOriginal: true } : { ...options, endInput: true });
     if (probe) {
       if (!session.dstream) {
+        const why = session.silent
+          ? `sent no handshake within ${probeMs} ms (the original MSSQL ingester reads its config to the end of its input first)`
+          : session.legacy
+            ? 'started with data instead of a handshake'
+            : 'answered a handshake without "protocol" (as the original .NET SDK does)';
+        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs`);
         handle.kill('SIGKILL');
         await handle.exited;
         return undefined;
@@ -99,11 +106,6 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
   // Built-ins speak the protocol; only executables are probed at their handshake.
   const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined);
   const original = discovered === undefined;
-  if (original) {
-    options.onNote?.(
-      `${input.label} does not declare dstream's protocol in its handshake (a provider of the original dstream): it is not asked to discover or ${command}; streams come from the tables in the task's config`,
-    );
-  }
   const streams = original ? streamsFromConfig(task.output.config, task.input.config) : ((discovered.streams as StreamDescriptor[] | undefined) ?? []);
   const onInput = async (): Promise<ResultLine | undefined> => {
     if (command === 'discover' || original) return undefined;

@@ -16,6 +16,8 @@ export interface Session {
   legacy: boolean;
   /** Its handshake declared dstream's protocol (`"protocol": n`); originals never do. */
   dstream: boolean;
+  /** With `silenceIsOriginal`: nothing came before the timeout. */
+  silent?: boolean;
 }
 
 export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }): DstreamError {
@@ -50,7 +52,7 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
     new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
   ]).finally(() => clearTimeout(timer));
   if (first === 'timeout') {
-    if (options.silenceIsOriginal) return { handle, lines: it, legacy: true, dstream: false };
+    if (options.silenceIsOriginal) return { handle, lines: it, legacy: true, dstream: false, silent: true };
     handle.kill('SIGKILL');
     throw providerFailed(handle, `no handshake within ${timeoutMs} ms`);
   }

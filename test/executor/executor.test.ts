@@ -82,9 +82,13 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
     expect(err.message).toBe(`input ${fake}: config.port: expected an integer, got string "x"`);
   });
 
-  it('a hang: stopped after the handshake timeout', async () => {
-    const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('hang'), handshakeTimeoutMs: 300 }).catch((e) => e);
+  it('a hang: stopped after the handshake timeout (run); under a lifecycle verb, taken for an original input and asked nothing', async () => {
+    const err = await runTask(task(tmp('o-')), { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), env: env('hang'), handshakeTimeoutMs: 300 }).catch((e) => e);
     expect(err.message).toBe(`input ${fake}: no handshake within 300 ms`);
+    const notes: string[] = [];
+    const report = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('hang'), probeTimeoutMs: 300, onNote: (n) => notes.push(n) });
+    expect(report.streams).toEqual([]);
+    expect(notes).toEqual([expect.stringMatching(new RegExp(`^input ${fake} sent no handshake within 300 ms`))]);
   });
 
   it('an older provider without handshake: its config arrives at the top level, its first line is data', async () => {
