@@ -3,25 +3,12 @@
  * katasec/dstream-ingester-mssql) under dstream's task verbs: fakes in ./fixtures print exactly
  * what the originals print, and the real CLI runs them.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCodes } from '../../lib/index.js';
-import { DSTREAM_BIN, ROOT, spawnNode } from '../support/process.js';
-
-export const compatFixture = (name: string) => `${ROOT}test/compat/fixtures/${name}`;
-
-/** A task file in a fresh directory; returns its path and a state dir for the environment. */
-export function taskFile(text: string): { config: string; dir: string; env: Record<string, string> } {
-  const dir = mkdtempSync(join(tmpdir(), 'dstream-compat-'));
-  const config = join(dir, 'dstream.hcl');
-  writeFileSync(config, text);
-  return { config, dir, env: { DSTREAM_STATE_DIR: join(dir, 'state') } };
-}
-
-export const dstream = (args: string[], t: { config: string; env: Record<string, string> }, env: Record<string, string> = {}, timeoutMs = 25_000) =>
-  spawnNode(DSTREAM_BIN, [...args, '--config', t.config], { env: { ...t.env, ...env }, timeoutMs });
+import { compatFixture, dstream, taskFile } from './support.js';
 
 const counterInput = (maxCount: number, interval = 1) => `  input {
     provider_path = "${compatFixture('dotnet-counter-input.mjs')}"

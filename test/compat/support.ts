@@ -1,0 +1,20 @@
+/** Helpers of the compatibility suite: a task file in a fresh directory, the real CLI on it. */
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DSTREAM_BIN, ROOT, spawnNode } from '../support/process.js';
+
+export const compatFixture = (name: string) => `${ROOT}test/compat/fixtures/${name}`;
+
+/** A task file in a fresh directory; returns its path and a state dir for the environment. */
+export function taskFile(text: string): { config: string; dir: string; env: Record<string, string> } {
+  const dir = mkdtempSync(join(tmpdir(), 'dstream-compat-'));
+  const config = join(dir, 'dstream.hcl');
+  writeFileSync(config, text);
+  return { config, dir, env: { DSTREAM_STATE_DIR: join(dir, 'state') } };
+}
+
+export const dstream = (args: string[], t: { config: string; env: Record<string, string> }, env: Record<string, string> = {}, timeoutMs = 25_000, onSpawn?: (c: ChildProcess) => void) =>
+  spawnNode(DSTREAM_BIN, [...args, '--config', t.config], { env: { ...t.env, ...env }, timeoutMs, ...(onSpawn ? { onSpawn } : {}) });
+
