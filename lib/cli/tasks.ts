@@ -145,7 +145,11 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
         onStderr: prefixed(io),
         onAck: (_cp, rows) => (last = { rows, acks: last.acks + 1 }),
       });
-      const text = `task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints acknowledged (the last one stored) in ${((Date.now() - started) / 1000).toFixed(1)} s${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}`;
+      const took = `${((Date.now() - started) / 1000).toFixed(1)} s${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}`;
+      const text =
+        summary.positionsNotStored === undefined
+          ? `task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints acknowledged (the last one stored) in ${took}`
+          : `task "${task.name}": ${summary.rows} rows sent, positions not stored: ${summary.positionsNotStored}; the next run starts where the input starts without a stored position, in ${took}`;
       if (o.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
       else io.stderr.write(`dstream: ${text}\n`);
       return stoppedBy === 'SIGINT' ? ExitCodes.INTERRUPTED : stoppedBy === 'SIGTERM' ? ExitCodes.TERMINATED : ExitCodes.OK;

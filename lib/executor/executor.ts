@@ -136,6 +136,8 @@ export interface RunSummary {
   checkpointsAcked: number;
   lastPosition?: unknown;
   stoppedBy?: NodeJS.Signals;
+  /** Why no position is stored at all (an output of the original dstream never acknowledges). */
+  positionsNotStored?: string;
 }
 
 export interface RunOptions extends ExecutorOptions {
@@ -162,7 +164,13 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   const onAbort = () => stop('SIGTERM');
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const out = await openSession(output, runHeader(task.output, {}), options);
+    // What an output prints that is not a protocol line is its own output (the original .NET console
+    // output prints every message): shown on stderr under its name, as the original CLI showed it.
+    const stray = (line: string) => options.onStderr?.(line, output.label);
+    const out = await openSession(output, runHeader(task.output, {}), { ...options, onStrayLine: stray });
+    // An output of the original dstream takes every line for data and acknowledges nothing: it gets
+    // data only, and no position can be stored.
+    if (!out.dstream) summary.positionsNotStored = `${output.label} does not speak dstream's protocol (it never acknowledges)`;
     // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
     const store = options.store.describe?.();
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
@@ -174,6 +182,7 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
         const line = readHandshake(v);
         if (line.kind === 'error') throw providerFailed(input, line.message, await input.exited);
         if (v?.type !== CHECKPOINT_TYPE) summary.rows++;
+        else if (!out.dstream) continue;
         if (!enc.write(v)) await new Promise((r) => enc.once('drain', r));
       }
       enc.end();
@@ -204,7 +213,10 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
         const v = n.value as { type?: string };
         const line = readHandshake(v);
         if (line.kind === 'error') throw providerFailed(output, line.message, await output.exited);
-        if (v?.type !== CHECKPOINT_TYPE) continue;
+        if (v?.type !== CHECKPOINT_TYPE || !out.dstream) {
+          stray(JSON.stringify(v));
+          continue;
+        }
         latest = v as CheckpointEnvelope;
         summary.checkpointsAcked++;
         options.onAck?.(latest, summary.rows);

@@ -4,7 +4,9 @@
  * that is not a handshake comes from an older provider: it is data, and goes first.
  */
 import { decodeEnvelopes } from '../envelope/decode.js';
-import { DstreamError, ErrorCodes } from '../errors.js';
+import { Writable } from 'node:stream';
+import type { InvalidRecord } from '../envelope/invalid.js';
+import { DstreamError, ErrorCodes, isDstreamError } from '../errors.js';
 import { readHandshake, type CommandHeader } from '../protocol/messages.js';
 import type { ProviderHandle } from './provider-handle.js';
 
@@ -37,13 +39,36 @@ export interface SessionOptions {
    * its input before it starts (the Go MSSQL ingester reads all of stdin): a legacy session, not an error.
    */
   silenceIsOriginal?: boolean;
+  /**
+   * Lines that are not JSON go here instead of failing the session (an output that prints what it
+   * writes, as the original .NET console output does). Without it, such a line is an error that
+   * names the provider.
+   */
+  onStrayLine?: (line: string) => void;
 }
 
 export async function openSession(handle: ProviderHandle, header: CommandHeader, options: SessionOptions = {}): Promise<Session> {
   handle.stdin.write(`${JSON.stringify(header)}\n`);
   if (options.endInput) handle.stdin.end();
-  const values = handle.stdout.pipe(decodeEnvelopes({ raw: true, maxLineBytes: 64 * 1024 * 1024 }));
-  const it = values[Symbol.asyncIterator]();
+  const stray = options.onStrayLine;
+  const values = handle.stdout.pipe(
+    decodeEnvelopes({
+      raw: true,
+      maxLineBytes: 64 * 1024 * 1024,
+      ...(stray === undefined
+        ? {}
+        : {
+            onInvalid: 'dead-letter' as const,
+            deadLetter: new Writable({
+              write(chunk: Buffer, _enc, done) {
+                stray((JSON.parse(chunk.toString()) as InvalidRecord).raw);
+                done();
+              },
+            }),
+          }),
+    }),
+  );
+  const it = named(handle, values[Symbol.asyncIterator]());
   const timeoutMs = options.handshakeTimeoutMs ?? 30_000;
   let timer: NodeJS.Timeout | undefined;
   const first = await Promise.race([
@@ -64,6 +89,19 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
   }
   if (first.done) throw providerFailed(handle, 'exited before its handshake', await handle.exited);
   return classify(handle, first.value, it);
+}
+
+/** A line the decoder refuses (not JSON, too long) fails the session with the provider's name. */
+function named(handle: ProviderHandle, it: AsyncIterator<unknown>): AsyncIterator<unknown> {
+  return {
+    next: () =>
+      it.next().catch((err: unknown) => {
+        if (!isDstreamError(err)) throw err;
+        const rec = err.details as Partial<InvalidRecord> | undefined;
+        const what = err.code === ErrorCodes.INVALID_RECORD && rec?.raw !== undefined ? `stdout line ${rec.line} is not a JSON line: ${rec.raw}` : err.message;
+        throw new DstreamError(err.code, `${handle.label}: ${what}`, { cause: err, details: { provider: handle.label, ...rec } });
+      }),
+  };
 }
 
 function classify(handle: ProviderHandle, value: unknown, it: AsyncIterator<unknown>): Session {
