@@ -4,7 +4,9 @@
  * - subject: OperationType
  * - applicationProperties: table, schema, database, operation, lsn, seq (those present)
  * - messageId: SHA-1 (hex) of destination, LSN, Seq and operation when the envelope has an LSN,
- *   so a replay after a crash produces the same ids and duplicate detection drops them
+ *   so a replay after a crash produces the same ids and duplicate detection drops them. LSN and Seq
+ *   are hashed in mssql-cdc's form (0x + upper-case hex), whatever form the producer wrote, so the
+ *   original Go ingester's lower-case unprefixed values give the same ids
  * - sessionId: the value of a key column, when `sessionKey` names one (per-key order on session queues)
  */
 import { createHash } from 'node:crypto';
@@ -23,7 +25,18 @@ export function messageIdOf(destination: string, env: Envelope): string | undefi
   const m = env.metadata;
   if (typeof m?.LSN !== 'string' || m.LSN.length === 0) return undefined;
   const op = m.OperationID ?? m.OperationType ?? '';
-  return createHash('sha1').update(`${destination.toLowerCase()}|${m.LSN}|${m.Seq ?? ''}|${op}`).digest('hex');
+  return createHash('sha1').update(`${destination.toLowerCase()}|${canonicalHex(m.LSN)}|${canonicalHex(m.Seq ?? '')}|${op}`).digest('hex');
+}
+
+/**
+ * An LSN or Seq in mssql-cdc's form: `0x` + upper-case hex. Accepted as hex: `0x`-prefixed digits
+ * of either case, or exactly 20 bare digits (binary(10), as the Go ingester's hex.EncodeToString
+ * writes them). Anything else is hashed as written.
+ */
+export function canonicalHex(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const m = /^0[xX]([0-9a-fA-F]+)$/.exec(value) ?? /^([0-9a-fA-F]{20})$/.exec(value);
+  return m === null ? value : `0x${m[1]!.toUpperCase()}`;
 }
 
 export function toServiceBusMessage(destination: string, env: Envelope, options: MessageOptions = {}): ServiceBusMessage {
