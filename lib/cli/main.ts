@@ -74,7 +74,12 @@ export async function main(
         );
       },
     )
-    .option('config', { type: 'string', global: true, describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
+    .option('config', { alias: 'c', type: 'string', global: true, describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
+    // The original dstream's flag, accepted so its scripts keep working; dstream has nothing to set.
+    .option('log-level', { alias: 'l', type: 'string', global: true, hidden: true })
+    .middleware((a) => {
+      if (a.logLevel !== undefined) io.stderr.write(`dstream: note: --log-level ${String(a.logLevel)}: dstream has no log levels; providers' stderr is always shown, and run --quiet hides progress\n`);
+    })
     .option('json', { type: 'boolean', global: true, default: false, describe: 'print results as JSON, for scripts' })
     .command('validate [task]', 'Check dstream.hcl (and one task) without running anything', (y) => y.positional('task', { type: 'string' }).epilog(TASK_EPILOG), async (a) => {
       code = await (await tasks()).validateCommand({ task: a.task, config: a.config, json: a.json }, io);

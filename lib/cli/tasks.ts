@@ -55,7 +55,7 @@ async function guarded(io: TaskIO, fn: () => Promise<number>): Promise<number> {
 
 export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(io, async () => {
-    const file = await loadTaskFile(configPath(o, io.env), io.env);
+    const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
     const tasks = o.task === undefined ? file.tasks : [taskNamed(file, o.task)];
     // Built-in providers' config is checked here too (executables check theirs when started).
     for (const t of tasks) {
@@ -96,7 +96,7 @@ async function withStore<T>(task: TaskConfig, io: TaskIO, fn: (store: StateStore
 
 export function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(io, async () => {
-    const file = await loadTaskFile(configPath(o, io.env), io.env);
+    const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
     const task = taskNamed(file, o.task!);
     if (verb === 'destroy' && !o.yes) {
       if (!io.stdin.isTTY) {
@@ -117,7 +117,7 @@ export function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io:
 
 export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(io, async () => {
-    const file = await loadTaskFile(configPath(o, io.env), io.env);
+    const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
     const task = taskNamed(file, o.task!);
     const abort = new AbortController();
     let stoppedBy: NodeJS.Signals | undefined;
@@ -166,7 +166,7 @@ export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number>
   return guarded(io, async () => {
     // The task's own store when its file declares one; the default file store without a task file.
     const path = configPath(o, io.env);
-    const task = existsSync(path) ? taskNamed(await loadTaskFile(path, io.env), o.task!) : undefined;
+    const task = existsSync(path) ? taskNamed(await loadTaskFile(path, io.env, { task: o.task }), o.task!) : undefined;
     const store = await openStateStore(task?.state, io.env);
     if (!o.yes) {
       if (!io.stdin.isTTY) {

@@ -81,6 +81,15 @@ class Locator {
     return { line: from, column: 1 };
   }
 
+  /** Where `text` first appears between lines `from` and `to` (1-based). */
+  findText(text: string, from: number, to: number): { line: number; column: number } {
+    for (let i = from - 1; i < Math.min(to, this.lines.length); i++) {
+      const col = this.lines[i]!.indexOf(text);
+      if (col >= 0) return { line: i + 1, column: col + 1 };
+    }
+    return { line: from, column: 1 };
+  }
+
   error(at: { line: number; column: number }, message: string): DstreamError {
     return new DstreamError(ErrorCodes.CONFIG, `${this.file}:${at.line}:${at.column}: ${message}`, { details: { file: this.file, ...at } });
   }
@@ -88,8 +97,17 @@ class Locator {
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
+export interface LoadOptions {
+  /**
+   * The task about to be used: problems confined to other tasks (an unset environment variable, a
+   * feature of the original dstream that dstream does not have) do not stop it. Without it, every
+   * task must be good.
+   */
+  task?: string;
+}
+
 /** Loads and checks a task file. */
-export async function loadTaskFile(path: string, env: Record<string, string | undefined> = process.env): Promise<TaskFile> {
+export async function loadTaskFile(path: string, env: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Promise<TaskFile> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -101,11 +119,16 @@ export async function loadTaskFile(path: string, env: Record<string, string | un
       { cause: err },
     );
   }
-  return parseTaskFile(text, path, env);
+  return parseTaskFile(text, path, env, options);
 }
 
-export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env): Promise<TaskFile> {
-  const text = renderTemplate(source, env, file);
+/** Top-level blocks of the original dstream's task files, ignored: what uses them is refused where it is used. */
+const ORIGINAL_TOP_LEVEL = ['locals', 'dstream'];
+
+export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Promise<TaskFile> {
+  const missing: Array<{ err: DstreamError; line: number }> = [];
+  const text = renderTemplate(source, env, file, (err, line) => missing.push({ err, line }));
+  if (options.task === undefined && missing.length > 0) throw missing[0]!.err;
   const at = new Locator(file, text);
   let doc: Block;
   try {
@@ -114,19 +137,51 @@ export async function parseTaskFile(source: string, file: string, env: Record<st
     throw hclError(err, file);
   }
   for (const key of Object.keys(doc)) {
-    if (key !== 'task') throw at.error(at.find(key), `unknown block or attribute "${key}"${hint(key, ['task'])}; a task file holds task "<name>" { ... } blocks`);
+    if (key !== 'task' && !ORIGINAL_TOP_LEVEL.includes(key)) throw at.error(at.find(key), `unknown block or attribute "${key}"${hint(key, ['task'])}; a task file holds task "<name>" { ... } blocks`);
   }
+  const entries = Object.entries((doc.task ?? {}) as Record<string, Block[] | Record<string, Block[]>>).map(([name, blocks]) => ({ name, blocks, where: at.find('task', 1, name) }));
+  // A task's lines run to the next task: what goes wrong there is that task's problem.
+  const starts = entries.map((e) => e.where.line).sort((a, b) => a - b);
+  const endOf = (line: number) => (starts.find((l) => l > line) ?? Number.MAX_SAFE_INTEGER) - 1;
+  const orphan = missing.find((m) => m.line < (starts[0] ?? Number.MAX_SAFE_INTEGER));
+  if (orphan !== undefined) throw orphan.err;
   const tasks: TaskConfig[] = [];
-  for (const [name, blocks] of Object.entries((doc.task ?? {}) as Record<string, Block[]>)) {
-    const where = at.find('task', 1, name);
-    if (blocks.length > 1) throw at.error(at.find('task', where.line + 1, name), `task "${name}" is declared twice`);
-    tasks.push(readTask(at, name, blocks[0]!, where.line, dirname(resolve(file))));
+  for (const { name, blocks, where } of entries) {
+    try {
+      if (!Array.isArray(blocks)) throw at.error(where, `task "${name}" "${Object.keys(blocks)[0]}" has two labels; a task has one: task "name" { ... }`);
+      const unset = missing.find((m) => m.line >= where.line && m.line <= endOf(where.line));
+      if (unset !== undefined) throw unset.err;
+      if (blocks.length > 1) throw at.error(at.find('task', where.line + 1, name), `task "${name}" is declared twice`);
+      usesLocals(at, name, blocks[0]!, where.line, endOf(where.line));
+      tasks.push(readTask(at, name, blocks[0]!, where.line, dirname(resolve(file))));
+    } catch (err) {
+      if (options.task === undefined || options.task === name) throw err;
+    }
   }
-  if (tasks.length === 0) throw at.error({ line: 1, column: 1 }, 'no task blocks: declare at least one task "<name>" { ... }');
+  if (tasks.length === 0 && options.task === undefined) throw at.error({ line: 1, column: 1 }, 'no task blocks: declare at least one task "<name>" { ... }');
   return { file, tasks };
 }
 
+/** `locals { }` of the original dstream: HCL hands `local.x` over as the text "${local.x}". */
+function usesLocals(at: Locator, task: string, block: Block, from: number, to: number): void {
+  const found = /\$\{(local\.[\w-]+)/.exec(JSON.stringify(block));
+  if (found === null) return;
+  const pos = at.findText(found[1]!, from, to);
+  throw at.error(pos, `task "${task}": locals are not supported (${found[1]}); write the value in place, or take it from the environment with {{ env "NAME" }}`);
+}
+
 function readTask(at: Locator, name: string, block: Block, line: number, baseDir: string): TaskConfig {
+  if (block.type === 'plugin') {
+    throw at.error(at.find('type', line), `task "${name}": type "plugin" (the original dstream's gRPC plugins) is not supported; use type = "providers" with input { ... } and output { ... } blocks naming provider executables (provider_path) or built-in providers (provider)`);
+  }
+  for (const key of ['plugin_path', 'plugin_ref', 'config']) {
+    if (key in block) {
+      throw at.error(
+        at.find(key, line),
+        `task "${name}": ${key === 'config' ? 'a task-level config block' : key} (from the original dstream's plugin tasks) is not supported; put each provider's settings in input { config { ... } } and output { config { ... } }`,
+      );
+    }
+  }
   for (const key of Object.keys(block)) {
     if (!['type', 'input', 'output', 'state'].includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, ['type', 'input', 'output', 'state'])}`);
   }
@@ -165,6 +220,12 @@ function readState(at: Locator, task: string, value: unknown, line: number, base
 function readProvider(at: Locator, what: string, block: Block, pos: { line: number; column: number }, baseDir: string): ProviderRef {
   const line = pos.line;
   const known = ['provider', 'provider_path', 'config'];
+  if ('provider_ref' in block) {
+    throw at.error(
+      at.find('provider_ref', line),
+      `${what}: provider_ref (a provider pulled from an OCI registry by the original dstream) is not supported; download the provider and give its path with provider_path, or use a built-in provider with provider`,
+    );
+  }
   for (const key of Object.keys(block)) {
     if (!known.includes(key)) throw at.error(at.find(key, line), `${what}: unknown "${key}"${hint(key, known)}`);
   }

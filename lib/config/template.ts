@@ -3,14 +3,25 @@
  *   {{ env "NAME" }}   {{ env `NAME` }}   {{ env "NAME" | default "value" }}
  * Values keep their types: `count = {{ env "COUNT" }}` becomes a number. Inside a quoted string
  * the value is escaped for HCL, so quotes, backslashes and `${` in a secret cannot break the file.
- * A missing variable without a default is an error naming it and its line.
+ * A missing variable without a default is an error naming it and its line; with `onMissing`, the
+ * error is handed over instead (the task file fails only the task that uses it) and the value
+ * left empty.
+ *
+ * The original dstream pasted values into the file as they were, so users escaped `"` and `\` in
+ * them for HCL themselves. A value whose every backslash escapes a `"` or a `\`, and that has no
+ * bare `"`, reads as already escaped and goes in as it is, instead of being escaped twice.
  */
 import { DstreamError, ErrorCodes } from '../errors.js';
 
 const TAG = /\{\{-?\s*env\s+(?:"([^"]*)"|`([^`]*)`)\s*(?:\|\s*default\s+(?:"([^"]*)"|`([^`]*)`)\s*)?-?\}\}/g;
 const ANY_TAG = /\{\{[^}]*\}\}/g;
 
-export function renderTemplate(text: string, env: Record<string, string | undefined>, file = 'dstream.hcl'): string {
+export function renderTemplate(
+  text: string,
+  env: Record<string, string | undefined>,
+  file = 'dstream.hcl',
+  onMissing?: (err: DstreamError, line: number) => void,
+): string {
   const lines = text.split('\n');
   return lines
     .map((line, i) => {
@@ -32,11 +43,14 @@ export function renderTemplate(text: string, env: Record<string, string | undefi
         const fallback = parsed[3] ?? parsed[4];
         const value = env[name] !== undefined && env[name] !== '' ? env[name]! : fallback;
         if (value === undefined) {
-          throw new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: environment variable ${name} is not set (used by ${tag}); set it, or give a default: {{ env "${name}" | default "..." }}`, {
+          const err = new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: environment variable ${name} is not set (used by ${tag}); set it, or give a default: {{ env "${name}" | default "..." }}`, {
             details: { file, line: i + 1, column: at + 1, variable: name },
           });
+          if (onMissing === undefined) throw err;
+          onMissing(err, i + 1);
         }
-        out += line.slice(last, at) + (insideString(line, at) ? escapeHclString(value) : value);
+        const inString = insideString(line, at);
+        out += line.slice(last, at) + (value === undefined ? (inString ? '' : 'null') : inString ? escapeHclString(value) : value);
         last = at + tag.length;
       }
       return out + line.slice(last);
@@ -67,5 +81,6 @@ function insideString(line: string, at: number): boolean {
 }
 
 function escapeHclString(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\$\{/g, '$${').replace(/%\{/g, '%%{').replace(/\n/g, '\\n');
+  const escaped = /\\["\\]/.test(value) && /^(?:[^"\\]|\\["\\])*$/.test(value);
+  return (escaped ? value : value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')).replace(/\$\{/g, '$${').replace(/%\{/g, '%%{').replace(/\n/g, '\\n');
 }

@@ -73,7 +73,7 @@ describe('dstream.hcl', () => {
   it('requires an input and an output, with exactly one of provider or provider_path', async () => {
     expect(await fail('task "a" {\n  output { provider = "files" }\n}\n')).toBe('dstream.hcl:1:1: task "a" has no input block: add input { provider = "..." } or input { provider_path = "..." }');
     expect(await fail('task "a" {\n  input {\n    provider = "g"\n    provider_path = "./x"\n  }\n  output { provider = "f" }\n}\n')).toBe('dstream.hcl:2:3: task "a" input: give exactly one of provider (built-in) or provider_path (executable)');
-    expect(await fail('task "a" {\n  type = "plugin"\n  input { provider = "g" }\n  output { provider = "f" }\n}\n')).toMatch(/^dstream\.hcl:2:3: task "a": type "plugin" is not supported/);
+    expect(await fail('task "a" {\n  type = "plugin"\n  input { provider = "g" }\n  output { provider = "f" }\n}\n')).toMatch(/^dstream\.hcl:2:3: task "a": type "plugin" \(the original dstream's gRPC plugins\) is not supported/);
   });
 
   it('says which environment variable is missing, and where; defaults and the backtick form work', async () => {
