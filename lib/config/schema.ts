@@ -20,7 +20,24 @@ export interface FieldSchema {
   env?: string;
   /** Never echoed in messages or logs. */
   secret?: boolean;
+  /**
+   * Keys of the original dstream's providers that mean this field (docs/protocol.md has the table):
+   * `same` takes the value as it is; a function converts it, or says why it cannot stand for this field.
+   */
+  aliases?: Record<string, AliasRule>;
 }
+
+export type AliasRule = 'same' | ((value: unknown) => { value: unknown } | { problem: string });
+
+/** A Go duration ("5s", "1m30s", "500ms"), as the original ingester took, for a field in milliseconds. */
+export const goDurationMs =
+  (field: string): AliasRule =>
+  (v) => {
+    const units: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+    const parts = typeof v === 'string' && /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(v) ? [...v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)] : [];
+    if (parts.length === 0) return { problem: `expected a duration such as "5s" (or give ${field} in milliseconds), got ${shown(v)}` };
+    return { value: Math.round(parts.reduce((ms, p) => ms + Number(p[1]) * units[p[2]!]!, 0)) };
+  };
 
 export type ConfigSchema = Record<string, FieldSchema>;
 
@@ -41,6 +58,7 @@ export function validateConfig(
   const problems: string[] = [];
   const out: Record<string, unknown> = {};
   const known = Object.keys(schema);
+  value = withAliases(schema, value, path, problems);
   for (const key of Object.keys(value)) {
     if (!(key in schema)) {
       const guess = didYouMean(key, known);
@@ -71,6 +89,26 @@ export function validateConfig(
     });
   }
   return out;
+}
+
+/** The original keys in `value` under dstream's names; what cannot be taken over becomes a problem. */
+function withAliases(schema: ConfigSchema, value: Record<string, unknown>, path: string, problems: string[]): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const [key, field] of Object.entries(schema)) {
+    for (const [alias, rule] of Object.entries(field.aliases ?? {})) {
+      if (!(alias in value)) continue;
+      out ??= { ...value };
+      delete out[alias];
+      if (key in value) {
+        problems.push(`${path}.${alias}: the original provider's name for ${key}, which is given too; keep one`);
+        continue;
+      }
+      const got = rule === 'same' ? { value: value[alias] } : rule(value[alias]);
+      if ('problem' in got) problems.push(`${path}.${alias}: ${got.problem}`);
+      else out[key] = got.value;
+    }
+  }
+  return out ?? value;
 }
 
 function fieldProblem(field: FieldSchema, v: unknown): string | undefined {

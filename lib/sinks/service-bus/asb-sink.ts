@@ -25,7 +25,7 @@ import type { ServiceBusSink } from './sink.js';
 import { progressLine, summaryLine } from './progress.js';
 
 export const asbSinkConfig = {
-  connection_string: { type: 'string', secret: true, env: 'ASB_CONNECTION_STRING', description: 'Service Bus connection string (Send rights)' },
+  connection_string: { type: 'string', secret: true, env: 'ASB_CONNECTION_STRING', aliases: { connectionString: 'same' }, description: 'Service Bus connection string (Send rights)' },
   namespace: { type: 'string', env: 'ASB_NAMESPACE', description: 'namespace host for Azure AD sign-in, instead of a connection string' },
   template: { type: 'string', default: DEFAULT_TEMPLATE, description: 'queue of envelopes without metadata.Destination' },
   body: { type: 'string', enum: ['envelope', 'data'], default: 'envelope', description: 'message body: the whole envelope or only its data' },
@@ -43,7 +43,7 @@ export const asbSinkConfig = {
   task: { type: 'string', description: 'task name, recorded on the queues dstream creates (plan/init/status/destroy need it)' },
   tables: { type: 'string[]', description: 'tables whose queues plan/init/status manage, when the executor sends no streams' },
   provisioner: { type: 'string', enum: ['auto', 'sdk', 'pulumi'], default: 'auto', description: 'queue management: pulumi (embedded, needs resource_group) or sdk (administration client); auto picks pulumi when resource_group is set' },
-  resource_group: { type: 'string', description: 'pulumi: the namespace\'s resource group' },
+  resource_group: { type: 'string', aliases: { resourceGroup: 'same' }, description: 'pulumi: the namespace\'s resource group' },
   namespace_name: { type: 'string', description: 'pulumi: the namespace name (default: from the connection string or namespace)' },
   pulumi_backend_url: { type: 'string', env: 'PULUMI_BACKEND_URL', description: 'pulumi: state backend (default: a file backend in the dstream state directory)' },
   state_dir: { type: 'string', env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },

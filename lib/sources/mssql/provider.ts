@@ -6,7 +6,7 @@
  */
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import type { ConfigSchema } from '../../config/schema.js';
+import { goDurationMs, type ConfigSchema } from '../../config/schema.js';
 import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
 import type { ResourceReport } from '../../protocol/messages.js';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
@@ -20,11 +20,18 @@ import { enableDatabaseCall, enableTableCall } from './sql.js';
 import { sqlServerConnector } from './sqlserver.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 
+/** The original ingester's lock_config: `{ type = "none" }` is dstream's default; its Azure Blob locks have no counterpart. */
+const lockConfig = (v: unknown): { value: unknown } | { problem: string } =>
+  typeof v === 'object' && v !== null && (v as { type?: unknown }).type === 'none'
+    ? { value: false }
+    : { problem: 'the original ingester\'s Azure Blob locks are not supported; workers share a task with lease = true (SQL Server application locks), and lock_config = { type = "none" } means lease = false' };
+
 export const mssqlCdcConfig = {
   connection_string: {
     type: 'string',
     secret: true,
     env: 'MSSQL_CONNECTION_STRING',
+    aliases: { db_connection_string: 'same' },
     description: 'SQL Server connection string (Server=host,1433;Database=...;User Id=...;Password=...); never printed',
   },
   tables: { type: 'string[]', required: true, description: 'tables to read: Persons (schema dbo) or sales.Orders' },
@@ -32,8 +39,8 @@ export const mssqlCdcConfig = {
   snapshot: { type: 'boolean', default: false, description: 'emit the current rows (OperationType Read) before streaming, when there is no stored position' },
   update_before: { type: 'boolean', default: false, description: "also emit each update's before-image (OperationType UpdateBefore)" },
   on_gap: { type: 'string', enum: ['fail', 'snapshot', 'skip'], default: 'fail', description: 'when cleanup removed changes not yet read: stop, re-read the current rows, or skip them (with a warning)' },
-  poll_interval_ms: { type: 'integer', minimum: 1, default: 500, description: 'poll interval while changes keep coming' },
-  max_poll_interval_ms: { type: 'integer', minimum: 1, default: 5000, description: 'idle back-off limit' },
+  poll_interval_ms: { type: 'integer', minimum: 1, default: 500, aliases: { poll_interval: goDurationMs('poll_interval_ms') }, description: 'poll interval while changes keep coming' },
+  max_poll_interval_ms: { type: 'integer', minimum: 1, default: 5000, aliases: { max_poll_interval: goDurationMs('max_poll_interval_ms') }, description: 'idle back-off limit' },
   max_transactions: { type: 'integer', minimum: 1, default: 10_000, description: 'commits read per window (bounds memory with a backlog)' },
   checkpoint_every_rows: { type: 'integer', minimum: 1, default: 1000, description: 'a checkpoint at the first commit boundary after this many rows' },
   heartbeat_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'while idle, a checkpoint this often (quiet tables keep up with retention)' },
@@ -41,7 +48,7 @@ export const mssqlCdcConfig = {
   reconnect_attempts: { type: 'integer', minimum: 0, default: 20, description: 'attempts to reconnect after a lost connection' },
   retry_delay_ms: { type: 'integer', minimum: 1, default: 1000, description: 'first back-off between attempts (doubles, up to 30 s)' },
   max_connections: { type: 'integer', minimum: 2, default: 10, description: 'connection pool size (raised to tables + 1: each table with changes in a window streams at once)' },
-  lease: { type: 'boolean', default: false, description: 'several workers share the task: each table is read by the worker holding its sp_getapplock lease' },
+  lease: { type: 'boolean', default: false, aliases: { lock_config: lockConfig }, description: 'several workers share the task: each table is read by the worker holding its sp_getapplock lease' },
   max_tables_per_worker: { type: 'integer', minimum: 1, description: 'lease: most tables one worker reads (ceil(tables / workers) spreads them; default all, the others stand by)' },
   checkpoint_table: { type: 'string', default: DEFAULT_CHECKPOINT_TABLE, description: 'the SQL checkpoint store table (state { store = "sqlserver" }); leases read positions from it' },
   create_checkpoint_table: { type: 'boolean', default: false, description: 'init creates checkpoint_table (destroy drops it when no task has rows in it)' },
