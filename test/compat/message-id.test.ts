@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ExitCodes } from '../../lib/index.js';
 import { TestBroker } from '../support/asb-broker.js';
 import { ndjson, ROOT, spawnNode } from '../support/process.js';
-import { compatFixture, dstream, taskFile } from './support.js';
+import { compatFixture, dstream, sigtermOnStderr, taskFile } from './support.js';
 
 let broker: TestBroker;
 beforeEach(async () => {
@@ -51,13 +51,7 @@ describe('MessageIds are the same for the Go ingester and mssql-cdc', () => {
   }
 }
 `);
-    const run = await dstream(['run', 't', '--quiet'], t, { FAKE_CDC_ROWS: '3' }, 25_000, (child) => {
-      let seen = '';
-      child.stderr!.on('data', (d: Buffer) => {
-        seen += d.toString();
-        if (/publishing\.\.\. table=Persons/.test(seen)) child.kill('SIGTERM');
-      });
-    });
+    const run = await dstream(['run', 't', '--quiet'], t, { FAKE_CDC_ROWS: '3' }, 25_000, sigtermOnStderr(/publishing\.\.\. table=Persons/));
     expect(run.code, run.stderr).toBe(ExitCodes.TERMINATED);
     expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(3);
     // The same three changes again, from mssql-cdc, through asb-sink as a pipe would run it.

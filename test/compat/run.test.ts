@@ -1,7 +1,7 @@
 /** `dstream run` with providers of the original dstream (fakes in ./fixtures that print what the originals print). */
 import { describe, expect, it } from 'vitest';
 import { ExitCodes } from '../../lib/index.js';
-import { compatFixture, dstream, taskFile } from './support.js';
+import { compatFixture, dstream, sigtermOnStderr, taskFile } from './support.js';
 
 const generator = (count: number) => `  input {\n    provider = "generator"\n    config {\n      count = ${count}\n    }\n  }`;
 const consoleOutput = (format: string) => `  output {\n    provider_path = "${compatFixture('dotnet-console-output.mjs')}"\n    config {\n      outputFormat = "${format}"\n    }\n  }`;
@@ -43,13 +43,7 @@ describe('run with the original Go MSSQL ingester', () => {
   it('its envelopes reach an original output until SIGTERM', async () => {
     const t = taskFile(`task "mssql-test" {\n${ingester}\n${consoleOutput('simple')}\n}\n`);
     // Stopped once the ingester has published both tables' changes (it polls forever, as the original does).
-    const r = await dstream(['run', 'mssql-test', '--quiet'], t, { FAKE_CDC_ROWS: '2' }, 25_000, (child) => {
-      let seen = '';
-      child.stderr!.on('data', (d: Buffer) => {
-        seen += d.toString();
-        if (/publishing\.\.\. table=Cars/.test(seen)) child.kill('SIGTERM');
-      });
-    });
+    const r = await dstream(['run', 'mssql-test', '--quiet'], t, { FAKE_CDC_ROWS: '2' }, 25_000, sigtermOnStderr(/publishing\.\.\. table=Cars/));
     expect(r.code, r.stderr).toBe(ExitCodes.TERMINATED);
     expect(r.stderr.match(/^dotnet-console-output\.mjs: Message #\d+: \{"Id":"\d","Name":"name \d"\}$/gm)).toHaveLength(4);
     expect(r.stderr).toMatch(/dstream: task "mssql-test": 4 rows sent, positions not stored/);

@@ -18,3 +18,12 @@ export function taskFile(text: string): { config: string; dir: string; env: Reco
 export const dstream = (args: string[], t: { config: string; env: Record<string, string> }, env: Record<string, string> = {}, timeoutMs = 25_000, onSpawn?: (c: ChildProcess) => void) =>
   spawnNode(DSTREAM_BIN, [...args, '--config', t.config], { env: { ...t.env, ...env }, timeoutMs, ...(onSpawn ? { onSpawn } : {}) });
 
+
+/** For `dstream(..., onSpawn)`: SIGTERM to the CLI once its stderr matches (the Go ingester polls forever). */
+export const sigtermOnStderr = (pattern: RegExp) => (child: ChildProcess) => {
+  let seen = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    seen += d.toString();
+    if (pattern.test(seen)) child.kill('SIGTERM');
+  });
+};
