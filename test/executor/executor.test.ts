@@ -91,6 +91,12 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
     expect(notes).toEqual([expect.stringMatching(new RegExp(`^input ${fake} sent no handshake within 300 ms`))]);
   });
 
+  it('a provider that declares the protocol but streams instead of answering a lifecycle verb is stopped, not waited for', async () => {
+    const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('stream-on-every-verb') }).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.PROVIDER);
+    expect(err.message).toMatch(new RegExp(`^input ${fake}: answered "discover" with something that is not a result line \\(killed by SIGKILL\\)`));
+  });
+
   it('an older provider without handshake: its config arrives at the top level, its first line is data', async () => {
     const out = tmp('o-');
     const summary = await runTask(task(out), { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), env: env('legacy-input') });
