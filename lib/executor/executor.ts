@@ -66,9 +66,11 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
       handle.stdin.end();
     }
     const next = await session.lines.next();
-    const exit = await handle.exited;
-    if (next.done) throw providerFailed(handle, `gave no answer to "${h.command}"`, exit);
+    if (next.done) throw providerFailed(handle, `gave no answer to "${h.command}"`, await handle.exited);
     const result = (isOriginalResult(next.value) ? fromOriginalResult(next.value, h.command) : next.value) as ResultLine;
+    // Anything else first is data: a provider streaming instead of answering is stopped, not waited for.
+    if (result?.status !== 'ok' && result?.status !== 'error') handle.kill('SIGKILL');
+    const exit = await handle.exited;
     if (result?.status === 'error') throw providerFailed(handle, `${h.command} failed: ${result.message ?? 'no message'}`, exit);
     if (result?.status !== 'ok') throw providerFailed(handle, `answered "${h.command}" with something that is not a result line`, exit);
     if (exit.code !== 0) throw providerFailed(handle, `${h.command} answered ok but exited non-zero`, exit);
