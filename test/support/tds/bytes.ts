@@ -127,9 +127,10 @@ export function encodeCp1252(s: string): Buffer {
   return out;
 }
 
-const cp1252 = new TextDecoder('windows-1252');
-export function decodeCp1252(b: Uint8Array): string {
-  return cp1252.decode(b);
+// Node's TextDecoder('windows-1252') decodes 0x80..0x9F as Latin-1 control characters, so map them here.
+export function decodeCp1252(b: Buffer): string {
+  const s = b.toString('latin1');
+  return /[\x80-\x9f]/.test(s) ? s.replace(/[\x80-\x9f]/g, (c) => CP1252_HIGH[c.charCodeAt(0) - 0x80]!) : s;
 }
 
 /** A cursor over one client message. Reads past the end throw, so a short message is an error. */

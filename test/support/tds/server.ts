@@ -7,6 +7,7 @@
  * holds the server to a few packets of buffered data. Faults for tests: dropConnections(),
  * refuseLogins(), silent().
  */
+import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { ByteWriter, HEADER, PKT, STATUS_EOM, STATUS_IGNORE, cutPackets } from './bytes.js';
 import { ENCRYPT, parseLogin7, parsePrelogin, preloginResponse } from './login.js';
@@ -41,7 +42,11 @@ export async function startTdsServer(options: TdsServerOptions): Promise<TdsServ
   return server;
 }
 
-export class TdsServer {
+/**
+ * Events: 'backpressure' (session) when a response waits for the client to read; 'sessionClosed'
+ * (session) after the backend was told.
+ */
+export class TdsServer extends EventEmitter {
   private readonly net: Server;
   private readonly connections = new Set<Connection>();
   private nextSpid = 51;
@@ -50,8 +55,11 @@ export class TdsServer {
   /** When set, LOGIN7 is answered with this error (or 18456) instead of asking the backend. */
   loginRefusal: SqlServerError | 'login failed' | undefined;
   isSilent = false;
+  /** The most response bytes held in this process for one connection (socket buffer + packets being cut). */
+  bufferedHighWater = 0;
 
   constructor(readonly backend: TdsBackend) {
+    super();
     this.net = createServer((socket) => {
       const c = new Connection(this, socket);
       this.connections.add(c);
@@ -145,7 +153,10 @@ class Connection {
     socket.once('close', () => {
       this.closed = true;
       this.running?.fire('closed');
-      if (this.session) this.server.backend.sessionClosed?.(this.session);
+      if (this.session) {
+        this.server.backend.sessionClosed?.(this.session);
+        this.server.emit('sessionClosed', this.session);
+      }
     });
   }
 
@@ -285,7 +296,10 @@ class Connection {
       return id;
     }, last);
     if (last) this.packetId = 1;
-    return bytes === undefined ? true : this.socket.write(bytes);
+    if (bytes === undefined) return true;
+    const taken = this.socket.write(bytes);
+    this.server.bufferedHighWater = Math.max(this.server.bufferedHighWater, this.socket.writableLength + this.out.pos);
+    return taken;
   }
 
   /** Sends the full packets gathered so far and waits for the socket while it is full. */
@@ -293,6 +307,7 @@ class Connection {
     if (this.send(false) || this.closed) return;
     let onDrain!: () => void;
     const drained = new Promise<void>((resolve) => this.socket.once('drain', (onDrain = resolve)));
+    this.server.emit('backpressure', this.session);
     await Promise.race([drained, r.interrupt]);
     this.socket.off('drain', onDrain);
   }
