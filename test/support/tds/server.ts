@@ -152,6 +152,7 @@ class Connection {
     });
     socket.once('close', () => {
       this.closed = true;
+      this.running?.controller.abort(new Error('connection closed'));
       this.running?.fire('closed');
       if (this.session) {
         this.server.backend.sessionClosed?.(this.session);
