@@ -6,10 +6,12 @@
  * server to a few packets of buffered data.
  */
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { ByteWriter, HEADER, PKT, STATUS_EOM, STATUS_IGNORE, cutPackets } from './bytes.js';
 import { ENCRYPT, parseLogin7, parsePrelogin, preloginResponse } from './login.js';
 import { parseBatch, parseRpc } from './rpc.js';
 import type { TdsServer } from './server.js';
+import { TlsLayer, serverContext } from './tls.js';
 import { CURCMD, DONE, ENV, ResultSet, TOKEN, collationChange, done, envChange, loginAck, message, returnStatus } from './tokens.js';
 import { SqlServerError, type BatchOutput, type ExecuteContext, type Param, type SessionInfo, type SqlValue } from './types.js';
 
@@ -41,13 +43,14 @@ export class Connection {
   private closed = false;
   private ignoring = false;
   private sentDatabase = '';
+  private tls: TlsLayer | undefined;
 
   constructor(
     private readonly server: TdsServer,
     readonly socket: Socket,
   ) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('data', (chunk) => (this.tls?.takesRawBytes ? this.tls.feedRaw(chunk) : this.onData(chunk)));
     socket.on('error', () => {
       // A reset or a write to a closed peer; 'close' follows and ends the session.
     });
@@ -68,9 +71,12 @@ export class Connection {
     let buf = this.inbox.length === 1 ? this.inbox[0]! : Buffer.concat(this.inbox);
     let at = 0;
     while (buf.length - at >= HEADER) {
-      if (at === 0 && this.session === undefined && this.queue.length === 0 && !this.busy && buf[0] === 0x16) {
-        // A TLS ClientHello before PRELOGIN (TDS 8.0 strict): this server has no certificate.
-        this.socket.destroy();
+      if (at === 0 && this.tls === undefined && this.session === undefined && !this.busy && buf[0] === 0x16) {
+        // A TLS ClientHello before PRELOGIN: TDS 8.0 (strict). Without a certificate, hang up.
+        const cert = this.server.certificate;
+        if (cert === undefined) return void this.socket.destroy();
+        this.inbox = [];
+        this.startTls('strict').feedRaw(buf);
         return;
       }
       const length = buf.readUInt16BE(at + 2);
@@ -125,6 +131,7 @@ export class Connection {
   private async handle(type: number, payload: Buffer, ignore: boolean): Promise<void> {
     if (ignore) return this.writeMessage((w) => done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0));
     if (this.session === undefined) {
+      if (type === PKT.PRELOGIN && this.tls && !this.tls.takesRawBytes) return this.tls.feedHandshake(payload);
       if (type === PKT.PRELOGIN) return this.prelogin(payload);
       if (type === PKT.LOGIN7) return this.login(payload);
       throw new Error(`packet type 0x${type.toString(16)} before login`);
@@ -139,12 +146,27 @@ export class Connection {
   }
 
   private prelogin(payload: Buffer): void {
-    parsePrelogin(payload);
-    // No certificate: encryption is not supported, so the client sends everything in the clear.
-    const response = preloginResponse(ENCRYPT.NOT_SUP);
+    const { encryption } = parsePrelogin(payload);
+    // Encryption when the client asks and the server has a certificate (TLS then follows inside
+    // PRELOGIN packets); otherwise not supported, and everything travels in the clear.
+    const handshake = this.tls === undefined && this.server.certificate !== undefined && (encryption === ENCRYPT.ON || encryption === ENCRYPT.REQ);
+    const response = preloginResponse(this.tls || handshake ? ENCRYPT.ON : ENCRYPT.NOT_SUP);
     this.out.reset();
     this.out.bytes(response);
     this.send(true);
+    if (handshake) this.startTls('prelogin');
+  }
+
+  private startTls(mode: 'prelogin' | 'strict'): TlsLayer {
+    const tls = new TlsLayer(this.socket, serverContext(this.server.certificate!, mode === 'strict'), mode, (chunk) => this.onData(chunk));
+    tls.cleartext.once('secure', () => this.server.emit('secure', { protocol: tls.cleartext.getProtocol(), alpn: tls.cleartext.alpnProtocol, mode }));
+    this.tls = tls;
+    return tls;
+  }
+
+  /** Where TDS packets are written: the socket, or the TLS layer over it. */
+  private get transport(): Writable {
+    return this.tls?.cleartext ?? this.socket;
   }
 
   private login(payload: Buffer): void {
@@ -154,7 +176,7 @@ export class Connection {
         message(w, TOKEN.ERROR, { number: e.number, state: e.state, severity: e.severity, message: e.message, lineNumber: e.lineNumber });
         done(w, TOKEN.DONE, DONE.ERROR, CURCMD.NONE, 0);
       });
-      this.socket.end();
+      this.transport.end();
     };
     const loginFailed = () => new SqlServerError(18456, `Login failed for user '${login.user}'.`, 14, 1);
     if (login.integratedSecurity) return fail(new SqlServerError(18452, 'Login failed. The login is from an untrusted domain and cannot be used with Integrated authentication.', 14, 1));
@@ -199,8 +221,8 @@ export class Connection {
     }, last);
     if (last) this.packetId = 1;
     if (bytes === undefined) return true;
-    const taken = this.socket.write(bytes);
-    this.server.bufferedHighWater = Math.max(this.server.bufferedHighWater, this.socket.writableLength + this.out.pos);
+    const taken = this.transport.write(bytes);
+    this.server.bufferedHighWater = Math.max(this.server.bufferedHighWater, this.transport.writableLength + this.out.pos);
     return taken;
   }
 
@@ -208,10 +230,11 @@ export class Connection {
   private async flush(r: Running): Promise<void> {
     if (this.send(false) || this.closed) return;
     let onDrain!: () => void;
-    const drained = new Promise<void>((resolve) => this.socket.once('drain', (onDrain = resolve)));
+    const transport = this.transport;
+    const drained = new Promise<void>((resolve) => transport.once('drain', (onDrain = resolve)));
     this.server.emit('backpressure', this.session);
     await Promise.race([drained, r.interrupt]);
-    this.socket.off('drain', onDrain);
+    transport.off('drain', onDrain);
   }
 
   private noteDatabase(w: ByteWriter): void {

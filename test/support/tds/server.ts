@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Connection } from './connection.js';
+import type { Certificate } from './tls.js';
 import type { SessionInfo, SqlServerError, TdsBackend } from './types.js';
 
 export { SqlServerError } from './types.js';
@@ -21,19 +22,21 @@ export interface ConnectionStringOptions {
 
 export interface TdsServerOptions {
   backend: TdsBackend;
+  /** With a certificate, the server encrypts when the client asks (Encrypt=true) and accepts TDS 8.0 strict TLS. */
+  certificate?: Certificate;
   host?: string;
   port?: number;
 }
 
 export async function startTdsServer(options: TdsServerOptions): Promise<TdsServer> {
-  const server = new TdsServer(options.backend);
+  const server = new TdsServer(options.backend, options.certificate);
   await server.listen(options.port ?? 0, options.host ?? '127.0.0.1');
   return server;
 }
 
 /**
  * Events: 'backpressure' (session) when a response waits for the client to read; 'sessionClosed'
- * (session) after the backend was told.
+ * (session) after the backend was told; 'secure' ({ protocol, alpn, mode }) when a TLS handshake completes.
  */
 export class TdsServer extends EventEmitter {
   private readonly net: Server;
@@ -47,7 +50,10 @@ export class TdsServer extends EventEmitter {
   /** The most response bytes held in this process for one connection (socket buffer + packets being cut). */
   bufferedHighWater = 0;
 
-  constructor(readonly backend: TdsBackend) {
+  constructor(
+    readonly backend: TdsBackend,
+    readonly certificate?: Certificate,
+  ) {
     super();
     this.net = createServer((socket) => {
       const c = new Connection(this, socket);
