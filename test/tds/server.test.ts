@@ -484,3 +484,52 @@ describe('faults at the wire', () => {
     expect(closedSessions).toContain(session!.id);
   });
 });
+
+describe('packets', () => {
+  it('sends each packet of a result as it fills: the client sees the first rows while the backend still holds the rest', async () => {
+    const pool = await connect();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    handler = async function* () {
+      yield {
+        columns: [...intColumn, { name: 'pad', type: { name: 'nvarchar', length: 200 } }],
+        rows: (async function* () {
+          for (let i = 0; i < 50; i++) yield [i, PAD];
+          await held;
+          yield [50, PAD];
+        })(),
+      };
+    };
+    const req = pool.request();
+    req.stream = true;
+    const ids: number[] = [];
+    req.on('row', (row: { n: number }) => {
+      ids.push(row.n);
+      if (row.n === 0) release();
+    });
+    const done = once(req, 'done');
+    void req.query('held');
+    await done;
+    expect(ids).toEqual(Array.from({ length: 51 }, (_, i) => i));
+  });
+
+  it('negotiates the packet size the client asks for (LOGIN7) and streams a result with it', async () => {
+    const pool = await connect({ options: { packetSize: 16384 } });
+    const state = numbersBackend(5000);
+    const r = await pool.request().query('numbers');
+    expect(r.recordset).toHaveLength(5000);
+    expect(state.pulled).toBe(5000);
+    expect(server.sessions().map((x) => x.packetSize)).toEqual([16384]);
+  });
+
+  it('a backend failure that is not a SqlServerError reaches the client as error 50000 naming the cause', async () => {
+    const pool = await connect();
+    handler = async function* () {
+      yield* [];
+      throw new TypeError('model bug');
+    };
+    const err = (await failure(pool.request().query('anything'))) as Error & { number: number };
+    expect(err.number).toBe(50000);
+    expect(err.message).toBe('TDS test server backend failed: model bug');
+  });
+});

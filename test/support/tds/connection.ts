@@ -16,9 +16,13 @@ import { CURCMD, DONE, ENV, ResultSet, TOKEN, collationChange, done, envChange, 
 import { SqlServerError, type BatchOutput, type ExecuteContext, type Param, type SessionInfo, type SqlValue } from './types.js';
 
 const DEFAULT_PACKET_SIZE = 4096;
+
+/** A session as the server lists it: the backend's SessionInfo and what the login negotiated. */
+export interface ServerSession extends SessionInfo {
+  readonly packetSize: number;
+  readonly appName: string;
+}
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
-/** Bytes of whole packets gathered before a socket write; a write that is not taken waits for 'drain'. */
-const FLUSH_BYTES = 32 * 1024;
 
 type Interrupt = 'attention' | 'closed';
 
@@ -30,7 +34,7 @@ interface Running {
 }
 
 export class Connection {
-  session: (SessionInfo & { database: string }) | undefined;
+  session: ServerSession | undefined;
   private packetSize = DEFAULT_PACKET_SIZE;
   private readonly out = new ByteWriter();
   private packetId = 1;
@@ -188,9 +192,9 @@ export class Connection {
     } catch (err) {
       return fail(err instanceof SqlServerError ? err : loginFailed());
     }
-    this.session = { id: this.server.allocateSpid(), user: login.user, database };
-    this.sentDatabase = database;
     const size = login.packetSize === 0 ? DEFAULT_PACKET_SIZE : Math.min(32767, Math.max(512, login.packetSize));
+    this.session = { id: this.server.allocateSpid(), user: login.user, database, packetSize: size, appName: login.appName };
+    this.sentDatabase = database;
     this.writeMessage((w) => {
       envChange(w, ENV.DATABASE, database, 'master');
       message(w, TOKEN.INFO, { number: 5701, state: 2, severity: 0, message: `Changed database context to '${database}'.` });
@@ -226,7 +230,10 @@ export class Connection {
     return taken;
   }
 
-  /** Sends the full packets gathered so far and waits for the socket while it is full. */
+  /**
+   * Sends the full packets gathered so far and waits for the socket while it is full. Called as
+   * soon as a packet is full, as SQL Server sends each packet of a result when it fills.
+   */
   private async flush(r: Running): Promise<void> {
     if (this.send(false) || this.closed) return;
     let onDrain!: () => void;
@@ -286,7 +293,7 @@ export class Connection {
           message(w, TOKEN.INFO, { number: output.info.number, state: 1, severity: output.info.severity ?? 0, message: output.info.message });
         }
         if (r.interrupted) break;
-        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
         if (r.interrupted) break;
       }
     } catch (err) {
@@ -328,7 +335,7 @@ export class Connection {
       for (const row of rows) {
         rs.writeRow(w, row);
         count++;
-        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
         if (r.interrupted) break;
       }
       return count;
@@ -340,7 +347,7 @@ export class Connection {
         if (typeof step === 'string' || step.done) break;
         rs.writeRow(w, step.value);
         count++;
-        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
         if (r.interrupted) break;
       }
     } finally {

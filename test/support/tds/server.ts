@@ -6,9 +6,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { Connection } from './connection.js';
+import { Connection, type ServerSession } from './connection.js';
 import type { Certificate } from './tls.js';
-import type { SessionInfo, SqlServerError, TdsBackend } from './types.js';
+import type { SqlServerError, TdsBackend } from './types.js';
 
 export { SqlServerError } from './types.js';
 
@@ -82,7 +82,7 @@ export class TdsServer extends EventEmitter {
   }
 
   /** Logged-in sessions now open. */
-  sessions(): SessionInfo[] {
+  sessions(): ServerSession[] {
     return [...this.connections].flatMap((c) => (c.session ? [c.session] : []));
   }
 
