@@ -362,19 +362,25 @@ function numbersBackend(total = Number.POSITIVE_INFINITY) {
   return state;
 }
 
+/** Streams `sql` row by row, does `act` at row `at`, and returns the error the request ends with. */
+async function streamFailing(pool: mssql.ConnectionPool, sql: string, at: number, act: (req: mssql.Request) => void) {
+  const req = pool.request();
+  req.stream = true;
+  let rows = 0;
+  req.on('row', () => {
+    if (++rows === at) act(req);
+  });
+  const failed = once(req, 'error');
+  void req.query(sql);
+  const [err] = (await failed) as [Error & { code: string }];
+  return err;
+}
+
 describe('cancel (ATTENTION)', () => {
   it('request.cancel() mid-stream: the backend is aborted and pulled no further, the connection runs the next query', async () => {
     const pool = await connect({ pool: { max: 1 } });
     const state = numbersBackend();
-    const req = pool.request();
-    req.stream = true;
-    let rows = 0;
-    req.on('row', () => {
-      if (++rows === 1000) req.cancel();
-    });
-    const failed = once(req, 'error');
-    void req.query('numbers');
-    const [err] = (await failed) as [Error & { code: string }];
+    const err = await streamFailing(pool, 'numbers', 1000, (req) => req.cancel());
     expect(err.code).toBe('ECANCEL');
     expect(state.aborted).toBe(1);
     expect(state.finished).toBe(1);
@@ -443,15 +449,7 @@ describe('faults at the wire', () => {
     const state = numbersBackend();
     const [first] = server.sessions();
     const closed = new Promise<number>((resolve) => server.once('sessionClosed', (s: { id: number }) => resolve(s.id)));
-    const req = pool.request();
-    req.stream = true;
-    let rows = 0;
-    req.on('row', () => {
-      if (++rows === 500) server.dropConnections();
-    });
-    const failed = once(req, 'error');
-    void req.query('numbers');
-    const [err] = (await failed) as [Error & { code: string }];
+    const err = await streamFailing(pool, 'numbers', 500, () => server.dropConnections());
     expect(['ECONNRESET', 'ESOCKET']).toContain(err.code);
     expect(await closed).toBe(first!.id);
     expect(state.aborted).toBe(1);

@@ -95,7 +95,7 @@ export function done(w: ByteWriter, token: number, status: number, curCmd: numbe
   w.u8(token);
   w.u16(status);
   w.u16(curCmd);
-  w.u64n(rowCount);
+  w.i64n(rowCount);
 }
 
 export function returnStatus(w: ByteWriter, value: number): void {

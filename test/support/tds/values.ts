@@ -86,7 +86,7 @@ function writeInt64(w: ByteWriter, v: SqlValue): void {
 const num = (v: SqlValue) => (typeof v === 'boolean' ? Number(v) : Number(v));
 
 function writePlp(w: ByteWriter, b: Uint8Array): void {
-  w.u64n(b.length);
+  w.i64n(b.length);
   if (b.length > 0) {
     w.u32(b.length);
     w.bytes(b);
