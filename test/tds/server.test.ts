@@ -531,3 +531,39 @@ describe('packets', () => {
     expect(err.message).toBe('TDS test server backend failed: model bug');
   });
 });
+
+describe('stalls and freezes', () => {
+  it('stallRequests(): a held request times out on the client, never reaches the backend, and the connection is reused', async () => {
+    // Without mssql's SELECT 1 on each acquire, which would be held too.
+    const pool = await connect({ pool: { max: 1 }, requestTimeout: 300, validateConnection: false } as Partial<mssql.config>);
+    const seen: string[] = [];
+    handler = async function* (sql) {
+      seen.push(sql);
+      yield okResult;
+    };
+    await pool.request().query('warm'); // the session exists, its setup batch done, before the stall
+    server.stallRequests(true);
+    const err = (await failure(pool.request().query('held'))) as Error & { code: string };
+    server.stallRequests(false);
+    expect(err.code).toBe('ETIMEOUT');
+    expect(err.message).toBe('Timeout: Request failed to complete in 300ms');
+    expect(seen).toEqual(['warm']);
+    expect((await pool.request().query('after')).recordset).toEqual([{ ok: true }]);
+    expect(seen).toEqual(['warm', 'after']);
+    expect(server.sessions()).toHaveLength(1);
+  });
+
+  it('freeze(): mid-stream the server goes quiet with the socket open; the client gives up only through its own timers', async () => {
+    const pool = await connect({ pool: { max: 1 }, options: { cancelTimeout: 300 } as mssql.config['options'] });
+    numbersBackend();
+    // Frozen after 300 rows: no more data, and the cancel sent when the client gives up is never answered.
+    const err = await streamFailing(pool, 'numbers', 300, (req) => {
+      server.freeze(true);
+      setImmediate(() => req.cancel());
+    });
+    server.freeze(false);
+    expect(err.code).toBe('ETIMEOUT');
+    expect(err.message).toMatch(/cancel/i);
+    expect((await pool.request().query('ok')).recordset).toEqual([{ ok: true }]);
+  });
+});

@@ -48,6 +48,7 @@ export class Connection {
   private ignoring = false;
   private sentDatabase = '';
   private tls: TlsLayer | undefined;
+  private frozen = false;
 
   constructor(
     private readonly server: TdsServer,
@@ -67,6 +68,19 @@ export class Connection {
         this.server.emit('sessionClosed', this.session);
       }
     });
+  }
+
+  /** Frozen: reads stop and writes are held in the socket (corked), so backpressure stops the response too. */
+  setFrozen(on: boolean): void {
+    if (on === this.frozen) return;
+    this.frozen = on;
+    if (on) {
+      this.socket.pause();
+      this.socket.cork();
+    } else {
+      this.socket.uncork();
+      this.socket.resume();
+    }
   }
 
   private onData(chunk: Buffer): void {
@@ -262,8 +276,8 @@ export class Connection {
     w.reset();
     const statementDone = via === 'rpc' ? TOKEN.DONEINPROC : TOKEN.DONE;
     let pending: { status: number; curCmd: number; rowCount: number } | undefined;
-    const writePending = (more: boolean, extra = 0) => {
-      if (pending) done(w, statementDone, pending.status | extra | (more ? DONE.MORE : 0), pending.curCmd, pending.rowCount);
+    const writePending = (more: boolean) => {
+      if (pending) done(w, statementDone, pending.status | (more ? DONE.MORE : 0), pending.curCmd, pending.rowCount);
       pending = undefined;
     };
     let returned = false;
@@ -271,9 +285,11 @@ export class Connection {
     const ctx: ExecuteContext = { session: this.session!, signal: r.controller.signal, via };
     let iterator: AsyncIterator<BatchOutput> | undefined;
     try {
+      if (this.server.stalled) await Promise.race([this.server.stalled, interrupt]);
       const { sql, params } = parse();
-      iterator = this.server.backend.execute(sql, params, ctx)[Symbol.asyncIterator]();
-      for (;;) {
+      // A request cancelled while stalled never reaches the backend.
+      if (!r.interrupted) iterator = this.server.backend.execute(sql, params, ctx)[Symbol.asyncIterator]();
+      while (iterator) {
         const step = await Promise.race([iterator.next(), interrupt]);
         if (typeof step === 'string' || step.done) break;
         const output = step.value;

@@ -47,6 +47,10 @@ export class TdsServer extends EventEmitter {
   /** When set, LOGIN7 is answered with this error (or 18456) instead of asking the backend. */
   loginRefusal: SqlServerError | 'login failed' | undefined;
   isSilent = false;
+  isFrozen = false;
+  /** Pending while requests are stalled (stallRequests); each request waits for it before the backend sees it. */
+  stalled: Promise<void> | undefined;
+  private releaseStalled: (() => void) | undefined;
   /** The most response bytes held in this process for one connection (socket buffer + packets being cut). */
   bufferedHighWater = 0;
 
@@ -58,6 +62,7 @@ export class TdsServer extends EventEmitter {
     this.net = createServer((socket) => {
       const c = new Connection(this, socket);
       this.connections.add(c);
+      if (this.isFrozen) c.setFrozen(true);
       socket.once('close', () => this.connections.delete(c));
     });
   }
@@ -99,6 +104,28 @@ export class TdsServer extends EventEmitter {
   /** Accept TCP connections but never answer their PRELOGIN (new connections, until called with false). */
   silent(on = true): void {
     this.isSilent = on;
+  }
+
+  /**
+   * Hold every request before it reaches the backend (a blocked statement, a lock wait) until called
+   * with false; the client's ATTENTION (cancel, request timeout) still ends a held request. A new
+   * connection's session setup batch is a request too: connect first to stall statements only.
+   */
+  stallRequests(on = true): void {
+    if (on && this.stalled === undefined) this.stalled = new Promise<void>((resolve) => (this.releaseStalled = resolve));
+    if (!on && this.releaseStalled) {
+      this.releaseStalled();
+      this.stalled = this.releaseStalled = undefined;
+    }
+  }
+
+  /**
+   * A server that freezes with its connections open: nothing is read or written on any connection,
+   * new ones included, until called with false. Unlike stallRequests, not even ATTENTION is answered.
+   */
+  freeze(on = true): void {
+    this.isFrozen = on;
+    for (const c of this.connections) c.setFrozen(on);
   }
 
   allocateSpid(): number {
