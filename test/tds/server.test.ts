@@ -567,3 +567,13 @@ describe('stalls and freezes', () => {
     expect((await pool.request().query('ok')).recordset).toEqual([{ ok: true }]);
   });
 });
+
+it('refuses to send a value longer than its column declares (SQL Server never does)', async () => {
+  const pool = await connect();
+  handler = async function* () {
+    yield { columns: [{ name: 'lsn', type: { name: 'binary', length: 10 } }], rows: [[Buffer.alloc(11)]] };
+  };
+  const err = (await failure(pool.request().query('too long'))) as Error & { number: number };
+  expect(err.number).toBe(50000);
+  expect(err.message).toBe('TDS test server backend failed: column lsn: a value of length 11 does not fit binary(10)');
+});

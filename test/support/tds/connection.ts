@@ -26,11 +26,29 @@ const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 type Interrupt = 'attention' | 'closed';
 
-interface Running {
-  controller: AbortController;
+/** The request being executed: aborted by ATTENTION or by the connection closing. */
+class Running {
+  readonly controller = new AbortController();
   interrupted: Interrupt | undefined;
-  interrupt: Promise<Interrupt>;
-  fire: (why: Interrupt) => void;
+  private wake: ((why: Interrupt) => void) | undefined;
+
+  fire(why: Interrupt): void {
+    this.interrupted ??= why;
+    this.controller.abort(new Error(why === 'attention' ? 'attention' : 'connection closed'));
+    this.wake?.(why);
+  }
+
+  /**
+   * `p`, or the interruption if it comes first. One promise per wait: racing every row against one
+   * long-lived promise would pile a reaction onto it per row for the whole result.
+   */
+  until<T>(p: Promise<T>): Promise<T | Interrupt> {
+    if (this.interrupted) return Promise.resolve(this.interrupted);
+    return new Promise<T | Interrupt>((resolve, reject) => {
+      this.wake = resolve;
+      p.then(resolve, reject);
+    });
+  }
 }
 
 export class Connection {
@@ -61,7 +79,6 @@ export class Connection {
     });
     socket.once('close', () => {
       this.closed = true;
-      this.running?.controller.abort(new Error('connection closed'));
       this.running?.fire('closed');
       if (this.session) {
         this.server.backend.sessionClosed?.(this.session);
@@ -125,10 +142,8 @@ export class Connection {
   }
 
   private onAttention(): void {
-    if (this.running) {
-      this.running.controller.abort(new Error('attention'));
-      this.running.fire('attention');
-    } else {
+    if (this.running) this.running.fire('attention');
+    else {
       // Nothing is running: the response is already out, so only the acknowledgement is due.
       this.writeMessage((w) => done(w, TOKEN.DONE, DONE.ATTN, CURCMD.NONE, 0));
     }
@@ -254,7 +269,7 @@ export class Connection {
     const transport = this.transport;
     const drained = new Promise<void>((resolve) => transport.once('drain', (onDrain = resolve)));
     this.server.emit('backpressure', this.session);
-    await Promise.race([drained, r.interrupt]);
+    await r.until(drained);
     transport.off('drain', onDrain);
   }
 
@@ -267,9 +282,7 @@ export class Connection {
   }
 
   private async run(via: 'batch' | 'rpc', parse: () => { sql: string; params: Param[] }): Promise<void> {
-    let fire!: (why: Interrupt) => void;
-    const interrupt = new Promise<Interrupt>((resolve) => (fire = resolve));
-    const r: Running = { controller: new AbortController(), interrupted: undefined, interrupt, fire: (why) => ((r.interrupted ??= why), fire(why)) };
+    const r = new Running();
     if (this.closed) return;
     this.running = r;
     const w = this.out;
@@ -285,12 +298,12 @@ export class Connection {
     const ctx: ExecuteContext = { session: this.session!, signal: r.controller.signal, via };
     let iterator: AsyncIterator<BatchOutput> | undefined;
     try {
-      if (this.server.stalled) await Promise.race([this.server.stalled, interrupt]);
+      if (this.server.stalled) await r.until(this.server.stalled);
       const { sql, params } = parse();
       // A request cancelled while stalled never reaches the backend.
       if (!r.interrupted) iterator = this.server.backend.execute(sql, params, ctx)[Symbol.asyncIterator]();
       while (iterator) {
-        const step = await Promise.race([iterator.next(), interrupt]);
+        const step = await r.until(iterator.next());
         if (typeof step === 'string' || step.done) break;
         const output = step.value;
         writePending(true);
@@ -359,7 +372,7 @@ export class Connection {
     const it = rows[Symbol.asyncIterator]();
     try {
       for (;;) {
-        const step = await Promise.race([it.next(), r.interrupt]);
+        const step = await r.until(it.next());
         if (typeof step === 'string' || step.done) break;
         rs.writeRow(w, step.value);
         count++;
