@@ -1,9 +1,9 @@
 /**
- * One client connection of the TDS test server, following MS-TDS: packets (2.2.3), PRELOGIN
- * without encryption (2.2.6.5), SQL logins (2.2.6.4), SQL_BATCH and RPC requests (2.2.6.6-7),
- * result token streams (2.2.7) and the attention protocol (2.2.1.7, 3.3.5.9). Rows are pulled from
- * the backend one at a time and written under socket backpressure, so a slow reader holds the
- * server to a few packets of buffered data.
+ * One client connection of the TDS test server, following MS-TDS: packets (2.2.3), PRELOGIN and
+ * its encryption answer (2.2.6.5; TLS itself in tls.ts), SQL logins (2.2.6.4), SQL_BATCH and RPC
+ * requests (2.2.6.6-7), result token streams (2.2.7) and the attention protocol (2.2.1.7,
+ * 3.3.5.9). Rows are pulled from the backend one at a time and written under socket backpressure,
+ * so a slow reader holds the server to a few packets of buffered data.
  */
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
@@ -16,13 +16,13 @@ import { CURCMD, DONE, ENV, ResultSet, TOKEN, collationChange, done, envChange, 
 import { SqlServerError, type BatchOutput, type ExecuteContext, type Param, type SessionInfo, type SqlValue } from './types.js';
 
 const DEFAULT_PACKET_SIZE = 4096;
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 /** A session as the server lists it: the backend's SessionInfo and what the login negotiated. */
 export interface ServerSession extends SessionInfo {
   readonly packetSize: number;
   readonly appName: string;
 }
-const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 type Interrupt = 'attention' | 'closed';
 
@@ -108,8 +108,7 @@ export class Connection {
     while (buf.length - at >= HEADER) {
       if (at === 0 && this.tls === undefined && this.session === undefined && !this.busy && buf[0] === 0x16) {
         // A TLS ClientHello before PRELOGIN: TDS 8.0 (strict). Without a certificate, hang up.
-        const cert = this.server.certificate;
-        if (cert === undefined) return void this.socket.destroy();
+        if (this.server.certificate === undefined) return void this.socket.destroy();
         this.inbox = [];
         this.startTls('strict').feedRaw(buf);
         return;
@@ -184,9 +183,7 @@ export class Connection {
     // PRELOGIN packets); otherwise not supported, and everything travels in the clear.
     const handshake = this.tls === undefined && this.server.certificate !== undefined && (encryption === ENCRYPT.ON || encryption === ENCRYPT.REQ);
     const response = preloginResponse(this.tls || handshake ? ENCRYPT.ON : ENCRYPT.NOT_SUP);
-    this.out.reset();
-    this.out.bytes(response);
-    this.send(true);
+    this.writeMessage((w) => w.bytes(response));
     if (handshake) this.startTls('prelogin');
   }
 
