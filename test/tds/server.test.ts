@@ -41,6 +41,8 @@ const pools: mssql.ConnectionPool[] = [];
 async function connect(config: Partial<mssql.config> = {}, password = PASSWORD): Promise<mssql.ConnectionPool> {
   const parsed = mssql.ConnectionPool.parseConnectionString(server.connectionString({ database: 'shop', user: 'app', password }));
   const pool = new mssql.ConnectionPool({ ...parsed, ...config, options: { ...parsed.options, useUTC: true, ...config.options } });
+  // A pool re-emits its idle connections' socket errors; dstream listens the same way.
+  pool.on('error', () => undefined);
   pools.push(pool);
   await pool.connect();
   return pool;
@@ -576,4 +578,27 @@ it('refuses to send a value longer than its column declares (SQL Server never do
   const err = (await failure(pool.request().query('too long'))) as Error & { number: number };
   expect(err.number).toBe(50000);
   expect(err.message).toBe('TDS test server backend failed: column lsn: a value of length 11 does not fit binary(10)');
+});
+
+it('close(): the server goes away for good (its connections closed, new ones refused); one started on the same port serves again', async () => {
+  const own = await startTdsServer({ backend });
+  const port = own.port;
+  const parsed = mssql.ConnectionPool.parseConnectionString(own.connectionString({ database: 'shop', user: 'app', password: PASSWORD }));
+  const pool = new mssql.ConnectionPool({ ...parsed, connectionTimeout: 2000, pool: { max: 1 } });
+  pool.on('error', () => undefined);
+  pools.push(pool);
+  await pool.connect();
+  expect((await pool.request().query('select 1 as one')).recordset).toEqual([{ one: 1 }]);
+  await own.close();
+  const err = await failure(pool.request().query('select 1 as one'));
+  expect(['ESOCKET', 'ECONNCLOSED', 'ECONNRESET']).toContain(err.code);
+  expect(err.message).toMatch(/^Failed to connect to 127\.0\.0\.1:\d+/);
+
+  const again = await startTdsServer({ backend, port });
+  try {
+    expect((await pool.request().query('select 1 as one')).recordset).toEqual([{ one: 1 }]);
+  } finally {
+    await pool.close();
+    await again.close();
+  }
 });
