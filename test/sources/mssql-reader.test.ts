@@ -279,7 +279,7 @@ describe('mssqlCdc() over the CDC model', () => {
       m.cleanup(kept);
     };
     const logs: string[] = [];
-    const err = await readUntil(reader(m, { tables: ['Persons'], after: position }, logs).stream, () => false).catch((e: unknown) => e);
+    const err = await readUntil(reader(m, { tables: ['Persons'], after: position, queryMode: 'function' }, logs).stream, () => false).catch((e: unknown) => e);
     expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*fn_cdc_get_all_changes_dbo_Persons.*reading again from the last checkpoint/);
     expect(err).toMatchObject({ code: ErrorCodes.CDC_GAP });
   });

@@ -10,10 +10,19 @@
  * with the same seqval (operation 3 before, 4 after); max LSN moves only when the capture job runs.
  * Column values are stored in the form the driver returns for dstream's select expressions
  * (sql.ts): exact numbers and dates as text, bytes as Buffers.
+ *
+ * Awkward behaviours of a real server, each off until a test turns it on: capture lag (the capture
+ * job runs on its own schedule, so max LSN lies behind a new instance's start_lsn), a NULL
+ * start_lsn until the capture job establishes the low endpoint, cleanup pruning
+ * cdc.lsn_time_mapping (a quiet database goes back to a NULL max LSN), deferred updates (a key
+ * change is a delete and an insert with one seqval, ordered by __$command_id), LOB columns NULL in
+ * deletes and before-images, a first row that waits for the sort of the whole range when the
+ * ORDER BY is not the change table's clustered key, and a connection that dies while its pool
+ * opens a new one silently.
  */
 import { Readable } from 'node:stream';
 import { compareLsn, incrementLsn, lsnOf, lsnToHex } from '../../lib/sources/mssql/lsn.js';
-import type { CaptureInstance, CdcConnector, CdcQueries, CheckpointRow, ConnectOptions, DriverChangeRow, Marks, TableColumns } from '../../lib/sources/mssql/queries.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, ChangeReadOptions, CheckpointRow, ConnectOptions, DriverChangeRow, Marks, TableColumns } from '../../lib/sources/mssql/queries.js';
 import { tableKey, type TableRef } from '../../lib/sources/mssql/tables.js';
 import type { ColumnInfo } from '../../lib/sources/mssql/types.js';
 
@@ -29,7 +38,10 @@ interface ModelTable extends TableRef {
 interface ModelInstance {
   name: string;
   table: ModelTable;
-  startLsn: Buffer;
+  /** NULL until the capture job has established the low endpoint (nullStartLsn). */
+  startLsn: Buffer | null;
+  /** Where the log was when the instance was enabled: changes from here on are captured. */
+  enabledAt: Buffer;
   createDate: string;
   columns: ColumnInfo[];
   changes: DriverChangeRow[];
@@ -39,6 +51,27 @@ interface Change {
   table: string;
   op: 'insert' | 'update' | 'delete';
   row: Row;
+}
+
+/**
+ * One UPDATE statement changing primary keys: SQL Server runs it as a deferred (split) update,
+ * every delete (1) then every insert (2), a row's delete and insert sharing one seqval; only
+ * __$command_id tells the order.
+ */
+interface KeyUpdate {
+  table: string;
+  op: 'updateKeys';
+  rows: Array<{ key: Row; set: Row }>;
+}
+
+/** text, ntext, image: NULL in deletes and before-images. */
+const LOB_TYPES = new Set(['text', 'ntext', 'image']);
+
+/** __$update_mask with the bits of `ordinals` set (fn_cdc_is_bit_set numbers bits from the last byte). */
+function updateMask(width: number, ordinals: number[]): Buffer {
+  const mask = Buffer.alloc(Math.max(1, Math.ceil(width / 8)));
+  for (const p of ordinals) mask[mask.length - 1 - Math.floor((p - 1) / 8)]! |= 1 << ((p - 1) % 8);
+  return mask;
 }
 
 function driverError(name: 'ConnectionError' | 'RequestError', code: string, message: string, number?: number): Error {
@@ -77,6 +110,17 @@ export class CdcModel {
   /** Most change streams open at once. */
   maxOpenStreams = 0;
   openStreams = 0;
+  /** The capture job runs only when a test calls runCapture() (its own schedule), not after every commit. */
+  captureLag = false;
+  /** New capture instances have a NULL start_lsn until the capture job runs. */
+  nullStartLsn = false;
+  /**
+   * Milliseconds per row in the range before the first row of a change read whose ORDER BY is not
+   * the change table's clustered key (the change function's): SQL Server sorts the range first.
+   */
+  sortMsPerRow = 0;
+  /** Change reads stopped before their end (the client cancelled them). */
+  cancelledReads = 0;
 
   createTable(name: string, columns: Array<ColumnInfo & { nullable?: boolean }>, primaryKey: string[]): void {
     const [schema, table] = name.includes('.') ? name.split('.') : ['dbo', name];
@@ -97,6 +141,15 @@ export class CdcModel {
     return t;
   }
 
+  /** The server clock now: one second per commit, enables half-way between two commits. */
+  private timeAt(offsetMs: number): string {
+    return new Date(this.clock + this.tx * 1000 + offsetMs).toISOString().slice(0, 23);
+  }
+
+  newSpid(): number {
+    return this.nextSession++;
+  }
+
   private newLsn(): Buffer {
     this.lsnCounter += 0x10n;
     return lsnOf(this.lsnCounter);
@@ -108,12 +161,14 @@ export class CdcModel {
     if (!this.cdcEnabled) throw driverError('RequestError', 'EREQUEST', `Database '${this.database}' is not enabled for Change Data Capture.`, 22901);
     const own = this.instances.filter((i) => i.table === t);
     if (own.length >= 2) throw driverError('RequestError', 'EREQUEST', 'A table can have only two capture instances', 22962);
+    const enabledAt = incrementLsn(lsnOf(this.lsnCounter));
     const instance: ModelInstance = {
       name: instanceName ?? `${t.schema}_${t.table}${own.length > 0 ? '_v2' : ''}`,
       table: t,
-      startLsn: incrementLsn(lsnOf(this.lsnCounter)),
-      createDate: new Date(this.clock + this.tx).toISOString().slice(0, 23),
-      columns: t.columns.map((c) => ({ name: c.name, type: c.type })),
+      startLsn: this.nullStartLsn ? null : enabledAt,
+      enabledAt,
+      createDate: this.timeAt(500),
+      columns: t.columns.map((c, i) => ({ name: c.name, type: c.type, ordinal: i + 1, ...(c.max ? { max: true } : {}) })),
       changes: [],
     };
     this.instances.push(instance);
@@ -137,45 +192,83 @@ export class CdcModel {
 
   /** One committed transaction. Returns its LSN (hex). */
   commit(changes: Change[]): string {
+    return this.commitAll(changes);
+  }
+
+  /** One transaction of one UPDATE that changes the keys of `rows` (a deferred update). Returns its LSN (hex). */
+  updateKeys(table: string, rows: KeyUpdate['rows']): string {
+    return this.commitAll([{ table, op: 'updateKeys', rows }]);
+  }
+
+  private commitAll(changes: Array<Change | KeyUpdate>): string {
     const lsn = this.newLsn();
     this.tx++;
-    const commitTime = new Date(this.clock + this.tx * 1000).toISOString().slice(0, 23);
+    const commitTime = this.timeAt(0);
     const captured: Array<{ instance: ModelInstance; row: DriverChangeRow }> = [];
     let seq = 0;
+    let command = 0;
     for (const c of changes) {
       const t = this.table(c.table);
+      const record = (op: number, image: Row, seqval: Buffer, commandId: number, changed?: Set<string>) => {
+        for (const i of this.instances) {
+          if (i.table !== t || compareLsn(lsn, i.enabledAt) < 0) continue;
+          const ordinals = i.columns.filter((col) => changed === undefined || changed.has(col.name)).map((col) => col.ordinal!);
+          const row: DriverChangeRow = { __$start_lsn: lsn, __$seqval: seqval, __$operation: op, __$command_id: commandId, __$update_mask: updateMask(i.columns.length, ordinals) };
+          for (const col of i.columns) {
+            // Documented: text/ntext/image are NULL when __$operation is 1 or 3; (max) columns are
+            // NULL when it is 3 unless the update changed them.
+            const unavailable = ((op === 1 || op === 3) && LOB_TYPES.has(col.type.toLowerCase())) || (op === 3 && col.max === true && changed !== undefined && !changed.has(col.name));
+            row[col.name] = unavailable ? null : (image[col.name] ?? null);
+          }
+          captured.push({ instance: i, row });
+        }
+      };
+      if (c.op === 'updateKeys') {
+        const moves = c.rows.map((r) => {
+          const pk = t.primaryKey.map((k) => String(r.key[k])).join('|');
+          const before = t.rows.get(pk);
+          if (!before) throw new Error(`model: no row ${pk} in ${tableKey(t)}`);
+          return { pk, before, after: { ...before, ...r.set }, seqval: lsnOf(this.lsnCounter * 0x10000n + BigInt(++seq)) };
+        });
+        for (const m of moves) {
+          t.rows.delete(m.pk);
+          record(1, m.before, m.seqval, ++command);
+        }
+        for (const m of moves) {
+          const pk = t.primaryKey.map((k) => String(m.after[k])).join('|');
+          if (t.rows.has(pk)) throw new Error(`model: duplicate key ${pk} in ${tableKey(t)}`);
+          t.rows.set(pk, m.after);
+          record(2, m.after, m.seqval, ++command);
+        }
+        continue;
+      }
       const pk = t.primaryKey.map((k) => String(c.row[k])).join('|');
       const before = t.rows.get(pk);
       seq++;
       const seqval = lsnOf(this.lsnCounter * 0x10000n + BigInt(seq));
-      const record = (op: number, image: Row) => {
-        for (const i of this.instances) {
-          if (i.table !== t || compareLsn(lsn, i.startLsn) < 0) continue;
-          const row: DriverChangeRow = { __$start_lsn: lsn, __$seqval: seqval, __$operation: op };
-          for (const col of i.columns) row[col.name] = image[col.name] ?? null;
-          captured.push({ instance: i, row });
-        }
-      };
+      command++;
       if (c.op === 'insert') {
         if (before) throw new Error(`model: duplicate key ${pk} in ${tableKey(t)}`);
         const full = Object.fromEntries(t.columns.map((col) => [col.name, c.row[col.name] ?? null]));
         t.rows.set(pk, full);
-        record(2, full);
+        record(2, full, seqval, command);
       } else if (c.op === 'update') {
         if (!before) throw new Error(`model: no row ${pk} in ${tableKey(t)}`);
         const after = { ...before, ...c.row };
         t.rows.set(pk, after);
-        record(3, before);
-        record(4, after);
+        // The SET list: every column named except the key.
+        const changed = new Set(Object.keys(c.row).filter((k) => !t.primaryKey.includes(k)));
+        record(3, before, seqval, command, changed);
+        record(4, after, seqval, command, changed);
       } else {
         if (!before) throw new Error(`model: no row ${pk} in ${tableKey(t)}`);
         t.rows.delete(pk);
-        record(1, before);
+        record(1, before, seqval, command);
       }
     }
     this.lsnTimeMapping.push({ lsn, commitTime, tranId: this.tx });
     this.pending.push({ lsn, changes: captured });
-    if (this.agent !== 'stopped') this.runCapture();
+    if (this.agent !== 'stopped' && !this.captureLag) this.runCapture();
     return lsnToHex(lsn);
   }
 
@@ -184,7 +277,7 @@ export class CdcModel {
     const lsn = this.newLsn();
     this.lsnTimeMapping.push({ lsn, commitTime: new Date(this.clock + ++this.tx * 1000).toISOString().slice(0, 23), tranId: 0 });
     this.pending.push({ lsn, changes: [] });
-    if (this.agent !== 'stopped') this.runCapture();
+    if (this.agent !== 'stopped' && !this.captureLag) this.runCapture();
     return lsnToHex(lsn);
   }
 
@@ -195,15 +288,36 @@ export class CdcModel {
       this.maxCaptured = p.lsn;
     }
     this.pending = [];
+    // The scan has passed the enable: the low endpoint is established.
+    for (const i of this.instances) i.startLsn ??= i.enabledAt;
   }
 
-  /** The cleanup job: removes changes below `lowWatermark` (hex) and raises each instance's start. */
+  /**
+   * The cleanup job: removes changes below `lowWatermark` (hex), raises each instance's start, and
+   * prunes cdc.lsn_time_mapping below it; with nothing left there, max LSN is NULL again.
+   */
   cleanup(lowWatermark: string): void {
     const low = Buffer.from(lowWatermark.slice(2), 'hex');
     for (const i of this.instances) {
       i.changes = i.changes.filter((r) => compareLsn(r.__$start_lsn, low) >= 0);
-      if (compareLsn(i.startLsn, low) < 0) i.startLsn = low;
+      if (i.startLsn !== null && compareLsn(i.startLsn, low) < 0) i.startLsn = low;
     }
+    this.lsnTimeMapping.splice(0, this.lsnTimeMapping.length, ...this.lsnTimeMapping.filter((e) => compareLsn(e.lsn, low) >= 0));
+    const max = this.maxCaptured;
+    if (max !== null && !this.lsnTimeMapping.some((e) => compareLsn(e.lsn, max) <= 0)) this.maxCaptured = null;
+  }
+
+  /** The session (connection) that holds `resource`, if any. */
+  lockOwner(resource: string): number | undefined {
+    return this.locks.get(resource);
+  }
+
+  /**
+   * One connection dies (KILL, a network blip): its requests fail, SQL Server releases its session
+   * locks, and its pool opens a new connection for the next statement without a word.
+   */
+  killSession(id: number): void {
+    for (const s of this.sessions) if (s.id === id) s.kill();
   }
 
   get currentMaxLsn(): string | null {
@@ -249,7 +363,7 @@ export class CdcModel {
   }
 
   captureInstances(): CaptureInstance[] {
-    return this.instances.map((i) => ({ name: i.name, schema: i.table.schema, table: i.table.table, startLsn: Buffer.from(i.startLsn), createDate: i.createDate, columns: i.columns.map((c) => ({ ...c })) }));
+    return this.instances.map((i) => ({ name: i.name, schema: i.table.schema, table: i.table.table, startLsn: i.startLsn && Buffer.from(i.startLsn), createDate: i.createDate, columns: i.columns.map((c) => ({ ...c })) }));
   }
 
   instance(name: string): ModelInstance | undefined {
@@ -272,10 +386,18 @@ class ModelSession implements CdcQueries {
 
   constructor(
     private readonly m: CdcModel,
-    readonly id: number,
+    public id: number,
     readonly options: ConnectOptions,
   ) {
     this.where = m.where;
+  }
+
+  /** This connection dies; the pool answers the next statement on a new one (a new SPID, no locks). */
+  kill(): void {
+    for (const [resource, owner] of this.m.locks) if (owner === this.id) this.m.locks.delete(resource);
+    for (const s of this.streams) s.destroy(driverError('ConnectionError', 'ECONNCLOSED', 'Connection lost - read ECONNRESET'));
+    this.id = this.m.newSpid();
+    this.options.onSessionLost?.();
   }
 
   break(): void {
@@ -294,9 +416,12 @@ class ModelSession implements CdcQueries {
     return fn();
   }
 
-  private stream(name: string, rows: () => Iterable<Row>): Readable {
+  /** `sortMsPerRow`: the first row waits for a sort of every row (capped by the request timeout, as the driver's). */
+  private stream(name: string, rows: () => Iterable<Row>, sortMsPerRow = 0): Readable {
     const m = this.m;
     const self = this;
+    const timeout = this.options.requestTimeoutMs ?? 15_000;
+    let sorting = false;
     const out = new Readable({
       objectMode: true,
       highWaterMark: 512,
@@ -307,6 +432,7 @@ class ModelSession implements CdcQueries {
     let holds = false;
     const pool = this.options.single ? 1 : Math.max(2, this.options.maxConnections ?? 10);
     out._read = function () {
+      if (sorting) return;
       try {
         if (iterator === undefined) {
           if (self.closed || self.broken) throw driverError('ConnectionError', 'ECONNCLOSED', 'Connection is closed.');
@@ -319,6 +445,24 @@ class ModelSession implements CdcQueries {
           self.active++;
           holds = true;
           m.statement(name);
+          if (sortMsPerRow > 0) {
+            const all = [...rows()];
+            const delay = all.length * sortMsPerRow;
+            sorting = true;
+            const timer = setTimeout(
+              () => {
+                sorting = false;
+                if (timeout > 0 && delay >= timeout) out.destroy(driverError('RequestError', 'ETIMEOUT', `Timeout: Request failed to complete in ${timeout}ms`));
+                else {
+                  iterator = all[Symbol.iterator]();
+                  out.read(0);
+                }
+              },
+              timeout > 0 ? Math.min(delay, timeout) : delay,
+            );
+            out.once('close', () => clearTimeout(timer));
+            return;
+          }
           iterator = rows()[Symbol.iterator]();
         }
         for (;;) {
@@ -337,6 +481,7 @@ class ModelSession implements CdcQueries {
     m.maxOpenStreams = Math.max(m.maxOpenStreams, m.openStreams);
     this.streams.add(out);
     out.once('close', () => {
+      if (!out.readableEnded && iterator !== undefined) m.cancelledReads++;
       m.openStreams--;
       this.streams.delete(out);
       if (holds) {
@@ -392,7 +537,8 @@ class ModelSession implements CdcQueries {
     return this.run('minLsn', () => {
       this.m.requireCdc();
       const i = this.m.instance(instance);
-      return i === undefined ? Buffer.alloc(10) : Buffer.from(i.startLsn);
+      // 0x00... for an unknown instance, and for one whose low endpoint is not established yet.
+      return i === undefined || i.startLsn === null ? Buffer.alloc(10) : Buffer.from(i.startLsn);
     });
   }
 
@@ -427,29 +573,47 @@ class ModelSession implements CdcQueries {
     return this.run('countTransactions', () => this.m.lsnTimeMapping.filter((e) => e.tranId !== 0 && compareLsn(e.lsn, after) > 0 && compareLsn(e.lsn, to) <= 0).length);
   }
 
-  hasChanges(instance: string, from: Buffer, to: Buffer) {
-    return this.run('hasChanges', () => {
+  windowRows(instance: string, from: Buffer, to: Buffer, limit: number) {
+    return this.run('windowRows', () => {
       const i = this.m.instance(instance);
       if (i === undefined) throw driverError('RequestError', 'EREQUEST', `Invalid object name 'cdc.${instance}_CT'.`, 208);
-      return i.changes.some((r) => compareLsn(r.__$start_lsn, from) >= 0 && compareLsn(r.__$start_lsn, to) <= 0);
+      let rows = 0;
+      let last: Buffer | null = null;
+      for (const r of i.changes) {
+        if (rows >= limit) break;
+        if (compareLsn(r.__$start_lsn, from) < 0 || compareLsn(r.__$start_lsn, to) > 0) continue;
+        rows++;
+        last = Buffer.from(r.__$start_lsn);
+      }
+      return { rows, last };
     });
   }
 
-  changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable {
+  changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable {
     const m = this.m;
-    return this.stream('changes', function* () {
-      const i = m.instance(instance.name);
-      const max = m.maxLsnBuffer;
-      if (i === undefined || max === null || compareLsn(from, i.startLsn) < 0 || compareLsn(to, max) > 0 || compareLsn(from, to) > 0) {
-        throw driverError('RequestError', 'EREQUEST', `An insufficient number of arguments were supplied for the procedure or function cdc.fn_cdc_get_all_changes_${instance.name}.`, 313);
-      }
-      for (const r of i.changes) {
-        if (compareLsn(r.__$start_lsn, from) < 0) continue;
-        if (compareLsn(r.__$start_lsn, to) > 0) break;
-        if (r.__$operation === 3 && !updateOld) continue;
-        yield { ...r };
-      }
-    });
+    const direct = options.mode === 'direct';
+    const ordered = (i: ModelInstance) => (direct ? i.changes : [...i.changes].sort((a, b) => compareLsn(a.__$start_lsn, b.__$start_lsn) || compareLsn(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation));
+    return this.stream(
+      'changes',
+      function* () {
+        const i = m.instance(instance.name);
+        if (i === undefined) throw driverError('RequestError', 'EREQUEST', direct ? `Invalid object name 'cdc.${instance.name}_CT'.` : `Invalid object name 'cdc.fn_cdc_get_all_changes_${instance.name}'.`, 208);
+        const max = m.maxLsnBuffer;
+        // The function checks its range; a plain SELECT on the change table does not.
+        if (!direct && (max === null || i.startLsn === null || compareLsn(from, i.startLsn) < 0 || compareLsn(to, max) > 0 || compareLsn(from, to) > 0)) {
+          throw driverError('RequestError', 'EREQUEST', `An insufficient number of arguments were supplied for the procedure or function cdc.fn_cdc_get_all_changes_${instance.name}.`, 313);
+        }
+        for (const r of ordered(i)) {
+          if (compareLsn(r.__$start_lsn, from) < 0) continue;
+          if (compareLsn(r.__$start_lsn, to) > 0) break;
+          if (r.__$operation === 3 && !options.updateOld) continue;
+          const row: Row = { ...r };
+          if (!direct) delete row.__$command_id; // the change function has no __$command_id
+          yield row;
+        }
+      },
+      direct ? 0 : m.sortMsPerRow,
+    );
   }
 
   snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable {

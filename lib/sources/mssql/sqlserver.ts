@@ -4,7 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import type mssqlModule from 'mssql';
-import type { CaptureInstance, CdcConnector, CdcQueries, CheckpointRow, ConnectOptions, TableColumns } from './queries.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, ChangeReadOptions, CheckpointRow, ConnectOptions, TableColumns } from './queries.js';
 import { SQL } from './sql.js';
 import { tableKey, type TableRef } from './tables.js';
 import type { ColumnInfo } from './types.js';
@@ -42,12 +42,17 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
     mssql ??= (await import('mssql')).default;
     const config = mssql.ConnectionPool.parseConnectionString(connectionString);
     const max = options.single ? 1 : Math.max(2, options.maxConnections ?? 10);
+    const lost = options.onSessionLost;
     const pool = new mssql.ConnectionPool({
       ...config,
+      ...(options.requestTimeoutMs !== undefined ? { requestTimeout: options.requestTimeoutMs } : {}),
       // Keep connection errors as errors: no unhandled 'error' events from idle connections.
       pool: { min: options.single ? 1 : 0, max, idleTimeoutMillis: options.single ? 2 ** 31 - 1 : 30_000 },
       options: { ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
-    });
+      // The pool replaces a dead connection without a word; a session's owner must hear of it,
+      // since the session's locks died with it.
+      ...(options.single && lost ? { beforeConnect: (connection: { on(event: 'end', listener: () => void): void }) => connection.on('end', lost) } : {}),
+    } as mssqlModule.config);
     pool.on('error', () => {
       // The pool reports a broken idle connection here; the next statement on it fails and the
       // reader reconnects. Nothing is lost by not acting on it twice.
@@ -77,8 +82,22 @@ class SqlServerQueries implements CdcQueries {
     return result.recordset as unknown as T[];
   }
 
+  /**
+   * Rows as a stream. Destroying it before its end cancels the request (ATTENTION): otherwise the
+   * driver lets it run to its end on the server, holding a connection.
+   */
   private stream(text: string, params?: Params): Readable {
-    return this.request(params).toReadableStream({ highWaterMark: 512 });
+    const req = this.request(params);
+    let ended = false;
+    const out = req.toReadableStream({
+      highWaterMark: 512,
+      destroy(err: Error | null, callback: (error?: Error | null) => void) {
+        if (!ended) req.cancel();
+        callback(err);
+      },
+    });
+    out.once('end', () => (ended = true));
+    return out;
   }
 
   async databaseInfo() {
@@ -105,14 +124,14 @@ class SqlServerQueries implements CdcQueries {
 
   async captureInstances(): Promise<CaptureInstance[]> {
     const [instances, columns] = await Promise.all([
-      this.rows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer; create_date: string }>(SQL.captureInstances),
-      this.rows<{ capture_instance: string; column_name: string; column_type: string }>(SQL.capturedColumns),
+      this.rows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer | null; create_date: string }>(SQL.captureInstances),
+      this.rows<{ capture_instance: string; column_name: string; column_type: string; column_ordinal: number; is_max: boolean }>(SQL.capturedColumns),
     ]);
     const byInstance = new Map<string, ColumnInfo[]>();
     for (const c of columns) {
       let list = byInstance.get(c.capture_instance);
       if (list === undefined) byInstance.set(c.capture_instance, (list = []));
-      list.push({ name: c.column_name, type: c.column_type });
+      list.push({ name: c.column_name, type: c.column_type, ordinal: c.column_ordinal, ...(c.is_max ? { max: true } : {}) });
     }
     return instances.map((r) => ({
       name: r.capture_instance,
@@ -172,12 +191,14 @@ class SqlServerQueries implements CdcQueries {
     return Number(r?.n ?? 0);
   }
 
-  async hasChanges(instance: string, from: Buffer, to: Buffer) {
-    return (await this.rows(SQL.hasChanges(instance), { from: lsnParam(from), to: lsnParam(to) })).length > 0;
+  async windowRows(instance: string, from: Buffer, to: Buffer, limit: number) {
+    const [r] = await this.rows<{ n: string | number; last: Buffer | null }>(SQL.windowRows(instance), { from: lsnParam(from), to: lsnParam(to), limit: [mssql.Int, limit] });
+    return { rows: Number(r?.n ?? 0), last: r?.last ?? null };
   }
 
-  changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable {
-    return this.stream(SQL.changes(instance.name, instance.columns, updateOld), { from: lsnParam(from), to: lsnParam(to) });
+  changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable {
+    const text = options.mode === 'direct' ? SQL.changeTable(instance.name, instance.columns, options.updateOld) : SQL.changes(instance.name, instance.columns, options.updateOld);
+    return this.stream(text, { from: lsnParam(from), to: lsnParam(to) });
   }
 
   snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable {
