@@ -455,7 +455,8 @@ class ModelSession implements CdcQueries {
                 if (timeout > 0 && delay >= timeout) out.destroy(driverError('RequestError', 'ETIMEOUT', `Timeout: Request failed to complete in ${timeout}ms`));
                 else {
                   iterator = all[Symbol.iterator]();
-                  out.read(0);
+                  // The pending _read() never pushed: push now.
+                  out._read(0);
                 }
               },
               timeout > 0 ? Math.min(delay, timeout) : delay,

@@ -529,11 +529,11 @@ class CdcReader {
     // tables whose cleanup overtook their position: fail, skip or snapshot (onGap).
     const gaps: TableState[] = [];
     for (const t of this.tables.values()) {
-      if (compareLsn(t.from, max) > 0) continue;
-      const check = await resumeCheck(q, t.instances, t.from, this.emitted.get(t.key) ?? t.startAt);
-      const readable = check.state !== 'pending';
+      const readable = t.instances.some((i) => i.startLsn !== null);
       if (!readable && t.readable) this.log(`${t.key}: its capture instance has no start LSN yet (the capture job has not established it); reading it once it has`);
       t.readable = readable;
+      if (!readable || compareLsn(t.from, max) > 0) continue;
+      const check = await resumeCheck(q, t.instances, t.from, this.emitted.get(t.key) ?? t.startAt);
       if (check.state === 'ok') t.from = check.from;
       else if (check.state === 'gap') {
         gaps.push(t);
