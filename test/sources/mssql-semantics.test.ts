@@ -62,6 +62,8 @@ function laggingShop(): CdcModel {
   m.enableTable('dbo.Customers');
   m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 1 } }]);
   m.captureLag = true;
+  // Logged, not yet captured: the log is ahead of max LSN when Persons is enabled.
+  m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 2 } }]);
   return m;
 }
 
