@@ -1,5 +1,5 @@
 /**
- * SQL Server CDC behaviours the reader must survive (issue 11): capture lag, NULL start_lsn,
+ * SQL Server CDC behaviours the reader must survive: capture lag, NULL start_lsn,
  * cleanup pruning history, deferred updates, first rows slower than a request timeout, a lease
  * connection that dies, LOB columns CDC does not give, and what `status` says about retention.
  */
