@@ -104,8 +104,15 @@ export class CdcBackend implements TdsBackend {
   }
 
   async *execute(sql: string, params: Param[], ctx: ExecuteContext): AsyncGenerator<BatchOutput> {
-    if (this.model.latencyMs > 0) await new Promise((r) => setTimeout(r, this.model.latencyMs));
-    yield* new Batch(new SessionCatalog(this.model, ctx.session), params, ctx).run(sql);
+    // Counted for tests of cancel: the client sent ATTENTION while this request ran.
+    const attention = () => (ctx.signal.reason as Error | undefined)?.message === 'attention' && this.model.count('attention');
+    ctx.signal.addEventListener('abort', attention, { once: true });
+    try {
+      if (this.model.latencyMs > 0) await new Promise((r) => setTimeout(r, this.model.latencyMs));
+      yield* new Batch(new SessionCatalog(this.model, ctx.session), params, ctx).run(sql);
+    } finally {
+      ctx.signal.removeEventListener('abort', attention);
+    }
   }
 
   sessionClosed(session: SessionInfo): void {
