@@ -84,8 +84,13 @@ LEFT JOIN sys.schemas AS s ON s.schema_id = t.schema_id
 WHERE ep.name = N'dstream_enabled_cdc' AND ep.minor_id = 0 AND (ep.class = 0 OR t.object_id IS NOT NULL)`,
 
   checkpointTableExists: `SELECT CASE WHEN OBJECT_ID(@qualified, N'U') IS NULL THEN 0 ELSE 1 END AS found`,
-  /** Its own batch: a batch naming a schema that does not exist yet may not compile. */
-  createCheckpointSchema: `IF SCHEMA_ID(@schema) IS NULL EXEC (N'CREATE SCHEMA ' + QUOTENAME(@schema))`,
+  /**
+   * Its own batch: a batch naming a schema that does not exist yet may not compile. CREATE SCHEMA
+   * must be alone in its batch, hence EXEC; EXEC (...) takes only literals and variables, so the
+   * statement is built in a variable first.
+   */
+  createCheckpointSchema: `DECLARE @create nvarchar(300) = N'CREATE SCHEMA ' + QUOTENAME(@schema);
+IF SCHEMA_ID(@schema) IS NULL EXEC (@create)`,
   createCheckpointTable: (t: TableRef) => `IF OBJECT_ID(@qualified, N'U') IS NULL
 CREATE TABLE ${quoteName(t.schema)}.${quoteName(t.table)} (
   task nvarchar(200) NOT NULL,

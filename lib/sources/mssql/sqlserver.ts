@@ -77,8 +77,27 @@ class SqlServerQueries implements CdcQueries {
     return result.recordset as unknown as T[];
   }
 
+  /**
+   * Rows as they arrive, under backpressure (the driver pauses the request while the stream is
+   * full). toReadableStream() only puts the request in stream mode: query() sends it. Destroyed
+   * before its end, the stream cancels the request (ATTENTION), so the connection goes back to the
+   * pool at once instead of after every remaining row has been read and dropped.
+   */
   private stream(text: string, params?: Params): Readable {
-    return this.request(params).toReadableStream({ highWaterMark: 512 });
+    const req = this.request(params);
+    let done = false;
+    const stream = req.toReadableStream({
+      highWaterMark: 512,
+      destroy(err, callback) {
+        if (!done) req.cancel();
+        callback(err);
+      },
+    });
+    req.on('done', () => (done = true));
+    req.on('error', () => (done = true));
+    // In stream mode, query() reports through the request's events, which the stream carries.
+    void req.query(text).catch(() => undefined);
+    return stream;
   }
 
   async databaseInfo() {

@@ -165,6 +165,8 @@ interface Bound {
   /** Lower-case names of the object: 'tables', 'sys.tables'. */
   names: string[];
   columns: ColumnDef[];
+  /** The inner side of a LEFT JOIN: every column may be NULL. */
+  outer?: boolean;
 }
 
 type Ctx = { rows: Row[]; outer?: Ctx };
@@ -370,7 +372,7 @@ export class Batch {
       orderedBy = b.orderedBy;
       for (const j of q.joins) {
         const jb = this.bindSource(j.source, scope);
-        scope.sources.push(jb.bound);
+        scope.sources.push(j.kind === 'left' ? { ...jb.bound, outer: true } : jb.bound);
         opens.push(jb.open);
         joins.push({ kind: j.kind, on: this.expr(j.on, scope) });
       }
@@ -507,7 +509,7 @@ export class Batch {
       const col = scope.sources[si]!.columns[ci]!;
       return {
         type: col.type,
-        nullable: col.nullable ?? true,
+        nullable: scope.sources[si]!.outer === true || (col.nullable ?? true),
         eval: (ctx) => {
           let c: Ctx = ctx;
           for (let d = 0; d < depth; d++) c = c.outer!;
