@@ -25,13 +25,19 @@ const NOT_CP1252 = /[^\x00-\x7f\u00a0-\u00ff]/;
 /** Windows-1252 characters at 0x80..0x9F (the rest of the page is Latin-1). */
 const CP1252_HIGH = '\u20ac\u0081\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u008d\u017d\u008f\u0090\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u009d\u017e\u0178';
 
-/** A little-endian byte builder that grows by doubling; writes go straight into one buffer. */
+/**
+ * A little-endian byte builder that grows by doubling; writes go straight into one buffer. Integers
+ * are stored byte by byte and floats through a DataView: Buffer's write* methods validate their
+ * arguments on every call and cost several times more per row.
+ */
 export class ByteWriter {
   buf: Buffer;
+  private view: DataView;
   pos = 0;
 
   constructor(initial = 64 * 1024) {
     this.buf = Buffer.allocUnsafe(initial);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
   }
 
   ensure(n: number): void {
@@ -41,6 +47,7 @@ export class ByteWriter {
     const next = Buffer.allocUnsafe(size);
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
+    this.view = new DataView(next.buffer, next.byteOffset, next.length);
   }
 
   u8(v: number): void {
@@ -49,49 +56,81 @@ export class ByteWriter {
   }
   u16(v: number): void {
     this.ensure(2);
-    this.pos = this.buf.writeUInt16LE(v, this.pos);
+    const b = this.buf;
+    b[this.pos++] = v;
+    b[this.pos++] = v >>> 8;
   }
   u32(v: number): void {
     this.ensure(4);
-    this.pos = this.buf.writeUInt32LE(v >>> 0, this.pos);
+    const b = this.buf;
+    b[this.pos++] = v;
+    b[this.pos++] = v >>> 8;
+    b[this.pos++] = v >>> 16;
+    b[this.pos++] = v >>> 24;
   }
+  /** Two's complement for negative values: the same bytes as u32 of (v >>> 0). */
   i32(v: number): void {
-    this.ensure(4);
-    this.pos = this.buf.writeInt32LE(v, this.pos);
+    this.u32(v);
   }
   i64(v: bigint): void {
     this.ensure(8);
-    this.pos = this.buf.writeBigInt64LE(v, this.pos);
+    this.view.setBigInt64(this.pos, v, true);
+    this.pos += 8;
+  }
+  /** A safe integer (|v| < 2^53) as 8 bytes, two's complement, without going through BigInt. */
+  i64n(v: number): void {
+    const high = Math.floor(v / 0x100000000);
+    this.u32(v - high * 0x100000000);
+    this.u32(high);
   }
   /** A non-negative integer below 2^53 as 8 bytes. */
   u64n(v: number): void {
-    this.ensure(8);
-    this.buf.writeUInt32LE(v % 0x100000000, this.pos);
-    this.buf.writeUInt32LE(Math.floor(v / 0x100000000), this.pos + 4);
-    this.pos += 8;
+    this.i64n(v);
   }
   f64(v: number): void {
     this.ensure(8);
-    this.pos = this.buf.writeDoubleLE(v, this.pos);
+    this.view.setFloat64(this.pos, v, true);
+    this.pos += 8;
   }
   f32(v: number): void {
     this.ensure(4);
-    this.pos = this.buf.writeFloatLE(v, this.pos);
+    this.view.setFloat32(this.pos, v, true);
+    this.pos += 4;
   }
-  /** An unsigned integer of `bytes` bytes (3 or 5 for time and date parts). */
+  /** An unsigned integer below 2^48 in `bytes` bytes (3 to 5 for time and date parts). */
   uintN(v: number, bytes: number): void {
     this.ensure(bytes);
-    this.pos = this.buf.writeUIntLE(v, this.pos, bytes);
+    const b = this.buf;
+    const low = v >>> 0;
+    b[this.pos++] = low;
+    b[this.pos++] = low >>> 8;
+    b[this.pos++] = low >>> 16;
+    if (bytes > 3) b[this.pos++] = low >>> 24;
+    if (bytes > 4) b[this.pos++] = Math.floor(v / 0x100000000);
   }
   bytes(b: Uint8Array): void {
-    this.ensure(b.length);
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
+    const n = b.length;
+    this.ensure(n);
+    if (n > 32) this.buf.set(b, this.pos);
+    else for (let i = 0, o = this.pos, d = this.buf; i < n; i++) d[o + i] = b[i]!;
+    this.pos += n;
   }
-  /** UCS-2 text without a length (2 bytes per UTF-16 code unit). */
+  /** UCS-2 text without a length (2 bytes per UTF-16 code unit); short strings byte by byte. */
   ucs2(s: string): void {
-    this.ensure(s.length * 2);
-    this.pos += this.buf.write(s, this.pos, s.length * 2, 'ucs2');
+    const n = s.length;
+    this.ensure(n * 2);
+    if (n > 48) {
+      this.pos += this.buf.write(s, this.pos, n * 2, 'ucs2');
+      return;
+    }
+    const b = this.buf;
+    let o = this.pos;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      b[o++] = c;
+      b[o++] = c >>> 8;
+    }
+    this.pos = o;
   }
   /** B_VARCHAR: a character count in one byte, then UCS-2. */
   bVarchar(s: string): void {
@@ -127,9 +166,10 @@ export function encodeCp1252(s: string): Buffer {
   return out;
 }
 
-const cp1252 = new TextDecoder('windows-1252');
-export function decodeCp1252(b: Uint8Array): string {
-  return cp1252.decode(b);
+// Node's TextDecoder('windows-1252') decodes 0x80..0x9F as Latin-1 control characters, so map them here.
+export function decodeCp1252(b: Buffer): string {
+  const s = b.toString('latin1');
+  return /[\x80-\x9f]/.test(s) ? s.replace(/[\x80-\x9f]/g, (c) => CP1252_HIGH[c.charCodeAt(0) - 0x80]!) : s;
 }
 
 /** A cursor over one client message. Reads past the end throw, so a short message is an error. */

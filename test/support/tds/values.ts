@@ -77,7 +77,12 @@ export function decimalText(n: bigint, scale: number): string {
 export const decimalBytes = (precision: number) => (precision <= 9 ? 5 : precision <= 19 ? 9 : precision <= 28 ? 13 : 17);
 
 const isMax = (t: SqlType) => t.length === 'max';
-const int64 = (v: SqlValue) => (typeof v === 'bigint' ? v : BigInt(typeof v === 'boolean' ? Number(v) : (v as number | string)));
+/** bigint values: a number or short decimal text goes without BigInt, anything else through it. */
+function writeInt64(w: ByteWriter, v: SqlValue): void {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return w.i64n(v);
+  if (typeof v === 'string' && v.length < 16 && /^-?\d+$/.test(v)) return w.i64n(Number(v));
+  w.i64(typeof v === 'bigint' ? v : BigInt(typeof v === 'boolean' ? Number(v) : (v as number | string)));
+}
 const num = (v: SqlValue) => (typeof v === 'boolean' ? Number(v) : Number(v));
 
 function writePlp(w: ByteWriter, b: Uint8Array): void {
@@ -162,9 +167,9 @@ export function encoderFor(col: ColumnDef): Encoder {
   switch (t.name) {
     case 'bit': return fixed(1, (w, v) => w.u8(v ? 1 : 0));
     case 'tinyint': return fixed(1, (w, v) => w.u8(num(v)));
-    case 'smallint': return fixed(2, (w, v) => (w.ensure(2), (w.pos = w.buf.writeInt16LE(num(v), w.pos))));
+    case 'smallint': return fixed(2, (w, v) => w.u16(num(v)));
     case 'int': return fixed(4, (w, v) => w.i32(num(v)));
-    case 'bigint': return fixed(8, (w, v) => w.i64(int64(v)));
+    case 'bigint': return fixed(8, writeInt64);
     case 'float': return fixed(8, (w, v) => w.f64(num(v)));
     case 'real': return fixed(4, (w, v) => w.f32(num(v)));
     case 'money': return fixed(8, (w, v) => {
@@ -191,10 +196,13 @@ export function encoderFor(col: ColumnDef): Encoder {
       const tb = timeBytes(scale);
       const offset = t.name === 'datetimeoffset' ? 2 : 0;
       const dayUnits = 86_400 * 10 ** scale;
+      const unitsPerMs = 10 ** (scale - 3);
       return nullByte((w, v) => {
-        const { days, msOfDay } = dateParts(v as Date);
-        let units = msToUnits(msOfDay, scale);
-        let d = days + DAYS_0001_TO_1970;
+        const ms = (v as Date).getTime();
+        if (Number.isNaN(ms)) throw new TypeError(`column ${col.name}: invalid Date`);
+        const day = Math.floor(ms / MS_PER_DAY);
+        let units = Math.round((ms - day * MS_PER_DAY) * unitsPerMs);
+        let d = day + DAYS_0001_TO_1970;
         if (units >= dayUnits) (units -= dayUnits), d++;
         w.u8(tb + 3 + offset);
         w.uintN(units, tb);
