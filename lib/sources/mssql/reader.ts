@@ -200,6 +200,7 @@ class CdcReader {
   private standby = false;
   /** Set (synchronously) when the lease session's connection ends: checked before every hand-on. */
   private leaseLost = false;
+  private leaseToken: object | undefined;
   /** Rows per table per window; shrinks while a window's first row keeps timing out. */
   private rowLimit: number;
   private readonly log: (m: string) => void;
@@ -336,6 +337,7 @@ class CdcReader {
   private async closeLeaseSession(): Promise<void> {
     const session = this.lockSession;
     this.lockSession = undefined;
+    this.leaseToken = undefined;
     this.leaseLost = false;
     await session?.close().catch((err: unknown) => this.log(`closing the lease connection to ${session.where}: ${messageOf(err)}`));
   }
@@ -779,15 +781,16 @@ class CdcReader {
     const resource = (ref: TableRef) => leaseResource(lease.task, ref);
     if (this.lockSession === undefined) {
       this.leaseLost = false;
-      const session: CdcQueries = await this.o.connect({
+      // Only this session's end counts (closing an old one on purpose ends it too).
+      const token = {};
+      this.leaseToken = token;
+      this.lockSession = await this.o.connect({
         single: true,
         requestTimeoutMs: this.o.requestTimeoutMs,
-        // Only this session's end counts (closing an old one on purpose ends it too).
         onSessionLost: () => {
-          if (this.lockSession === session) this.leaseLost = true;
+          if (this.leaseToken === token) this.leaseLost = true;
         },
       });
-      this.lockSession = session;
       this.tables.clear();
       this.emitted.clear();
     }

@@ -28,7 +28,7 @@ ORDER BY s.name, t.name, ct.create_date, ct.capture_instance`,
   capturedColumns: `SELECT ct.capture_instance, cc.column_name, cc.column_type, cc.column_ordinal,
   CAST(CASE WHEN c.max_length = -1 AND cc.column_type IN (N'varchar', N'nvarchar', N'varbinary') THEN 1 ELSE 0 END AS bit) AS is_max
 FROM cdc.captured_columns AS cc JOIN cdc.change_tables AS ct ON ct.object_id = cc.object_id
-JOIN sys.columns AS c ON c.object_id = cc.object_id AND c.name = cc.column_name
+LEFT JOIN sys.columns AS c ON c.object_id = ct.source_object_id AND c.name = cc.column_name
 ORDER BY ct.capture_instance, cc.column_ordinal`,
 
   tableColumns: `SELECT s.name AS schema_name, t.name AS table_name, c.name AS column_name, ty.name AS type_name,
@@ -106,8 +106,13 @@ LEFT JOIN sys.schemas AS s ON s.schema_id = t.schema_id
 WHERE ep.name = N'dstream_enabled_cdc' AND ep.minor_id = 0 AND (ep.class = 0 OR t.object_id IS NOT NULL)`,
 
   checkpointTableExists: `SELECT CASE WHEN OBJECT_ID(@qualified, N'U') IS NULL THEN 0 ELSE 1 END AS found`,
-  /** Its own batch: a batch naming a schema that does not exist yet may not compile. */
-  createCheckpointSchema: `IF SCHEMA_ID(@schema) IS NULL EXEC (N'CREATE SCHEMA ' + QUOTENAME(@schema))`,
+  /**
+   * Its own batch: a batch naming a schema that does not exist yet may not compile. CREATE SCHEMA
+   * must be alone in its batch, hence EXEC; EXEC (...) takes only literals and variables, so the
+   * statement is built in a variable first.
+   */
+  createCheckpointSchema: `DECLARE @create nvarchar(300) = N'CREATE SCHEMA ' + QUOTENAME(@schema);
+IF SCHEMA_ID(@schema) IS NULL EXEC (@create)`,
   createCheckpointTable: (t: TableRef) => `IF OBJECT_ID(@qualified, N'U') IS NULL
 CREATE TABLE ${quoteName(t.schema)}.${quoteName(t.table)} (
   task nvarchar(200) NOT NULL,

@@ -50,8 +50,16 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
       pool: { min: options.single ? 1 : 0, max, idleTimeoutMillis: options.single ? 2 ** 31 - 1 : 30_000 },
       options: { ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
       // The pool replaces a dead connection without a word; a session's owner must hear of it,
-      // since the session's locks died with it.
-      ...(options.single && lost ? { beforeConnect: (connection: { on(event: 'end', listener: () => void): void }) => connection.on('end', lost) } : {}),
+      // since the session's locks died with it. A connection the server or network broke reports
+      // an 'error' (one the pool closes itself, such as its first test connection, does not).
+      ...(options.single && lost
+        ? {
+            beforeConnect: (connection: { once(event: 'connect' | 'error', listener: (err?: Error) => void): void }) =>
+              connection.once('connect', (err) => {
+                if (!err) connection.once('error', () => lost());
+              }),
+          }
+        : {}),
     } as mssqlModule.config);
     pool.on('error', () => {
       // The pool reports a broken idle connection here; the next statement on it fails and the
@@ -83,21 +91,26 @@ class SqlServerQueries implements CdcQueries {
   }
 
   /**
-   * Rows as a stream. Destroying it before its end cancels the request (ATTENTION): otherwise the
-   * driver lets it run to its end on the server, holding a connection.
+   * Rows as they arrive, under backpressure (the driver pauses the request while the stream is
+   * full). toReadableStream() only puts the request in stream mode: query() sends it. Destroyed
+   * before its end, the stream cancels the request (ATTENTION), so the connection goes back to the
+   * pool at once instead of after every remaining row has been read and dropped.
    */
   private stream(text: string, params?: Params): Readable {
     const req = this.request(params);
-    let ended = false;
-    const out = req.toReadableStream({
+    let done = false;
+    const stream = req.toReadableStream({
       highWaterMark: 512,
-      destroy(err: Error | null, callback: (error?: Error | null) => void) {
-        if (!ended) req.cancel();
+      destroy(err, callback) {
+        if (!done) req.cancel();
         callback(err);
       },
     });
-    out.once('end', () => (ended = true));
-    return out;
+    req.on('done', () => (done = true));
+    req.on('error', () => (done = true));
+    // In stream mode, query() reports through the request's events, which the stream carries.
+    void req.query(text).catch(() => undefined);
+    return stream;
   }
 
   async databaseInfo() {

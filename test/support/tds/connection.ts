@@ -1,0 +1,328 @@
+/**
+ * One client connection of the TDS test server, following MS-TDS: packets (2.2.3), PRELOGIN
+ * without encryption (2.2.6.5), SQL logins (2.2.6.4), SQL_BATCH and RPC requests (2.2.6.6-7),
+ * result token streams (2.2.7) and the attention protocol (2.2.1.7, 3.3.5.9). Rows are pulled from
+ * the backend one at a time and written under socket backpressure, so a slow reader holds the
+ * server to a few packets of buffered data.
+ */
+import type { Socket } from 'node:net';
+import { ByteWriter, HEADER, PKT, STATUS_EOM, STATUS_IGNORE, cutPackets } from './bytes.js';
+import { ENCRYPT, parseLogin7, parsePrelogin, preloginResponse } from './login.js';
+import { parseBatch, parseRpc } from './rpc.js';
+import type { TdsServer } from './server.js';
+import { CURCMD, DONE, ENV, ResultSet, TOKEN, collationChange, done, envChange, loginAck, message, returnStatus } from './tokens.js';
+import { SqlServerError, type BatchOutput, type ExecuteContext, type Param, type SessionInfo, type SqlValue } from './types.js';
+
+const DEFAULT_PACKET_SIZE = 4096;
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Bytes of whole packets gathered before a socket write; a write that is not taken waits for 'drain'. */
+const FLUSH_BYTES = 32 * 1024;
+
+type Interrupt = 'attention' | 'closed';
+
+interface Running {
+  controller: AbortController;
+  interrupted: Interrupt | undefined;
+  interrupt: Promise<Interrupt>;
+  fire: (why: Interrupt) => void;
+}
+
+export class Connection {
+  session: (SessionInfo & { database: string }) | undefined;
+  private packetSize = DEFAULT_PACKET_SIZE;
+  private readonly out = new ByteWriter();
+  private packetId = 1;
+  private inbox: Buffer[] = [];
+  private message: Buffer[] = [];
+  private messageBytes = 0;
+  private readonly queue: { type: number; payload: Buffer; ignore: boolean }[] = [];
+  private busy = false;
+  private running: Running | undefined;
+  private closed = false;
+  private ignoring = false;
+  private sentDatabase = '';
+
+  constructor(
+    private readonly server: TdsServer,
+    readonly socket: Socket,
+  ) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('error', () => {
+      // A reset or a write to a closed peer; 'close' follows and ends the session.
+    });
+    socket.once('close', () => {
+      this.closed = true;
+      this.running?.controller.abort(new Error('connection closed'));
+      this.running?.fire('closed');
+      if (this.session) {
+        this.server.backend.sessionClosed?.(this.session);
+        this.server.emit('sessionClosed', this.session);
+      }
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.ignoring) return;
+    this.inbox.push(chunk);
+    let buf = this.inbox.length === 1 ? this.inbox[0]! : Buffer.concat(this.inbox);
+    let at = 0;
+    while (buf.length - at >= HEADER) {
+      if (at === 0 && this.session === undefined && this.queue.length === 0 && !this.busy && buf[0] === 0x16) {
+        // A TLS ClientHello before PRELOGIN (TDS 8.0 strict): this server has no certificate.
+        this.socket.destroy();
+        return;
+      }
+      const length = buf.readUInt16BE(at + 2);
+      if (length < HEADER) return void this.socket.destroy();
+      if (buf.length - at < length) break;
+      this.onPacket(buf[at]!, buf[at + 1]!, buf.subarray(at + HEADER, at + length));
+      at += length;
+    }
+    buf = buf.subarray(at);
+    this.inbox = buf.length ? [buf] : [];
+  }
+
+  private onPacket(type: number, status: number, payload: Buffer): void {
+    if (type === PKT.ATTENTION) return this.onAttention();
+    this.message.push(Buffer.from(payload));
+    this.messageBytes += payload.length;
+    if (this.messageBytes > MAX_MESSAGE_BYTES) return void this.socket.destroy();
+    if ((status & STATUS_EOM) === 0) return;
+    const body = this.message.length === 1 ? this.message[0]! : Buffer.concat(this.message);
+    this.message = [];
+    this.messageBytes = 0;
+    if (type === PKT.PRELOGIN && this.server.isSilent) {
+      this.ignoring = true;
+      return;
+    }
+    this.queue.push({ type, payload: body, ignore: (status & STATUS_IGNORE) !== 0 });
+    if (!this.busy) void this.drainQueue();
+  }
+
+  private onAttention(): void {
+    if (this.running) {
+      this.running.controller.abort(new Error('attention'));
+      this.running.fire('attention');
+    } else {
+      // Nothing is running: the response is already out, so only the acknowledgement is due.
+      this.writeMessage((w) => done(w, TOKEN.DONE, DONE.ATTN, CURCMD.NONE, 0));
+    }
+  }
+
+  private async drainQueue(): Promise<void> {
+    this.busy = true;
+    try {
+      for (let m = this.queue.shift(); m && !this.closed; m = this.queue.shift()) await this.handle(m.type, m.payload, m.ignore);
+    } catch (err) {
+      // A message this server cannot read: a real server drops the connection.
+      this.socket.destroy(err as Error);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async handle(type: number, payload: Buffer, ignore: boolean): Promise<void> {
+    if (ignore) return this.writeMessage((w) => done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0));
+    if (this.session === undefined) {
+      if (type === PKT.PRELOGIN) return this.prelogin(payload);
+      if (type === PKT.LOGIN7) return this.login(payload);
+      throw new Error(`packet type 0x${type.toString(16)} before login`);
+    }
+    if (type === PKT.SQL_BATCH) return this.run('batch', () => ({ sql: parseBatch(payload), params: [] }));
+    if (type === PKT.RPC) return this.run('rpc', () => parseRpc(payload));
+    const what = type === PKT.TRANSACTION_MANAGER ? 'transaction manager requests' : `packet type 0x${type.toString(16)}`;
+    return this.writeMessage((w) => {
+      message(w, TOKEN.ERROR, { number: 50000, state: 1, severity: 16, message: `The TDS test server does not support ${what}.` });
+      done(w, TOKEN.DONE, DONE.ERROR, CURCMD.NONE, 0);
+    });
+  }
+
+  private prelogin(payload: Buffer): void {
+    parsePrelogin(payload);
+    // No certificate: encryption is not supported, so the client sends everything in the clear.
+    const response = preloginResponse(ENCRYPT.NOT_SUP);
+    this.out.reset();
+    this.out.bytes(response);
+    this.send(true);
+  }
+
+  private login(payload: Buffer): void {
+    const login = parseLogin7(payload);
+    const fail = (e: SqlServerError) => {
+      this.writeMessage((w) => {
+        message(w, TOKEN.ERROR, { number: e.number, state: e.state, severity: e.severity, message: e.message, lineNumber: e.lineNumber });
+        done(w, TOKEN.DONE, DONE.ERROR, CURCMD.NONE, 0);
+      });
+      this.socket.end();
+    };
+    const loginFailed = () => new SqlServerError(18456, `Login failed for user '${login.user}'.`, 14, 1);
+    if (login.integratedSecurity) return fail(new SqlServerError(18452, 'Login failed. The login is from an untrusted domain and cannot be used with Integrated authentication.', 14, 1));
+    const refusal = this.server.loginRefusal;
+    if (refusal) return fail(refusal === 'login failed' ? loginFailed() : refusal);
+    let database: string;
+    try {
+      database = this.server.backend.login(login.user, login.password, login.database || undefined).database;
+    } catch (err) {
+      return fail(err instanceof SqlServerError ? err : loginFailed());
+    }
+    this.session = { id: this.server.allocateSpid(), user: login.user, database };
+    this.sentDatabase = database;
+    const size = login.packetSize === 0 ? DEFAULT_PACKET_SIZE : Math.min(32767, Math.max(512, login.packetSize));
+    this.writeMessage((w) => {
+      envChange(w, ENV.DATABASE, database, 'master');
+      message(w, TOKEN.INFO, { number: 5701, state: 2, severity: 0, message: `Changed database context to '${database}'.` });
+      collationChange(w);
+      envChange(w, ENV.LANGUAGE, 'us_english', '');
+      message(w, TOKEN.INFO, { number: 5703, state: 1, severity: 0, message: 'Changed language setting to us_english.' });
+      loginAck(w);
+      envChange(w, ENV.PACKET_SIZE, String(size), String(DEFAULT_PACKET_SIZE));
+      done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0);
+    });
+    this.packetSize = size;
+  }
+
+  /** A whole response in one message. */
+  private writeMessage(build: (w: ByteWriter) => void): void {
+    this.out.reset();
+    build(this.out);
+    this.send(true);
+  }
+
+  /** Writes the packets now complete in `out` (all of them, the last with EOM, when `last`). Returns false when the socket is full. */
+  private send(last: boolean): boolean {
+    if (this.closed) return true;
+    const bytes = cutPackets(this.out, this.packetSize, this.session?.id ?? 0, () => {
+      const id = this.packetId;
+      this.packetId = (this.packetId + 1) & 0xff;
+      return id;
+    }, last);
+    if (last) this.packetId = 1;
+    if (bytes === undefined) return true;
+    const taken = this.socket.write(bytes);
+    this.server.bufferedHighWater = Math.max(this.server.bufferedHighWater, this.socket.writableLength + this.out.pos);
+    return taken;
+  }
+
+  /** Sends the full packets gathered so far and waits for the socket while it is full. */
+  private async flush(r: Running): Promise<void> {
+    if (this.send(false) || this.closed) return;
+    let onDrain!: () => void;
+    const drained = new Promise<void>((resolve) => this.socket.once('drain', (onDrain = resolve)));
+    this.server.emit('backpressure', this.session);
+    await Promise.race([drained, r.interrupt]);
+    this.socket.off('drain', onDrain);
+  }
+
+  private noteDatabase(w: ByteWriter): void {
+    const db = this.session!.database;
+    if (db === this.sentDatabase) return;
+    envChange(w, ENV.DATABASE, db, this.sentDatabase);
+    message(w, TOKEN.INFO, { number: 5701, state: 1, severity: 0, message: `Changed database context to '${db}'.` });
+    this.sentDatabase = db;
+  }
+
+  private async run(via: 'batch' | 'rpc', parse: () => { sql: string; params: Param[] }): Promise<void> {
+    let fire!: (why: Interrupt) => void;
+    const interrupt = new Promise<Interrupt>((resolve) => (fire = resolve));
+    const r: Running = { controller: new AbortController(), interrupted: undefined, interrupt, fire: (why) => ((r.interrupted ??= why), fire(why)) };
+    if (this.closed) return;
+    this.running = r;
+    const w = this.out;
+    w.reset();
+    const statementDone = via === 'rpc' ? TOKEN.DONEINPROC : TOKEN.DONE;
+    let pending: { status: number; curCmd: number; rowCount: number } | undefined;
+    const writePending = (more: boolean, extra = 0) => {
+      if (pending) done(w, statementDone, pending.status | extra | (more ? DONE.MORE : 0), pending.curCmd, pending.rowCount);
+      pending = undefined;
+    };
+    let returned = false;
+    let failed: SqlServerError | undefined;
+    const ctx: ExecuteContext = { session: this.session!, signal: r.controller.signal, via };
+    let iterator: AsyncIterator<BatchOutput> | undefined;
+    try {
+      const { sql, params } = parse();
+      iterator = this.server.backend.execute(sql, params, ctx)[Symbol.asyncIterator]();
+      for (;;) {
+        const step = await Promise.race([iterator.next(), interrupt]);
+        if (typeof step === 'string' || step.done) break;
+        const output = step.value;
+        writePending(true);
+        this.noteDatabase(w);
+        if ('columns' in output) {
+          const rs = new ResultSet(output.columns);
+          rs.writeMetadata(w);
+          const rowCount = await this.writeRows(r, rs, output.rows);
+          pending = { status: DONE.COUNT, curCmd: CURCMD.SELECT, rowCount };
+        } else if ('rowCount' in output) {
+          pending = { status: DONE.COUNT, curCmd: CURCMD.NONE, rowCount: output.rowCount };
+        } else if ('returnStatus' in output) {
+          returnStatus(w, output.returnStatus);
+          returned = true;
+        } else if ('info' in output) {
+          message(w, TOKEN.INFO, { number: output.info.number, state: 1, severity: output.info.severity ?? 0, message: output.info.message });
+        }
+        if (r.interrupted) break;
+        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (r.interrupted) break;
+      }
+    } catch (err) {
+      failed = err instanceof SqlServerError
+        ? err
+        : new SqlServerError(50000, `TDS test server backend failed: ${err instanceof Error ? err.message : String(err)}`, 16, 1);
+    } finally {
+      this.running = undefined;
+    }
+    if (r.interrupted) {
+      // Stop the backend's work; it sees ctx.signal aborted too.
+      iterator?.return?.().catch(() => undefined);
+      if (r.interrupted === 'closed') return;
+      // End the cancelled response, then acknowledge the attention in a message of its own.
+      done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0);
+      this.send(true);
+      return this.writeMessage((aw) => done(aw, TOKEN.DONE, DONE.ATTN, CURCMD.NONE, 0));
+    }
+    this.noteDatabase(w);
+    const finalToken = via === 'rpc' ? TOKEN.DONEPROC : TOKEN.DONE;
+    if (failed) {
+      writePending(true);
+      message(w, TOKEN.ERROR, { number: failed.number, state: failed.state, severity: failed.severity, message: failed.message, lineNumber: failed.lineNumber });
+      done(w, finalToken, DONE.ERROR, CURCMD.NONE, 0);
+    } else if (via === 'rpc') {
+      writePending(true);
+      if (!returned) returnStatus(w, 0);
+      done(w, TOKEN.DONEPROC, DONE.FINAL, CURCMD.EXECUTE, 0);
+    } else if (pending) writePending(false);
+    else done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0);
+    this.send(true);
+  }
+
+  /** ROW/NBCROW tokens for each row, pulled one at a time; returns how many were written. */
+  private async writeRows(r: Running, rs: ResultSet, rows: Iterable<SqlValue[]> | AsyncIterable<SqlValue[]>): Promise<number> {
+    const w = this.out;
+    let count = 0;
+    if (Symbol.iterator in rows) {
+      for (const row of rows) {
+        rs.writeRow(w, row);
+        count++;
+        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (r.interrupted) break;
+      }
+      return count;
+    }
+    const it = rows[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const step = await Promise.race([it.next(), r.interrupt]);
+        if (typeof step === 'string' || step.done) break;
+        rs.writeRow(w, step.value);
+        count++;
+        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (r.interrupted) break;
+      }
+    } finally {
+      if (r.interrupted) it.return?.().catch(() => undefined);
+    }
+    return count;
+  }
+}
