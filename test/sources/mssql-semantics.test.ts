@@ -243,6 +243,20 @@ describe('windows and the request timeout', () => {
   });
 });
 
+describe('stopping early', () => {
+  it('a reader stopped mid-window cancels its read (ATTENTION): the server stops it and the connection is free', async () => {
+    const m = await serve(shopModel());
+    const wide = 'x'.repeat(2000);
+    for (let i = 1; i <= 3000; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: wide } }]);
+    const { stream } = reader(m);
+    const seen = await readUntil(stream, (s) => rowsOf(s).length >= 10);
+    expect(rowsOf(seen)).toHaveLength(10);
+    // readUntil destroyed the stream: the read still holding rows on the server is cancelled.
+    await until(() => (m.calls.get('attention') ?? 0) >= 1);
+    await until(() => m.openStreams === 0);
+  });
+});
+
 describe('leases', () => {
   it('a worker whose lock connection dies delivers no row after the takeover: the other worker reads from the stored position', async () => {
     const m = await serve(shopModel());
