@@ -18,7 +18,7 @@ const FAST: Partial<MssqlCdcOptions> = { pollIntervalMs: 2, maxPollIntervalMs: 5
 const CHANGES = 'cdc.fn_cdc_get_all_changes_dbo_Persons';
 
 function reader(connectionString: string, opts: Partial<MssqlCdcOptions>, logs: string[]): Readable {
-  return mssqlCdc({ connectionString, ...FAST, log: (l) => logs.push(l), ...opts });
+  return mssqlCdc({ connectionString, tables: ['Persons'], ...FAST, log: (l) => logs.push(l), ...opts });
 }
 
 function persons(m: CdcModel, from: number, n: number): void {
