@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { readUntil as readStream, until } from '../support/streams.js';
+import { readUntil as readStream, until, watched } from '../support/streams.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { ErrorCodes } from '../../lib/errors.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
@@ -23,16 +23,6 @@ async function serve(m = shopModel()): Promise<CdcModel> {
 }
 const server = (m: CdcModel) => servers.get(m)!;
 const connector = (m: CdcModel) => sqlServerConnector(server(m).connectionString);
-
-/** A log that calls `on` with each line as it comes. */
-function watched(on: (line: string) => unknown): string[] {
-  const lines: string[] = [];
-  lines.push = (...items: string[]) => {
-    for (const l of items) Array.prototype.push.call(lines, l), on(l);
-    return lines.length;
-  };
-  return lines;
-}
 
 /** What `init` does for a task with create_checkpoint_table = true. */
 async function createCheckpointTable(m: CdcModel): Promise<void> {

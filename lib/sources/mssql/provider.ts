@@ -91,12 +91,8 @@ export interface MssqlCdcConfig {
   progress_ms: number;
 }
 
-export interface MssqlCdcProviderOptions {
-  /** How to reach SQL Server for a config. Default: the `mssql` driver with `connection_string`. */
-  connector?: (config: MssqlCdcConfig) => CdcConnector;
-}
-
-function defaultConnector(config: MssqlCdcConfig): CdcConnector {
+/** The `mssql` driver with the config's `connection_string`. */
+function connectorOf(config: MssqlCdcConfig): CdcConnector {
   if (config.connection_string === undefined || config.connection_string === '') {
     throw invalidOption('mssql-cdc needs a connection string: config connection_string, --connection-string, or MSSQL_CONNECTION_STRING');
   }
@@ -131,7 +127,7 @@ async function storedPosition(ctx: ProviderContext<MssqlCdcConfig>): Promise<unk
   }
 }
 
-async function withConnection<T>(ctx: ProviderContext<MssqlCdcConfig>, connectorOf: (config: MssqlCdcConfig) => CdcConnector, what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
+async function withConnection<T>(ctx: ProviderContext<MssqlCdcConfig>, what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
   const connect = connectorOf(ctx.config);
   let q: CdcQueries;
   try {
@@ -218,8 +214,7 @@ function checkLeaseSetup(ctx: ProviderContext<MssqlCdcConfig>, task: string | un
   }
 }
 
-export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): ProviderDefinition<MssqlCdcConfig> {
-  const connectorOf = options.connector ?? defaultConnector;
+export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
   return {
     name: 'mssql-cdc',
     description: 'Reads SQL Server change data capture (CDC) in commit order, with checkpoints at transaction boundaries.',
@@ -287,7 +282,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
     },
 
     discover: (ctx) =>
-      withConnection(ctx, connectorOf, 'discovering tables', async (q) => {
+      withConnection(ctx, 'discovering tables', async (q) => {
         const refs = refsOf(ctx.config);
         const info = await q.databaseInfo();
         const all = new Map((await q.tableColumns()).map((t) => [tableKey(t), t]));
@@ -300,14 +295,14 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       }),
 
     plan: (ctx) =>
-      withConnection(ctx, connectorOf, 'planning', async (q) => {
+      withConnection(ctx, 'planning', async (q) => {
         const { resources, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
         const changes = resources.filter((r) => r.action === 'create').length;
         return { resources, summary: problems.length > 0 ? `init would stop: ${problems.length} problem(s) to fix first` : `init would make ${changes} change(s)` };
       }),
 
     init: (ctx) =>
-      withConnection(ctx, connectorOf, 'init', async (q) => {
+      withConnection(ctx, 'init', async (q) => {
         const { resources, apply, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
         if (problems.length > 0) throw new DstreamError(ErrorCodes.CDC_NOT_ENABLED, `init cannot go on: ${problems.join('; ')}`, { details: { problems } });
         for (const step of apply) await step();
@@ -318,7 +313,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       }),
 
     status: (ctx) =>
-      withConnection(ctx, connectorOf, 'status', async (q) => {
+      withConnection(ctx, 'status', async (q) => {
         const refs = refsOf(ctx.config);
         const info = await q.databaseInfo();
         if (!info.cdcEnabled) return { resources: [{ kind: 'cdc database', name: info.database, exists: false }] };
@@ -363,7 +358,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       }),
 
     destroy: (ctx) =>
-      withConnection(ctx, connectorOf, 'destroy', async (q) => {
+      withConnection(ctx, 'destroy', async (q) => {
         if (ctx.standalone && !ctx.config.yes) {
           throw invalidOption('destroy disables CDC where init enabled it (its change data goes with it) and drops the checkpoint table init created; confirm with --yes');
         }
