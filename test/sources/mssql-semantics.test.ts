@@ -57,7 +57,7 @@ async function provider(m: CdcModel, argv: string[], stopWhen: (lines: Envelope[
       if (stopWhen(lines)) signals.emit('SIGTERM', 'SIGTERM');
     }
   });
-  const code = await runProvider(mssqlCdcProvider({ connector: () => connector(m) }), { argv, stdin, stdout, stderr, env: {}, signals });
+  const code = await runProvider(mssqlCdcProvider(), { argv, stdin, stdout, stderr, env: { MSSQL_CONNECTION_STRING: servers.get(m)!.connectionString }, signals });
   return { code, lines, stderr: stderr.text() };
 }
 
@@ -206,13 +206,13 @@ describe('windows and the request timeout', () => {
     const logs: string[] = [];
     const ids = idsOf(await readUntil(reader(m, { queryMode: 'function', requestTimeoutMs: 150 }, logs).stream, rowCount(1000), 40_000));
     expect(ids).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
-    expect(logs.join('\n')).toMatch(/dbo\.Persons: the first row of a window of up to 10000 rows did not come within 150 ms; reading windows of up to 2500 rows/);
+    expect(logs.join('\n')).toMatch(/dbo\.Persons: the first row of a window of up to 10000 rows did not come within the request timeout \(Timeout: Request failed to complete in 150ms\); reading windows of up to 2500 rows/);
     // One commit too big to sort in time: an error naming the setting, not retries forever.
     const big = await serve(shopModel());
     big.commit(Array.from({ length: 500 }, (_, i) => ({ table: 'Persons', op: 'insert' as const, row: { Id: i } })));
     big.sortMsPerRow = 1;
     const err = await readUntil(reader(big, { queryMode: 'function', requestTimeoutMs: 50 }).stream, () => false, 15_000).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: ErrorCodes.SQL_TIMEOUT, message: expect.stringMatching(/dbo\.Persons: .*request_timeout_ms \(50 ms\), even for a window of one commit; raise request_timeout_ms .*query_mode = "direct"/) });
+    expect(err).toMatchObject({ code: ErrorCodes.SQL_TIMEOUT, message: expect.stringMatching(/dbo\.Persons: .*the request timeout \(Timeout: Request failed to complete in 50ms\), even for a window of one commit; raise request_timeout_ms .*query_mode = "direct"/) });
   });
 
   it('bounds a window by rows as well as commits, ending it at a commit boundary', async () => {

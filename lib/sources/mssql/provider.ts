@@ -43,7 +43,7 @@ export const mssqlCdcConfig = {
     default: 'direct',
     description: 'direct: read cdc.[<instance>_CT] in its clustered order (operations in the order they happened; SELECT on schema cdc); function: cdc.fn_cdc_get_all_changes_<instance> (no __$command_id)',
   },
-  request_timeout_ms: { type: 'integer', minimum: 0, default: 120_000, description: 'how long a statement may take to its first row (0: no limit)' },
+  request_timeout_ms: { type: 'integer', minimum: 0, description: "how long a statement may take to its first row (0: no limit); default: the connection string's Request Timeout, else 120000" },
   checkpoint_every_rows: { type: 'integer', minimum: 1, default: 1000, description: 'a checkpoint at the first commit boundary after this many rows' },
   heartbeat_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'while idle, a checkpoint this often (quiet tables keep up with retention)' },
   connect_attempts: { type: 'integer', minimum: 1, default: 5, description: 'attempts to connect at start-up' },
@@ -73,7 +73,7 @@ export interface MssqlCdcConfig {
   max_transactions: number;
   max_rows: number;
   query_mode: 'direct' | 'function';
-  request_timeout_ms: number;
+  request_timeout_ms?: number;
   checkpoint_every_rows: number;
   heartbeat_ms: number;
   connect_attempts: number;
@@ -244,7 +244,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         maxTransactions: c.max_transactions,
         maxRows: c.max_rows,
         queryMode: c.query_mode,
-        requestTimeoutMs: c.request_timeout_ms,
+        ...(c.request_timeout_ms !== undefined ? { requestTimeoutMs: c.request_timeout_ms } : {}),
         checkpointEveryRows: c.checkpoint_every_rows,
         heartbeatMs: c.heartbeat_ms,
         connectAttempts: c.connect_attempts,

@@ -140,7 +140,7 @@ export interface ConnectOptions {
   maxConnections?: number;
   /** One connection only: session-owned locks need the same session for every statement. */
   single?: boolean;
-  /** How long a statement may take to its first row; 0: no limit. Default: the driver's (15 s). */
+  /** How long a statement may take to its first row; 0: no limit. Default: the connection string's Request Timeout, else 120 s. */
   requestTimeoutMs?: number;
   /**
    * With `single`: called when that connection ends. Its session-owned locks are gone with it,

@@ -68,7 +68,7 @@ export interface MssqlCdcOptions {
   maxRows?: number;
   /** `direct` (default): the change table in its clustered order, which orders a transaction's operations by __$command_id; `function`: cdc.fn_cdc_get_all_changes_<instance>. */
   queryMode?: QueryMode;
-  /** How long a statement may take to its first row (0: no limit). Default 120000. */
+  /** How long a statement may take to its first row (0: no limit). Default: the connection string's Request Timeout, else 120000. */
   requestTimeoutMs?: number;
   /** A checkpoint at the first transaction boundary after this many rows. Default 1000. */
   checkpointEveryRows?: number;
@@ -184,7 +184,7 @@ class LeaseLost extends Error {
 }
 
 class CdcReader {
-  private readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start' | 'connectionString'>> & MssqlCdcOptions;
+  private readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start' | 'connectionString' | 'requestTimeoutMs'>> & MssqlCdcOptions;
   private readonly refs: TableRef[];
   private q!: CdcQueries;
   private lockSession: CdcQueries | undefined;
@@ -224,7 +224,6 @@ class CdcReader {
       maxTransactions: 10_000,
       maxRows: 10_000,
       queryMode: 'direct',
-      requestTimeoutMs: 120_000,
       checkpointEveryRows: 1000,
       heartbeatMs: 10_000,
       connectAttempts: 5,
@@ -237,7 +236,7 @@ class CdcReader {
     if (!(this.o.maxTransactions >= 1)) throw invalidOption('maxTransactions must be at least 1');
     if (!(this.o.maxRows >= 1)) throw invalidOption('maxRows must be at least 1');
     if (this.o.queryMode !== 'direct' && this.o.queryMode !== 'function') throw invalidOption(`query_mode must be direct or function; got ${JSON.stringify(this.o.queryMode)}`);
-    if (!(this.o.requestTimeoutMs >= 0)) throw invalidOption('requestTimeoutMs must be 0 (no limit) or more');
+    if (this.o.requestTimeoutMs !== undefined && !(this.o.requestTimeoutMs >= 0)) throw invalidOption('requestTimeoutMs must be 0 (no limit) or more');
     this.rowLimit = this.o.maxRows;
     this.log = options.log ?? (() => {});
   }
@@ -325,13 +324,13 @@ class CdcReader {
     if (limit <= 1) {
       throw new DstreamError(
         ErrorCodes.SQL_TIMEOUT,
-        `${err.table}: reading changes at ${this.q.where}: the first row did not come within request_timeout_ms (${this.o.requestTimeoutMs} ms), even for a window of one commit; ` +
+        `${err.table}: reading changes at ${this.q.where}: the first row did not come within the request timeout (${err.message}), even for a window of one commit; ` +
           `raise request_timeout_ms (0: no limit)${this.o.queryMode === 'function' ? ', or use query_mode = "direct", which reads the change table in its own order with no sort' : ''}`,
         { cause: err.cause, details: { table: err.table, requestTimeoutMs: this.o.requestTimeoutMs } },
       );
     }
     this.rowLimit = Math.max(1, Math.floor(limit / 4));
-    this.log(`${err.table}: the first row of a window of up to ${limit} rows did not come within ${this.o.requestTimeoutMs} ms; reading windows of up to ${this.rowLimit} rows`);
+    this.log(`${err.table}: the first row of a window of up to ${limit} rows did not come within the request timeout (${err.message}); reading windows of up to ${this.rowLimit} rows`);
   }
 
   private async closeLeaseSession(): Promise<void> {
@@ -354,7 +353,7 @@ class CdcReader {
         // Every table with changes in a window streams at once, each on its own connection (two
         // while it switches capture instance); a pool smaller than that would leave the merge
         // waiting for a stream that waits for a connection.
-        return await this.o.connect({ maxConnections: Math.max(this.o.maxConnections, 2 * this.refs.length + 1), requestTimeoutMs: this.o.requestTimeoutMs });
+        return await this.o.connect({ maxConnections: Math.max(this.o.maxConnections, 2 * this.refs.length + 1), ...(this.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.o.requestTimeoutMs } : {}) });
       } catch (err) {
         const failure = sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
         if (!isConnectionLost(err) || attempt >= attempts || this.aborted) {
@@ -786,7 +785,7 @@ class CdcReader {
       this.leaseToken = token;
       this.lockSession = await this.o.connect({
         single: true,
-        requestTimeoutMs: this.o.requestTimeoutMs,
+        ...(this.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.o.requestTimeoutMs } : {}),
         onSessionLost: () => {
           if (this.leaseToken === token) this.leaseLost = true;
         },

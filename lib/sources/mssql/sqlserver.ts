@@ -35,6 +35,9 @@ export function describeConnection(connectionString: string): string {
   return `${withPort}${database ? `/${database}` : ''}`;
 }
 
+/** How long a statement may take to its first row when neither the config nor the connection string says. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
+
 /** A connector for one connection string. The string is only handed to the driver. */
 export function sqlServerConnector(connectionString: string): CdcConnector {
   const where = describeConnection(connectionString);
@@ -45,7 +48,8 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
     const lost = options.onSessionLost;
     const pool = new mssql.ConnectionPool({
       ...config,
-      ...(options.requestTimeoutMs !== undefined ? { requestTimeout: options.requestTimeoutMs } : {}),
+      // The driver's default (15 s, counted to the first row) is short for a sorted window.
+      requestTimeout: options.requestTimeoutMs ?? config.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT_MS,
       // Keep connection errors as errors: no unhandled 'error' events from idle connections.
       pool: { min: options.single ? 1 : 0, max, idleTimeoutMillis: options.single ? 2 ** 31 - 1 : 30_000 },
       options: { ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
