@@ -62,6 +62,7 @@ const isDate = (t: SqlType) => ['datetime2', 'datetime', 'date', 'time', 'dateti
 export function compare(a: SqlValue, b: SqlValue): number | null {
   if (a === null || b === null) return null;
   if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) {
+    if (a.length === b.length) return Buffer.compare(a, b);
     // binary comparison pads the shorter with zeros on the right
     const n = Math.max(a.length, b.length);
     const pa = Buffer.concat([a, Buffer.alloc(n - a.length)]);
