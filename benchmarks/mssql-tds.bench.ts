@@ -8,12 +8,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { Connection, Request, TYPES } from 'tedious';
 import { mssqlCdc } from '../dist/lib/index.js';
-import { race, type BenchResult, type Measurement, type Target } from './harness.js';
+import { drainCdc, race, type BenchResult, type Measurement, type Target } from './harness.js';
 
 const TSX = fileURLToPath(new URL('./node_modules/tsx/dist/cli.mjs', import.meta.url));
 const SERVER = fileURLToPath(new URL('./sql-server-process.ts', import.meta.url));
@@ -43,24 +41,10 @@ async function stop(s: Served): Promise<void> {
 }
 
 /** mssqlCdc from the earliest change until `rows` rows have come. */
-async function readAll(connectionString: string, rows: number, onRow?: (n: number) => void): Promise<number> {
+function readAll(connectionString: string, rows: number, onRow?: (n: number) => void): Promise<number> {
   const ac = new AbortController();
-  let n = 0;
-  await pipeline(
-    mssqlCdc({ connectionString, tables: TABLES, start: 'earliest', signal: ac.signal, pollIntervalMs: 1, log: () => undefined }),
-    new Writable({
-      objectMode: true,
-      highWaterMark: 1024,
-      write(e: { type: string }, _enc, cb) {
-        if (e.type === 'cdc' && ++n % 1000 === 0) onRow?.(n);
-        if (n >= rows && e.type === 'checkpoint') ac.abort();
-        cb();
-      },
-    }),
-  ).catch((err: Error) => {
-    if (err.name !== 'AbortError') throw err;
-  });
-  return n;
+  const stream = mssqlCdc({ connectionString, tables: TABLES, start: 'earliest', signal: ac.signal, pollIntervalMs: 1, log: () => undefined });
+  return drainCdc(stream, ac, rows, onRow);
 }
 
 /** tedious alone: one connection, the change rows of each instance with a plain SELECT, counted. */
