@@ -6,6 +6,8 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 export interface Measurement {
   group: string;
@@ -146,4 +148,27 @@ export function markdown(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   return [line(rows[0]!), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.slice(1).map(line)].join('\n');
+}
+
+/**
+ * Reads an mssqlCdc() stream until `total` rows have come and a checkpoint follows, then aborts it
+ * through `ac` (the signal given to mssqlCdc). `onRow` sees every 1000th row.
+ */
+export async function drainCdc(stream: Readable, ac: AbortController, total: number, onRow?: (n: number) => void): Promise<number> {
+  let rows = 0;
+  await pipeline(
+    stream,
+    new Writable({
+      objectMode: true,
+      highWaterMark: 1024,
+      write(e: { type: string }, _enc, cb) {
+        if (e.type === 'cdc' && ++rows % 1000 === 0) onRow?.(rows);
+        if (rows >= total && e.type === 'checkpoint') ac.abort();
+        cb();
+      },
+    }),
+  ).catch((err: Error) => {
+    if (err.name !== 'AbortError') throw err;
+  });
+  return rows;
 }

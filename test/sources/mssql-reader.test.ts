@@ -40,7 +40,8 @@ function reader(m: CdcModel, opts: Opts = {}, logs: string[] = []) {
   return { stream, ac, logs };
 }
 
-const readUntil = (stream: Readable, done: (seen: Envelope[]) => boolean, ms?: number) => readStream<Envelope>(stream, done, ms);
+// Generous: every statement goes over TCP to the TDS server, on a machine that may be loaded.
+const readUntil = (stream: Readable, done: (seen: Envelope[]) => boolean, ms = 20_000) => readStream<Envelope>(stream, done, ms);
 
 const rowsOf = (es: Envelope[]) => es.filter((e) => e.type === 'cdc');
 const cps = (es: Envelope[]) => es.filter((e) => e.type === 'checkpoint').map((e) => (e.data as { position: MssqlCdcPosition }).position);
@@ -245,7 +246,7 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
   it('reads a large backlog in bounded windows, streaming only tables with changes', async () => {
     const m = await serve();
     for (let i = 1; i <= 3000; i++) m.commit([{ table: i % 2 ? 'Persons' : 'Customers', op: 'insert', row: i % 2 ? { Id: i, Name: 'n' } : { CustomerId: i, Company: 'c' } }]);
-    const seen = await readUntil(reader(m, { maxTransactions: 100 }).stream, rowCount(3000), 20_000);
+    const seen = await readUntil(reader(m, { maxTransactions: 100 }).stream, rowCount(3000), 50_000);
     const rows = rowsOf(seen);
     expect(rows).toHaveLength(3000);
     const lsns = rows.map((r) => r.metadata!.LSN!);
@@ -254,7 +255,7 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     // Orders never changed: it was never streamed. At most one stream per table with changes.
     expect(m.maxOpenStreams).toBeLessThanOrEqual(2);
     expect(cps(seen).length).toBeGreaterThanOrEqual(30);
-  });
+  }, 60_000);
 
   describe('cleanup overtaking the position', () => {
     async function gapSetup(opts: Opts) {

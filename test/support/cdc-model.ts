@@ -93,6 +93,19 @@ function updateMask(width: number, ordinals: number[]): Buffer {
   return mask;
 }
 
+/** Index of the first item (in LSN order) at `lsn` or after it (`inclusive`), or only after it. */
+export function firstAtOrAfter<T>(items: readonly T[], lsnOf: (item: T) => Buffer, lsn: Buffer, inclusive: boolean): number {
+  let lo = 0;
+  let hi = items.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = compareLsn(lsnOf(items[mid]!), lsn);
+    if (c < 0 || (c === 0 && !inclusive)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** The wire side of the server, which the model asks to break connections. */
 export interface ModelConnections {
   dropConnections(): void;
@@ -403,15 +416,21 @@ export class CdcModel {
 
   /** sys.fn_cdc_map_lsn_to_time(): the commit time of the greatest mapping entry at or below @lsn. */
   lsnToTime(lsn: Buffer): string | null {
-    let t: string | null = null;
-    for (const e of this.visibleMapping()) if (compareLsn(e.lsn, lsn) <= 0) t = e.commitTime;
-    return t;
+    const max = this.maxCaptured;
+    if (max === null) return null;
+    const at = Math.min(firstAtOrAfter(this.lsnTimeMapping, (e) => e.lsn, lsn, false), firstAtOrAfter(this.lsnTimeMapping, (e) => e.lsn, max, false));
+    return at > 0 ? this.lsnTimeMapping[at - 1]!.commitTime : null;
   }
 
-  /** cdc.lsn_time_mapping as the capture job has written it so far. */
-  visibleMapping(): Array<{ lsn: Buffer; commitTime: string; tranId: number }> {
+  /** cdc.lsn_time_mapping as the capture job has written it so far, from `from` (a seek on start_lsn). */
+  *visibleMapping(from?: Buffer, inclusive = true): Generator<{ lsn: Buffer; commitTime: string; tranId: number }> {
     const max = this.maxCaptured;
-    return max === null ? [] : this.lsnTimeMapping.filter((e) => compareLsn(e.lsn, max) <= 0);
+    if (max === null) return;
+    for (let i = from ? firstAtOrAfter(this.lsnTimeMapping, (e) => e.lsn, from, inclusive) : 0; i < this.lsnTimeMapping.length; i++) {
+      const e = this.lsnTimeMapping[i]!;
+      if (compareLsn(e.lsn, max) > 0) return;
+      yield e;
+    }
   }
 
   /**
@@ -429,7 +448,9 @@ export class CdcModel {
     const old = option === 'all update old';
     // The function's order: (start LSN, seqval, operation), which is not the change table's (its
     // clustered key has __$command_id before __$seqval).
-    const ordered = [...instance.changes].sort((a, b) => compareLsn(a.__$start_lsn, b.__$start_lsn) || compareLsn(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation);
+    const ordered = instance.changes
+      .slice(firstAtOrAfter(instance.changes, (r) => r.__$start_lsn, from, true), firstAtOrAfter(instance.changes, (r) => r.__$start_lsn, to, false))
+      .sort((a, b) => compareLsn(a.__$start_lsn, b.__$start_lsn) || compareLsn(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation);
     for (let n = 0; n < ordered.length; n++) {
       const r = ordered[n]!;
       if (compareLsn(r.__$start_lsn, from) < 0) continue;

@@ -4,7 +4,6 @@
  * connection string through the real `mssql`/tedious driver; the test drives `model` directly for
  * what happens on the server side.
  */
-import { onTestFinished } from 'vitest';
 import { shopModel, type CdcModel } from './cdc-model.js';
 import { CdcBackend } from './tds/cdc-backend.js';
 import { startTdsServer, type TdsServer } from './tds/server.js';
@@ -63,6 +62,8 @@ export async function startSqlServer(model: CdcModel = shopModel()): Promise<Tes
 
 /** startSqlServer() closed when the current test finishes. */
 export async function sqlServerForTest(model: CdcModel = shopModel()): Promise<TestSqlServer> {
+  // Imported here so that benchmarks can start a server without vitest.
+  const { onTestFinished } = await import('vitest');
   const db = await startSqlServer(model);
   onTestFinished(() => db.close());
   return db;

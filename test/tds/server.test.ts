@@ -41,6 +41,8 @@ const pools: mssql.ConnectionPool[] = [];
 async function connect(config: Partial<mssql.config> = {}, password = PASSWORD): Promise<mssql.ConnectionPool> {
   const parsed = mssql.ConnectionPool.parseConnectionString(server.connectionString({ database: 'shop', user: 'app', password }));
   const pool = new mssql.ConnectionPool({ ...parsed, ...config, options: { ...parsed.options, useUTC: true, ...config.options } });
+  // A pool re-emits its idle connections' socket errors; dstream listens the same way.
+  pool.on('error', () => undefined);
   pools.push(pool);
   await pool.connect();
   return pool;
@@ -362,19 +364,25 @@ function numbersBackend(total = Number.POSITIVE_INFINITY) {
   return state;
 }
 
+/** Streams `sql` row by row, does `act` at row `at`, and returns the error the request ends with. */
+async function streamFailing(pool: mssql.ConnectionPool, sql: string, at: number, act: (req: mssql.Request) => void) {
+  const req = pool.request();
+  req.stream = true;
+  let rows = 0;
+  req.on('row', () => {
+    if (++rows === at) act(req);
+  });
+  const failed = once(req, 'error');
+  void req.query(sql);
+  const [err] = (await failed) as [Error & { code: string }];
+  return err;
+}
+
 describe('cancel (ATTENTION)', () => {
   it('request.cancel() mid-stream: the backend is aborted and pulled no further, the connection runs the next query', async () => {
     const pool = await connect({ pool: { max: 1 } });
     const state = numbersBackend();
-    const req = pool.request();
-    req.stream = true;
-    let rows = 0;
-    req.on('row', () => {
-      if (++rows === 1000) req.cancel();
-    });
-    const failed = once(req, 'error');
-    void req.query('numbers');
-    const [err] = (await failed) as [Error & { code: string }];
+    const err = await streamFailing(pool, 'numbers', 1000, (req) => req.cancel());
     expect(err.code).toBe('ECANCEL');
     expect(state.aborted).toBe(1);
     expect(state.finished).toBe(1);
@@ -443,15 +451,7 @@ describe('faults at the wire', () => {
     const state = numbersBackend();
     const [first] = server.sessions();
     const closed = new Promise<number>((resolve) => server.once('sessionClosed', (s: { id: number }) => resolve(s.id)));
-    const req = pool.request();
-    req.stream = true;
-    let rows = 0;
-    req.on('row', () => {
-      if (++rows === 500) server.dropConnections();
-    });
-    const failed = once(req, 'error');
-    void req.query('numbers');
-    const [err] = (await failed) as [Error & { code: string }];
+    const err = await streamFailing(pool, 'numbers', 500, () => server.dropConnections());
     expect(['ECONNRESET', 'ESOCKET']).toContain(err.code);
     expect(await closed).toBe(first!.id);
     expect(state.aborted).toBe(1);
@@ -483,4 +483,122 @@ describe('faults at the wire', () => {
     expect(await closed).toBe(session!.id);
     expect(closedSessions).toContain(session!.id);
   });
+});
+
+describe('packets', () => {
+  it('sends each packet of a result as it fills: the client sees the first rows while the backend still holds the rest', async () => {
+    const pool = await connect();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    handler = async function* () {
+      yield {
+        columns: [...intColumn, { name: 'pad', type: { name: 'nvarchar', length: 200 } }],
+        rows: (async function* () {
+          for (let i = 0; i < 50; i++) yield [i, PAD];
+          await held;
+          yield [50, PAD];
+        })(),
+      };
+    };
+    const req = pool.request();
+    req.stream = true;
+    const ids: number[] = [];
+    req.on('row', (row: { n: number }) => {
+      ids.push(row.n);
+      if (row.n === 0) release();
+    });
+    const done = once(req, 'done');
+    void req.query('held');
+    await done;
+    expect(ids).toEqual(Array.from({ length: 51 }, (_, i) => i));
+  });
+
+  it('negotiates the packet size the client asks for (LOGIN7) and streams a result with it', async () => {
+    const pool = await connect({ options: { packetSize: 16384 } });
+    const state = numbersBackend(5000);
+    const r = await pool.request().query('numbers');
+    expect(r.recordset).toHaveLength(5000);
+    expect(state.pulled).toBe(5000);
+    expect(server.sessions().map((x) => x.packetSize)).toEqual([16384]);
+  });
+
+  it('a backend failure that is not a SqlServerError reaches the client as error 50000 naming the cause', async () => {
+    const pool = await connect();
+    handler = async function* () {
+      yield* [];
+      throw new TypeError('model bug');
+    };
+    const err = (await failure(pool.request().query('anything'))) as Error & { number: number };
+    expect(err.number).toBe(50000);
+    expect(err.message).toBe('TDS test server backend failed: model bug');
+  });
+});
+
+describe('stalls and freezes', () => {
+  it('stallRequests(): a held request times out on the client, never reaches the backend, and the connection is reused', async () => {
+    // Without mssql's SELECT 1 on each acquire, which would be held too.
+    const pool = await connect({ pool: { max: 1 }, requestTimeout: 300, validateConnection: false } as Partial<mssql.config>);
+    const seen: string[] = [];
+    handler = async function* (sql) {
+      seen.push(sql);
+      yield okResult;
+    };
+    await pool.request().query('warm'); // the session exists, its setup batch done, before the stall
+    server.stallRequests(true);
+    const err = (await failure(pool.request().query('held'))) as Error & { code: string };
+    server.stallRequests(false);
+    expect(err.code).toBe('ETIMEOUT');
+    expect(err.message).toBe('Timeout: Request failed to complete in 300ms');
+    expect(seen).toEqual(['warm']);
+    expect((await pool.request().query('after')).recordset).toEqual([{ ok: true }]);
+    expect(seen).toEqual(['warm', 'after']);
+    expect(server.sessions()).toHaveLength(1);
+  });
+
+  it('freeze(): mid-stream the server goes quiet with the socket open; the client gives up only through its own timers', async () => {
+    const pool = await connect({ pool: { max: 1 }, options: { cancelTimeout: 300 } as mssql.config['options'] });
+    numbersBackend();
+    // Frozen after 300 rows: no more data, and the cancel sent when the client gives up is never answered.
+    const err = await streamFailing(pool, 'numbers', 300, (req) => {
+      server.freeze(true);
+      setImmediate(() => req.cancel());
+    });
+    server.freeze(false);
+    expect(err.code).toBe('ETIMEOUT');
+    expect(err.message).toMatch(/cancel/i);
+    expect((await pool.request().query('ok')).recordset).toEqual([{ ok: true }]);
+  });
+});
+
+it('refuses to send a value longer than its column declares (SQL Server never does)', async () => {
+  const pool = await connect();
+  handler = async function* () {
+    yield { columns: [{ name: 'lsn', type: { name: 'binary', length: 10 } }], rows: [[Buffer.alloc(11)]] };
+  };
+  const err = (await failure(pool.request().query('too long'))) as Error & { number: number };
+  expect(err.number).toBe(50000);
+  expect(err.message).toBe('TDS test server backend failed: column lsn: a value of length 11 does not fit binary(10)');
+});
+
+it('close(): the server goes away for good (its connections closed, new ones refused); one started on the same port serves again', async () => {
+  const own = await startTdsServer({ backend });
+  const port = own.port;
+  const parsed = mssql.ConnectionPool.parseConnectionString(own.connectionString({ database: 'shop', user: 'app', password: PASSWORD }));
+  const pool = new mssql.ConnectionPool({ ...parsed, connectionTimeout: 2000, pool: { max: 1 } });
+  pool.on('error', () => undefined);
+  pools.push(pool);
+  await pool.connect();
+  expect((await pool.request().query('select 1 as one')).recordset).toEqual([{ one: 1 }]);
+  await own.close();
+  const err = await failure(pool.request().query('select 1 as one'));
+  expect(['ESOCKET', 'ECONNCLOSED', 'ECONNRESET']).toContain(err.code);
+  expect(err.message).toMatch(/^Failed to connect to 127\.0\.0\.1:\d+/);
+
+  const again = await startTdsServer({ backend, port });
+  try {
+    expect((await pool.request().query('select 1 as one')).recordset).toEqual([{ one: 1 }]);
+  } finally {
+    await pool.close();
+    await again.close();
+  }
 });

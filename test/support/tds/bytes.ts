@@ -83,10 +83,6 @@ export class ByteWriter {
     this.u32(v - high * 0x100000000);
     this.u32(high);
   }
-  /** A non-negative integer below 2^53 as 8 bytes. */
-  u64n(v: number): void {
-    this.i64n(v);
-  }
   f64(v: number): void {
     this.ensure(8);
     this.view.setFloat64(this.pos, v, true);

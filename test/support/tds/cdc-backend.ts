@@ -9,9 +9,9 @@
  * sp_dropextendedproperty, sp_getapplock, sp_releaseapplock) are declared here with the types SQL
  * Server documents for them. Adding one is adding an entry to VIEWS, SCALARS or PROCEDURES.
  */
-import { incrementLsn } from '../../../lib/sources/mssql/lsn.js';
-import type { CdcModel, ModelInstance, ModelTable } from '../cdc-model.js';
-import { Batch, type Catalog, type Relation, type Row, type ScalarFunction, type WritableTable } from './engine.js';
+import { compareLsn, incrementLsn } from '../../../lib/sources/mssql/lsn.js';
+import { firstAtOrAfter, type CdcModel, type ModelInstance, type ModelTable } from '../cdc-model.js';
+import { Batch, type Catalog, type Relation, type Row, type ScalarFunction, type SeekBound, type WritableTable } from './engine.js';
 import { tokenize } from './tsql.js';
 import { SqlServerError, type BatchOutput, type ColumnDef, type ExecuteContext, type Param, type SessionInfo, type SqlType, type SqlValue, type TdsBackend } from './types.js';
 
@@ -146,7 +146,7 @@ async function* afterSort(rows: Iterable<SqlValue[]> | AsyncIterable<SqlValue[]>
   yield* all;
 }
 
-type ViewFactory = (m: CdcModel, s: SessionInfo) => { columns: ColumnDef[]; rows: () => Iterable<Row>; orderedBy?: string[] };
+type ViewFactory = (m: CdcModel, s: SessionInfo) => { columns: ColumnDef[]; rows: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek'] };
 
 /** Catalog views and CDC tables by 'schema.name'. */
 const VIEWS: Record<string, ViewFactory> = {
@@ -230,11 +230,22 @@ const VIEWS: Record<string, ViewFactory> = {
     columns: [col('object_id', T.int), col('column_name', T.sysname), col('column_id', T.int, true), col('column_type', T.sysname), col('column_ordinal', T.int), col('is_computed', T.bit, true)],
     rows: () => m.instances.flatMap((i) => i.columns.map((c, n) => [i.objectId, c.name, i.table.columns.findIndex((x) => x.name === c.name) + 1, c.type, n + 1, false])),
   }),
-  'cdc.lsn_time_mapping': (m) => ({
-    columns: [col('start_lsn', T.lsn), col('tran_begin_time', T.datetime, true), col('tran_end_time', T.datetime, true), col('tran_id', { name: 'varbinary', length: 10 }, true), col('tran_begin_lsn', T.lsn, true)],
-    rows: () => m.visibleMapping().map((e) => [Buffer.from(e.lsn), isoDate(e.commitTime), isoDate(e.commitTime), e.tranId === 0 ? Buffer.from([0]) : Buffer.from(e.tranId.toString(16).padStart(20, '0'), 'hex'), Buffer.from(e.lsn)]),
-    orderedBy: ['start_lsn'],
-  }),
+  'cdc.lsn_time_mapping': (m) => {
+    const mapping = function* (lo?: SeekBound, hi?: SeekBound): Generator<Row> {
+      const from = lo?.value;
+      for (const e of m.visibleMapping(Buffer.isBuffer(from) ? from : undefined, lo?.inclusive ?? true)) {
+        if (hi && Buffer.isBuffer(hi.value) && compareLsn(e.lsn, hi.value) > (hi.inclusive ? 0 : -1)) return;
+        const time = isoDate(e.commitTime);
+        yield [e.lsn, time, time, e.tranId === 0 ? Buffer.from([0]) : Buffer.from(e.tranId.toString(16).padStart(20, '0'), 'hex'), e.lsn];
+      }
+    };
+    return {
+      columns: [col('start_lsn', T.lsn), col('tran_begin_time', T.datetime, true), col('tran_end_time', T.datetime, true), col('tran_id', { name: 'varbinary', length: 10 }, true), col('tran_begin_lsn', T.lsn, true)],
+      rows: () => mapping(),
+      orderedBy: ['start_lsn'],
+      seek: mapping,
+    };
+  },
 };
 
 /** Columns of a change table / change function row for an instance. */
@@ -320,26 +331,28 @@ class SessionCatalog implements Catalog {
     if (view !== undefined) {
       if (schema.toLowerCase() === 'cdc' && !this.m.cdcEnabled) throw invalid();
       const v = view(this.m, this.session);
-      return { columns: v.columns, open: v.rows, ...(v.orderedBy ? { orderedBy: v.orderedBy } : {}) };
+      return { columns: v.columns, open: v.rows, ...(v.orderedBy ? { orderedBy: v.orderedBy } : {}), ...(v.seek ? { seek: v.seek } : {}) };
     }
     const ct = schema.toLowerCase() === 'cdc' ? this.cdcInstance('', '_ct', name) : undefined;
     if (ct !== undefined) {
       const m = this.m;
       const columns = changeColumns(ct, true);
-      return {
-        columns,
-        // The change table's clustered key.
-        orderedBy: ['__$start_lsn', '__$command_id', '__$seqval', '__$operation'],
-        open: function* () {
-          m.openStreams++;
-          m.maxOpenStreams = Math.max(m.maxOpenStreams, m.openStreams);
-          try {
-            for (const r of ct.changes) yield columns.map((c) => (c.name.startsWith('__$') && !(c.name in r) ? null : ((r[c.name] as SqlValue | undefined) ?? null)));
-          } finally {
-            m.openStreams--;
+      const rows = function* (lo?: SeekBound, hi?: SeekBound): Generator<Row> {
+        const from = Buffer.isBuffer(lo?.value) ? firstAtOrAfter(ct.changes, (r) => r.__$start_lsn, lo.value, lo.inclusive) : 0;
+        m.openStreams++;
+        m.maxOpenStreams = Math.max(m.maxOpenStreams, m.openStreams);
+        try {
+          for (let i = from; i < ct.changes.length; i++) {
+            const r = ct.changes[i]!;
+            if (hi && Buffer.isBuffer(hi.value) && compareLsn(r.__$start_lsn, hi.value) > (hi.inclusive ? 0 : -1)) return;
+            yield columns.map((c) => (c.name.startsWith('__$') && !(c.name in r) ? null : ((r[c.name] as SqlValue | undefined) ?? null)));
           }
-        },
+        } finally {
+          m.openStreams--;
+        }
       };
+      // The change table's clustered key.
+      return { columns, orderedBy: ['__$start_lsn', '__$command_id', '__$seqval', '__$operation'], open: () => rows(), seek: rows };
     }
     const t = this.userTable(schema, name);
     if (t === undefined) throw invalid();

@@ -1,34 +1,58 @@
 /**
- * One client connection of the TDS test server, following MS-TDS: packets (2.2.3), PRELOGIN
- * without encryption (2.2.6.5), SQL logins (2.2.6.4), SQL_BATCH and RPC requests (2.2.6.6-7),
- * result token streams (2.2.7) and the attention protocol (2.2.1.7, 3.3.5.9). Rows are pulled from
- * the backend one at a time and written under socket backpressure, so a slow reader holds the
- * server to a few packets of buffered data.
+ * One client connection of the TDS test server, following MS-TDS: packets (2.2.3), PRELOGIN and
+ * its encryption answer (2.2.6.5; TLS itself in tls.ts), SQL logins (2.2.6.4), SQL_BATCH and RPC
+ * requests (2.2.6.6-7), result token streams (2.2.7) and the attention protocol (2.2.1.7,
+ * 3.3.5.9). Rows are pulled from the backend one at a time and written under socket backpressure,
+ * so a slow reader holds the server to a few packets of buffered data.
  */
 import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { ByteWriter, HEADER, PKT, STATUS_EOM, STATUS_IGNORE, cutPackets } from './bytes.js';
 import { ENCRYPT, parseLogin7, parsePrelogin, preloginResponse } from './login.js';
 import { parseBatch, parseRpc } from './rpc.js';
 import type { TdsServer } from './server.js';
+import { TlsLayer, serverContext } from './tls.js';
 import { CURCMD, DONE, ENV, ResultSet, TOKEN, collationChange, done, envChange, loginAck, message, returnStatus } from './tokens.js';
 import { SqlServerError, type BatchOutput, type ExecuteContext, type Param, type SessionInfo, type SqlValue } from './types.js';
 
 const DEFAULT_PACKET_SIZE = 4096;
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
-/** Bytes of whole packets gathered before a socket write; a write that is not taken waits for 'drain'. */
-const FLUSH_BYTES = 32 * 1024;
+
+/** A session as the server lists it: the backend's SessionInfo and what the login negotiated. */
+export interface ServerSession extends SessionInfo {
+  readonly packetSize: number;
+  readonly appName: string;
+}
 
 type Interrupt = 'attention' | 'closed';
 
-interface Running {
-  controller: AbortController;
+/** The request being executed: aborted by ATTENTION or by the connection closing. */
+class Running {
+  readonly controller = new AbortController();
   interrupted: Interrupt | undefined;
-  interrupt: Promise<Interrupt>;
-  fire: (why: Interrupt) => void;
+  private wake: ((why: Interrupt) => void) | undefined;
+
+  fire(why: Interrupt): void {
+    this.interrupted ??= why;
+    this.controller.abort(new Error(why === 'attention' ? 'attention' : 'connection closed'));
+    this.wake?.(why);
+  }
+
+  /**
+   * `p`, or the interruption if it comes first. One promise per wait: racing every row against one
+   * long-lived promise would pile a reaction onto it per row for the whole result.
+   */
+  until<T>(p: Promise<T>): Promise<T | Interrupt> {
+    if (this.interrupted) return Promise.resolve(this.interrupted);
+    return new Promise<T | Interrupt>((resolve, reject) => {
+      this.wake = resolve;
+      p.then(resolve, reject);
+    });
+  }
 }
 
 export class Connection {
-  session: (SessionInfo & { database: string }) | undefined;
+  session: ServerSession | undefined;
   private packetSize = DEFAULT_PACKET_SIZE;
   private readonly out = new ByteWriter();
   private packetId = 1;
@@ -41,19 +65,20 @@ export class Connection {
   private closed = false;
   private ignoring = false;
   private sentDatabase = '';
+  private tls: TlsLayer | undefined;
+  private frozen = false;
 
   constructor(
     private readonly server: TdsServer,
     readonly socket: Socket,
   ) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk) => this.onData(chunk));
+    socket.on('data', (chunk) => (this.tls?.takesRawBytes ? this.tls.feedRaw(chunk) : this.onData(chunk)));
     socket.on('error', () => {
       // A reset or a write to a closed peer; 'close' follows and ends the session.
     });
     socket.once('close', () => {
       this.closed = true;
-      this.running?.controller.abort(new Error('connection closed'));
       this.running?.fire('closed');
       if (this.session) {
         this.server.backend.sessionClosed?.(this.session);
@@ -62,15 +87,30 @@ export class Connection {
     });
   }
 
+  /** Frozen: reads stop and writes are held in the socket (corked), so backpressure stops the response too. */
+  setFrozen(on: boolean): void {
+    if (on === this.frozen) return;
+    this.frozen = on;
+    if (on) {
+      this.socket.pause();
+      this.socket.cork();
+    } else {
+      this.socket.uncork();
+      this.socket.resume();
+    }
+  }
+
   private onData(chunk: Buffer): void {
     if (this.ignoring) return;
     this.inbox.push(chunk);
     let buf = this.inbox.length === 1 ? this.inbox[0]! : Buffer.concat(this.inbox);
     let at = 0;
     while (buf.length - at >= HEADER) {
-      if (at === 0 && this.session === undefined && this.queue.length === 0 && !this.busy && buf[0] === 0x16) {
-        // A TLS ClientHello before PRELOGIN (TDS 8.0 strict): this server has no certificate.
-        this.socket.destroy();
+      if (at === 0 && this.tls === undefined && this.session === undefined && !this.busy && buf[0] === 0x16) {
+        // A TLS ClientHello before PRELOGIN: TDS 8.0 (strict). Without a certificate, hang up.
+        if (this.server.certificate === undefined) return void this.socket.destroy();
+        this.inbox = [];
+        this.startTls('strict').feedRaw(buf);
         return;
       }
       const length = buf.readUInt16BE(at + 2);
@@ -101,10 +141,8 @@ export class Connection {
   }
 
   private onAttention(): void {
-    if (this.running) {
-      this.running.controller.abort(new Error('attention'));
-      this.running.fire('attention');
-    } else {
+    if (this.running) this.running.fire('attention');
+    else {
       // Nothing is running: the response is already out, so only the acknowledgement is due.
       this.writeMessage((w) => done(w, TOKEN.DONE, DONE.ATTN, CURCMD.NONE, 0));
     }
@@ -125,6 +163,7 @@ export class Connection {
   private async handle(type: number, payload: Buffer, ignore: boolean): Promise<void> {
     if (ignore) return this.writeMessage((w) => done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0));
     if (this.session === undefined) {
+      if (type === PKT.PRELOGIN && this.tls && !this.tls.takesRawBytes) return this.tls.feedHandshake(payload);
       if (type === PKT.PRELOGIN) return this.prelogin(payload);
       if (type === PKT.LOGIN7) return this.login(payload);
       throw new Error(`packet type 0x${type.toString(16)} before login`);
@@ -139,12 +178,25 @@ export class Connection {
   }
 
   private prelogin(payload: Buffer): void {
-    parsePrelogin(payload);
-    // No certificate: encryption is not supported, so the client sends everything in the clear.
-    const response = preloginResponse(ENCRYPT.NOT_SUP);
-    this.out.reset();
-    this.out.bytes(response);
-    this.send(true);
+    const { encryption } = parsePrelogin(payload);
+    // Encryption when the client asks and the server has a certificate (TLS then follows inside
+    // PRELOGIN packets); otherwise not supported, and everything travels in the clear.
+    const handshake = this.tls === undefined && this.server.certificate !== undefined && (encryption === ENCRYPT.ON || encryption === ENCRYPT.REQ);
+    const response = preloginResponse(this.tls || handshake ? ENCRYPT.ON : ENCRYPT.NOT_SUP);
+    this.writeMessage((w) => w.bytes(response));
+    if (handshake) this.startTls('prelogin');
+  }
+
+  private startTls(mode: 'prelogin' | 'strict'): TlsLayer {
+    const tls = new TlsLayer(this.socket, serverContext(this.server.certificate!, mode === 'strict'), mode, (chunk) => this.onData(chunk));
+    tls.cleartext.once('secure', () => this.server.emit('secure', { protocol: tls.cleartext.getProtocol(), alpn: tls.cleartext.alpnProtocol, mode }));
+    this.tls = tls;
+    return tls;
+  }
+
+  /** Where TDS packets are written: the socket, or the TLS layer over it. */
+  private get transport(): Writable {
+    return this.tls?.cleartext ?? this.socket;
   }
 
   private login(payload: Buffer): void {
@@ -154,7 +206,7 @@ export class Connection {
         message(w, TOKEN.ERROR, { number: e.number, state: e.state, severity: e.severity, message: e.message, lineNumber: e.lineNumber });
         done(w, TOKEN.DONE, DONE.ERROR, CURCMD.NONE, 0);
       });
-      this.socket.end();
+      this.transport.end();
     };
     const loginFailed = () => new SqlServerError(18456, `Login failed for user '${login.user}'.`, 14, 1);
     if (login.integratedSecurity) return fail(new SqlServerError(18452, 'Login failed. The login is from an untrusted domain and cannot be used with Integrated authentication.', 14, 1));
@@ -166,9 +218,9 @@ export class Connection {
     } catch (err) {
       return fail(err instanceof SqlServerError ? err : loginFailed());
     }
-    this.session = { id: this.server.allocateSpid(), user: login.user, database };
-    this.sentDatabase = database;
     const size = login.packetSize === 0 ? DEFAULT_PACKET_SIZE : Math.min(32767, Math.max(512, login.packetSize));
+    this.session = { id: this.server.allocateSpid(), user: login.user, database, packetSize: size, appName: login.appName };
+    this.sentDatabase = database;
     this.writeMessage((w) => {
       envChange(w, ENV.DATABASE, database, 'master');
       message(w, TOKEN.INFO, { number: 5701, state: 2, severity: 0, message: `Changed database context to '${database}'.` });
@@ -199,19 +251,23 @@ export class Connection {
     }, last);
     if (last) this.packetId = 1;
     if (bytes === undefined) return true;
-    const taken = this.socket.write(bytes);
-    this.server.bufferedHighWater = Math.max(this.server.bufferedHighWater, this.socket.writableLength + this.out.pos);
+    const taken = this.transport.write(bytes);
+    this.server.bufferedHighWater = Math.max(this.server.bufferedHighWater, this.transport.writableLength + this.out.pos);
     return taken;
   }
 
-  /** Sends the full packets gathered so far and waits for the socket while it is full. */
+  /**
+   * Sends the full packets gathered so far and waits for the socket while it is full. Called as
+   * soon as a packet is full, as SQL Server sends each packet of a result when it fills.
+   */
   private async flush(r: Running): Promise<void> {
     if (this.send(false) || this.closed) return;
     let onDrain!: () => void;
-    const drained = new Promise<void>((resolve) => this.socket.once('drain', (onDrain = resolve)));
+    const transport = this.transport;
+    const drained = new Promise<void>((resolve) => transport.once('drain', (onDrain = resolve)));
     this.server.emit('backpressure', this.session);
-    await Promise.race([drained, r.interrupt]);
-    this.socket.off('drain', onDrain);
+    await r.until(drained);
+    transport.off('drain', onDrain);
   }
 
   private noteDatabase(w: ByteWriter): void {
@@ -223,17 +279,15 @@ export class Connection {
   }
 
   private async run(via: 'batch' | 'rpc', parse: () => { sql: string; params: Param[] }): Promise<void> {
-    let fire!: (why: Interrupt) => void;
-    const interrupt = new Promise<Interrupt>((resolve) => (fire = resolve));
-    const r: Running = { controller: new AbortController(), interrupted: undefined, interrupt, fire: (why) => ((r.interrupted ??= why), fire(why)) };
+    const r = new Running();
     if (this.closed) return;
     this.running = r;
     const w = this.out;
     w.reset();
     const statementDone = via === 'rpc' ? TOKEN.DONEINPROC : TOKEN.DONE;
     let pending: { status: number; curCmd: number; rowCount: number } | undefined;
-    const writePending = (more: boolean, extra = 0) => {
-      if (pending) done(w, statementDone, pending.status | extra | (more ? DONE.MORE : 0), pending.curCmd, pending.rowCount);
+    const writePending = (more: boolean) => {
+      if (pending) done(w, statementDone, pending.status | (more ? DONE.MORE : 0), pending.curCmd, pending.rowCount);
       pending = undefined;
     };
     let returned = false;
@@ -241,10 +295,12 @@ export class Connection {
     const ctx: ExecuteContext = { session: this.session!, signal: r.controller.signal, via };
     let iterator: AsyncIterator<BatchOutput> | undefined;
     try {
+      if (this.server.stalled) await r.until(this.server.stalled);
       const { sql, params } = parse();
-      iterator = this.server.backend.execute(sql, params, ctx)[Symbol.asyncIterator]();
-      for (;;) {
-        const step = await Promise.race([iterator.next(), interrupt]);
+      // A request cancelled while stalled never reaches the backend.
+      if (!r.interrupted) iterator = this.server.backend.execute(sql, params, ctx)[Symbol.asyncIterator]();
+      while (iterator) {
+        const step = await r.until(iterator.next());
         if (typeof step === 'string' || step.done) break;
         const output = step.value;
         writePending(true);
@@ -263,7 +319,7 @@ export class Connection {
           message(w, TOKEN.INFO, { number: output.info.number, state: 1, severity: output.info.severity ?? 0, message: output.info.message });
         }
         if (r.interrupted) break;
-        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
         if (r.interrupted) break;
       }
     } catch (err) {
@@ -305,7 +361,7 @@ export class Connection {
       for (const row of rows) {
         rs.writeRow(w, row);
         count++;
-        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
         if (r.interrupted) break;
       }
       return count;
@@ -313,11 +369,11 @@ export class Connection {
     const it = rows[Symbol.asyncIterator]();
     try {
       for (;;) {
-        const step = await Promise.race([it.next(), r.interrupt]);
+        const step = await r.until(it.next());
         if (typeof step === 'string' || step.done) break;
         rs.writeRow(w, step.value);
         count++;
-        if (w.pos >= FLUSH_BYTES) await this.flush(r);
+        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
         if (r.interrupted) break;
       }
     } finally {

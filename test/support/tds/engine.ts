@@ -16,6 +16,14 @@ export interface Relation {
   open(): Iterable<Row>;
   /** Column names the rows are already sorted by (ascending): ORDER BY on a prefix needs no sort. */
   orderedBy?: string[];
+  /** Rows whose first `orderedBy` column lies within the bounds (a clustered index seek). */
+  seek?(lo: SeekBound | undefined, hi: SeekBound | undefined): Iterable<Row>;
+}
+
+/** One end of a seek range. */
+export interface SeekBound {
+  value: SqlValue;
+  inclusive: boolean;
 }
 
 export interface WritableTable extends Relation {
@@ -54,6 +62,7 @@ const isDate = (t: SqlType) => ['datetime2', 'datetime', 'date', 'time', 'dateti
 export function compare(a: SqlValue, b: SqlValue): number | null {
   if (a === null || b === null) return null;
   if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) {
+    if (a.length === b.length) return Buffer.compare(a, b);
     // binary comparison pads the shorter with zeros on the right
     const n = Math.max(a.length, b.length);
     const pa = Buffer.concat([a, Buffer.alloc(n - a.length)]);
@@ -304,13 +313,18 @@ export class Batch {
     return v;
   }
 
-  private bindSource(src: Source, scope: Scope): { bound: Bound; open: () => Iterable<Row>; orderedBy?: string[] } {
+  private bindSource(src: Source, scope: Scope): { bound: Bound; open: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek'] } {
     switch (src.k) {
       case 'table': {
         const rel = this.catalog.relation(src.name, undefined, undefined);
         this.touched.push(src.name.join('.'));
         const last = src.name.at(-1)!.toLowerCase();
-        return { bound: { alias: (src.alias ?? last).toLowerCase(), names: src.alias ? [] : [last, src.name.join('.').toLowerCase()], columns: rel.columns }, open: () => rel.open(), ...(rel.orderedBy ? { orderedBy: rel.orderedBy } : {}) };
+        return {
+          bound: { alias: (src.alias ?? last).toLowerCase(), names: src.alias ? [] : [last, src.name.join('.').toLowerCase()], columns: rel.columns },
+          open: () => rel.open(),
+          ...(rel.orderedBy ? { orderedBy: rel.orderedBy } : {}),
+          ...(rel.seek ? { seek: rel.seek.bind(rel) } : {}),
+        };
       }
       case 'tvf': {
         const args = src.args.map((a) => this.expr(a, scope));
@@ -370,6 +384,14 @@ export class Batch {
       scope.sources.push(b.bound);
       opens.push(b.open);
       orderedBy = b.orderedBy;
+      if (b.seek && orderedBy && q.joins.length === 0 && q.where) {
+        // WHERE key >= x AND key <= y on the clustered key: read only that range (WHERE still applies).
+        const range = this.keyRange(q.where, orderedBy[0]!.toLowerCase(), b.bound.alias, scope);
+        if (range.lo || range.hi) {
+          const seek = b.seek;
+          opens[0] = () => seek(range.lo?.(), range.hi?.());
+        }
+      }
       for (const j of q.joins) {
         const jb = this.bindSource(j.source, scope);
         scope.sources.push(j.kind === 'left' ? { ...jb.bound, outer: true } : jb.bound);
@@ -492,6 +514,35 @@ export class Batch {
       })();
     };
     return { columns, rows };
+  }
+
+  /** Bounds on `key` from the AND-ed comparisons of a WHERE clause with a variable or literal. */
+  private keyRange(where: Expr, key: string, alias: string, scope: Scope): { lo?: () => SeekBound; hi?: () => SeekBound } {
+    const out: { lo?: () => SeekBound; hi?: () => SeekBound } = {};
+    const conjuncts: Expr[] = [];
+    const flatten = (e: Expr): void => {
+      if (e.k === 'bin' && e.op === 'AND') {
+        flatten(e.l);
+        flatten(e.r);
+      } else conjuncts.push(e);
+    };
+    flatten(where);
+    const isKey = (e: Expr) => e.k === 'col' && e.parts.at(-1)!.toLowerCase() === key && (e.parts.length === 1 || e.parts[0]!.toLowerCase() === alias);
+    const isValue = (e: Expr) => e.k === 'var' || e.k === 'lit';
+    const flip: Record<string, string> = { '>=': '<=', '>': '<', '<=': '>=', '<': '>' };
+    for (const c of conjuncts) {
+      if (c.k !== 'bin' || !(c.op in flip)) continue;
+      let op = c.op;
+      let value: Expr;
+      if (isKey(c.l) && isValue(c.r)) value = c.r;
+      else if (isKey(c.r) && isValue(c.l)) (value = c.l), (op = flip[op]!);
+      else continue;
+      const v = this.expr(value, scope);
+      const bound = () => ({ value: v.eval({ rows: [] }), inclusive: op.endsWith('=') });
+      if (op.startsWith('>')) out.lo = bound;
+      else out.hi = bound;
+    }
+    return out;
   }
 
   private resolveColumn(parts: string[], scope: Scope, depth = 0): Compiled {

@@ -6,8 +6,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { Connection } from './connection.js';
-import type { SessionInfo, SqlServerError, TdsBackend } from './types.js';
+import { Connection, type ServerSession } from './connection.js';
+import type { Certificate } from './tls.js';
+import type { SqlServerError, TdsBackend } from './types.js';
 
 export { SqlServerError } from './types.js';
 
@@ -21,19 +22,21 @@ export interface ConnectionStringOptions {
 
 export interface TdsServerOptions {
   backend: TdsBackend;
+  /** With a certificate, the server encrypts when the client asks (Encrypt=true) and accepts TDS 8.0 strict TLS. */
+  certificate?: Certificate;
   host?: string;
   port?: number;
 }
 
 export async function startTdsServer(options: TdsServerOptions): Promise<TdsServer> {
-  const server = new TdsServer(options.backend);
+  const server = new TdsServer(options.backend, options.certificate);
   await server.listen(options.port ?? 0, options.host ?? '127.0.0.1');
   return server;
 }
 
 /**
  * Events: 'backpressure' (session) when a response waits for the client to read; 'sessionClosed'
- * (session) after the backend was told.
+ * (session) after the backend was told; 'secure' ({ protocol, alpn, mode }) when a TLS handshake completes.
  */
 export class TdsServer extends EventEmitter {
   private readonly net: Server;
@@ -44,14 +47,22 @@ export class TdsServer extends EventEmitter {
   /** When set, LOGIN7 is answered with this error (or 18456) instead of asking the backend. */
   loginRefusal: SqlServerError | 'login failed' | undefined;
   isSilent = false;
+  isFrozen = false;
+  /** Pending while requests are stalled (stallRequests); each request waits for it before the backend sees it. */
+  stalled: Promise<void> | undefined;
+  private releaseStalled: (() => void) | undefined;
   /** The most response bytes held in this process for one connection (socket buffer + packets being cut). */
   bufferedHighWater = 0;
 
-  constructor(readonly backend: TdsBackend) {
+  constructor(
+    readonly backend: TdsBackend,
+    readonly certificate?: Certificate,
+  ) {
     super();
     this.net = createServer((socket) => {
       const c = new Connection(this, socket);
       this.connections.add(c);
+      if (this.isFrozen) c.setFrozen(true);
       socket.once('close', () => this.connections.delete(c));
     });
   }
@@ -76,7 +87,7 @@ export class TdsServer extends EventEmitter {
   }
 
   /** Logged-in sessions now open. */
-  sessions(): SessionInfo[] {
+  sessions(): ServerSession[] {
     return [...this.connections].flatMap((c) => (c.session ? [c.session] : []));
   }
 
@@ -103,6 +114,28 @@ export class TdsServer extends EventEmitter {
   /** Accept TCP connections but never answer their PRELOGIN (new connections, until called with false). */
   silent(on = true): void {
     this.isSilent = on;
+  }
+
+  /**
+   * Hold every request before it reaches the backend (a blocked statement, a lock wait) until called
+   * with false; the client's ATTENTION (cancel, request timeout) still ends a held request. A new
+   * connection's session setup batch is a request too: connect first to stall statements only.
+   */
+  stallRequests(on = true): void {
+    if (on && this.stalled === undefined) this.stalled = new Promise<void>((resolve) => (this.releaseStalled = resolve));
+    if (!on && this.releaseStalled) {
+      this.releaseStalled();
+      this.stalled = this.releaseStalled = undefined;
+    }
+  }
+
+  /**
+   * A server that freezes with its connections open: nothing is read or written on any connection,
+   * new ones included, until called with false. Unlike stallRequests, not even ATTENTION is answered.
+   */
+  freeze(on = true): void {
+    this.isFrozen = on;
+    for (const c of this.connections) c.setFrozen(on);
   }
 
   allocateSpid(): number {

@@ -95,7 +95,7 @@ export function done(w: ByteWriter, token: number, status: number, curCmd: numbe
   w.u8(token);
   w.u16(status);
   w.u16(curCmd);
-  w.u64n(rowCount);
+  w.i64n(rowCount);
 }
 
 export function returnStatus(w: ByteWriter, value: number): void {
@@ -126,8 +126,21 @@ export class ResultSet {
     }
   }
 
-  /** ROW, or NBCROW when the row has a null (its null bitmap replaces the null values). */
+  /**
+   * ROW, or NBCROW when the row has a null (its null bitmap replaces the null values). A value that
+   * cannot be encoded throws with nothing of the row left in the writer, so an ERROR can follow.
+   */
   writeRow(w: ByteWriter, row: SqlValue[]): void {
+    const start = w.pos;
+    try {
+      this.encodeRow(w, row);
+    } catch (err) {
+      w.pos = start;
+      throw err;
+    }
+  }
+
+  private encodeRow(w: ByteWriter, row: SqlValue[]): void {
     const enc = this.encoders;
     const n = enc.length;
     if (row.length !== n) throw new TypeError(`row has ${row.length} values for ${n} columns`);

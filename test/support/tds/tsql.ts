@@ -31,6 +31,21 @@ export function incorrectSyntax(tok: Token | undefined): SqlServerError {
   return new SqlServerError(102, `Incorrect syntax near '${text}'.`);
 }
 
+/** A quoted string or identifier from `i` (after the opening mark) to `close`, where a doubled `close` is one. */
+function quoted(sql: string, i: number, close: string): [string, number] {
+  let v = '';
+  for (;;) {
+    if (i >= sql.length) throw new SqlServerError(105, `Unclosed quotation mark after the character string '${v}'.`);
+    if (sql[i] === close) {
+      if (sql[i + 1] !== close) return [v, i + 1];
+      v += close;
+      i += 2;
+      continue;
+    }
+    v += sql[i++];
+  }
+}
+
 export function tokenize(sql: string): Token[] {
   const out: Token[] = [];
   let i = 0;
@@ -48,38 +63,13 @@ export function tokenize(sql: string): Token[] {
     } else if (c === "'" || ((c === 'N' || c === 'n') && sql[i + 1] === "'")) {
       const pos = i;
       const national = c !== "'";
-      i += national ? 2 : 1;
-      let v = '';
-      for (;;) {
-        if (i >= n) throw new SqlServerError(105, `Unclosed quotation mark after the character string '${v}'.`);
-        if (sql[i] === "'") {
-          if (sql[i + 1] === "'") {
-            v += "'";
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        v += sql[i++];
-      }
+      const [v, next] = quoted(sql, i + (national ? 2 : 1), "'");
+      i = next;
       out.push({ t: 'str', v, n: national, pos });
     } else if (c === '[') {
-      const pos = i++;
-      let v = '';
-      for (;;) {
-        if (i >= n) throw new SqlServerError(105, `Unclosed quotation mark after the character string '${v}'.`);
-        if (sql[i] === ']') {
-          if (sql[i + 1] === ']') {
-            v += ']';
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        v += sql[i++];
-      }
+      const pos = i;
+      const [v, next] = quoted(sql, i + 1, ']');
+      i = next;
       out.push({ t: 'id', v, quoted: true, pos });
     } else if (c === '0' && (sql[i + 1] === 'x' || sql[i + 1] === 'X')) {
       const pos = i;

@@ -86,7 +86,7 @@ function writeInt64(w: ByteWriter, v: SqlValue): void {
 const num = (v: SqlValue) => (typeof v === 'boolean' ? Number(v) : Number(v));
 
 function writePlp(w: ByteWriter, b: Uint8Array): void {
-  w.u64n(b.length);
+  w.i64n(b.length);
   if (b.length > 0) {
     w.u32(b.length);
     w.bytes(b);
@@ -105,6 +105,22 @@ function binaryBytes(t: SqlType, v: SqlValue): Buffer {
   if (!Buffer.isBuffer(v)) throw new TypeError(`${t.name} value must be a Buffer`);
   if (t.name === 'binary' && typeof t.length === 'number' && v.length < t.length) return Buffer.concat([v, Buffer.alloc(t.length - v.length)]);
   return v;
+}
+
+/** A value longer than its column declares: SQL Server never sends one, so the backend has a bug. */
+const tooLong = (col: ColumnDef, n: number) =>
+  new TypeError(`column ${col.name}: a value of length ${n} does not fit ${col.type.name}(${String(col.type.length)})`);
+
+/** A USHORT-length value (non-max text and binary), checked against the declared length. */
+function sized(col: ColumnDef, bytesOf: (v: SqlValue) => Buffer, maxBytes: number): Encoder {
+  const wide = col.type.name === 'nchar';
+  return (w, v) => {
+    if (v === null) return w.u16(0xffff);
+    const b = bytesOf(v);
+    if (b.length > maxBytes) throw tooLong(col, wide ? b.length / 2 : b.length);
+    w.u16(b.length);
+    w.bytes(b);
+  };
 }
 
 /** TYPE_INFO for a column (COLMETADATA) or a RETURNVALUE. */
@@ -231,27 +247,19 @@ export function encoderFor(col: ColumnDef): Encoder {
       if (isMax(t)) return (w, v) => (v === null ? w.i64(-1n) : writePlp(w, textBytes(t, v)));
       if (t.name === 'nvarchar') {
         // The hot path: UCS-2 straight into the writer, no intermediate buffer.
+        const chars = (t.length as number | undefined) ?? 4000;
         return (w, v) => {
           if (v === null) return w.u16(0xffff);
           const s = typeof v === 'string' ? v : String(v);
+          if (s.length > chars) throw tooLong(col, s.length);
           w.u16(s.length * 2);
           w.ucs2(s);
         };
       }
-      return (w, v) => {
-        if (v === null) return w.u16(0xffff);
-        const b = textBytes(t, v);
-        w.u16(b.length);
-        w.bytes(b);
-      };
+      return sized(col, (v) => textBytes(t, v), ((t.length as number | undefined) ?? (t.name === 'nchar' ? 4000 : 8000)) * (t.name === 'nchar' ? 2 : 1));
     case 'varbinary':
     case 'binary':
       if (isMax(t)) return (w, v) => (v === null ? w.i64(-1n) : writePlp(w, binaryBytes(t, v)));
-      return (w, v) => {
-        if (v === null) return w.u16(0xffff);
-        const b = binaryBytes(t, v);
-        w.u16(b.length);
-        w.bytes(b);
-      };
+      return sized(col, (v) => binaryBytes(t, v), (t.length as number | undefined) ?? 8000);
   }
 }
