@@ -10,10 +10,11 @@ import type { Writable } from 'node:stream';
 import { ByteWriter, HEADER, PKT, STATUS_EOM, STATUS_IGNORE, cutPackets } from './bytes.js';
 import { ENCRYPT, parseLogin7, parsePrelogin, preloginResponse } from './login.js';
 import { parseBatch, parseRpc } from './rpc.js';
+import { Running, runRequest } from './request.js';
 import type { TdsServer } from './server.js';
 import { TlsLayer, serverContext } from './tls.js';
-import { CURCMD, DONE, ENV, ResultSet, TOKEN, collationChange, done, envChange, loginAck, message, returnStatus } from './tokens.js';
-import { SqlServerError, type BatchOutput, type ExecuteContext, type Param, type SessionInfo, type SqlValue } from './types.js';
+import { CURCMD, DONE, ENV, TOKEN, collationChange, done, envChange, loginAck, message } from './tokens.js';
+import { SqlServerError, type Param, type SessionInfo } from './types.js';
 
 const DEFAULT_PACKET_SIZE = 4096;
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -22,33 +23,6 @@ const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 export interface ServerSession extends SessionInfo {
   readonly packetSize: number;
   readonly appName: string;
-}
-
-type Interrupt = 'attention' | 'closed';
-
-/** The request being executed: aborted by ATTENTION or by the connection closing. */
-class Running {
-  readonly controller = new AbortController();
-  interrupted: Interrupt | undefined;
-  private wake: ((why: Interrupt) => void) | undefined;
-
-  fire(why: Interrupt): void {
-    this.interrupted ??= why;
-    this.controller.abort(new Error(why === 'attention' ? 'attention' : 'connection closed'));
-    this.wake?.(why);
-  }
-
-  /**
-   * `p`, or the interruption if it comes first. One promise per wait: racing every row against one
-   * long-lived promise would pile a reaction onto it per row for the whole result.
-   */
-  until<T>(p: Promise<T>): Promise<T | Interrupt> {
-    if (this.interrupted) return Promise.resolve(this.interrupted);
-    return new Promise<T | Interrupt>((resolve, reject) => {
-      this.wake = resolve;
-      p.then(resolve, reject);
-    });
-  }
 }
 
 export class Connection {
@@ -108,6 +82,7 @@ export class Connection {
     while (buf.length - at >= HEADER) {
       if (at === 0 && this.tls === undefined && this.session === undefined && !this.busy && buf[0] === 0x16) {
         // A TLS ClientHello before PRELOGIN: TDS 8.0 (strict). Without a certificate, hang up.
+        if (this.server.isSilent) return void (this.ignoring = true);
         if (this.server.certificate === undefined) return void this.socket.destroy();
         this.inbox = [];
         this.startTls('strict').feedRaw(buf);
@@ -279,106 +254,20 @@ export class Connection {
   }
 
   private async run(via: 'batch' | 'rpc', parse: () => { sql: string; params: Param[] }): Promise<void> {
-    const r = new Running();
     if (this.closed) return;
+    const r = new Running();
     this.running = r;
-    const w = this.out;
-    w.reset();
-    const statementDone = via === 'rpc' ? TOKEN.DONEINPROC : TOKEN.DONE;
-    let pending: { status: number; curCmd: number; rowCount: number } | undefined;
-    const writePending = (more: boolean) => {
-      if (pending) done(w, statementDone, pending.status | (more ? DONE.MORE : 0), pending.curCmd, pending.rowCount);
-      pending = undefined;
-    };
-    let returned = false;
-    let failed: SqlServerError | undefined;
-    const ctx: ExecuteContext = { session: this.session!, signal: r.controller.signal, via };
-    let iterator: AsyncIterator<BatchOutput> | undefined;
-    try {
-      if (this.server.stalled) await r.until(this.server.stalled);
-      const { sql, params } = parse();
-      // A request cancelled while stalled never reaches the backend.
-      if (!r.interrupted) iterator = this.server.backend.execute(sql, params, ctx)[Symbol.asyncIterator]();
-      while (iterator) {
-        const step = await r.until(iterator.next());
-        if (typeof step === 'string' || step.done) break;
-        const output = step.value;
-        writePending(true);
-        this.noteDatabase(w);
-        if ('columns' in output) {
-          const rs = new ResultSet(output.columns);
-          rs.writeMetadata(w);
-          const rowCount = await this.writeRows(r, rs, output.rows);
-          pending = { status: DONE.COUNT, curCmd: CURCMD.SELECT, rowCount };
-        } else if ('rowCount' in output) {
-          pending = { status: DONE.COUNT, curCmd: CURCMD.NONE, rowCount: output.rowCount };
-        } else if ('returnStatus' in output) {
-          returnStatus(w, output.returnStatus);
-          returned = true;
-        } else if ('info' in output) {
-          message(w, TOKEN.INFO, { number: output.info.number, state: 1, severity: output.info.severity ?? 0, message: output.info.message });
-        }
-        if (r.interrupted) break;
-        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
-        if (r.interrupted) break;
-      }
-    } catch (err) {
-      failed = err instanceof SqlServerError
-        ? err
-        : new SqlServerError(50000, `TDS test server backend failed: ${err instanceof Error ? err.message : String(err)}`, 16, 1);
-    } finally {
-      this.running = undefined;
-    }
-    if (r.interrupted) {
-      // Stop the backend's work; it sees ctx.signal aborted too.
-      iterator?.return?.().catch(() => undefined);
-      if (r.interrupted === 'closed') return;
-      // End the cancelled response, then acknowledge the attention in a message of its own.
-      done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0);
-      this.send(true);
-      return this.writeMessage((aw) => done(aw, TOKEN.DONE, DONE.ATTN, CURCMD.NONE, 0));
-    }
-    this.noteDatabase(w);
-    const finalToken = via === 'rpc' ? TOKEN.DONEPROC : TOKEN.DONE;
-    if (failed) {
-      writePending(true);
-      message(w, TOKEN.ERROR, { number: failed.number, state: failed.state, severity: failed.severity, message: failed.message, lineNumber: failed.lineNumber });
-      done(w, finalToken, DONE.ERROR, CURCMD.NONE, 0);
-    } else if (via === 'rpc') {
-      writePending(true);
-      if (!returned) returnStatus(w, 0);
-      done(w, TOKEN.DONEPROC, DONE.FINAL, CURCMD.EXECUTE, 0);
-    } else if (pending) writePending(false);
-    else done(w, TOKEN.DONE, DONE.FINAL, CURCMD.NONE, 0);
-    this.send(true);
-  }
-
-  /** ROW/NBCROW tokens for each row, pulled one at a time; returns how many were written. */
-  private async writeRows(r: Running, rs: ResultSet, rows: Iterable<SqlValue[]> | AsyncIterable<SqlValue[]>): Promise<number> {
-    const w = this.out;
-    let count = 0;
-    if (Symbol.iterator in rows) {
-      for (const row of rows) {
-        rs.writeRow(w, row);
-        count++;
-        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
-        if (r.interrupted) break;
-      }
-      return count;
-    }
-    const it = rows[Symbol.asyncIterator]();
-    try {
-      for (;;) {
-        const step = await r.until(it.next());
-        if (typeof step === 'string' || step.done) break;
-        rs.writeRow(w, step.value);
-        count++;
-        if (w.pos >= this.packetSize - HEADER) await this.flush(r);
-        if (r.interrupted) break;
-      }
-    } finally {
-      if (r.interrupted) it.return?.().catch(() => undefined);
-    }
-    return count;
+    await runRequest({
+      out: this.out,
+      session: this.session!,
+      backend: this.server.backend,
+      stalled: this.server.stalled,
+      packetPayload: this.packetSize - HEADER,
+      send: (last) => this.send(last),
+      flush: (running) => this.flush(running),
+      noteDatabase: (w) => this.noteDatabase(w),
+      writeMessage: (build) => this.writeMessage(build),
+      finished: () => (this.running = undefined),
+    }, r, via, parse);
   }
 }
