@@ -172,3 +172,20 @@ export async function drainCdc(stream: Readable, ac: AbortController, total: num
   });
   return rows;
 }
+
+/**
+ * Peak RSS of this process in the first and second half of a read of `total` rows (from row 100k,
+ * when the heap has sized itself): anything that grows with the rows read shows as growth.
+ */
+export async function rssAcross(total: number, group: string, read: (onRow: (n: number) => void) => Promise<unknown>): Promise<Measurement[]> {
+  (globalThis as { gc?: () => void }).gc?.();
+  let firstHalf = 0;
+  let secondHalf = 0;
+  await read((n) => {
+    const rss = process.memoryUsage().rss / 2 ** 20;
+    if (n > 100_000 && n <= total / 2) firstHalf = Math.max(firstHalf, rss);
+    if (n > total / 2) secondHalf = Math.max(secondHalf, rss);
+  });
+  const at = (name: string, value: number): Measurement => ({ group, name, ms: 0, rounds: [], lines: 0, bytes: 0, value });
+  return [at('peak RSS, rows 100k-500k (MB)', firstHalf), at('peak RSS, rows 500k-1M (MB)', secondHalf), at('RSS growth, second half over first (MB)', secondHalf - firstHalf)];
+}

@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Connection, Request, TYPES } from 'tedious';
 import { mssqlCdc } from '../dist/lib/index.js';
-import { drainCdc, race, type BenchResult, type Measurement, type Target } from './harness.js';
+import { drainCdc, race, rssAcross, type BenchResult, type Measurement, type Target } from './harness.js';
 
 const TSX = fileURLToPath(new URL('./node_modules/tsx/dist/cli.mjs', import.meta.url));
 const SERVER = fileURLToPath(new URL('./sql-server-process.ts', import.meta.url));
@@ -103,22 +103,12 @@ export async function run(rows: number, rounds: number, backlogRows = 1_000_000)
 
   // RSS across a 1M-row backlog, sampled in this (the reader's) process after the first 100k rows.
   const big = await serve(backlogRows);
-  let firstHalf = 0;
-  let secondHalf = 0;
+  const rssGroup = `backlog of ${big.rows.toLocaleString('en-US')} rows over TCP`;
   try {
-    (globalThis as { gc?: () => void }).gc?.();
-    await readAll(big.connectionString, big.rows, (n) => {
-      const rss = process.memoryUsage().rss / 2 ** 20;
-      if (n > 100_000 && n <= big.rows / 2) firstHalf = Math.max(firstHalf, rss);
-      if (n > big.rows / 2) secondHalf = Math.max(secondHalf, rss);
-    });
+    measurements.push(...(await rssAcross(big.rows, rssGroup, (onRow) => readAll(big.connectionString, big.rows, onRow))));
   } finally {
     await stop(big);
   }
-  const rssGroup = `backlog of ${big.rows.toLocaleString('en-US')} rows over TCP`;
-  measurements.push({ group: rssGroup, name: 'peak RSS, rows 100k-500k (MB)', ms: 0, rounds: [], lines: 0, bytes: 0, value: firstHalf });
-  measurements.push({ group: rssGroup, name: 'peak RSS, rows 500k-1M (MB)', ms: 0, rounds: [], lines: 0, bytes: 0, value: secondHalf });
-  measurements.push({ group: rssGroup, name: 'RSS growth, second half over first (MB)', ms: 0, rounds: [], lines: 0, bytes: 0, value: secondHalf - firstHalf });
   const targets: Target[] = [
     { group, subject: 'mssqlCdc / tedious alone', min: 0.5, text: 'mssqlCdc through the driver >= 0.5x tedious alone streaming the same rows' },
     { group: rssGroup, subject: 'RSS growth, second half over first (MB)', max: 16, text: 'RSS flat across a 1M-row backlog read through the driver (second-half peak < first-half peak + 16 MB)' },

@@ -11,7 +11,7 @@
  */
 import { Readable } from 'node:stream';
 import { incrementLsn, mssqlCdc, type CdcConnector, type CdcQueries, type CaptureInstance } from '../dist/lib/index.js';
-import { drainCdc, race, type BenchResult, type Measurement, type Target } from './harness.js';
+import { drainCdc, race, rssAcross, type BenchResult, type Measurement, type Target } from './harness.js';
 
 const TABLES = [
   { schema: 'dbo', table: 'Persons', columns: ['Id:int', 'Name:nvarchar', 'Email:nvarchar', 'Balance:decimal', 'Active:bit', 'CreatedAt:datetime2', 'Country:char', 'Version:bigint'] },
@@ -154,18 +154,8 @@ export async function run(transactions: number, rounds: number): Promise<BenchRe
   // would stand above the peak of the first (after the first 100k rows, when the heap has sized itself).
   const backlog = Math.ceil((1_000_000 / rowsIn(12_000)) * 12_000);
   const total = rowsIn(backlog);
-  (globalThis as { gc?: () => void }).gc?.();
-  let firstHalf = 0;
-  let secondHalf = 0;
-  await readAll(backlog, (n) => {
-    const rss = process.memoryUsage().rss / 2 ** 20;
-    if (n > 100_000 && n <= total / 2) firstHalf = Math.max(firstHalf, rss);
-    if (n > total / 2) secondHalf = Math.max(secondHalf, rss);
-  });
   const rssGroup = `backlog of ${total.toLocaleString('en-US')} rows`;
-  measurements.push({ group: rssGroup, name: 'peak RSS, rows 100k-500k (MB)', ms: 0, rounds: [], lines: 0, bytes: 0, value: firstHalf });
-  measurements.push({ group: rssGroup, name: 'peak RSS, rows 500k-1M (MB)', ms: 0, rounds: [], lines: 0, bytes: 0, value: secondHalf });
-  measurements.push({ group: rssGroup, name: 'RSS growth, second half over first (MB)', ms: 0, rounds: [], lines: 0, bytes: 0, value: secondHalf - firstHalf });
+  measurements.push(...(await rssAcross(total, rssGroup, (onRow) => readAll(backlog, onRow))));
   const targets: Target[] = [
     { group, subject: 'mssqlCdc rows/s (best round)', min: 100_000, text: 'mssqlCdc >= 100k rows/s on one core (merge + envelopes)' },
     { group: rssGroup, subject: 'RSS growth, second half over first (MB)', max: 16, text: 'RSS flat across a 1M-row backlog (second-half peak < first-half peak + 16 MB)' },
