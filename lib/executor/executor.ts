@@ -10,19 +10,19 @@ import { CHECKPOINT_TYPE, type CheckpointEnvelope } from '../envelope/types.js';
 import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.js';
 import type { TaskConfig, ProviderRef } from '../config/tasks.js';
 import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
-import type { ProviderDefinition } from '../provider/run-provider.js';
+import { builtinNamed, type BuiltinProvider } from './builtins.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
 import { openSession, providerFailed } from './session.js';
 import type { StateStore } from './state-store.js';
 
 export interface ExecutorOptions extends StartOptions {
-  builtins: Record<string, ProviderDefinition<never>>;
+  builtins: Record<string, BuiltinProvider>;
   handshakeTimeoutMs?: number;
 }
 
-export function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: ExecutorOptions['builtins']): ProviderSpec {
+export async function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: ExecutorOptions['builtins']): Promise<ProviderSpec> {
   if (ref.provider !== undefined) {
-    const builtin = builtins[ref.provider];
+    const builtin = await builtinNamed(builtins, ref.provider);
     if (builtin === undefined) {
       throw new DstreamError(ErrorCodes.CONFIG, `${side} provider "${ref.provider}" is not built in; built-in providers: ${Object.keys(builtins).join(', ')} (or use provider_path)`);
     }
@@ -70,8 +70,8 @@ export interface LifecycleReport {
  * the reverse of init. `position` (the stored one) goes to the input's status, for its lag.
  */
 export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions & { position?: unknown }): Promise<LifecycleReport> {
-  const input = specOf('input', task.input, options.builtins);
-  const output = specOf('output', task.output, options.builtins);
+  const input = await specOf('input', task.input, options.builtins);
+  const output = await specOf('output', task.output, options.builtins);
   const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options);
   const streams = (discovered.streams as StreamDescriptor[] | undefined) ?? [];
   const onInput = async (): Promise<ResultLine | undefined> => {
@@ -115,8 +115,8 @@ export interface RunOptions extends ExecutorOptions {
 /** Streams a task until its input ends or `signal` aborts; stores each acknowledged checkpoint. */
 export async function runTask(task: TaskConfig, options: RunOptions): Promise<RunSummary> {
   const stored = await options.store.load(task.name);
-  const inSpec = specOf('input', task.input, options.builtins);
-  const outSpec = specOf('output', task.output, options.builtins);
+  const inSpec = await specOf('input', task.input, options.builtins);
+  const outSpec = await specOf('output', task.output, options.builtins);
   // Config keys also at the top level: a provider of the older dstream reads its first line as config.
   const runHeader = (ref: ProviderRef, extra: Partial<CommandHeader>): CommandHeader => ({ ...ref.config, command: 'run', config: ref.config, protocol: PROTOCOL_VERSION, task: task.name, ...extra });
   // Built-in on both sides: composed in process as object streams, with no JSON in between.
