@@ -5,6 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes, type Envelope } from '../../lib/index.js';
 import { BUILTINS } from '../../lib/executor/builtins.js';
 import { runTask, taskVerb } from '../../lib/executor/executor.js';
+import { startProvider } from '../../lib/executor/provider-handle.js';
+import { openSession } from '../../lib/executor/session.js';
+import { header } from '../../lib/protocol/messages.js';
+import type { ProviderDefinition } from '../../lib/provider/run-provider.js';
 import { FileStateStore } from '../../lib/executor/state-store.js';
 import { generateChanges } from '../../lib/sources/generator/generator.js';
 import type { TaskConfig } from '../../lib/config/tasks.js';
@@ -56,6 +60,17 @@ describe('runTask with built-in providers', () => {
     expect(readdirSync(out).sort()).toEqual(['Customers_cdc_events.ndjson', 'Orders_cdc_events.ndjson', 'Persons_cdc_events.ndjson']);
     expect((await taskVerb(demo(out, 10), 'status', { builtins: BUILTINS })).output.summary).toBe('3 of 3 files written');
     expect((await taskVerb(demo(out, 10), 'init', { builtins: BUILTINS })).output.summary).toBe('Applied: 0 created, 0 changed, 0 destroyed.');
+  });
+
+  it('a built-in provider that never stops can be killed (SIGKILL), as a process can', async () => {
+    const stubborn = { name: 'stubborn', run: () => new Promise<void>(() => undefined) } as ProviderDefinition<never>;
+    for (const objectMode of [false, true]) {
+      const handle = startProvider({ label: 'input stubborn', builtin: stubborn }, { objectMode });
+      const session = await openSession(handle, header('run', {}), { endInput: true });
+      expect(session.legacy).toBe(false);
+      handle.kill('SIGKILL');
+      expect(await handle.exited).toEqual({ code: null, signal: 'SIGKILL' });
+    }
   });
 
   it('names an unknown built-in and lists the ones there are', async () => {
