@@ -20,6 +20,7 @@ import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { DstreamError, ErrorCodes, invalidOption, isDstreamError } from '../errors.js';
 import { isCheckpoint, type CheckpointEnvelope, type Envelope } from '../envelope/types.js';
+import { DEFAULT_SCHEMA, qualifiedName, tableKey, tableOfMetadata } from '../envelope/table.js';
 
 /** Marks a sink that reports durability with 'ack' events (count) rather than write callbacks. */
 export const DURABLE_ACKS = Symbol.for('dstream.durableAcks');
@@ -34,7 +35,7 @@ export interface PartitionOptions {
   sinkFor: (destination: string) => Writable;
   /** Refuse to open more partitions than this. Default 1000. */
   maxPartitions?: number;
-  /** The partition key of an envelope. Default: `metadata.Destination`, else `metadata.TableName`. */
+  /** The partition key of an envelope. Default: `metadata.Destination`, else the table (`Orders`, `sales.Orders`). */
   keyOf?: (envelope: Envelope) => string | undefined;
   /** Called, in order, with each checkpoint once everything before it is acknowledged. May return a promise. */
   onCheckpoint?: (checkpoint: CheckpointEnvelope) => void | Promise<void>;
@@ -61,10 +62,26 @@ export interface PartitionStats {
   checkpointsPending: number;
 }
 
-function defaultKey(env: Envelope): string | undefined {
-  const m = env.metadata;
-  const d = m?.Destination ?? m?.TableName;
-  return typeof d === 'string' && d.length > 0 ? d : undefined;
+/**
+ * The default partition key: `metadata.Destination`, else the table: its name for schema dbo,
+ * `schema.name` otherwise (so dbo.Orders and sales.Orders get their own sinks), and one partition
+ * for names that differ only in case (one table, as SQL Server compares them), named as first seen.
+ */
+function defaultKey(): (env: Envelope) => string | undefined {
+  const names = new Map<string, string>();
+  return (env) => {
+    const m = env.metadata;
+    if (typeof m?.Destination === 'string' && m.Destination.length > 0) return m.Destination;
+    const table = tableOfMetadata(m);
+    if (table === undefined) return undefined;
+    const folded = tableKey({ ...table, database: undefined });
+    let name = names.get(folded);
+    if (name === undefined) {
+      name = (table.schema ?? DEFAULT_SCHEMA).toLowerCase() === DEFAULT_SCHEMA ? table.table : qualifiedName(table);
+      names.set(folded, name);
+    }
+    return name;
+  };
 }
 
 export class Partitioner extends Writable {
@@ -89,7 +106,7 @@ export class Partitioner extends Writable {
     if (!Number.isInteger(max) || max < 1) throw invalidOption(`maxPartitions must be a positive integer; got ${max}`);
     this.sinkFor = options.sinkFor;
     this.maxPartitions = max;
-    this.keyOf = options.keyOf ?? defaultKey;
+    this.keyOf = options.keyOf ?? defaultKey();
     this.onCheckpoint = options.onCheckpoint;
   }
 
@@ -110,7 +127,14 @@ export class Partitioner extends Writable {
       else callback();
       return;
     }
-    const key = this.keyOf(env);
+    let key: string | undefined;
+    try {
+      key = this.keyOf(env);
+    } catch (err) {
+      // A key that cannot be made (two tables for one destination) fails the stream, not the process.
+      callback(err as Error);
+      return;
+    }
     if (key === undefined) {
       callback(
         new DstreamError(
