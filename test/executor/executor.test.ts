@@ -73,6 +73,25 @@ describe('runTask with built-in providers', () => {
     }
   });
 
+  it("an input's failure is not mistaken for a verb it does not support because of its wording", async () => {
+    const picky = {
+      name: 'picky',
+      discover: () => ({ streams: [{ name: 'Persons' }] }),
+      plan: () => {
+        throw new Error('this server does not support CDC: enable it first');
+      },
+    } as unknown as ProviderDefinition<never>;
+    const task = { ...demo(tmp('o-'), 1), input: { provider: 'picky', config: {} } };
+    const err = await taskVerb(task, 'plan', { builtins: { ...BUILTINS, picky } }).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.PROVIDER);
+    expect(err.message).toMatch(/^input picky: plan failed: this server does not support CDC: enable it first/);
+    // One that truly has no plan is skipped: the output's plan stands alone.
+    const quiet = { name: 'quiet', discover: () => ({ streams: [{ name: 'Persons' }] }) } as unknown as ProviderDefinition<never>;
+    const report = await taskVerb({ ...task, input: { provider: 'quiet', config: {} } }, 'plan', { builtins: { ...BUILTINS, quiet } });
+    expect(report.input).toBeUndefined();
+    expect(report.output.summary).toBe('Plan: 1 to create, 0 to change, 0 to destroy.');
+  });
+
   it('names an unknown built-in and lists the ones there are', async () => {
     const task = { ...demo(tmp('o-'), 1), input: { provider: 'sqlserver', config: {} } };
     const err = await taskVerb(task, 'plan', { builtins: BUILTINS }).catch((e) => e);
