@@ -40,7 +40,7 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
     const exit = await handle.exited;
     if (next.done) throw providerFailed(handle, `gave no answer to "${h.command}"`, exit);
     const result = next.value as ResultLine;
-    if (result?.status === 'error') throw providerFailed(handle, `${h.command} failed: ${result.message ?? 'no message'}`, exit);
+    if (result?.status === 'error') throw providerFailed(handle, `${h.command} failed: ${result.message ?? 'no message'}`, exit, result.code);
     if (result?.status !== 'ok') throw providerFailed(handle, `answered "${h.command}" with something that is not a result line`, exit);
     if (exit.code !== 0) throw providerFailed(handle, `${h.command} answered ok but exited non-zero`, exit);
     return result;
@@ -80,7 +80,7 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
     // Optional for inputs: its stderr goes only into the error (which names it), not to the screen.
     return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError) => {
       // An input without setup of its own may not support the verb; that is not a failure.
-      if (/does not support/.test(err.message)) return undefined;
+      if (err.details?.providerCode === ErrorCodes.UNSUPPORTED_COMMAND) return undefined;
       throw err;
     });
   };
@@ -183,7 +183,9 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
       const exit = await input.exited;
       const stoppedCleanly = summary.stoppedBy !== undefined && (exit.code === 130 || exit.code === 143 || exit.signal !== null);
       if (exit.code !== 0 && !stoppedCleanly) {
-        output.kill('SIGTERM');
+        // Its input has ended, so the output drains and finishes: what it acknowledges is still
+        // stored before the input's failure is reported.
+        await acknowledge.catch(() => undefined);
         throw providerFailed(input, 'failed', exit);
       }
     })();

@@ -20,11 +20,15 @@ export interface Session {
   legacy: boolean;
 }
 
-export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }): DstreamError {
+/**
+ * A provider failed. `providerCode` is the code it gave (an error line's `code`), kept in
+ * `details.providerCode` so that callers branch on it, never on the wording.
+ */
+export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }, providerCode?: string): DstreamError {
   const how = exit === undefined ? '' : exit.signal ? ` (killed by ${exit.signal})` : ` (exit code ${exit.code})`;
   const tail = handle.stderrTail().trim();
   return new DstreamError(ErrorCodes.PROVIDER, `${handle.label}: ${what}${how}${tail ? `\n--- last lines of its stderr ---\n${tail}` : ''}`, {
-    details: { provider: handle.label, ...exit },
+    details: { provider: handle.label, ...exit, ...(providerCode === undefined ? {} : { providerCode }) },
   });
 }
 
@@ -84,7 +88,7 @@ function readOne(r: Readable): Promise<{ done: false; value: unknown } | { done:
 
 function classify(handle: ProviderHandle, value: unknown, values: Readable): Session {
   const hs = readHandshake(value);
-  if (hs.kind === 'error') throw providerFailed(handle, hs.message);
+  if (hs.kind === 'error') throw providerFailed(handle, hs.message, undefined, hs.code);
   // An older provider has no handshake: its first line is data, and goes first.
   let pending = hs.kind === 'legacy' ? { value } : undefined;
   const first = pending;

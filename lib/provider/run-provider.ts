@@ -12,7 +12,7 @@ import { format } from 'node:util';
 import { validateConfig, type ConfigSchema } from '../config/schema.js';
 import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
 import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
-import { messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
 import { okLine, routeCommands, type CommandHandlers, type CommandRouter } from '../protocol/command-router.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import {
@@ -235,7 +235,7 @@ class ProviderHost<C> {
     }
     const header: CommandHeader = { command: args.verb, config: args.config };
     if (args.verb === 'run') {
-      if (this.def.run === undefined) throw new Error(`${this.def.name} does not support "run"`);
+      if (this.def.run === undefined) throw unsupported(this.def.name, 'run', this.verbs);
       const decoder = decodeEnvelopes();
       this.inlet = this.decoder = decoder;
       this.io.stdin.on('error', (err) => decoder.destroy(err));
@@ -244,7 +244,7 @@ class ProviderHost<C> {
       return;
     }
     const handler = this.def[args.verb];
-    if (handler === undefined) throw new Error(`${this.def.name} does not support "${args.verb}"; it supports ${this.verbs.join(', ')}`);
+    if (handler === undefined) throw unsupported(this.def.name, args.verb, this.verbs);
     const ctx = this.context(header, this.io.stdin, true);
     Promise.resolve(handler(ctx)).then(
       (answer) => {
@@ -320,6 +320,12 @@ class ProviderHost<C> {
     if (enc.readableEnded) flush();
     else enc.once('end', flush);
   }
+}
+
+function unsupported(provider: string, verb: Verb, supported: Verb[]): DstreamError {
+  return new DstreamError(ErrorCodes.UNSUPPORTED_COMMAND, `${provider} does not support "${verb}"; it supports ${supported.join(', ') || 'no commands'}`, {
+    details: { command: verb, supported },
+  });
 }
 
 /**
