@@ -11,7 +11,9 @@
  */
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { incrementLsn, mssqlCdc, type CdcConnector, type CdcQueries, type CaptureInstance } from '../dist/lib/index.js';
+import { mssqlCdc, type CdcConnector, type CdcQueries, type CaptureInstance } from '../dist/lib/sources/mssql/index.js';
+// LSN arithmetic is internal to the reader; the simulated driver needs it too.
+import { incrementLsn } from '../dist/lib/sources/mssql/lsn.js';
 import { race, type BenchResult, type Measurement, type Target } from './harness.js';
 
 const TABLES = [
