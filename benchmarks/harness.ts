@@ -71,11 +71,11 @@ export async function race(contenders: Contender[], rounds: number): Promise<Map
  * Spawns a command with stdin from `inputPath` and stdout to /dev/null; resolves with its peak
  * RSS in MB (VmHWM, polled from /proc on Linux; 0 elsewhere). Rejects on a non-zero exit.
  */
-export function runProcess(command: string, args: string[], inputPath: string): Promise<number> {
+export function runProcess(command: string, args: string[], inputPath: string, env?: Record<string, string>): Promise<number> {
   return new Promise((resolve, reject) => {
     const stdin = openSync(inputPath, 'r');
     const stdout = openSync('/dev/null', 'w');
-    const child = spawn(command, args, { stdio: [stdin, stdout, 'pipe'] });
+    const child = spawn(command, args, { stdio: [stdin, stdout, 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     let peakKB = 0;

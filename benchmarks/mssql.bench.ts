@@ -10,7 +10,9 @@
  * per connection in published CDC benchmarks), and RSS flat while a 1M-row backlog is read.
  */
 import { Readable } from 'node:stream';
-import { incrementLsn, mssqlCdc, type CdcConnector, type CdcQueries, type CaptureInstance } from '../dist/lib/index.js';
+import { mssqlCdc, type CdcConnector, type CdcQueries, type CaptureInstance } from '../dist/lib/sources/mssql/index.js';
+// LSN arithmetic is internal to the reader; the simulated driver needs it too.
+import { incrementLsn } from '../dist/lib/sources/mssql/lsn.js';
 import { drainCdc, race, rssAcross, type BenchResult, type Measurement, type Target } from './harness.js';
 
 const TABLES = [
