@@ -9,10 +9,15 @@ import type { InvalidRecord } from '../envelope/invalid.js';
 import { DstreamError, ErrorCodes, isDstreamError } from '../errors.js';
 import { readHandshake, type CommandHeader } from '../protocol/messages.js';
 import type { ProviderHandle } from './provider-handle.js';
+import type { Readable } from 'node:stream';
 
 export interface Session {
   handle: ProviderHandle;
-  /** Every line after the handshake (or from the first line, for an older provider). */
+  /** Every message after the handshake, as values (for an older provider, after `first`). */
+  values: Readable;
+  /** An older provider has no handshake: its first line is data, and comes before `values`. */
+  first?: { value: unknown };
+  /** `first` then `values`, as an iterator, for reading one result line. */
   lines: AsyncIterator<unknown>;
   /** No handshake: its first line was data (or, with `silenceIsOriginal`, nothing came). */
   legacy: boolean;
@@ -22,11 +27,15 @@ export interface Session {
   silent?: boolean;
 }
 
-export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }): DstreamError {
+/**
+ * A provider failed. `providerCode` is the code it gave (an error line's `code`), kept in
+ * `details.providerCode` so that callers branch on it, never on the wording.
+ */
+export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }, providerCode?: string): DstreamError {
   const how = exit === undefined ? '' : exit.signal ? ` (killed by ${exit.signal})` : ` (exit code ${exit.code})`;
   const tail = handle.stderrTail().trim();
   return new DstreamError(ErrorCodes.PROVIDER, `${handle.label}: ${what}${how}${tail ? `\n--- last lines of its stderr ---\n${tail}` : ''}`, {
-    details: { provider: handle.label, ...exit },
+    details: { provider: handle.label, ...exit, ...(providerCode === undefined ? {} : { providerCode }) },
   });
 }
 
@@ -48,77 +57,114 @@ export interface SessionOptions {
 }
 
 export async function openSession(handle: ProviderHandle, header: CommandHeader, options: SessionOptions = {}): Promise<Session> {
-  handle.stdin.write(`${JSON.stringify(header)}\n`);
+  handle.stdin.write(handle.objectMode ? header : `${JSON.stringify(header)}\n`);
   if (options.endInput) handle.stdin.end();
   const stray = options.onStrayLine;
-  const values = handle.stdout.pipe(
-    decodeEnvelopes({
-      raw: true,
-      maxLineBytes: 64 * 1024 * 1024,
-      ...(stray === undefined
-        ? {}
-        : {
-            onInvalid: 'dead-letter' as const,
-            deadLetter: new Writable({
-              write(chunk: Buffer, _enc, done) {
-                stray((JSON.parse(chunk.toString()) as InvalidRecord).raw);
-                done();
-              },
-            }),
-          }),
-    }),
-  );
-  const it = named(handle, values[Symbol.asyncIterator]());
+  const values = handle.objectMode
+    ? handle.stdout
+    : handle.stdout.pipe(
+        decodeEnvelopes({
+          raw: true,
+          maxLineBytes: 64 * 1024 * 1024,
+          ...(stray === undefined
+            ? {}
+            : {
+                onInvalid: 'dead-letter' as const,
+                deadLetter: new Writable({
+                  write(chunk: Buffer, _enc, done) {
+                    stray((JSON.parse(chunk.toString()) as InvalidRecord).raw);
+                    done();
+                  },
+                }),
+              }),
+        }),
+      );
   const timeoutMs = options.handshakeTimeoutMs ?? 30_000;
   let timer: NodeJS.Timeout | undefined;
+  const firstValue = readOne(values);
   const first = await Promise.race([
-    it.next(),
+    firstValue,
     handle.exited.then((exit) => ({ exit })),
     new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
   ]).finally(() => clearTimeout(timer));
   if (first === 'timeout') {
-    if (options.silenceIsOriginal) return { handle, lines: it, legacy: true, dstream: false, silent: true };
+    if (options.silenceIsOriginal) return { handle, values, lines: named(handle, values[Symbol.asyncIterator]()), legacy: true, dstream: false, silent: true };
     handle.kill('SIGKILL');
     throw providerFailed(handle, `no handshake within ${timeoutMs} ms`);
   }
   if ('exit' in first) {
     // It may have written its answer and exited at once: read what it left before judging.
-    const rest = await it.next();
+    const rest = await firstValue.catch((err: unknown) => {
+      throw namedError(handle, err);
+    });
     if (rest.done) throw providerFailed(handle, 'exited before its handshake', first.exit);
-    return classify(handle, rest.value, it);
+    return classify(handle, rest.value, values);
   }
   if (first.done) throw providerFailed(handle, 'exited before its handshake', await handle.exited);
-  return classify(handle, first.value, it);
+  return classify(handle, first.value, values);
 }
 
-/** A line the decoder refuses (not JSON, too long) fails the session with the provider's name. */
+/** The next value of a paused Readable, or done at its end; leaves the rest for a later reader. */
+function readOne(r: Readable): Promise<{ done: false; value: unknown } | { done: true }> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      r.off('readable', take);
+      r.off('end', onEnd);
+      r.off('error', onError);
+    };
+    const take = () => {
+      const value: unknown = r.read();
+      if (value === null) return;
+      cleanup();
+      resolve({ done: false, value });
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve({ done: true });
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    r.on('readable', take);
+    r.once('end', onEnd);
+    r.once('error', onError);
+  });
+}
+
+/** A line the decoder refuses (not JSON, too long) as an error with the provider's name and the line. */
+export function namedError(handle: ProviderHandle, err: unknown): unknown {
+  if (!isDstreamError(err) || err.message.startsWith(`${handle.label}:`)) return err;
+  const rec = err.details as Partial<InvalidRecord> | undefined;
+  const what = err.code === ErrorCodes.INVALID_RECORD && rec?.raw !== undefined ? `stdout line ${rec.line} is not a JSON line: ${rec.raw}` : err.message;
+  return new DstreamError(err.code, `${handle.label}: ${what}`, { cause: err, details: { provider: handle.label, ...rec } });
+}
+
 function named(handle: ProviderHandle, it: AsyncIterator<unknown>): AsyncIterator<unknown> {
   return {
     next: () =>
       it.next().catch((err: unknown) => {
-        if (!isDstreamError(err)) throw err;
-        const rec = err.details as Partial<InvalidRecord> | undefined;
-        const what = err.code === ErrorCodes.INVALID_RECORD && rec?.raw !== undefined ? `stdout line ${rec.line} is not a JSON line: ${rec.raw}` : err.message;
-        throw new DstreamError(err.code, `${handle.label}: ${what}`, { cause: err, details: { provider: handle.label, ...rec } });
+        throw namedError(handle, err);
       }),
   };
 }
 
-function classify(handle: ProviderHandle, value: unknown, it: AsyncIterator<unknown>): Session {
+function classify(handle: ProviderHandle, value: unknown, values: Readable): Session {
   const hs = readHandshake(value);
-  if (hs.kind === 'error') throw providerFailed(handle, hs.message);
-  if (hs.kind === 'ready') return { handle, lines: it, legacy: false, dstream: hs.protocol >= 1 };
-  // An older provider: no handshake, its first line is data.
-  let pending: unknown = value;
+  if (hs.kind === 'error') throw providerFailed(handle, hs.message, undefined, hs.code);
+  // An older provider has no handshake: its first line is data, and goes first.
+  let pending = hs.kind === 'legacy' ? { value } : undefined;
+  const first = pending;
+  let it: AsyncIterator<unknown> | undefined;
   const lines: AsyncIterator<unknown> = {
     next: () => {
       if (pending !== undefined) {
-        const v = pending;
+        const { value: v } = pending;
         pending = undefined;
         return Promise.resolve({ value: v, done: false });
       }
-      return it.next();
+      return (it ??= named(handle, values[Symbol.asyncIterator]())).next();
     },
   };
-  return { handle, lines, legacy: true, dstream: false };
+  return { handle, values, lines, legacy: hs.kind === 'legacy', dstream: hs.kind === 'ready' && hs.protocol >= 1, ...(first ? { first } : {}) };
 }
