@@ -81,7 +81,9 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
       );
   const timeoutMs = options.handshakeTimeoutMs ?? 30_000;
   let timer: NodeJS.Timeout | undefined;
-  const firstValue = readOne(values);
+  const firstValue = readOne(values).catch((err: unknown) => {
+    throw namedError(handle, err);
+  });
   const first = await Promise.race([
     firstValue,
     handle.exited.then((exit) => ({ exit })),
@@ -94,9 +96,7 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
   }
   if ('exit' in first) {
     // It may have written its answer and exited at once: read what it left before judging.
-    const rest = await firstValue.catch((err: unknown) => {
-      throw namedError(handle, err);
-    });
+    const rest = await firstValue;
     if (rest.done) throw providerFailed(handle, 'exited before its handshake', first.exit);
     return classify(handle, rest.value, values);
   }
