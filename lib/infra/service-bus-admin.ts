@@ -26,6 +26,10 @@ export interface QueueSettings {
 
 export const DEFAULT_QUEUE_SETTINGS: QueueSettings = { requiresDuplicateDetection: true, duplicateDetectionHistoryTimeWindow: 'PT10M' };
 
+/** Settings Service Bus can change on an existing queue, and those it fixes at creation. */
+export const MUTABLE_SETTINGS = ['lockDuration', 'maxDeliveryCount', 'defaultMessageTimeToLive', 'deadLetteringOnMessageExpiration', 'duplicateDetectionHistoryTimeWindow', 'maxSizeInMegabytes'] as const;
+export const FIXED_SETTINGS = ['requiresDuplicateDetection', 'requiresSession', 'enablePartitioning'] as const;
+
 /** What dstream writes in userMetadata of the queues it creates. */
 export interface Ownership {
   'managed-by': 'dstream';
@@ -97,9 +101,14 @@ export async function managed<T>(what: string, endpoint: string, op: () => Promi
   }
 }
 
+/** The userMetadata that marks a queue as made by dstream for a task. */
+export function ownershipMark(task: string | undefined): string {
+  const ownership: Ownership = { 'managed-by': 'dstream', ...(task ? { task } : {}) };
+  return JSON.stringify(ownership);
+}
+
 export function createQueueOptions(settings: QueueSettings, owner: { task?: string }): CreateQueueOptions {
-  const ownership: Ownership = { 'managed-by': 'dstream', ...(owner.task ? { task: owner.task } : {}) };
-  return { ...DEFAULT_QUEUE_SETTINGS, ...settings, userMetadata: JSON.stringify(ownership) };
+  return { ...DEFAULT_QUEUE_SETTINGS, ...settings, userMetadata: ownershipMark(owner.task) };
 }
 
 /**

@@ -49,8 +49,12 @@ export interface ReadyLine {
 export interface ResourceReport {
   kind: string;
   name: string;
-  /** blocked: init cannot make it so; `warnings` say what to fix first. */
-  action?: 'create' | 'update' | 'delete' | 'unchanged' | 'exists-unmanaged' | 'blocked';
+  /**
+   * blocked: init (or destroy) cannot make it so; `warnings` say what to fix first. exists: there
+   * already, outside the engine's state, and this task's (init adopts it). replace: only a new
+   * resource could make it so (init keeps the old one; `warnings` say why).
+   */
+  action?: 'create' | 'update' | 'replace' | 'delete' | 'unchanged' | 'exists' | 'exists-unmanaged' | 'blocked';
   [key: string]: unknown;
 }
 

@@ -1,3 +1,4 @@
+import { ServiceBusClient } from '@azure/service-bus';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, ExitCodes } from '../../lib/index.js';
 import { AdminEngine } from '../../lib/infra/admin-engine.js';
@@ -50,12 +51,33 @@ describe('the administration-client engine', () => {
     expect([...broker.queues.values()].map((q) => q.name)).toEqual(['Orders_cdc_events']);
   });
 
-  it('plans the deletion of a queue whose table left the task, and init leaves it to destroy', async () => {
+  it('keeps a queue whose table left the task, or every queue on an empty discovery: only destroy removes', async () => {
     await engine().init(desiredQueues(TABLES));
     const fewer = desiredQueues(['Persons']);
-    expect(actions(await engine().plan(fewer))).toContain('delete Customers_cdc_events');
+    const plan = await engine().plan(fewer);
+    expect(plan.resources).toContainEqual({ kind: 'queue', name: 'Customers_cdc_events', action: 'unchanged', reason: 'no longer in the task: kept (destroy removes it)' });
+    expect(plan.summary).toBe('Plan: 0 to create, 0 to change, 0 to destroy.');
     await engine().init(fewer);
+    expect((await engine().init(desiredQueues([]))).summary).toMatch(/0 destroyed/);
     expect(broker.queue('Customers_cdc_events')).toBeDefined();
+    expect(broker.queue('Persons_cdc_events')).toBeDefined();
+  });
+
+  it('destroy keeps a queue that still holds messages unless force_destroy', async () => {
+    await engine().init(desiredQueues(['Persons', 'Customers']));
+    const client = new ServiceBusClient(broker.connectionString);
+    await client.createSender('Persons_cdc_events').sendMessages([{ body: 'a' }, { body: 'b' }]);
+    await client.close();
+    const kept = await engine().destroy();
+    expect(kept.resources).toEqual([
+      { kind: 'queue', name: 'Customers_cdc_events', action: 'delete' },
+      { kind: 'queue', name: 'Persons_cdc_events', action: 'blocked', warnings: ['queue Persons_cdc_events holds 2 messages not yet received: kept; drain it, or set force_destroy = true to delete it with its messages'] },
+    ]);
+    expect(kept.summary).toBe('1 destroyed; 1 kept (they hold messages); 0 left alone (not created by task "shop")');
+    expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(2);
+    const forced = new AdminEngine(adminClient({ connectionString: broker.connectionString }), { task: 'shop', endpoint: broker.host(), forceDestroy: true });
+    expect(actions(await forced.destroy())).toEqual(['delete Persons_cdc_events']);
+    expect(broker.queue('Persons_cdc_events')).toBeUndefined();
   });
 
   it('plans and applies changed settings of the task\'s queues, and warns about ones Service Bus cannot change', async () => {

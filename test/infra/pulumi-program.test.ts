@@ -2,31 +2,24 @@ import { mkdtempSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as pulumi from '@pulumi/pulumi';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../lib/index.js';
 import { desiredQueues } from '../../lib/infra/desired.js';
 import { PulumiEngine } from '../../lib/infra/pulumi-engine.js';
+import { programPlan } from '../../lib/infra/pulumi-plan.js';
 import { namespaceNameOf, queueProgram } from '../../lib/infra/pulumi-program.js';
 import { skipWith } from '../support/containers.js';
+import { installMocks, runProgram, type Registration } from '../support/pulumi-stack.js';
 
-const declared: Array<{ type: string; name: string; inputs: Record<string, unknown> }> = [];
-beforeAll(async () => {
-  await pulumi.runtime.setMocks(
-    {
-      newResource: (args) => {
-        declared.push({ type: args.type, name: args.name, inputs: args.inputs });
-        return { id: `${args.name}-id`, state: args.inputs };
-      },
-      call: (args) => args.inputs,
-    },
-    'dstream',
-    'test',
-    false,
-  );
-});
+const declared: Registration[] = [];
+beforeAll(installMocks);
 
 const target = { resourceGroupName: 'rg-shop', namespaceName: 'shop-prod' };
+const program = (desired: ReturnType<typeof desiredQueues>) => async () => {
+  const outputs = queueProgram(programPlan('init', desired, [], undefined, target, 'shop').declarations, target);
+  declared.push(...(await runProgram(outputs)));
+  return {};
+};
 
 describe('the Pulumi program, under pulumi.runtime.setMocks', () => {
   it('declares exactly one Queue per table, named by the template, with every configured setting', async () => {
@@ -41,8 +34,7 @@ describe('the Pulumi program, under pulumi.runtime.setMocks', () => {
       enablePartitioning: true,
       requiresSession: false,
     });
-    const outputs = await queueProgram(desired, target)();
-    await new Promise((r) => pulumi.all(outputs.queues as pulumi.Output<string>[]).apply(r));
+    await program(desired)();
     expect(declared.map((d) => [d.type, d.name])).toEqual([
       ['azure-native:servicebus:Queue', 'dbo-Persons'],
       ['azure-native:servicebus:Queue', 'sales-Orders'],
@@ -61,20 +53,21 @@ describe('the Pulumi program, under pulumi.runtime.setMocks', () => {
       duplicateDetectionHistoryTimeWindow: 'PT30M',
       enablePartitioning: true,
       requiresSession: false,
+      userMetadata: '{"managed-by":"dstream","task":"shop"}',
     });
+    // Every queue outlives its removal from the program: only destroy deletes.
+    expect(declared.map((d) => d.retainOnDelete)).toEqual([true, true, true]);
   });
 
   it('turns duplicate detection on by default', async () => {
     declared.length = 0;
-    await queueProgram(desiredQueues(['Persons']), target)();
-    await new Promise((r) => setTimeout(r, 50));
+    await program(desiredQueues(['Persons']))();
     expect(declared[0]!.inputs).toMatchObject({ requiresDuplicateDetection: true, duplicateDetectionHistoryTimeWindow: 'PT10M' });
   });
 
   it('rejects colliding names before any resource is declared', async () => {
     declared.length = 0;
     expect(() => desiredQueues(['Persons', 'hr.PERSONS'])).toThrow(expect.objectContaining({ code: ErrorCodes.DESTINATION_COLLISION }));
-    await new Promise((r) => setTimeout(r, 20));
     expect(declared).toEqual([]);
   });
 

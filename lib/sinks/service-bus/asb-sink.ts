@@ -47,6 +47,7 @@ export const asbSinkConfig = {
   namespace_name: { type: 'string', description: 'pulumi: the namespace name (default: from the connection string or namespace)' },
   pulumi_backend_url: { type: 'string', env: 'PULUMI_BACKEND_URL', description: 'pulumi: state backend (default: a file backend in the dstream state directory)' },
   state_dir: { type: 'string', env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },
+  force_destroy: { type: 'boolean', default: false, description: 'destroy deletes queues that still hold messages (by default it keeps them)' },
   queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
   queue_lock_duration: { type: 'string', description: 'created queues: peek-lock duration (ISO-8601, e.g. PT1M)' },
   queue_max_delivery_count: { type: 'integer', minimum: 1, description: 'created queues: deliveries before dead-lettering' },
@@ -83,6 +84,7 @@ export interface AsbSinkConfig {
   namespace_name?: string;
   pulumi_backend_url?: string;
   state_dir?: string;
+  force_destroy: boolean;
   queue_max_size_mb?: number;
   queue_lock_duration?: string;
   queue_max_delivery_count?: number;
@@ -203,12 +205,14 @@ async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine:
     if (config.resource_group === undefined || namespaceName === undefined) {
       throw invalidOption('provisioner "pulumi" needs resource_group, and namespace_name unless the connection string or namespace names it');
     }
-    const live = config.connection_string ? { admin: adminClient({ connectionString: config.connection_string }), endpoint: endpointOf({ connectionString: config.connection_string }) } : {};
-    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, ...live });
+    // With a connection at hand, the engine sees queues outside its stack and their message counts.
+    const connected = Boolean(config.connection_string) || Boolean(config.namespace);
+    const live = connected ? await connectionOf(config).then((c) => ({ admin: adminClient(c), endpoint: endpointOf(c) })) : {};
+    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, forceDestroy: config.force_destroy, ...live });
     return { engine, desired };
   }
   const connection = await connectionOf(config);
-  return { engine: new AdminEngine(adminClient(connection), { task, endpoint: endpointOf(connection) }), desired };
+  return { engine: new AdminEngine(adminClient(connection), { task, endpoint: endpointOf(connection), forceDestroy: config.force_destroy }), desired };
 }
 
 export const asbSink: ProviderDefinition<AsbSinkConfig> = {
