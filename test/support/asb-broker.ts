@@ -26,6 +26,9 @@ type WithLocalAttach = { local: { attach: { max_message_size?: number } } };
 
 export const BATCH_FORMAT = 0x80013700;
 export const STANDARD_MAX_MESSAGE_SIZE = 256 * 1024;
+/** Premium with large messages announces up to 100 MB per message; a batch stays capped at 1 MB. */
+export const PREMIUM_LARGE_MAX_MESSAGE_SIZE = 100 * 1024 * 1024;
+export const MAX_BATCH_BYTES = 1024 * 1024;
 
 export interface StoredMessage {
   message: Message;
@@ -38,8 +41,13 @@ export interface StoredMessage {
 export interface QueueState {
   name: string;
   requiresDuplicateDetection: boolean;
+  enablePartitioning: boolean;
+  requiresSession: boolean;
+  /** How long a MessageId is remembered (Service Bus: DuplicateDetectionHistoryTimeWindow, default 10 min). */
+  duplicateWindowMs: number;
   messages: StoredMessage[];
-  seenIds: Set<string>;
+  /** MessageIds seen, with when (broker clock) they were stored. */
+  seenIds: Map<string, number>;
   /** Transfers accepted into this queue (a batch counts once). */
   transfers: number;
   /** Messages that arrived, duplicates included. */
@@ -58,6 +66,13 @@ export interface Faults {
   delayMs?: Record<string, number>;
   /** Refuse put-token (unauthorized). */
   unauthorized?: boolean;
+}
+
+export interface QueueOptions {
+  requiresDuplicateDetection?: boolean;
+  enablePartitioning?: boolean;
+  requiresSession?: boolean;
+  duplicateWindowMs?: number;
 }
 
 export class TestBroker {
@@ -136,12 +151,15 @@ export class TestBroker {
     return `Endpoint=sb://127.0.0.1:${this.port};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true`;
   }
 
-  createQueue(name: string, options: { requiresDuplicateDetection?: boolean } = {}): QueueState {
+  createQueue(name: string, options: QueueOptions = {}): QueueState {
     const q: QueueState = {
       name,
       requiresDuplicateDetection: options.requiresDuplicateDetection ?? false,
+      enablePartitioning: options.enablePartitioning ?? false,
+      requiresSession: options.requiresSession ?? false,
+      duplicateWindowMs: options.duplicateWindowMs ?? 10 * 60_000,
       messages: [],
-      seenIds: new Set(),
+      seenIds: new Map(),
       transfers: 0,
       received: 0,
       duplicatesDropped: 0,
@@ -233,7 +251,16 @@ export class TestBroker {
       delivery.reject({ condition: 'com.microsoft:server-busy', description: 'The server is busy. Please retry the operation.' });
       return;
     }
-    const messages = delivery.format === BATCH_FORMAT ? unbatch(ctx.message!) : [ctx.message!];
+    const batched = delivery.format === BATCH_FORMAT;
+    const messages = batched ? unbatch(ctx.message!) : [ctx.message!];
+    const refused = this.refusal(q, batched, batched ? (ctx.message as unknown as Buffer).length : 0, messages);
+    if (refused !== undefined) {
+      this.refusals.push({ queue: q.name, ...refused });
+      delivery.reject({ condition: refused.condition, description: refused.description });
+      // An oversized batch also costs the link: Service Bus force-detaches it.
+      if (refused.detach) receiver.close({ condition: refused.condition, description: refused.description });
+      return;
+    }
     const bytes = messages.reduce((n, m) => n + bodyLength(m.body), 0);
     const store = () => {
       for (const m of messages) this.store(q, m);
@@ -255,14 +282,61 @@ export class TestBroker {
     }
     if (message.message_id === undefined || message.message_id === null) message.message_id = randomUUID();
     const id = String(message.message_id);
-    if (q.requiresDuplicateDetection && q.seenIds.has(id)) {
+    const now = this.now();
+    const seen = q.seenIds.get(id);
+    if (q.requiresDuplicateDetection && seen !== undefined && now - seen < q.duplicateWindowMs) {
       q.duplicatesDropped++;
       return;
     }
-    q.seenIds.add(id);
+    q.seenIds.set(id, now);
     this.stored++;
     q.messages.push({ message, sequenceNumber: ++this.sequence, enqueuedAt: new Date() });
     for (const s of this.waitingSenders.get(q.name.toLowerCase()) ?? []) this.deliver(s);
+  }
+
+  // ===== What Service Bus refuses (limits and combinations; not faults) ==========================
+  // Kept apart from fault injection above: these hold on every transfer, as they do in the service,
+  // except throttling, which a test turns on.
+
+  /** The broker's clock; a test moves it to go past a duplicate-detection window without waiting. */
+  clockOffsetMs = 0;
+  now(): number {
+    return Date.now() + this.clockOffsetMs;
+  }
+
+  /** Standard-tier credit throttling (1,000 credits per second per namespace, one per message), when set. */
+  throttling: { creditsPerSecond: number } | undefined;
+  private credits = { second: 0, used: 0 };
+  /** Transfers refused, with the condition sent back. */
+  readonly refusals: Array<{ queue: string; condition: string; description: string; detach?: boolean }> = [];
+
+  private refusal(q: QueueState, batched: boolean, rawBytes: number, messages: Message[]): { condition: string; description: string; detach?: boolean } | undefined {
+    // A batch transfer is capped at 1 MB whatever the link's max message size (Premium large messages: one message per send).
+    if (batched && rawBytes > MAX_BATCH_BYTES) {
+      // The service's own words for it (azure-sdk-for-js#33278, #20578), cryptic as they are.
+      return { detach: true, condition: 'amqp:not-allowed', description: `The link '${q.name}' is force detached by the broker because publisher(link1) received a batch message with no data in it (${rawBytes} bytes; batches are limited to ${MAX_BATCH_BYTES}). Detach origin: Publisher.` };
+    }
+    if (this.throttling !== undefined) {
+      const second = Math.floor(this.now() / 1000);
+      if (second !== this.credits.second) this.credits = { second, used: 0 };
+      if (this.credits.used + messages.length > this.throttling.creditsPerSecond) {
+        return { condition: 'com.microsoft:server-busy', description: `The request was terminated because the entity is being throttled. Error code : 50009. Please wait 2 seconds and try again. Reference:${randomUUID()}` };
+      }
+      this.credits.used += messages.length;
+    }
+    if (q.requiresSession && messages.some((m) => m.group_id === undefined || m.group_id === null || m.group_id === '')) {
+      return { condition: 'amqp:not-allowed', description: 'The SessionId was not set on a message, and it cannot be sent to the entity. Entities that have session support enabled can only receive messages that have the SessionId set to a valid value.' };
+    }
+    if (q.enablePartitioning && q.requiresDuplicateDetection) {
+      const keys = (m: Message) => `${String(m.message_id ?? '')}|${String(m.group_id ?? '')}|${String(m.message_annotations?.['x-opt-partition-key'] ?? '')}`;
+      if (messages.length > 1 && new Set(messages.map(keys)).size > 1) {
+        return { condition: 'amqp:not-allowed', description: 'Batching brokered messages with distinct SessionId, PartitionKey, or MessageId is not supported for an entity with partitioning and duplicate detection enabled.' };
+      }
+      if (messages.some((m) => (m.message_id === undefined || m.message_id === null) && m.message_annotations?.['x-opt-partition-key'] === undefined)) {
+        return { condition: 'amqp:not-allowed', description: 'Message to a partitioned entity with duplicate detection enabled must have either PartitionKey or MessageId.' };
+      }
+    }
+    return undefined;
   }
 
   private maybeDrop(connection: Connection): void {
