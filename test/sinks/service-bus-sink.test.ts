@@ -6,7 +6,7 @@ import { checkpoint, ErrorCodes, partitionByTable, type CheckpointEnvelope, type
 import { openClients } from '../../lib/sinks/service-bus/client.js';
 import { serviceBusSink } from '../../lib/sinks/service-bus/sink.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
-import { TestBroker } from '../support/asb-broker.js';
+import { MAX_BATCH_BYTES, PREMIUM_LARGE_MAX_MESSAGE_SIZE, TestBroker } from '../support/asb-broker.js';
 import { text } from '../support/streams.js';
 
 const TABLES = ['Persons', 'Orders', 'Customers'];
@@ -127,6 +127,43 @@ describe('serviceBusSink with partitionByTable, against the AMQP test broker', (
     expect(letter.record.metadata.LSN).toBe(big.metadata!.LSN);
     expect(acks.reduce((a, b) => a + b, 0)).toBe(3);
     expect(sink.stats.deadLettered).toBe(1);
+  });
+
+  it('caps batches at 1 MB on a Premium large-message queue, and sends a record over 1 MB on its own', async () => {
+    await broker.close();
+    broker = await TestBroker.start({ maxMessageSize: PREMIUM_LARGE_MAX_MESSAGE_SIZE });
+    broker.createQueue('Orders_cdc_events', { requiresDuplicateDetection: true });
+    const input = Array.from({ length: 40 }, (_, i) => change('Orders', i, { Note: 'n'.repeat(100 * 1024) }));
+    input.splice(20, 0, change('Orders', 999, { Blob: 'b'.repeat(1.5 * MAX_BATCH_BYTES) }));
+    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', retry: fastRetry });
+    await pipeline(Readable.from(input), sink);
+    expect(broker.refusals).toEqual([]);
+    expect(broker.bodies('Orders_cdc_events')).toEqual(input);
+    const big = broker.transfers.find((t) => t.bytes > MAX_BATCH_BYTES)!;
+    expect(big.messages).toBe(1);
+    expect(broker.transfers.filter((t) => t !== big).every((t) => t.bytes <= MAX_BATCH_BYTES)).toBe(true);
+    expect(broker.transfers.length).toBeLessThan(input.length); // still batched below the cap
+  });
+
+  it('sends to a partitioned queue with duplicate detection one message per send, in order, in the table\'s partition', async () => {
+    broker.createQueue('Accounts_cdc_events', { enablePartitioning: true, requiresDuplicateDetection: true });
+    const input = Array.from({ length: 60 }, (_, i) => change('Accounts', i));
+    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Accounts_cdc_events', retry: fastRetry });
+    await pipeline(Readable.from(input), sink);
+    expect(broker.bodies('Accounts_cdc_events')).toEqual(input);
+    expect(broker.refusals.length).toBeLessThanOrEqual(1); // the first batch tells the sink
+    expect(sink.stats.retries).toBe(0);
+    const stored = broker.queue('Accounts_cdc_events')!.messages.map((m) => m.message.message_annotations?.['x-opt-partition-key']);
+    expect(new Set(stored)).toEqual(new Set(['dbo.Accounts']));
+  });
+
+  it('gives a record without an LSN a MessageId derived from the record, so a replay is dropped as a duplicate', async () => {
+    const plain = (n: number): Envelope => ({ source: 'files', type: 'row', data: { Id: n }, metadata: { TableName: 'Persons' } });
+    const input = [plain(1), plain(2), plain(3)];
+    await pipeline(Readable.from(input), serviceBusSink({ connectionString: broker.connectionString, queue: 'Persons_cdc_events' }));
+    await pipeline(Readable.from(input.map((e) => structuredClone(e))), serviceBusSink({ connectionString: broker.connectionString, queue: 'Persons_cdc_events' }));
+    expect(broker.bodies('Persons_cdc_events')).toEqual(input);
+    expect(broker.queue('Persons_cdc_events')!.duplicatesDropped).toBe(3);
   });
 
   it('reports a missing queue by name, with what to do', async () => {
