@@ -7,7 +7,7 @@ import type { ServiceBusAdministrationClient, QueueProperties } from '@azure/ser
 import type { ResourceReport } from '../protocol/messages.js';
 import type { DesiredQueue } from './desired.js';
 import type { InfrastructureEngine } from './engine.js';
-import { refusal } from './queue-checks.js';
+import { queueWarnings, refusal, sameSetting } from './queue-checks.js';
 import { ensureQueue, FIXED_SETTINGS, managed, MUTABLE_SETTINGS, ownershipOf } from './service-bus-admin.js';
 import type { RetryOptions } from '../sinks/service-bus/errors.js';
 
@@ -55,13 +55,18 @@ export class AdminEngine implements InfrastructureEngine {
     const existing = await this.existing();
     const resources: ResourceReport[] = desired.map((d) => {
       const q = existing.get(d.name.toLowerCase());
-      if (q === undefined) return { kind: 'queue', name: d.name, action: 'create', table: display(d) };
-      if (!this.owned(q)) return { kind: 'queue', name: q.name, action: 'exists-unmanaged', table: display(d) };
+      // Drift is computed for the task's queues only; the effectively-once warnings hold for any queue written to.
+      const warn = (r: ResourceReport, extra: string[] = []) => {
+        const warnings = [...extra, ...queueWarnings(q ?? d.settings)];
+        if (warnings.length > 0) r.warnings = warnings;
+        return r;
+      };
+      if (q === undefined) return warn({ kind: 'queue', name: d.name, action: 'create', table: display(d) });
+      if (!this.owned(q)) return warn({ kind: 'queue', name: q.name, action: 'exists-unmanaged', table: display(d) });
       const { changes, fixed } = drift(q, d);
       const r: ResourceReport = { kind: 'queue', name: q.name, action: changes.length > 0 ? 'update' : 'unchanged', table: display(d) };
       if (changes.length > 0) r.changes = changes.map((c) => `${c.setting}: ${c.from} -> ${c.to}`);
-      if (fixed.length > 0) r.warnings = fixed.map((c) => `${c.setting} is ${c.from}, the task asks ${c.to}; Service Bus cannot change it after creation (destroy and init to re-create)`);
-      return r;
+      return warn(r, fixed.map((c) => `${c.setting} is ${c.from}, the task asks ${c.to}; Service Bus cannot change it after creation (destroy and init to re-create)`));
     });
     const wanted = new Set(desired.map((d) => d.name.toLowerCase()));
     for (const q of existing.values()) {
@@ -96,7 +101,8 @@ export class AdminEngine implements InfrastructureEngine {
     const resources: ResourceReport[] = desired.map((d) => {
       const q = existing.get(d.name.toLowerCase());
       if (q === undefined) return { kind: 'queue', name: d.name, exists: false, table: display(d) };
-      return { kind: 'queue', name: q.name, exists: true, managed: this.owned(q), table: display(d) };
+      const warnings = queueWarnings(q);
+      return { kind: 'queue', name: q.name, exists: true, managed: this.owned(q), table: display(d), ...(warnings.length > 0 ? { warnings } : {}) };
     });
     await addRuntimeCounts(this.admin, resources, this.options);
     const missing = resources.filter((r) => r.exists === false).length;
@@ -154,7 +160,7 @@ interface Change {
 export function drift(q: QueueProperties, d: DesiredQueue): { changes: Change[]; fixed: Change[] } {
   const has = q as unknown as Record<string, unknown>;
   const want = d.settings as Record<string, unknown>;
-  const differ = (k: string) => want[k] !== undefined && has[k] !== want[k];
+  const differ = (k: string) => want[k] !== undefined && !sameSetting(k, has[k], want[k], q);
   return {
     changes: MUTABLE_SETTINGS.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),
     fixed: FIXED_SETTINGS.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),

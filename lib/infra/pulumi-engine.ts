@@ -13,7 +13,7 @@ import type { ResourceReport } from '../protocol/messages.js';
 import { addRuntimeCounts, listQueues, summarize, type InfraResult } from './admin-engine.js';
 import type { DesiredQueue } from './desired.js';
 import type { InfrastructureEngine } from './engine.js';
-import { duplicateDetectionWarning } from './queue-checks.js';
+import { queueWarnings } from './queue-checks.js';
 import { checkStackName, destroyPlan, programPlan, QUEUE_TYPE, type LiveQueue, type StackQueue } from './pulumi-plan.js';
 import { queueProgram, type AzureTarget } from './pulumi-program.js';
 
@@ -179,8 +179,8 @@ export class PulumiEngine implements InfrastructureEngine {
         const key = d.name.toLowerCase();
         const r: ResourceReport = { kind: 'queue', name: d.name, exists: live === undefined ? inStack.has(key) : live.has(key), managed: inStack.has(key) };
         const q = live?.get(key);
-        const dd = q === undefined ? undefined : duplicateDetectionWarning(q.settings);
-        if (dd !== undefined) r.warnings = [dd];
+        const warnings = q === undefined ? [] : queueWarnings(q.settings);
+        if (warnings.length > 0) r.warnings = warnings;
         return r;
       });
       if (this.options.admin !== undefined) await addRuntimeCounts(this.options.admin, resources, { endpoint: this.endpoint });

@@ -16,7 +16,7 @@ import { invalidOption } from '../errors.js';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { DesiredQueue } from './desired.js';
 import type { AzureTarget } from './pulumi-program.js';
-import { duplicateDetectionWarning, refusal } from './queue-checks.js';
+import { queueWarnings, refusal } from './queue-checks.js';
 import { FIXED_SETTINGS, ownershipMark, ownershipOf, type QueueSettings } from './service-bus-admin.js';
 
 export const QUEUE_TYPE = 'azure-native:servicebus:Queue';
@@ -112,16 +112,12 @@ export function programPlan(mode: 'plan' | 'init', desired: DesiredQueue[], stac
         report.action = 'exists-unmanaged';
         report.reason = owner !== undefined ? `created by dstream task "${owner.task}": left alone` : 'exists, not created by dstream: left alone (messages are still sent to it)';
       }
-      const dd = duplicateDetectionWarning(q.settings);
-      if (dd !== undefined) warnings.push(dd);
+      warnings.push(...queueWarnings(q.settings));
     } else {
       if (live === undefined && mode === 'plan') warnings.push('no connection string or namespace to list the queues outside the stack: a queue that exists already would make init fail');
       declarations.push({ name: d.name, args, retainOnDelete: true });
     }
-    if (had !== undefined || q === undefined) {
-      const dd = duplicateDetectionWarning(d.settings);
-      if (dd !== undefined) warnings.push(dd);
-    }
+    if (had !== undefined || q === undefined) warnings.push(...queueWarnings(d.settings));
     if (warnings.length > 0) report.warnings = warnings;
     reports.push(report);
   }

@@ -8,6 +8,7 @@ import { ServiceBusAdministrationClient, type CreateQueueOptions, type ServiceBu
 import type { PipelinePolicy } from '@azure/core-rest-pipeline';
 import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../errors.js';
 import { backoffDelay, type RetryOptions } from '../sinks/service-bus/errors.js';
+import { settingProblems } from './queue-checks.js';
 import { endpointOf, type ConnectionOptions } from '../sinks/service-bus/client.js';
 
 /** Queue settings a task asks for; ISO-8601 durations (`PT1M`, `P14D`). */
@@ -122,6 +123,8 @@ export async function ensureQueue(
   owner: { task?: string; endpoint?: string; retry?: RetryOptions } = {},
 ): Promise<'created' | 'exists'> {
   const endpoint = owner.endpoint ?? 'Service Bus';
+  const problems = settingProblems(createQueueOptions(settings, owner) as Record<string, unknown>);
+  if (problems.length > 0) throw invalidOption(`queue "${name}" cannot be created: settings Service Bus would refuse: ${problems.join('; ')}`, { problems });
   try {
     await managed(`create queue "${name}"`, endpoint, () => admin.createQueue(name, createQueueOptions(settings, owner)), owner.retry);
     return 'created';

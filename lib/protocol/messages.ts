@@ -33,6 +33,8 @@ export interface CommandHeader {
   state?: unknown;
   /** run, to the input: where the executor keeps positions (`{"kind":"sqlserver","table":...}`). */
   store?: { kind: string; table?: string };
+  /** run, to the output: when the position the input resumes from was stored (ISO time). */
+  savedAt?: string;
   /** What the input provider discovered, handed to an output provider. */
   streams?: StreamDescriptor[];
   task?: string;

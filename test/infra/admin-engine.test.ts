@@ -20,6 +20,7 @@ afterEach(async () => {
 const engine = (task = 'shop') => new AdminEngine(adminClient({ connectionString: broker.connectionString }), { task, endpoint: broker.host(), retry: { baseDelayMs: 5, maxDelayMs: 20 } });
 const actions = (r: { resources: Array<{ name: string; action?: string }> }) => r.resources.map((x) => `${x.action} ${x.name}`);
 const TABLES = ['Persons', 'Orders', 'Customers'];
+const NO_DEDUP = 'duplicate detection is off on this queue: records sent again after a failure arrive twice (delivery is at-least-once, not effectively-once)';
 
 describe('the administration-client engine', () => {
   it('plans, creates, reports and destroys only what the task owns', async () => {
@@ -99,6 +100,52 @@ describe('the administration-client engine', () => {
     expect((await engine().plan(changed)).resources[0]!.action).toBe('unchanged');
   });
 
+  it('warns in plan, init and status where effectively-once does not hold (a queue without duplicate detection)', async () => {
+    const desired = desiredQueues(['Persons', 'Orders', 'Accounts'], undefined, {});
+    const off = desiredQueues(['Accounts'], undefined, { requiresDuplicateDetection: false })[0]!;
+    desired[2] = off;
+    const plan = await engine().plan(desired);
+    expect(plan.resources.map((r) => r.warnings)).toEqual([undefined, [NO_DEDUP], [NO_DEDUP]]);
+    expect((await engine().init(desired)).resources[1]!.warnings).toEqual([NO_DEDUP]);
+    const status = await engine().status(desired);
+    expect(status.resources.map((r) => r.warnings)).toEqual([undefined, [NO_DEDUP], [NO_DEDUP]]);
+  });
+
+  it('compares settings as Service Bus reports them: PT60S is PT1M, a partitioned queue\'s size is 16 times the size given', async () => {
+    const settings = { lockDuration: 'PT60S', duplicateDetectionHistoryTimeWindow: 'PT600S', enablePartitioning: true, maxSizeInMegabytes: 1024 };
+    await engine().init(desiredQueues(['Persons'], undefined, settings));
+    const q = await adminClient({ connectionString: broker.connectionString }).getQueue('Persons_cdc_events');
+    expect(q).toMatchObject({ lockDuration: 'PT1M', duplicateDetectionHistoryTimeWindow: 'PT10M', maxSizeInMegabytes: 16384 });
+    const puts = broker.adminRequests.filter((r) => r.method === 'PUT').length;
+    const plan = await engine().plan(desiredQueues(['Persons'], undefined, settings));
+    expect(plan.resources[0]).toMatchObject({ action: 'unchanged' });
+    expect(plan.resources[0]!.changes).toBeUndefined();
+    await engine().init(desiredQueues(['Persons'], undefined, settings));
+    expect(broker.adminRequests.filter((r) => r.method === 'PUT').length).toBe(puts); // no re-PUT on every init
+    const bigger = await engine().plan(desiredQueues(['Persons'], undefined, { ...settings, maxSizeInMegabytes: 2048 }));
+    expect(bigger.resources[0]).toMatchObject({ action: 'update', changes: ['maxSizeInMegabytes: 16384 -> 2048'] });
+  });
+
+  it('refuses settings Service Bus would refuse before any request, naming the option and what it takes', () => {
+    for (const [settings, text] of [
+      [{ maxSizeInMegabytes: 1000 }, 'queue_max_size_mb = 1000: Service Bus takes 1024, 2048, 3072, 4096 or 5120 (Standard)'],
+      [{ lockDuration: 'PT6M' }, 'queue_lock_duration = "PT6M": Service Bus takes 5 seconds to 5 minutes'],
+      [{ duplicateDetectionHistoryTimeWindow: 'PT10S' }, 'queue_duplicate_detection_window = "PT10S": Service Bus takes 20 seconds to 7 days'],
+      [{ duplicateDetectionHistoryTimeWindow: 'ten minutes' }, 'queue_duplicate_detection_window = "ten minutes": not an ISO-8601 duration'],
+    ] as const) {
+      const err = (() => {
+        try {
+          desiredQueues(['Persons'], undefined, settings);
+        } catch (e) {
+          return e as { code: string; message: string };
+        }
+      })();
+      expect(err?.code).toBe(ErrorCodes.INVALID_OPTION);
+      expect(err?.message).toContain(text);
+    }
+    expect(broker.adminRequests).toEqual([]);
+  });
+
   it('refuses colliding names before any request', () => {
     expect(() => desiredQueues(['Persons', 'hr.PERSONS'])).toThrow(expect.objectContaining({ code: ErrorCodes.DESTINATION_COLLISION }));
     expect(broker.adminRequests).toEqual([]);
@@ -124,7 +171,7 @@ describe('the administration-client engine', () => {
         command: 'plan',
         resources: [
           { kind: 'queue', name: 'Persons_cdc_events', action: 'create', table: 'dbo.Persons' },
-          { kind: 'queue', name: 'Orders_cdc_events', action: 'exists-unmanaged', table: 'dbo.Orders' },
+          { kind: 'queue', name: 'Orders_cdc_events', action: 'exists-unmanaged', table: 'dbo.Orders', warnings: [NO_DEDUP] },
         ],
         summary: 'Plan: 1 to create, 0 to change, 0 to destroy; 1 existing queue not managed by this task.',
       },

@@ -18,7 +18,8 @@ import { infrastructureVerbs } from '../../infra/provider.js';
 import { PulumiEngine } from '../../infra/pulumi-engine.js';
 import { namespaceNameOf } from '../../infra/pulumi-program.js';
 import { desiredQueues, type DesiredQueue } from '../../infra/desired.js';
-import { adminClient, endpointOf, ensureQueue, type QueueSettings } from '../../infra/service-bus-admin.js';
+import { queueWarnings, durationMs } from '../../infra/queue-checks.js';
+import { adminClient, endpointOf, ensureQueue, managed, type QueueSettings } from '../../infra/service-bus-admin.js';
 import { toServiceBus } from '../deliver.js';
 import type { ConnectionOptions } from './client.js';
 import type { ServiceBusSink } from './sink.js';
@@ -133,8 +134,12 @@ function missingQueueCreator(ctx: ProviderContext<AsbSinkConfig>, connection: Co
   const admin = adminClient(connection);
   const endpoint = endpointOf(connection);
   return async (queue) => {
-    const outcome = await ensureQueue(admin, queue, queueSettingsOf(ctx.config), { task: ctx.config.task, endpoint });
+    const settings = queueSettingsOf(ctx.config);
+    const outcome = await ensureQueue(admin, queue, settings, { task: ctx.config.task, endpoint });
     ctx.log(outcome === 'created' ? `queue ${queue} did not exist: created it in ${endpoint}` : `queue ${queue} exists now (created by someone else)`);
+    // The queue as it is decides what delivery promises: say so when that is not effectively-once.
+    const actual = outcome === 'created' ? settings : await managed(`read queue "${queue}"`, endpoint, () => admin.getQueue(queue));
+    for (const w of queueWarnings(actual)) ctx.log(`warning: queue ${queue}: ${w}`);
   };
 }
 
@@ -144,6 +149,8 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
     throw invalidOption('on_oversize = "dead-letter" needs dead_letter = "<file>"');
   }
   const connection = await connectionOf(config);
+  const stale = staleResume(ctx.header.savedAt, config.queue_duplicate_detection ? config.queue_duplicate_detection_window : undefined);
+  if (stale !== undefined) ctx.log(`warning: ${stale}`);
   const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : createWriteStream(config.dead_letter, { flags: 'a' });
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
@@ -188,6 +195,19 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
     if (deadLetter !== undefined) await new Promise<void>((resolve) => deadLetter.end(() => resolve()));
   }
   if (!config.quiet) ctx.log(summaryLine(stats(), Date.now() - started, acked));
+}
+
+/**
+ * Duplicate detection remembers MessageIds for its window only: resuming from a position stored
+ * longer ago than that, the records read again that were already delivered arrive as new messages.
+ */
+export function staleResume(savedAt: unknown, window: string | undefined, now = Date.now()): string | undefined {
+  // Without duplicate detection plan, init and on_missing_queue have said so already.
+  if (typeof savedAt !== 'string' || window === undefined) return undefined;
+  const age = now - Date.parse(savedAt);
+  const windowMs = durationMs(window);
+  if (Number.isNaN(age) || windowMs === undefined || age <= windowMs) return undefined;
+  return `resuming from a position stored ${Math.round(age / 60_000)} min ago, longer than the queues' duplicate detection window (${window}): records delivered after it are sent again and Service Bus no longer recognises them as duplicates`;
 }
 
 /** The queues a lifecycle verb is about, and the engine to ask. */
