@@ -47,27 +47,53 @@ export function ownershipOf(userMetadata: string | undefined): Ownership | undef
   }
 }
 
-/**
- * The development emulator speaks plain HTTP, like its AMQP side speaks plain TCP; the SDK builds
- * https URLs regardless, so for `UseDevelopmentEmulator=true` requests are sent over http.
- */
-const emulatorHttp: PipelinePolicy = {
-  name: 'dstream-emulator-http',
-  sendRequest(request, next) {
-    request.url = request.url.replace(/^https:/, 'http:');
-    request.allowInsecureConnection = true;
-    return next(request);
-  },
-};
+/** The Service Bus emulator serves its management endpoint on this port, apart from AMQP (5672). */
+export const EMULATOR_MANAGEMENT_PORT = 5300;
 
-export function adminClient(options: ConnectionOptions, given: ServiceBusAdministrationClientOptions = {}): ServiceBusAdministrationClient {
+/**
+ * Where the development emulator's management endpoint listens: `given`, else 5300 when the
+ * connection string names the emulator's AMQP port (no port, or 5672), else undefined: the same
+ * port as AMQP (a gateway that maps both onto one port; give the port when it does not).
+ */
+export function emulatorManagementPort(connectionString: string, given?: number): number | undefined {
+  if (given !== undefined) return given;
+  const port = /Endpoint=sb:\/\/[^;/:]+(?::(\d+))?/i.exec(connectionString)?.[1];
+  return port === undefined || port === '5672' ? EMULATOR_MANAGEMENT_PORT : undefined;
+}
+
+/**
+ * The development emulator speaks plain HTTP, like its AMQP side speaks plain TCP, on a port of its
+ * own; the SDK builds https URLs on the AMQP host and port regardless, so for
+ * `UseDevelopmentEmulator=true` requests are sent over http to the management port.
+ */
+function emulatorHttp(port: number | undefined): PipelinePolicy {
+  return {
+    name: 'dstream-emulator-http',
+    sendRequest(request, next) {
+      const url = new URL(request.url);
+      url.protocol = 'http:';
+      if (port !== undefined) url.port = String(port);
+      request.url = url.toString();
+      request.allowInsecureConnection = true;
+      return next(request);
+    },
+  };
+}
+
+export interface AdminClientOptions extends ServiceBusAdministrationClientOptions {
+  /** The emulator's management port (default 5300; see emulatorManagementPort). */
+  emulatorManagementPort?: number;
+}
+
+export function adminClient(options: ConnectionOptions, given: AdminClientOptions = {}): ServiceBusAdministrationClient {
   // managed() is the one place that retries, as for sending: the pipeline's own retries are off.
-  const clientOptions: ServiceBusAdministrationClientOptions = { ...given, retryOptions: { maxRetries: 0, ...given.retryOptions } };
+  const { emulatorManagementPort: port, ...rest } = given;
+  const clientOptions: ServiceBusAdministrationClientOptions = { ...rest, retryOptions: { maxRetries: 0, ...rest.retryOptions } };
   if (options.connectionString !== undefined) {
     const admin = new ServiceBusAdministrationClient(options.connectionString, clientOptions);
     // The client builds its own pipeline (additionalPolicies are not applied), so the policy goes
     // onto it directly, last: after signing, just before the request leaves.
-    if (/;\s*UseDevelopmentEmulator\s*=\s*true/i.test(options.connectionString)) admin.pipeline.addPolicy(emulatorHttp);
+    if (/;\s*UseDevelopmentEmulator\s*=\s*true/i.test(options.connectionString)) admin.pipeline.addPolicy(emulatorHttp(emulatorManagementPort(options.connectionString, port)));
     return admin;
   }
   if (options.namespace !== undefined && options.credential !== undefined) {

@@ -2,7 +2,7 @@ import { createServer } from 'node:net';
 import { ServiceBusClient } from '@azure/service-bus';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../lib/index.js';
-import { adminClient, ensureQueue, ownershipOf } from '../../lib/infra/service-bus-admin.js';
+import { adminClient, emulatorManagementPort, ensureQueue, ownershipOf } from '../../lib/infra/service-bus-admin.js';
 import { TestBroker } from '../support/asb-broker.js';
 
 let broker: TestBroker;
@@ -63,5 +63,33 @@ describe('queue management through the real administration client (test ATOM end
     expect(err.code).toBe(ErrorCodes.SERVICE_BUS);
     expect(err.message).toMatch(new RegExp(`^127\\.0\\.0\\.1:${port}: could not create queue "Q"`));
     expect(err.message).toMatch(/ECONNREFUSED/);
+  });
+});
+
+describe('the Service Bus emulator: management on its own port', () => {
+  it('goes to port 5300 when the connection string names the AMQP port 5672 or none, else to the port given or the same one', () => {
+    expect(emulatorManagementPort('Endpoint=sb://localhost;SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true;')).toBe(5300);
+    expect(emulatorManagementPort('Endpoint=sb://localhost:5672;SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true;')).toBe(5300);
+    expect(emulatorManagementPort('Endpoint=sb://127.0.0.1:40123;SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true')).toBeUndefined();
+    expect(emulatorManagementPort('Endpoint=sb://localhost;UseDevelopmentEmulator=true', 15300)).toBe(15300);
+  });
+
+  it('manages queues through the management port of an emulator-shaped broker; its AMQP port answers no HTTP', async () => {
+    const emulator = await TestBroker.start({ layout: 'emulator' });
+    try {
+      expect(emulator.managementPort).not.toBe(emulator.port);
+      const onAmqpPort = await ensureQueue(adminClient({ connectionString: emulator.connectionString }, { retryOptions: { maxRetries: 0 } }), 'Persons_cdc_events', {}, { task: 't' }).catch((e) => e);
+      expect(onAmqpPort.code).toBe(ErrorCodes.SERVICE_BUS);
+      const admin = adminClient({ connectionString: emulator.connectionString }, { emulatorManagementPort: emulator.managementPort });
+      expect(await ensureQueue(admin, 'Persons_cdc_events', {}, { task: 't' })).toBe('created');
+      expect(emulator.queue('Persons_cdc_events')!.requiresDuplicateDetection).toBe(true);
+      // The sink then sends on the AMQP port.
+      const client = new ServiceBusClient(emulator.connectionString);
+      await client.createSender('Persons_cdc_events').sendMessages({ body: 'x', messageId: '1' });
+      await client.close();
+      expect(emulator.queue('Persons_cdc_events')!.messages).toHaveLength(1);
+    } finally {
+      await emulator.close();
+    }
   });
 });

@@ -103,7 +103,12 @@ export class TestBroker {
   /** False: count messages without keeping them (benchmarks). */
   keepMessages = true;
 
-  static async start(options: { maxMessageSize?: number; keepMessages?: boolean } = {}): Promise<TestBroker> {
+  /**
+   * `layout: 'emulator'`: shaped like the Service Bus emulator, AMQP on one port and management
+   * (HTTP) on a port of its own (`managementPort`); the AMQP port does not answer HTTP. Default:
+   * both on one port (a convenience of this broker, not how the emulator is laid out).
+   */
+  static async start(options: { maxMessageSize?: number; keepMessages?: boolean; layout?: 'shared' | 'emulator' } = {}): Promise<TestBroker> {
     // autoaccept off: a delivery is accepted only once it is stored (or rejected), as Service Bus does.
     const container = rhea.create_container({ id: 'dstream-test-broker', autoaccept: false } as never);
     container.sasl_server_mechanisms.enable_anonymous();
@@ -126,6 +131,7 @@ export class TestBroker {
         socket.off('readable', sniff);
         socket.unshift(head);
         if (head.toString('latin1') === 'AMQP') container.create_connection({} as never).accept(socket);
+        else if (options.layout === 'emulator') socket.destroy(); // the emulator's AMQP port speaks no HTTP
         else http.emit('connection', socket);
       };
       socket.on('readable', sniff);
@@ -134,6 +140,15 @@ export class TestBroker {
     await new Promise<void>((resolve) => server.once('listening', () => resolve()));
     broker = new TestBroker(server, options.maxMessageSize ?? STANDARD_MAX_MESSAGE_SIZE);
     broker.sockets = sockets;
+    if (options.layout === 'emulator') {
+      http.on('connection', (socket: import('node:net').Socket) => {
+        sockets.add(socket);
+        socket.once('close', () => sockets.delete(socket));
+      });
+      http.listen({ port: 0, host: '127.0.0.1' });
+      await new Promise<void>((resolve) => http.once('listening', () => resolve()));
+      broker.managementServer = http;
+    }
     broker.keepMessages = options.keepMessages ?? true;
     broker.wire(container);
     return broker;
@@ -180,10 +195,19 @@ export class TestBroker {
   /** Every client socket, so that close() does not wait for idle keep-alive connections. */
   sockets = new Set<import('node:net').Socket>();
 
+  /** The management endpoint's own server (emulator layout). */
+  managementServer: import('node:http').Server | undefined;
+
+  /** The port management requests go to: its own with the emulator layout, else the AMQP port. */
+  get managementPort(): number {
+    return this.managementServer === undefined ? this.port : (this.managementServer.address() as AddressInfo).port;
+  }
+
   async close(): Promise<void> {
     for (const c of this.connections) c.close();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.managementServer !== undefined) await new Promise<void>((resolve) => this.managementServer!.close(() => resolve()));
   }
 
   private wire(container: ReturnType<typeof rhea.create_container>): void {

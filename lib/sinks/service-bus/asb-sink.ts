@@ -48,6 +48,7 @@ export const asbSinkConfig = {
   namespace_name: { type: 'string', description: 'pulumi: the namespace name (default: from the connection string or namespace)' },
   pulumi_backend_url: { type: 'string', env: 'PULUMI_BACKEND_URL', description: 'pulumi: state backend (default: a file backend in the dstream state directory)' },
   state_dir: { type: 'string', env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },
+  emulator_management_port: { type: 'integer', minimum: 1, maximum: 65535, description: 'Service Bus emulator (UseDevelopmentEmulator=true): its management port (default 5300 when the AMQP port is 5672 or unstated)' },
   force_destroy: { type: 'boolean', default: false, description: 'destroy deletes queues that still hold messages (by default it keeps them)' },
   queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
   queue_lock_duration: { type: 'string', description: 'created queues: peek-lock duration (ISO-8601, e.g. PT1M)' },
@@ -85,6 +86,7 @@ export interface AsbSinkConfig {
   namespace_name?: string;
   pulumi_backend_url?: string;
   state_dir?: string;
+  emulator_management_port?: number;
   force_destroy: boolean;
   queue_max_size_mb?: number;
   queue_lock_duration?: string;
@@ -131,7 +133,7 @@ export function queueSettingsOf(config: AsbSinkConfig): QueueSettings {
 }
 
 function missingQueueCreator(ctx: ProviderContext<AsbSinkConfig>, connection: ConnectionOptions): (queue: string) => Promise<void> {
-  const admin = adminClient(connection);
+  const admin = adminClient(connection, { emulatorManagementPort: ctx.config.emulator_management_port });
   const endpoint = endpointOf(connection);
   return async (queue) => {
     const settings = queueSettingsOf(ctx.config);
@@ -227,12 +229,12 @@ async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine:
     }
     // With a connection at hand, the engine sees queues outside its stack and their message counts.
     const connected = Boolean(config.connection_string) || Boolean(config.namespace);
-    const live = connected ? await connectionOf(config).then((c) => ({ admin: adminClient(c), endpoint: endpointOf(c) })) : {};
+    const live = connected ? await connectionOf(config).then((c) => ({ admin: adminClient(c, { emulatorManagementPort: config.emulator_management_port }), endpoint: endpointOf(c) })) : {};
     const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, forceDestroy: config.force_destroy, ...live });
     return { engine, desired };
   }
   const connection = await connectionOf(config);
-  return { engine: new AdminEngine(adminClient(connection), { task, endpoint: endpointOf(connection), forceDestroy: config.force_destroy }), desired };
+  return { engine: new AdminEngine(adminClient(connection, { emulatorManagementPort: config.emulator_management_port }), { task, endpoint: endpointOf(connection), forceDestroy: config.force_destroy }), desired };
 }
 
 export const asbSink: ProviderDefinition<AsbSinkConfig> = {
