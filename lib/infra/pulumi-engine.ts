@@ -74,6 +74,7 @@ export function explainPulumi(err: unknown, what: string): DstreamError {
   let hint: string;
   if (/ENOENT|not found|command not found|Could not find the pulumi/i.test(text) && /pulumi/i.test(text)) hint = `the Pulumi CLI was not found: ${INSTALL}`;
   else if (/no resource plugin|plugin.*azure-native/i.test(text)) hint = 'the azure-native plugin is missing: run `pulumi plugin install resource azure-native` (needs network)';
+  else if (/already exist/i.test(text)) hint = 'a queue exists already outside the stack: give connection_string (or namespace) so that dstream sees it and init adopts it if it is this task\'s, or remove it, or use another template';
   else if (/passphrase/i.test(text)) hint = 'the stack\'s secrets passphrase is wrong or missing: set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE to the one the stack was made with';
   else if (/credential|az login|authoriz|subscription/i.test(text)) hint = 'Azure credentials are missing or refused: sign in with `az login`, or set ARM_CLIENT_ID, ARM_CLIENT_SECRET, ARM_TENANT_ID and ARM_SUBSCRIPTION_ID';
   else hint = text.split('\n').find((l) => /error/i.test(l))?.trim() ?? text.split('\n')[0] ?? text;

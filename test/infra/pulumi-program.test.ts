@@ -109,4 +109,25 @@ describe('the Automation API engine', () => {
       expect(result.message).toMatch(/^pulumi preview failed: /);
     }
   }, 300_000);
+
+  it('never deletes a queue on an empty discovery, for real, where the Pulumi CLI and Azure credentials are at hand', async (ctx) => {
+    try {
+      execFileSync('pulumi', ['version'], { encoding: 'utf8' });
+    } catch {
+      skipWith(ctx, 'the Pulumi CLI is not on PATH');
+    }
+    if (!process.env.ARM_SUBSCRIPTION_ID || !process.env.DSTREAM_TEST_RESOURCE_GROUP || !process.env.DSTREAM_TEST_NAMESPACE) {
+      skipWith(ctx, 'needs Azure: ARM_* credentials, DSTREAM_TEST_RESOURCE_GROUP and DSTREAM_TEST_NAMESPACE (a namespace to create test queues in)');
+    }
+    const real = { resourceGroupName: process.env.DSTREAM_TEST_RESOURCE_GROUP!, namespaceName: process.env.DSTREAM_TEST_NAMESPACE! };
+    const engine = new PulumiEngine({ ...real, task: `test-${process.pid}`, stateDir: mkdtempSync(join(tmpdir(), 'dstream-state-')), forceDestroy: true });
+    try {
+      await engine.init(desiredQueues([`Persons${process.pid}`]));
+      const again = await engine.init(desiredQueues([]));
+      expect(again.resources.map((r) => r.action)).toEqual(['unchanged']);
+      expect((await engine.status(desiredQueues([`Persons${process.pid}`]))).resources[0]).toMatchObject({ managed: true });
+    } finally {
+      await engine.destroy();
+    }
+  }, 600_000);
 });
