@@ -15,7 +15,8 @@ import { DstreamError, ErrorCodes, invalidOption, isDstreamError, messageOf } fr
 import type { Envelope } from '../../envelope/types.js';
 import { DURABLE_ACKS } from '../../streams/partition.js';
 import { acquireClient, type ClientLease, type ConnectionOptions } from './client.js';
-import { backoffDelay, isTransient, type RetryOptions } from './errors.js';
+import { attemptsText, backoffOf, retry } from '../../retry.js';
+import { classify, type RetryOptions } from './errors.js';
 import { describeRecord, toServiceBusMessage, type MessageOptions } from './message.js';
 
 export type OversizePolicy = 'fail' | 'dead-letter';
@@ -34,11 +35,17 @@ export interface ServiceBusSinkOptions extends ConnectionOptions, MessageOptions
   /** Envelopes buffered before the batch logic. Default 256. */
   highWaterMark?: number;
   /**
-   * Give up on one send after this long and retry it. A connection that dies after the broker
-   * stored a batch but before its acceptance arrived leaves the send waiting; the retry resends,
-   * and duplicate detection drops the copy. Default 30 s.
+   * The longest wait for Service Bus to answer one send before it is tried again. A connection
+   * that drops under a send leaves it waiting (the SDK does not fail sends in flight), so the
+   * first attempt waits less: a few times the slowest answer seen so far, at least
+   * `firstSendTimeoutMs`; each timed-out attempt doubles the wait. The retry resends, and
+   * duplicate detection drops the copy. Default 30 s.
    */
   sendTimeoutMs?: number;
+  /** Floor of the first attempt's wait (see sendTimeoutMs). Default 2 s. */
+  firstSendTimeoutMs?: number;
+  /** Called once when Service Bus answers slower than `sendTimeoutMs` and the wait grows past it. */
+  onWarning?: (message: string) => void;
   /**
    * Called once when the queue turns out not to exist; when it resolves (the queue was created),
    * the send is tried again. Without it a missing queue fails the stream.
@@ -84,6 +91,11 @@ export class ServiceBusSink extends Writable {
   private failed: Error | null = null;
   private triedCreating = false;
   private readonly counts: ServiceBusSinkStats;
+  /** Aborted by destroy(): cuts short retry waits and sends in flight. */
+  private readonly abort = new AbortController();
+  /** The slowest answer to a send so far: the first attempt's wait follows it. */
+  private slowestSendMs = 0;
+  private warnedSlow = false;
 
   constructor(options: ServiceBusSinkOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 256 });
@@ -122,6 +134,7 @@ export class ServiceBusSink extends Writable {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.clearLinger();
+    this.abort.abort(err ?? new DstreamError(ErrorCodes.SERVICE_BUS, `sink for queue "${this.queue}" was destroyed`));
     // Closing is best-effort here: the stream is already failing with `err`, which is what the
     // caller must see; a close error is reported only when there is no other.
     this.sender
@@ -186,7 +199,7 @@ export class ServiceBusSink extends Writable {
   }
 
   private newBatch(): Promise<OpenBatch> {
-    this.opening ??= this.withRetry('open a batch', () => this.sender.createMessageBatch()).then(
+    this.opening ??= this.withRetry('open a batch', () => this.sender.createMessageBatch({ abortSignal: this.abort.signal })).then(
       (batch) => {
         this.opening = null;
         this.open = { batch, records: 0 };
@@ -210,7 +223,15 @@ export class ServiceBusSink extends Writable {
       if (this.failed) return;
       try {
         if (open.batch.count > 0) {
-          await this.withRetry('send a batch', () => this.sendWithTimeout(open.batch));
+          let timeouts = 0;
+          await this.withRetry('send a batch', async () => {
+            try {
+              await this.sendWithTimeout(open.batch, timeouts);
+            } catch (err) {
+              if (err instanceof SendTimeout) timeouts++;
+              throw err;
+            }
+          });
           this.counts.batches++;
           this.counts.messages += open.batch.count;
           this.counts.bytes += open.batch.sizeInBytes;
@@ -224,13 +245,25 @@ export class ServiceBusSink extends Writable {
     });
   }
 
-  private async sendWithTimeout(batch: ServiceBusMessageBatch): Promise<void> {
-    const ms = this.options.sendTimeoutMs ?? 30_000;
-    const signal = AbortSignal.timeout(ms);
+  /**
+   * One send, given up after the attempt's wait: the first waits a few times the slowest answer so
+   * far (at least `firstSendTimeoutMs`, at most `sendTimeoutMs`), each timed-out one twice the last.
+   */
+  private async sendWithTimeout(batch: ServiceBusMessageBatch, timeoutsSoFar: number): Promise<void> {
+    const max = this.options.sendTimeoutMs ?? 30_000;
+    const first = Math.min(max, Math.max(this.options.firstSendTimeoutMs ?? 2000, 4 * this.slowestSendMs));
+    const ms = first * 2 ** timeoutsSoFar;
+    if (ms > max && !this.warnedSlow) {
+      this.warnedSlow = true;
+      this.options.onWarning?.(`queue "${this.queue}": Service Bus did not answer a send within send_timeout_ms (${max} ms); waiting up to ${ms} ms now (raise send_timeout_ms if the namespace is this slow)`);
+    }
+    const timeout = AbortSignal.timeout(ms);
+    const started = Date.now();
     try {
-      await this.sender.sendMessages(batch, { abortSignal: signal });
+      await this.sender.sendMessages(batch, { abortSignal: AbortSignal.any([timeout, this.abort.signal]) });
+      this.slowestSendMs = Math.max(this.slowestSendMs, Date.now() - started);
     } catch (err) {
-      if (signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
+      if (timeout.aborted && !this.abort.signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
       throw err;
     }
   }
@@ -250,29 +283,33 @@ export class ServiceBusSink extends Writable {
     }
   }
 
-  private async withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
-    const max = this.options.retry?.maxRetries ?? 8;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await op();
-      } catch (err) {
-        if ((err as { code?: unknown }).code === 'MessagingEntityNotFound' && this.options.onMissingQueue && !this.triedCreating) {
+  private withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
+    return retry(
+      async () => {
+        try {
+          return await op();
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== 'MessagingEntityNotFound' || !this.options.onMissingQueue || this.triedCreating) throw err;
+          // Creating the queue is not a failed attempt: once it exists, the same attempt goes on.
           this.triedCreating = true;
           await this.options.onMissingQueue(this.queue);
-          attempt--; // creating the queue is not a failed attempt
-          continue;
+          return await op();
         }
-        if (!isTransient(err) || attempt >= max) throw this.explain(err, what, attempt);
-        const delayMs = backoffDelay(attempt, this.options.retry);
-        this.counts.retries++;
-        this.options.onRetry?.({ queue: this.queue, attempt: attempt + 1, delayMs, error: err });
-        await new Promise((r) => setTimeout(r, delayMs));
-        if (this.destroyed) throw this.failed ?? new Error(`sink for queue "${this.queue}" was destroyed`);
-      }
-    }
+      },
+      {
+        ...backoffOf(this.options.retry),
+        signal: this.abort.signal,
+        classify: (err) => (err instanceof SendTimeout ? true : classify(err)),
+        onRetry: ({ attempt, delayMs, error }) => {
+          this.counts.retries++;
+          this.options.onRetry?.({ queue: this.queue, attempt, delayMs, error });
+        },
+        fail: (err, attempts, info) => this.explain(err, what, attemptsText(attempts, info)),
+      },
+    );
   }
 
-  private explain(err: unknown, what: string, attempt: number): Error {
+  private explain(err: unknown, what: string, attempts: string): Error {
     if (isDstreamError(err)) return err;
     const code = (err as { code?: unknown }).code;
     const where = `queue "${this.queue}" in ${this.lease.endpoint}`;
@@ -288,7 +325,7 @@ export class ServiceBusSink extends Writable {
         details: { queue: this.queue },
       });
     }
-    const tries = attempt > 0 ? ` after ${attempt + 1} attempts` : '';
+    const tries = attempts === '' ? '' : ` ${attempts}`;
     return new DstreamError(ErrorCodes.SERVICE_BUS, `could not ${what} to ${where}${tries}: ${messageOf(err)}`, {
       cause: err,
       details: { queue: this.queue, code },
@@ -301,9 +338,8 @@ export function serviceBusSink(options: ServiceBusSinkOptions): ServiceBusSink {
   return new ServiceBusSink(options);
 }
 
-/** A send that got no answer in time: the connection may be gone; worth a retry. */
+/** A send that got no answer in time: the connection may be gone; the sink retries it (no Azure code faked). */
 class SendTimeout extends Error {
-  readonly code = 'OperationTimeoutError';
   constructor(message: string, cause: unknown) {
     super(message, { cause });
     this.name = 'SendTimeout';
