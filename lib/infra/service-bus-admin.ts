@@ -7,7 +7,8 @@
 import { ServiceBusAdministrationClient, type CreateQueueOptions, type ServiceBusAdministrationClientOptions } from '@azure/service-bus';
 import type { PipelinePolicy } from '@azure/core-rest-pipeline';
 import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../errors.js';
-import { backoffDelay, type RetryOptions } from '../sinks/service-bus/errors.js';
+import { connectionCause, serverDelayMs, type RetryOptions } from '../sinks/service-bus/errors.js';
+import { attemptsText, backoffOf, retry, type Verdict } from '../retry.js';
 import { settingProblems } from './queue-checks.js';
 import { endpointOf, type ConnectionOptions } from '../sinks/service-bus/client.js';
 
@@ -102,30 +103,43 @@ export function adminClient(options: ConnectionOptions, given: AdminClientOption
   throw invalidOption('queue management needs a connection string with Manage rights, or a namespace with a credential');
 }
 
-const THROTTLED = new Set(['ServerBusyError', 'ServiceBusy', 'TooManyRequests', 'ServiceUnavailable', 'RequestTimeout', 'ECONNRESET', 'ETIMEDOUT', 'ECONNREFUSED']);
+const BUSY = new Set(['ServerBusyError', 'ServiceBusy', 'TooManyRequests', 'ServiceUnavailable', 'RequestTimeout']);
 
-/** Runs a management call, retrying throttling and busy answers with jittered backoff. */
-export async function managed<T>(what: string, endpoint: string, op: () => Promise<T>, retry: RetryOptions = {}): Promise<T> {
-  const max = retry.maxRetries ?? 6;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await op();
-    } catch (err) {
+/** Management answers worth another try: throttling and busy (with the server's Retry-After), and connection failures. */
+function classifyManagement(err: unknown): Verdict {
+  const code = (err as { code?: string }).code ?? '';
+  const status = (err as { statusCode?: number }).statusCode;
+  if (status === 429 || status === 503 || BUSY.has(code)) {
+    const after = retryAfterMs(err) ?? serverDelayMs(err);
+    return after === undefined ? true : { afterMs: after };
+  }
+  return connectionCause(err) !== undefined;
+}
+
+/** The Retry-After header of an HTTP answer (seconds), in ms. */
+function retryAfterMs(err: unknown): number | undefined {
+  const headers = (err as { response?: { headers?: { get?(name: string): string | undefined } } }).response?.headers;
+  const v = headers?.get?.('retry-after');
+  const n = v === undefined ? NaN : Number(v);
+  return Number.isFinite(n) && n >= 0 ? n * 1000 : undefined;
+}
+
+/** Runs a management call through the retry loop: throttling, busy answers and connection failures are tried again. */
+export async function managed<T>(what: string, endpoint: string, op: () => Promise<T>, policy: RetryOptions = {}, signal?: AbortSignal): Promise<T> {
+  return retry(op, {
+    ...backoffOf(policy, 6),
+    signal,
+    classify: classifyManagement,
+    fail: (err, attempts, info) => {
       const code = (err as { code?: string }).code ?? '';
       const status = (err as { statusCode?: number }).statusCode;
-      const transient = THROTTLED.has(code) || status === 429 || status === 503;
-      if (!transient || attempt >= max) {
-        if (code === 'UnauthorizedRequestError' || status === 401) {
-          throw new DstreamError(ErrorCodes.UNAUTHORIZED, `${endpoint}: could not ${what}: the credentials need Manage rights`, { cause: err });
-        }
-        throw new DstreamError(ErrorCodes.SERVICE_BUS, `${endpoint}: could not ${what}${attempt > 0 ? ` after ${attempt + 1} attempts` : ''}: ${messageOf(err)}`, {
-          cause: err,
-          details: { code, status },
-        });
+      if (code === 'UnauthorizedRequestError' || status === 401) {
+        return new DstreamError(ErrorCodes.UNAUTHORIZED, `${endpoint}: could not ${what}: the credentials need Manage rights`, { cause: err });
       }
-      await new Promise((r) => setTimeout(r, backoffDelay(attempt, retry)));
-    }
-  }
+      const tries = attemptsText(attempts, info);
+      return new DstreamError(ErrorCodes.SERVICE_BUS, `${endpoint}: could not ${what}${tries ? ` ${tries}` : ''}: ${messageOf(err)}`, { cause: err, details: { code, status } });
+    },
+  });
 }
 
 /** The userMetadata that marks a queue as made by dstream for a task. */

@@ -108,6 +108,14 @@ describe('asb-sink (spawned)', () => {
     expect(recent.stderr).not.toContain('warning');
   });
 
+  it('refuses queue_sessions = true without session_key at config validation (exit 2), before connecting', async () => {
+    const input = ndjson({ command: 'run', config: { connection_string: broker.connectionString, queue_sessions: true }, protocol: 1 }, row('Persons', 1));
+    const r = await spawnNode(BIN, [], { input });
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.lines()).toEqual([{ status: 'error', command: 'run', code: ErrorCodes.CONFIG, message: expect.stringMatching(/^config\.queue_sessions: session-enabled queues need session_key/) }]);
+    expect(broker.transfers).toEqual([]);
+  });
+
   it('refuses to start without a connection string or namespace (exit 2)', async () => {
     const r = await spawnNode(BIN, ['--standalone'], { input: '', env: { ASB_CONNECTION_STRING: '', ASB_NAMESPACE: '' } });
     expect(r.code).toBe(ExitCodes.USAGE);

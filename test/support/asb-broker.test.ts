@@ -28,7 +28,7 @@ describe('the AMQP test broker refuses what Service Bus refuses', () => {
     const err = await sender.sendMessages(batch).catch((e) => e);
     expect(err).toBeInstanceOf(Error);
     expect(err.message).toMatch(/is force detached by the broker because publisher\(link1\) received a batch message with no data in it/);
-    expect(broker.refusals).toEqual([expect.objectContaining({ detach: true })]);
+    expect(broker.refused).toEqual([expect.objectContaining({ detach: true })]);
     expect(broker.queue('q')!.messages).toHaveLength(0);
     // One message of 1.5 MB on its own is accepted on such a link.
     const alone = sbClient().createSender('q');

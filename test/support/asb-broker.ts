@@ -6,6 +6,7 @@
  * nothing about dstream: tests assert on what dstream did, read back through the real SDK.
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { handleAdmin, type AdminFaults, type QueueDescription } from './asb-admin.js';
@@ -94,7 +95,7 @@ export class TestBroker {
   private readonly waitingSenders = new Map<string, Set<Sender>>();
 
   private constructor(
-    private readonly server: Server,
+    private server: Server,
     maxMessageSize: number,
   ) {
     this.maxMessageSize = maxMessageSize;
@@ -149,13 +150,15 @@ export class TestBroker {
       await new Promise<void>((resolve) => http.once('listening', () => resolve()));
       broker.managementServer = http;
     }
+    broker.listener = server.listeners('connection')[0] as (socket: import('node:net').Socket) => void;
+    broker.listenPort = (server.address() as AddressInfo).port;
     broker.keepMessages = options.keepMessages ?? true;
     broker.wire(container);
     return broker;
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port;
+    return this.listenPort;
   }
 
   host(): string {
@@ -204,10 +207,104 @@ export class TestBroker {
   }
 
   async close(): Promise<void> {
+    this.thaw();
     for (const c of this.connections) c.close();
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (this.managementServer !== undefined) await new Promise<void>((resolve) => this.managementServer!.close(() => resolve()));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Fault controls: a broker that goes away, comes back on the same port, drops connections
+  // without a close frame, stops answering, throttles or refuses a request. Each is what the real
+  // service (or the network in front of it) does; none decides anything about dstream.
+  // ---------------------------------------------------------------------------------------------
+
+  private listener!: (socket: import('node:net').Socket) => void;
+  private listenPort = 0;
+  private frozen = false;
+  private readonly held: Array<{ ctx: EventContext; connection: Connection }> = [];
+  private readonly refusals: Array<{ condition: string; description: string }> = [];
+  /** 'held' (count) when a transfer is held by freeze(); 'refused' (condition) when one is refused. */
+  readonly events = new EventEmitter();
+
+  /** Drops every client connection now, as a network failure would: no close frame. */
+  dropConnections(): number {
+    let n = 0;
+    for (const s of this.sockets) {
+      s.destroy();
+      n++;
+    }
+    // Transfers held on those connections died with them: neither stored nor answered.
+    this.held.length = 0;
+    return n;
+  }
+
+  /** The broker goes down: connections dropped, the port refuses new ones (ECONNREFUSED). */
+  async stop(): Promise<void> {
+    this.dropConnections();
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The broker comes back on the same port, with the queues and messages it had. */
+  async restart(): Promise<void> {
+    const server = createServer(this.listener);
+    server.listen({ port: this.listenPort, host: '127.0.0.1' });
+    await new Promise<void>((resolve, reject) => {
+      server.once('listening', () => resolve());
+      server.once('error', reject);
+    });
+    this.server = server;
+  }
+
+  /** Stops answering transfers: they are held, neither stored nor settled, until thaw(). */
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  /** Answers the held transfers (still on live connections) and every later one. */
+  thaw(): void {
+    this.frozen = false;
+    const held = this.held.splice(0);
+    for (const h of held) if (!h.connection.is_closed()) this.onMessage(h.ctx);
+  }
+
+  /** Transfers held by freeze() right now. */
+  get heldTransfers(): number {
+    return this.held.length;
+  }
+
+  /**
+   * The next `count` transfers are refused as Service Bus throttles a namespace over its credits
+   * (Standard tier, error 50009), with the wait it asks for.
+   */
+  throttle(count: number, waitSeconds = 2): void {
+    for (let i = 0; i < count; i++) {
+      this.refusals.push({
+        condition: 'com.microsoft:server-busy',
+        description: throttled(waitSeconds),
+      });
+    }
+  }
+
+  /** The next transfer is rejected with this AMQP error (e.g. amqp:not-allowed for an operation the entity does not allow). */
+  refuseNextTransfer(condition: string, description: string): void {
+    this.refusals.push({ condition, description });
+  }
+
+  /** Freeze and refusals, before a transfer is counted or stored. True when it was handled here. */
+  private interceptTransfer(ctx: EventContext): boolean {
+    if (this.frozen) {
+      this.held.push({ ctx, connection: ctx.connection });
+      this.events.emit('held', this.held.length);
+      return true;
+    }
+    const refusal = this.refusals.shift();
+    if (refusal === undefined) return false;
+    this.transfers.push({ queue: '(refused)', messages: 0, bytes: 0 });
+    ctx.delivery!.reject(refusal);
+    this.events.emit('refused', refusal.condition);
+    return true;
   }
 
   private wire(container: ReturnType<typeof rhea.create_container>): void {
@@ -269,6 +366,7 @@ export class TestBroker {
       delivery.reject({ condition: 'amqp:not-found', description: `The messaging entity '${address}' could not be found.` });
       return;
     }
+    if (this.interceptTransfer(ctx)) return;
     this.transferCount++;
     if (this.faults.serverBusyOnTransfer === this.transferCount) {
       this.faults.serverBusyOnTransfer = undefined;
@@ -279,7 +377,7 @@ export class TestBroker {
     const messages = batched ? unbatch(ctx.message!) : [ctx.message!];
     const refused = this.refusal(q, batched, batched ? (ctx.message as unknown as Buffer).length : 0, messages);
     if (refused !== undefined) {
-      this.refusals.push({ queue: q.name, ...refused });
+      this.refused.push({ queue: q.name, ...refused });
       delivery.reject({ condition: refused.condition, description: refused.description });
       // An oversized batch also costs the link: Service Bus force-detaches it.
       if (refused.detach) receiver.close({ condition: refused.condition, description: refused.description });
@@ -331,8 +429,8 @@ export class TestBroker {
   /** Standard-tier credit throttling (1,000 credits per second per namespace, one per message), when set. */
   throttling: { creditsPerSecond: number } | undefined;
   private credits = { second: 0, used: 0 };
-  /** Transfers refused, with the condition sent back. */
-  readonly refusals: Array<{ queue: string; condition: string; description: string; detach?: boolean }> = [];
+  /** Transfers refused for breaking a limit, with the condition sent back. */
+  readonly refused: Array<{ queue: string; condition: string; description: string; detach?: boolean }> = [];
 
   private refusal(q: QueueState, batched: boolean, rawBytes: number, messages: Message[]): { condition: string; description: string; detach?: boolean } | undefined {
     // A batch transfer is capped at 1 MB whatever the link's max message size (Premium large messages: one message per send).
@@ -344,7 +442,7 @@ export class TestBroker {
       const second = Math.floor(this.now() / 1000);
       if (second !== this.credits.second) this.credits = { second, used: 0 };
       if (this.credits.used + messages.length > this.throttling.creditsPerSecond) {
-        return { condition: 'com.microsoft:server-busy', description: `The request was terminated because the entity is being throttled. Error code : 50009. Please wait 2 seconds and try again. Reference:${randomUUID()}` };
+        return { condition: 'com.microsoft:server-busy', description: throttled(2) };
       }
       this.credits.used += messages.length;
     }
@@ -426,6 +524,11 @@ export class TestBroker {
     const state = rheaMessage[outcome]();
     delivery.update(true, state.described() as never);
   }
+}
+
+/** Service Bus's answer when a Standard namespace is over its credits (error 50009), with the wait it asks for. */
+function throttled(waitSeconds: number): string {
+  return `The request was terminated because the entity is being throttled. Error code : 50009. Please wait ${waitSeconds} seconds and try again.`;
 }
 
 /** A batch transfer (format 0x80013700) arrives raw: its data sections are each one encoded message. */

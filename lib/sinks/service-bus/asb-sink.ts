@@ -147,9 +147,6 @@ function missingQueueCreator(ctx: ProviderContext<AsbSinkConfig>, connection: Co
 
 export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<void> {
   const config = ctx.config;
-  if (config.on_oversize === 'dead-letter' && config.dead_letter === undefined) {
-    throw invalidOption('on_oversize = "dead-letter" needs dead_letter = "<file>"');
-  }
   const connection = await connectionOf(config);
   const stale = staleResume(ctx.header.savedAt, config.queue_duplicate_detection ? config.queue_duplicate_detection_window : undefined);
   if (stale !== undefined) ctx.log(`warning: ${stale}`);
@@ -169,7 +166,8 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
     sendTimeoutMs: config.send_timeout_ms,
     onOversize: config.on_oversize,
     deadLetter,
-    onRetry: (r) => ctx.log(`queue ${r.queue}: ${(r.error as Error).message}; retry ${r.attempt} in ${r.delayMs} ms`),
+    onRetry: (r) => ctx.log(`queue ${r.queue}: ${(r.error as Error).message}; retry ${r.attempt} of ${config.max_retries} in ${r.delayMs} ms`),
+    onWarning: ctx.log,
     onSink: (queue, sink) => sinks.set(queue, sink as ServiceBusSink),
     onCheckpoint: async (cp: CheckpointEnvelope) => {
       acked++;
@@ -244,6 +242,12 @@ export const asbSink: ProviderDefinition<AsbSinkConfig> = {
   examples: [
     'mssql-cdc --tables Persons,Orders | dstream route | asb-sink --connection-string "$ASB_CONNECTION_STRING"',
     'asb-sink --state-file state.json < routed.ndjson   # connection string from ASB_CONNECTION_STRING',
+  ],
+  checkConfig: (config) => [
+    ...(config.queue_sessions === true && (config.session_key === undefined || config.session_key === '')
+      ? ['queue_sessions: session-enabled queues need session_key (the column whose value becomes each message\'s SessionId); Service Bus rejects messages without one']
+      : []),
+    ...(config.on_oversize === 'dead-letter' && config.dead_letter === undefined ? ['on_oversize: "dead-letter" needs dead_letter = "<file>"'] : []),
   ],
   run: runAsbSink,
   ...infrastructureVerbs(lifecycle),

@@ -13,6 +13,10 @@
 import { createHash } from 'node:crypto';
 import type { ServiceBusMessage } from '@azure/service-bus';
 import type { Envelope } from '../../envelope/types.js';
+import { DstreamError, ErrorCodes } from '../../errors.js';
+
+/** Service Bus refuses a SessionId longer than this. */
+export const MAX_SESSION_ID_LENGTH = 128;
 
 export type BodyMode = 'envelope' | 'data';
 
@@ -73,13 +77,30 @@ export function toServiceBusMessage(destination: string, env: Envelope, options:
   };
   if (typeof m.OperationType === 'string') message.subject = m.OperationType;
   message.messageId = messageIdOf(destination, env);
-  if (options.sessionKey !== undefined) {
-    const v = (env.data as Record<string, unknown> | null | undefined)?.[options.sessionKey];
-    if (v !== undefined && v !== null) message.sessionId = String(v);
-  }
+  if (options.sessionKey !== undefined) message.sessionId = sessionIdOf(destination, env, options.sessionKey);
   // With a sessionId the session is the partition key (the SDK refuses a different one).
-  if (message.sessionId === undefined) message.partitionKey = partitionKeyOf(destination, env);
+  else message.partitionKey = partitionKeyOf(destination, env);
   return message;
+}
+
+/**
+ * The SessionId of a record for a session queue. A record without the key is refused as invalid:
+ * Service Bus would reject the whole batch it sits in, and sending it without a session would
+ * lose its place in the key's order.
+ */
+function sessionIdOf(destination: string, env: Envelope, key: string): string {
+  const v = (env.data as Record<string, unknown> | null | undefined)?.[key];
+  const where = `${describeRecord(env)} for queue "${destination}"`;
+  const details = { queue: destination, sessionKey: key, table: env.metadata?.TableName, lsn: env.metadata?.LSN };
+  if (v === undefined || v === null || (typeof v === 'object' && v !== null)) {
+    const got = v === undefined ? 'has no' : v === null ? 'has a null' : 'has a non-scalar';
+    throw new DstreamError(ErrorCodes.INVALID_RECORD, `${where} ${got} value in session_key column "${key}"; every record of a session queue needs one (check session_key names a key column of the table)`, { details });
+  }
+  const id = String(v);
+  if (id.length > MAX_SESSION_ID_LENGTH) {
+    throw new DstreamError(ErrorCodes.INVALID_RECORD, `${where}: session_key column "${key}" holds ${id.length} characters; Service Bus accepts a SessionId of at most ${MAX_SESSION_ID_LENGTH}`, { details });
+  }
+  return id;
 }
 
 /** Where a record came from, for messages: table, LSN, Seq. */

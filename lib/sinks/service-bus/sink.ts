@@ -18,7 +18,8 @@ import { DstreamError, ErrorCodes, invalidOption, isDstreamError, messageOf } fr
 import type { Envelope } from '../../envelope/types.js';
 import { DURABLE_ACKS } from '../../streams/partition.js';
 import { acquireClient, type ClientLease, type ConnectionOptions } from './client.js';
-import { backoffDelay, isTransient, type RetryOptions } from './errors.js';
+import { attemptsText, backoffOf, retry } from '../../retry.js';
+import { classify, type RetryOptions } from './errors.js';
 import { describeRecord, toServiceBusMessage, type MessageOptions } from './message.js';
 
 export type OversizePolicy = 'fail' | 'dead-letter';
@@ -37,11 +38,17 @@ export interface ServiceBusSinkOptions extends ConnectionOptions, MessageOptions
   /** Envelopes buffered before the batch logic. Default 256. */
   highWaterMark?: number;
   /**
-   * Give up on one send after this long and retry it. A connection that dies after the broker
-   * stored a batch but before its acceptance arrived leaves the send waiting; the retry resends,
-   * and duplicate detection drops the copy. Default 30 s.
+   * The longest wait for Service Bus to answer one send before it is tried again. A connection
+   * that drops under a send leaves it waiting (the SDK does not fail sends in flight), so the
+   * first attempt waits less: a few times the slowest answer seen so far, at least
+   * `firstSendTimeoutMs`; each timed-out attempt doubles the wait. The retry resends, and
+   * duplicate detection drops the copy. Default 30 s.
    */
   sendTimeoutMs?: number;
+  /** Floor of the first attempt's wait (see sendTimeoutMs). Default 2 s. */
+  firstSendTimeoutMs?: number;
+  /** Called once when Service Bus answers slower than `sendTimeoutMs` and the wait grows past it. */
+  onWarning?: (message: string) => void;
   /**
    * Called once when the queue turns out not to exist; when it resolves (the queue was created),
    * the send is tried again. Without it a missing queue fails the stream.
@@ -110,6 +117,11 @@ export class ServiceBusSink extends Writable {
   /** The queue refused a batch of distinct MessageIds: one message per send from now on. */
   private singly = false;
   private readonly counts: ServiceBusSinkStats;
+  /** Aborted by destroy(): cuts short retry waits and sends in flight. */
+  private readonly abort = new AbortController();
+  /** The slowest answer to a send so far: the first attempt's wait follows it. */
+  private slowestSendMs = 0;
+  private warnedSlow = false;
 
   constructor(options: ServiceBusSinkOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 256 });
@@ -148,6 +160,7 @@ export class ServiceBusSink extends Writable {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.clearLinger();
+    this.abort.abort(err ?? new DstreamError(ErrorCodes.SERVICE_BUS, `sink for queue "${this.queue}" was destroyed`));
     // Closing is best-effort here: the stream is already failing with `err`, which is what the
     // caller must see; a close error is reported only when there is no other.
     this.sender
@@ -175,7 +188,7 @@ export class ServiceBusSink extends Writable {
     }
     // Larger than a batch may be: on its own, when the link takes a message that large.
     if (this.linkMax > open.batch.maxSizeInBytes) {
-      const probe = await this.withRetry('open a batch', () => this.sender.createMessageBatch());
+      const probe = await this.withRetry('open a batch', () => this.sender.createMessageBatch({ abortSignal: this.abort.signal }));
       if (probe.tryAddMessage(message)) {
         open.alone = { message, size: probe.sizeInBytes };
         open.records++;
@@ -241,25 +254,25 @@ export class ServiceBusSink extends Writable {
 
   /** A batch of at most min(link maximum, 1 MB). */
   private async createBatch(): Promise<ServiceBusMessageBatch> {
-    let options: CreateMessageBatchOptions | undefined;
     if (this.linkMax === 0) {
-      const probe = await this.sender.createMessageBatch();
+      const probe = await this.sender.createMessageBatch({ abortSignal: this.abort.signal });
       this.linkMax = probe.maxSizeInBytes;
       if (this.linkMax <= MAX_BATCH_BYTES) return probe;
     }
-    if (this.linkMax > MAX_BATCH_BYTES) options = { maxSizeInBytes: MAX_BATCH_BYTES };
+    const options: CreateMessageBatchOptions = { abortSignal: this.abort.signal };
+    if (this.linkMax > MAX_BATCH_BYTES) options.maxSizeInBytes = MAX_BATCH_BYTES;
     return this.sender.createMessageBatch(options);
   }
 
   /** Sends the batch, or its messages one at a time in order to a queue that refuses batches. */
-  private async send(open: OpenBatch): Promise<void> {
+  private async send(open: OpenBatch, timeouts: number): Promise<void> {
     if (open.alone !== undefined || (this.singly && open.batch.count === 1)) {
-      await this.sendWithTimeout(open.alone?.message ?? open.messages[0]!);
+      await this.sendWithTimeout(open.alone?.message ?? open.messages[0]!, timeouts);
       return;
     }
     if (!this.singly) {
       try {
-        await this.sendWithTimeout(open.batch);
+        await this.sendWithTimeout(open.batch, timeouts);
         return;
       } catch (err) {
         if (!refusesBatches(err)) throw err;
@@ -267,7 +280,7 @@ export class ServiceBusSink extends Writable {
       }
     }
     // A retry of this whole step sends the earlier ones again: the queue's duplicate detection drops them.
-    for (const m of open.messages) await this.sendWithTimeout(m);
+    for (const m of open.messages) await this.sendWithTimeout(m, timeouts);
   }
 
   /** Chains the open batch after the one in flight. Never throws; a failure destroys the sink. */
@@ -280,7 +293,15 @@ export class ServiceBusSink extends Writable {
       if (this.failed) return;
       try {
         if (open.batch.count > 0 || open.alone !== undefined) {
-          await this.withRetry(open.alone ? 'send a message' : 'send a batch', () => this.send(open));
+          let timeouts = 0;
+          await this.withRetry(open.alone ? 'send a message' : 'send a batch', async () => {
+            try {
+              await this.send(open, timeouts);
+            } catch (err) {
+              if (err instanceof SendTimeout) timeouts++;
+              throw err;
+            }
+          });
           this.counts.batches++;
           this.counts.messages += open.alone ? 1 : open.batch.count;
           this.counts.bytes += open.alone?.size ?? open.batch.sizeInBytes;
@@ -294,13 +315,25 @@ export class ServiceBusSink extends Writable {
     });
   }
 
-  private async sendWithTimeout(batch: ServiceBusMessageBatch | ServiceBusMessage): Promise<void> {
-    const ms = this.options.sendTimeoutMs ?? 30_000;
-    const signal = AbortSignal.timeout(ms);
+  /**
+   * One send, given up after the attempt's wait: the first waits a few times the slowest answer so
+   * far (at least `firstSendTimeoutMs`, at most `sendTimeoutMs`), each timed-out one twice the last.
+   */
+  private async sendWithTimeout(batch: ServiceBusMessageBatch | ServiceBusMessage, timeoutsSoFar: number): Promise<void> {
+    const max = this.options.sendTimeoutMs ?? 30_000;
+    const first = Math.min(max, Math.max(this.options.firstSendTimeoutMs ?? 2000, 4 * this.slowestSendMs));
+    const ms = first * 2 ** timeoutsSoFar;
+    if (ms > max && !this.warnedSlow) {
+      this.warnedSlow = true;
+      this.options.onWarning?.(`queue "${this.queue}": Service Bus did not answer a send within send_timeout_ms (${max} ms); waiting up to ${ms} ms now (raise send_timeout_ms if the namespace is this slow)`);
+    }
+    const timeout = AbortSignal.timeout(ms);
+    const started = Date.now();
     try {
-      await this.sender.sendMessages(batch, { abortSignal: signal });
+      await this.sender.sendMessages(batch, { abortSignal: AbortSignal.any([timeout, this.abort.signal]) });
+      this.slowestSendMs = Math.max(this.slowestSendMs, Date.now() - started);
     } catch (err) {
-      if (signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
+      if (timeout.aborted && !this.abort.signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
       throw err;
     }
   }
@@ -320,29 +353,33 @@ export class ServiceBusSink extends Writable {
     }
   }
 
-  private async withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
-    const max = this.options.retry?.maxRetries ?? 8;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await op();
-      } catch (err) {
-        if ((err as { code?: unknown }).code === 'MessagingEntityNotFound' && this.options.onMissingQueue && !this.triedCreating) {
+  private withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
+    return retry(
+      async () => {
+        try {
+          return await op();
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== 'MessagingEntityNotFound' || !this.options.onMissingQueue || this.triedCreating) throw err;
+          // Creating the queue is not a failed attempt: once it exists, the same attempt goes on.
           this.triedCreating = true;
           await this.options.onMissingQueue(this.queue);
-          attempt--; // creating the queue is not a failed attempt
-          continue;
+          return await op();
         }
-        if (!isTransient(err) || attempt >= max) throw this.explain(err, what, attempt);
-        const delayMs = backoffDelay(attempt, this.options.retry);
-        this.counts.retries++;
-        this.options.onRetry?.({ queue: this.queue, attempt: attempt + 1, delayMs, error: err });
-        await new Promise((r) => setTimeout(r, delayMs));
-        if (this.destroyed) throw this.failed ?? new Error(`sink for queue "${this.queue}" was destroyed`);
-      }
-    }
+      },
+      {
+        ...backoffOf(this.options.retry),
+        signal: this.abort.signal,
+        classify: (err) => (err instanceof SendTimeout ? true : classify(err)),
+        onRetry: ({ attempt, delayMs, error }) => {
+          this.counts.retries++;
+          this.options.onRetry?.({ queue: this.queue, attempt, delayMs, error });
+        },
+        fail: (err, attempts, info) => this.explain(err, what, attemptsText(attempts, info)),
+      },
+    );
   }
 
-  private explain(err: unknown, what: string, attempt: number): Error {
+  private explain(err: unknown, what: string, attempts: string): Error {
     if (isDstreamError(err)) return err;
     const code = (err as { code?: unknown }).code;
     const where = `queue "${this.queue}" in ${this.lease.endpoint}`;
@@ -358,7 +395,7 @@ export class ServiceBusSink extends Writable {
         details: { queue: this.queue },
       });
     }
-    const tries = attempt > 0 ? ` after ${attempt + 1} attempts` : '';
+    const tries = attempts === '' ? '' : ` ${attempts}`;
     return new DstreamError(ErrorCodes.SERVICE_BUS, `could not ${what} to ${where}${tries}: ${messageOf(err)}`, {
       cause: err,
       details: { queue: this.queue, code },
@@ -371,9 +408,8 @@ export function serviceBusSink(options: ServiceBusSinkOptions): ServiceBusSink {
   return new ServiceBusSink(options);
 }
 
-/** A send that got no answer in time: the connection may be gone; worth a retry. */
+/** A send that got no answer in time: the connection may be gone; the sink retries it (no Azure code faked). */
 class SendTimeout extends Error {
-  readonly code = 'OperationTimeoutError';
   constructor(message: string, cause: unknown) {
     super(message, { cause });
     this.name = 'SendTimeout';
