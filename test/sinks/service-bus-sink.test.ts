@@ -27,7 +27,9 @@ async function readBack(cs: string, queue: string): Promise<Array<{ body: Envelo
   const receiver = client.createReceiver(queue);
   const out: Array<{ body: Envelope; messageId: unknown; subject?: string; props: unknown }> = [];
   for (;;) {
-    const got = await receiver.receiveMessages(500, { maxWaitTimeInMs: 300 });
+    // Generous: the broker shares this process, and a receive that ends before its first message
+    // is decoded drains, which the SDK gives 200 ms before it closes the receiver.
+    const got = await receiver.receiveMessages(500, { maxWaitTimeInMs: 2000 });
     if (got.length === 0) break;
     for (const m of got) {
       out.push({ body: m.body as Envelope, messageId: m.messageId, subject: m.subject, props: m.applicationProperties });

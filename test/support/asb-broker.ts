@@ -336,6 +336,16 @@ export class TestBroker {
         sender.close({ condition: 'amqp:not-found', description: `The messaging entity '${address}' could not be found.` });
         return;
       }
+      // AMQP answers every drain with a flow carrying drain = true, also when no credit is left on this
+      // side (the client may still count credit for deliveries in flight); rhea answers only while
+      // credit remains, and the SDK closes a receiver whose drain goes unanswered.
+      const link = sender as unknown as { _draining: boolean; _drained: boolean; credit: number; delivery_count: number; _get_drain(): boolean };
+      link._get_drain = function drain() {
+        if (!this._draining || !this._drained) return false;
+        this.delivery_count += this.credit;
+        this.credit = 0;
+        return true;
+      };
       const key = address.toLowerCase();
       if (!this.waitingSenders.has(key)) this.waitingSenders.set(key, new Set());
       this.waitingSenders.get(key)!.add(sender);
@@ -490,9 +500,13 @@ export class TestBroker {
     const q = address === undefined ? undefined : this.queue(address);
     if (q === undefined) return;
     const now = Date.now();
+    let blocked = false;
     for (const m of q.messages) {
-      if (!sender.sendable()) break;
       if (m.lockedUntil !== undefined && m.lockedUntil.getTime() > now) continue;
+      if (!sender.sendable()) {
+        blocked = true;
+        break;
+      }
       m.lockedUntil = new Date(now + 60_000);
       m.lockToken = Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
       const out: Message = {
@@ -507,8 +521,13 @@ export class TestBroker {
       const delivery = sender.send(out, m.lockToken);
       (delivery as Delivery & { dstreamStored?: StoredMessage }).dstreamStored = m;
     }
-    // Out of messages with credit left: tells a draining receiver there is nothing more (a no-op otherwise).
-    if (sender.sendable()) sender.set_drained(true);
+    // Out of messages: tells a draining receiver there is nothing more (a no-op when it is not
+    // draining), also while the session's outgoing window is full, since no message waits for it.
+    if (!blocked || (sender as unknown as { credit: number }).credit === 0) {
+      sender.set_drained(true);
+      // rhea sends that flow only with the connection's next output; a drain must not wait for one.
+      (sender as unknown as { connection: { _register(): void } }).connection._register();
+    }
   }
 
   private settle(ctx: EventContext, outcome: 'accepted' | 'released' | 'modified' | 'rejected'): void {
