@@ -2,16 +2,16 @@
  * The Pulumi engine's own code paths: what it hands the Automation API (programs with their
  * resource options, environment), with only the CLI-backed stack replaced (test/support/
  * pulumi-stack.ts runs dstream's real program under setMocks), the decisions as plain functions,
- * and the namespace seen through the real administration client against the test broker.
+ * and the namespace seen through the real administration client against the test current().
  */
 import { ServiceBusClient } from '@azure/service-bus';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../lib/index.js';
 import { desiredQueues } from '../../lib/infra/desired.js';
 import { PulumiEngine, pulumiEnv } from '../../lib/infra/pulumi-engine.js';
 import { checkStackName, programPlan, queueArgs } from '../../lib/infra/pulumi-plan.js';
 import { adminClient, ownershipMark } from '../../lib/infra/service-bus-admin.js';
-import { TestBroker } from '../support/asb-broker.js';
+import { useBroker } from '../support/use-broker.js';
 import { fakeStack, installMocks } from '../support/pulumi-stack.js';
 
 beforeAll(installMocks);
@@ -19,18 +19,11 @@ const target = { resourceGroupName: 'rg-shop', namespaceName: 'shop-prod' };
 const TABLES = ['Persons', 'Orders'];
 const inStack = (tables: string[], task = 'shop') => desiredQueues(tables).map((d) => ({ name: d.name, inputs: queueArgs(d, target, task), retainOnDelete: true }));
 
-let broker: TestBroker;
-beforeEach(async () => {
-  broker = await TestBroker.start();
-});
-afterEach(async () => {
-  await broker.close();
-  expect(broker.errors).toEqual([]);
-});
+const current = useBroker();
 
 const engine = (stack: ReturnType<typeof fakeStack>, extra: Partial<ConstructorParameters<typeof PulumiEngine>[0]> = {}) =>
   new PulumiEngine({ ...target, task: 'shop', stateDir: '/tmp/dstream-test-pulumi', openStack: stack.open, env: {}, ...extra });
-const withAdmin = () => ({ admin: adminClient({ connectionString: broker.connectionString }), endpoint: broker.host() });
+const withAdmin = () => ({ admin: adminClient({ connectionString: current().connectionString }), endpoint: current().host() });
 
 describe('Pulumi init never deletes a queue', () => {
   it('an empty discovery declares every queue the stack holds, each with retainOnDelete, and deletes none', async () => {
@@ -62,14 +55,14 @@ describe('Pulumi init never deletes a queue', () => {
 
 describe('Pulumi destroy', () => {
   async function send(queue: string, n: number) {
-    const client = new ServiceBusClient(broker.connectionString);
+    const client = new ServiceBusClient(current().connectionString);
     const sender = client.createSender(queue);
     await sender.sendMessages(Array.from({ length: n }, (_, i) => ({ body: `m${i}` })));
     await client.close();
   }
 
   it('keeps a queue that still holds messages, deletes the empty ones, and keeps the stack', async () => {
-    for (const t of TABLES) broker.createQueue(`${t}_cdc_events`, { requiresDuplicateDetection: true });
+    for (const t of TABLES) current().createQueue(`${t}_cdc_events`, { requiresDuplicateDetection: true });
     await send('Orders_cdc_events', 3);
     const stack = fakeStack(inStack(TABLES));
     const result = await engine(stack, withAdmin()).destroy();
@@ -105,7 +98,7 @@ describe('Pulumi destroy', () => {
 
 describe('Pulumi and queues that exist outside the stack', () => {
   it('plans a queue made for this task by on_missing_queue or the sdk engine as exists, and init imports it', async () => {
-    const made = broker.createQueue('Persons_cdc_events', { requiresDuplicateDetection: true });
+    const made = current().createQueue('Persons_cdc_events', { requiresDuplicateDetection: true });
     made.description = { UserMetadata: ownershipMark('shop'), RequiresDuplicateDetection: 'true', MaxDeliveryCount: '10' };
     const stack = fakeStack();
     const plan = await engine(stack, withAdmin()).plan(desiredQueues(['Persons', 'Orders'], undefined, { maxDeliveryCount: 4 }));
@@ -124,7 +117,7 @@ describe('Pulumi and queues that exist outside the stack', () => {
   });
 
   it('leaves a queue someone else made alone, and does not declare it', async () => {
-    broker.createQueue('Persons_cdc_events', { requiresDuplicateDetection: false });
+    current().createQueue('Persons_cdc_events', { requiresDuplicateDetection: false });
     const stack = fakeStack();
     const init = await engine(stack, withAdmin()).init(desiredQueues(['Persons']));
     expect(stack.ops[0]!.declared).toEqual([]);

@@ -1,22 +1,16 @@
 import { createServer } from 'node:net';
 import { ServiceBusClient } from '@azure/service-bus';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../lib/index.js';
 import { adminClient, emulatorManagementPort, ensureQueue, ownershipOf } from '../../lib/infra/service-bus-admin.js';
 import { TestBroker } from '../support/asb-broker.js';
+import { useBroker } from '../support/use-broker.js';
 
-let broker: TestBroker;
-beforeEach(async () => {
-  broker = await TestBroker.start();
-});
-afterEach(async () => {
-  await broker.close();
-  expect(broker.errors).toEqual([]);
-});
+const current = useBroker();
 
 describe('queue management through the real administration client (test ATOM endpoint)', () => {
   it('creates a queue with the task settings and marks it as the task\'s; a second call finds it', async () => {
-    const admin = adminClient({ connectionString: broker.connectionString });
+    const admin = adminClient({ connectionString: current().connectionString });
     expect(await ensureQueue(admin, 'Persons_cdc_events', { maxDeliveryCount: 5, lockDuration: 'PT2M' }, { task: 'mssql-to-asb' })).toBe('created');
     const q = await admin.getQueue('Persons_cdc_events');
     expect(q).toMatchObject({
@@ -29,13 +23,13 @@ describe('queue management through the real administration client (test ATOM end
     expect(ownershipOf(q.userMetadata)).toEqual({ 'managed-by': 'dstream', task: 'mssql-to-asb' });
     // Names are case-insensitive, as in Service Bus.
     expect(await ensureQueue(admin, 'persons_CDC_events', {}, { task: 'mssql-to-asb' })).toBe('exists');
-    expect(broker.adminRequests.map((r) => `${r.method} ${r.status}`)).toEqual(['PUT 201', 'GET 200', 'PUT 409']);
+    expect(current().adminRequests.map((r) => `${r.method} ${r.status}`)).toEqual(['PUT 201', 'GET 200', 'PUT 409']);
   });
 
   it('lists queues and reports runtime counts', async () => {
-    const admin = adminClient({ connectionString: broker.connectionString });
+    const admin = adminClient({ connectionString: current().connectionString });
     await ensureQueue(admin, 'Orders_cdc_events', {});
-    const client = new ServiceBusClient(broker.connectionString);
+    const client = new ServiceBusClient(current().connectionString);
     await client.createSender('Orders_cdc_events').sendMessages([{ body: 1 }, { body: 2 }]);
     await client.close();
     const names: string[] = [];
@@ -47,10 +41,10 @@ describe('queue management through the real administration client (test ATOM end
   });
 
   it('retries when the service answers ServerBusy', async () => {
-    broker.adminFaults.busyNext = 2;
-    const admin = adminClient({ connectionString: broker.connectionString });
+    current().adminFaults.busyNext = 2;
+    const admin = adminClient({ connectionString: current().connectionString });
     expect(await ensureQueue(admin, 'Customers_cdc_events', {}, { retry: { baseDelayMs: 5, maxDelayMs: 20 } })).toBe('created');
-    expect(broker.adminRequests.map((r) => r.status)).toEqual([503, 503, 201]);
+    expect(current().adminRequests.map((r) => r.status)).toEqual([503, 503, 201]);
   });
 
   it('reports a connection failure as such, never as a missing or existing queue', async () => {

@@ -10,18 +10,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, type Envelope } from '../../lib/index.js';
 import { serviceBusSink } from '../../lib/sinks/service-bus/sink.js';
 import { TestBroker } from '../support/asb-broker.js';
+import { cdcChange } from '../support/envelopes.js';
 import { fixture, spawnNode } from '../support/process.js';
 
-let lsn = 0;
-function change(table: string, n: number, extra: Record<string, unknown> = {}): Envelope {
-  lsn++;
-  return {
-    source: 'mssql-cdc',
-    type: 'cdc',
-    data: { Id: n, ...extra },
-    metadata: { TableName: table, Schema: 'dbo', OperationType: 'Insert', OperationID: 2, LSN: `0x${lsn.toString(16).padStart(20, '0')}`, Seq: '0x01' },
-  };
-}
+const change = (table: string, n: number, extra: Record<string, unknown> = {}): Envelope => cdcChange(table, { Id: n, ...extra });
 
 type RetryEvent = { attempt: number; delayMs: number; error: unknown };
 
