@@ -10,6 +10,7 @@ import type { TaskConfig, ProviderRef } from '../config/tasks.js';
 import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
 import type { ProviderDefinition } from '../provider/run-provider.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
+import { latestSaver } from './latest-saver.js';
 import { openSession, providerFailed } from './session.js';
 import type { StateStore } from './state-store.js';
 
@@ -120,9 +121,17 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   const output = startProvider(outSpec, options);
   const input = startProvider(inSpec, options);
   const summary: RunSummary = { task: task.name, rows: 0, checkpointsAcked: 0 };
+  // One SIGTERM per provider: a second one means "exit at once" to a provider draining its work.
+  const terminated = new Set<ProviderHandle>();
+  const terminate = (h: ProviderHandle) => {
+    if (terminated.has(h)) return;
+    terminated.add(h);
+    h.kill('SIGTERM');
+  };
   const stop = (sig: NodeJS.Signals) => {
     summary.stoppedBy ??= sig;
-    input.kill(sig);
+    if (sig === 'SIGTERM') terminate(input);
+    else input.kill(sig);
   };
   const onAbort = () => stop('SIGTERM');
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -146,49 +155,38 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
       const exit = await input.exited;
       const stoppedCleanly = summary.stoppedBy !== undefined && (exit.code === 130 || exit.code === 143 || exit.signal !== null);
       if (exit.code !== 0 && !stoppedCleanly) {
-        output.kill('SIGTERM');
+        terminate(output);
         throw providerFailed(input, 'failed', exit);
       }
     })();
-    // Acknowledgements can come faster than a durable save: the saver writes the latest one it has
-    // (each save is atomic), so the store never lags more than one save behind and never holds a
-    // position that was not acknowledged.
-    let latest: CheckpointEnvelope | undefined;
-    let saving: Promise<void> | undefined;
-    let saveError: unknown;
-    const saveLatest = (): Promise<void> =>
-      (saving ??= (async () => {
-        while (latest !== undefined) {
-          const cp = latest;
-          latest = undefined;
-          await options.store.save(task.name, cp.data.position, cp.source);
-          summary.lastPosition = cp.data.position;
-        }
-      })().finally(() => (saving = undefined)));
+    // Acknowledgements can come faster than a durable save: only the latest is saved (each save
+    // atomic), so the store never lags more than one save behind nor holds an unacknowledged position.
+    const saver = latestSaver(async (cp: CheckpointEnvelope) => {
+      await options.store.save(task.name, cp.data.position, cp.source);
+      summary.lastPosition = cp.data.position;
+    });
     const acknowledge = (async () => {
       for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
         const v = n.value as { type?: string };
         const line = readHandshake(v);
         if (line.kind === 'error') throw providerFailed(output, line.message, await output.exited);
         if (v?.type !== CHECKPOINT_TYPE) continue;
-        latest = v as CheckpointEnvelope;
+        const cp = v as CheckpointEnvelope;
         summary.checkpointsAcked++;
-        options.onAck?.(latest, summary.rows);
-        saveLatest().catch((err: unknown) => (saveError ??= err));
-        if (saveError !== undefined) throw saveError;
+        options.onAck?.(cp, summary.rows);
+        saver.offer(cp);
       }
-      while (saving !== undefined || latest !== undefined) await saveLatest();
-      if (saveError !== undefined) throw saveError;
+      await saver.flush();
       const exit = await output.exited;
       if (exit.code !== 0) {
-        input.kill('SIGTERM');
+        terminate(input);
         throw providerFailed(output, 'failed', exit);
       }
     })();
     // Whichever side fails first decides the error; the other is stopped.
     await Promise.all([forward, acknowledge].map((p) => p.catch((err: unknown) => {
-      input.kill('SIGTERM');
-      output.kill('SIGTERM');
+      terminate(input);
+      terminate(output);
       throw err;
     })));
     return summary;

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -57,6 +58,59 @@ describe('asb-sink (spawned)', () => {
     expect(r.stdout).toBe('');
     expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(2));
     expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2)]);
+  });
+
+  it('--state-file: the last of many quick acknowledgements is stored; temp files of killed saves are removed on start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-asb-'));
+    const state = join(dir, 'state.json');
+    const stale = join(dir, '.state.json.2147483600.tmp');
+    const live = join(dir, `.state.json.${process.pid}.tmp`);
+    writeFileSync(stale, '{"checkpoint":');
+    writeFileSync(live, 'someone saving right now');
+    const lines: unknown[] = [];
+    for (let i = 1; i <= 2000; i++) lines.push(row('Persons', i), cp(i));
+    const r = await spawnNode(BIN, ['--state-file', state, '--quiet'], { input: ndjson(...lines), env: { ASB_CONNECTION_STRING: broker.connectionString }, timeoutMs: 25_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(2000));
+    expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(2000);
+    expect(existsSync(stale)).toBe(false);
+    expect(existsSync(live)).toBe(true); // a running process's temp file is left alone
+  }, 30_000);
+
+  it('--state-file with skip_acknowledged: started again on a replay of the same stream, sends only what the stored checkpoint does not cover', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-asb-'));
+    const state = join(dir, 'state.json');
+    const env = { ASB_CONNECTION_STRING: broker.connectionString };
+    const first = [row('Persons', 1), row('Orders', 2), cp(1), row('Persons', 3), cp(2)];
+    expect((await spawnNode(BIN, ['--state-file', state, '--quiet'], { input: ndjson(...first), env })).code).toBe(0);
+    // The same stream again, longer: only what follows cp(2) is new.
+    const replay = await spawnNode(BIN, ['--state-file', state, '--skip-acknowledged'], { input: ndjson(...first, row('Orders', 4), cp(3)), env });
+    expect(replay.code, replay.stderr).toBe(0);
+    expect(replay.stderr).toContain(`skipped 3 rows up to the checkpoint stored in ${state}`);
+    expect(broker.bodies('Persons_cdc_events')).toEqual([row('Persons', 1), row('Persons', 3)]);
+    expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2), row('Orders', 4)]);
+    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(3));
+    // Another stream (the stored checkpoint never comes): an error, and nothing sent.
+    const other = await spawnNode(BIN, ['--state-file', state, '--skip-acknowledged', '--quiet'], { input: ndjson(row('Orders', 9), cp(9)), env });
+    expect(other.code).toBe(ExitCodes.USAGE);
+    expect(other.stderr).toContain('the input ended without the checkpoint stored in');
+    expect(broker.bodies('Orders_cdc_events')).toHaveLength(2);
+  });
+
+  it('a failed state write reports its own error, not the cleanup\'s', async (ctx) => {
+    const ro = mkdtempSync(join(tmpdir(), 'dstream-ro-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro], { stdio: 'pipe' });
+    } catch (err) {
+      return ctx.skip(`cannot mount a read-only tmpfs here (${(err as Error).message.split('\n')[0]})`);
+    }
+    try {
+      const r = await spawnNode(BIN, ['--state-file', join(ro, 's.json'), '--quiet'], { input: ndjson(row('Persons', 1), cp(1)), env: { ASB_CONNECTION_STRING: broker.connectionString } });
+      expect(r.code).toBe(ExitCodes.FAILURE);
+      expect(r.stderr).toMatch(new RegExp(`could not write ${join(ro, 's.json')}: EROFS: read-only file system, open '${join(ro, '.s.json.')}\\d+\\.tmp'`));
+    } finally {
+      execFileSync('umount', [ro]);
+    }
   });
 
   it('a missing queue fails the run, naming the queue and what to do, without the secret', async () => {

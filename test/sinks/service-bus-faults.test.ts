@@ -15,6 +15,16 @@ import { fixture, spawnNode } from '../support/process.js';
 
 const change = (table: string, n: number, extra: Record<string, unknown> = {}): Envelope => cdcChange(table, { Id: n, ...extra });
 
+/** The error a run failed with; fails the test when it succeeded. */
+async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as { code?: string; message: string };
+  }
+  throw new Error('expected the run to fail');
+}
+
 type RetryEvent = { attempt: number; delayMs: number; error: unknown };
 
 let broker: TestBroker;
@@ -123,7 +133,7 @@ describe('serviceBusSink under broker faults', () => {
     broker.refuseNextTransfer(condition, description);
     const retries: RetryEvent[] = [];
     const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 8, baseDelayMs: 1, maxDelayMs: 5 }, onRetry: (r) => retries.push(r) });
-    const err = await pipeline(Readable.from([change('Orders', 1)]), sink).then((): { code?: string; message: string } => ({ message: "no error" }), (e: unknown) => e as { code?: string; message: string });
+    const err = await failure(pipeline(Readable.from([change('Orders', 1)]), sink));
     expect(err.code).toBe(ErrorCodes.SERVICE_BUS);
     expect(err.message).toContain(description);
     expect(err.message).not.toMatch(/attempts/);
@@ -133,7 +143,7 @@ describe('serviceBusSink under broker faults', () => {
   it('says the real number of attempts when it gives up', async () => {
     await broker.stop();
     const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 3, baseDelayMs: 1, maxDelayMs: 5 } });
-    const err = await pipeline(Readable.from([change('Orders', 1)]), sink).then((): { code?: string; message: string } => ({ message: "no error" }), (e: unknown) => e as { code?: string; message: string });
+    const err = await failure(pipeline(Readable.from([change('Orders', 1)]), sink));
     expect(err.code).toBe(ErrorCodes.SERVICE_BUS);
     expect(err.message).toMatch(/after 4 attempts: .*ECONNREFUSED/);
   });
@@ -154,7 +164,7 @@ describe('session queues', () => {
     const bad = change('Orders', 2);
     delete (bad.data as Record<string, unknown>).Id;
     const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', sessionKey: 'Id' });
-    const err = await pipeline(Readable.from([change('Orders', 1), bad]), sink).then((): { code?: string; message: string } => ({ message: "no error" }), (e: unknown) => e as { code?: string; message: string });
+    const err = await failure(pipeline(Readable.from([change('Orders', 1), bad]), sink));
     expect(err.code).toBe(ErrorCodes.INVALID_RECORD);
     expect(err.message).toContain(`table dbo.Orders, LSN ${bad.metadata!.LSN}`);
     expect(err.message).toContain('session_key column "Id"');
@@ -163,7 +173,7 @@ describe('session queues', () => {
   it('a session key over 128 characters is a clear error, not the SDK\'s plain Error', async () => {
     const long = change('Orders', 1, { Key: 'k'.repeat(129) });
     const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', sessionKey: 'Key' });
-    const err = await pipeline(Readable.from([long]), sink).then((): { code?: string; message: string } => ({ message: "no error" }), (e: unknown) => e as { code?: string; message: string });
+    const err = await failure(pipeline(Readable.from([long]), sink));
     expect(err.code).toBe(ErrorCodes.INVALID_RECORD);
     expect(err.message).toMatch(/holds 129 characters; Service Bus accepts a SessionId of at most 128/);
   });

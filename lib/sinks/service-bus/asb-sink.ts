@@ -7,9 +7,12 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { TokenCredential } from '@azure/core-auth';
 import type { ConfigSchema } from '../../config/schema.js';
-import { invalidOption } from '../../errors.js';
+import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
 import type { CheckpointEnvelope } from '../../envelope/types.js';
-import { writeFileAtomic } from '../../executor/atomic-file.js';
+import { removeStaleTemps, writeFileAtomic } from '../../executor/atomic-file.js';
+import { latestSaver } from '../../executor/latest-saver.js';
+import { skipAcknowledged } from '../../streams/skip-acknowledged.js';
+import { readFile } from 'node:fs/promises';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
 import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
 import { AdminEngine } from '../../infra/admin-engine.js';
@@ -39,7 +42,16 @@ export const asbSinkConfig = {
   send_timeout_ms: { type: 'integer', minimum: 100, default: 30_000, description: 'give up on one send and retry after this long' },
   on_oversize: { type: 'string', enum: ['fail', 'dead-letter'], default: 'fail', description: 'a record larger than the queue accepts' },
   dead_letter: { type: 'string', description: 'file for dead-lettered records (with on_oversize = dead-letter)' },
-  state_file: { type: 'string', description: 'write the last acknowledged checkpoint here, atomically' },
+  state_file: {
+    type: 'string',
+    description:
+      'write the last acknowledged checkpoint here, atomically (the latest when acks come faster than saves). mssql-cdc --state-file reads it and resumes after it; asb-sink itself resumes only with skip_acknowledged',
+  },
+  skip_acknowledged: {
+    type: 'boolean',
+    default: false,
+    description: 'with state_file, when the input replays the same stream from its start (a file): skip what the stored checkpoint covers instead of sending it again',
+  },
   on_missing_queue: { type: 'string', enum: ['fail', 'create'], default: 'fail', description: 'a queue that does not exist: stop, or create it (needs Manage rights)' },
   task: { type: 'string', description: 'task name, recorded on the queues dstream creates (plan/init/status/destroy need it)' },
   tables: { type: 'string[]', description: 'tables whose queues plan/init/status manage, when the executor sends no streams' },
@@ -78,6 +90,7 @@ export interface AsbSinkConfig {
   on_oversize: 'fail' | 'dead-letter';
   dead_letter?: string;
   state_file?: string;
+  skip_acknowledged: boolean;
   on_missing_queue: 'fail' | 'create';
   task?: string;
   tables?: string[];
@@ -114,6 +127,28 @@ async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | u
   }
   const { DefaultAzureCredential } = await import('@azure/identity');
   return new DefaultAzureCredential();
+}
+
+/** The checkpoint in asb-sink's state file (and stale temp files of killed saves removed). */
+async function loadStateFile(path: string): Promise<CheckpointEnvelope | undefined> {
+  await removeStaleTemps(path);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new DstreamError(ErrorCodes.IO, `could not read ${path}: ${messageOf(err)}`, { cause: err, details: { path } });
+  }
+  let cp: CheckpointEnvelope | undefined;
+  try {
+    cp = (JSON.parse(text) as { checkpoint?: CheckpointEnvelope } | null)?.checkpoint;
+  } catch (err) {
+    throw new DstreamError(ErrorCodes.IO, `${path} is not an asb-sink state file (${messageOf(err)}); fix it or remove it`, { cause: err, details: { path } });
+  }
+  if (cp === undefined || cp === null || typeof cp !== 'object' || cp.data === undefined) {
+    throw new DstreamError(ErrorCodes.IO, `${path} is not an asb-sink state file (no "checkpoint"); fix it or remove it`, { details: { path } });
+  }
+  return cp;
 }
 
 /** Queue settings for queues asb-sink creates, from its config. */
@@ -154,6 +189,14 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
   let acked = 0;
+  const stateFile = config.state_file;
+  const stored = stateFile === undefined ? undefined : await loadStateFile(stateFile);
+  // Acknowledgements come faster than fsynced saves: only the latest is written (bounded memory,
+  // never behind by more than one save), and the run's end waits for it.
+  const saver =
+    stateFile === undefined
+      ? undefined
+      : latestSaver((cp: CheckpointEnvelope) => writeFileAtomic(stateFile, `${JSON.stringify({ checkpoint: cp, savedAt: new Date().toISOString() })}\n`));
   const out = toServiceBus({
     ...connection,
     onMissingQueue: config.on_missing_queue === 'create' ? missingQueueCreator(ctx, connection) : undefined,
@@ -169,11 +212,9 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
     onRetry: (r) => ctx.log(`queue ${r.queue}: ${(r.error as Error).message}; retry ${r.attempt} of ${config.max_retries} in ${r.delayMs} ms`),
     onWarning: ctx.log,
     onSink: (queue, sink) => sinks.set(queue, sink as ServiceBusSink),
-    onCheckpoint: async (cp: CheckpointEnvelope) => {
+    onCheckpoint: (cp: CheckpointEnvelope) => {
       acked++;
-      if (config.state_file !== undefined) {
-        await writeFileAtomic(config.state_file, `${JSON.stringify({ checkpoint: cp, savedAt: new Date().toISOString() })}\n`);
-      }
+      saver?.offer(cp);
       // In a pipe, stdout is the end of the line; to an executor, each ack is a protocol line.
       if (!ctx.standalone) ctx.output.write(cp);
     },
@@ -188,10 +229,16 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
           ctx.log(progressLine(last, now));
           last = now;
         }, config.progress_ms).unref();
+  const skip =
+    config.skip_acknowledged && stored !== undefined
+      ? skipAcknowledged({ checkpoint: stored, from: stateFile!, onResume: (s) => ctx.log(`skipped ${s.rows} rows up to the checkpoint stored in ${stateFile} (already delivered); delivering from there`) })
+      : undefined;
   try {
-    await pipeline(ctx.input, out);
+    await (skip === undefined ? pipeline(ctx.input, out) : pipeline(ctx.input, skip, out));
   } finally {
     if (timer !== undefined) clearInterval(timer);
+    // What was acknowledged is stored, also when the run fails.
+    await saver?.flush();
     if (deadLetter !== undefined) await new Promise<void>((resolve) => deadLetter.end(() => resolve()));
   }
   if (!config.quiet) ctx.log(summaryLine(stats(), Date.now() - started, acked));

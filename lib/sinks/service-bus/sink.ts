@@ -45,7 +45,7 @@ export interface ServiceBusSinkOptions extends ConnectionOptions, MessageOptions
    * duplicate detection drops the copy. Default 30 s.
    */
   sendTimeoutMs?: number;
-  /** Floor of the first attempt's wait (see sendTimeoutMs). Default 2 s. */
+  /** Floor of the first attempt's wait (see sendTimeoutMs); five times that before the first answer. Default 2 s. */
   firstSendTimeoutMs?: number;
   /** Called once when Service Bus answers slower than `sendTimeoutMs` and the wait grows past it. */
   onWarning?: (message: string) => void;
@@ -321,7 +321,9 @@ export class ServiceBusSink extends Writable {
    */
   private async sendWithTimeout(batch: ServiceBusMessageBatch | ServiceBusMessage, timeoutsSoFar: number): Promise<void> {
     const max = this.options.sendTimeoutMs ?? 30_000;
-    const first = Math.min(max, Math.max(this.options.firstSendTimeoutMs ?? 2000, 4 * this.slowestSendMs));
+    // Before any answer the link is still to be opened and authorised: a cold start gets longer.
+    const floor = (this.options.firstSendTimeoutMs ?? 2000) * (this.slowestSendMs === 0 ? 5 : 1);
+    const first = Math.min(max, Math.max(floor, 4 * this.slowestSendMs));
     const ms = first * 2 ** timeoutsSoFar;
     if (ms > max && !this.warnedSlow) {
       this.warnedSlow = true;
