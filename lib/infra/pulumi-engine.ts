@@ -7,7 +7,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServiceBusAdministrationClient } from '@azure/service-bus';
-import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.js';
 import { defaultStateDir } from '../executor/state-store.js';
 import type { ResourceReport } from '../protocol/messages.js';
 import { addRuntimeCounts, listQueues, summarize, type InfraResult } from './admin-engine.js';
@@ -69,7 +69,7 @@ const INSTALL = 'install the Pulumi CLI (https://www.pulumi.com/docs/iac/downloa
 
 /** Turns Automation API failures into messages a person can act on. */
 export function explainPulumi(err: unknown, what: string): DstreamError {
-  if (err instanceof DstreamError) return err;
+  if (isDstreamError(err)) return err;
   const text = messageOf(err);
   let hint: string;
   if (/ENOENT|not found|command not found|Could not find the pulumi/i.test(text) && /pulumi/i.test(text)) hint = `the Pulumi CLI was not found: ${INSTALL}`;
