@@ -76,10 +76,10 @@ export { renderTemplate } from './config/template.js';
 
 export { mssqlCdc, MSSQL_SOURCE, type GapPolicy, type LeaseOptions, type MssqlCdcOptions } from './sources/mssql/reader.js';
 export { parsePosition, positionOf, type MssqlCdcPosition } from './sources/mssql/position.js';
-export { mssqlCdcProvider, mssqlCdcSource, type MssqlCdcConfig, type MssqlCdcProviderOptions } from './sources/mssql/provider.js';
+export { mssqlCdcProvider, mssqlCdcSource, type MssqlCdcConfig } from './sources/mssql/provider.js';
 export { sqlServerConnector, describeConnection } from './sources/mssql/sqlserver.js';
 export { SqlCheckpointStore, DEFAULT_CHECKPOINT_TABLE } from './sources/mssql/checkpoint-store.js';
-export type { CdcConnector, CdcQueries, CaptureInstance, ConnectOptions, DriverChangeRow } from './sources/mssql/queries.js';
+export type { CdcConnector, CdcQueries, CaptureInstance, ChangeReadOptions, ConnectOptions, DriverChangeRow, QueryMode, WindowRows } from './sources/mssql/queries.js';
 export { SQL, selectExpression } from './sources/mssql/sql.js';
 export { typeClassOf, jsonValue, rowMapper, type TypeClass, type ColumnInfo } from './sources/mssql/types.js';
 export { lsnToHex, lsnFromHex, compareLsn, incrementLsn } from './sources/mssql/lsn.js';
