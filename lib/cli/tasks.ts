@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline/promises';
 import type { Readable, Writable } from 'node:stream';
 import { loadTaskFile, taskNamed } from '../config/tasks.js';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
-import { validateConfig } from '../config/schema.js';
+import { validateProviderConfig } from '../provider/run-provider.js';
 import { BUILTINS, builtinNamed } from '../executor/builtins.js';
 import { runTask, taskVerb } from '../executor/executor.js';
 import type { TaskConfig } from '../config/tasks.js';
@@ -64,7 +64,7 @@ export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<numb
         const def = ref.provider === undefined ? undefined : await builtinNamed(BUILTINS, ref.provider);
         if (def?.config === undefined) continue;
         try {
-          validateConfig(def.config, ref.config, { path: `task "${t.name}" ${side}.config`, env: io.env });
+          validateProviderConfig(def, ref.config, { path: `task "${t.name}" ${side}.config`, env: io.env });
         } catch (err) {
           throw new DstreamError(ErrorCodes.CONFIG, `${t.file}:${ref.line ?? t.line}: ${messageOf(err)}`, { cause: err });
         }
