@@ -22,8 +22,13 @@ export const dstream = (args: string[], t: { config: string; env: Record<string,
 /** For `dstream(..., onSpawn)`: SIGTERM to the CLI once its stderr matches (the Go ingester polls forever). */
 export const sigtermOnStderr = (pattern: RegExp) => (child: ChildProcess) => {
   let seen = '';
+  let sent = false;
   child.stderr!.on('data', (d: Buffer) => {
     seen += d.toString();
-    if (pattern.test(seen)) child.kill('SIGTERM');
+    // Once: a second SIGTERM after the run has ended would kill the CLI instead of stopping the task.
+    if (!sent && pattern.test(seen)) {
+      sent = true;
+      child.kill('SIGTERM');
+    }
   });
 };
