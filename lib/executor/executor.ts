@@ -111,6 +111,9 @@ export interface RunOptions extends ExecutorOptions {
   onAck?: (checkpoint: CheckpointEnvelope, rows: number) => void;
 }
 
+/** How long the output may take to deliver what a failed input sent before the run reports the failure. */
+const DRAIN_AFTER_INPUT_FAILURE_MS = 10_000;
+
 /** Streams a task until its input ends or `signal` aborts; stores each acknowledged checkpoint. */
 export async function runTask(task: TaskConfig, options: RunOptions): Promise<RunSummary> {
   const stored = await options.store.load(task.name);
@@ -134,12 +137,20 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     else input.kill(sig);
   };
   const onAbort = () => stop('SIGTERM');
+  // Acknowledgements can come faster than a durable save: only the latest is saved (each save
+  // atomic), so the store never lags more than one save behind nor holds an unacknowledged position.
+  const saver = latestSaver(async (cp: CheckpointEnvelope) => {
+    await options.store.save(task.name, cp.data.position, cp.source);
+    summary.lastPosition = cp.data.position;
+  });
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const out = await openSession(output, runHeader(task.output, {}), options);
     // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
     const store = options.store.describe?.();
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
+    // Assigned below; forward waits on it only after the input ended.
+    let acknowledge!: Promise<void>;
     const forward = (async () => {
       const enc = encodeEnvelopes();
       enc.pipe(output.stdin);
@@ -154,17 +165,17 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
       const exit = await input.exited;
       const stoppedCleanly = summary.stoppedBy !== undefined && (exit.code === 130 || exit.code === 143 || exit.signal !== null);
       if (exit.code !== 0 && !stoppedCleanly) {
-        terminate(output);
+        // The output has ended input: it delivers and acknowledges what the input sent before it
+        // failed (so that is stored), unless it takes longer than a stop may; then the failure is reported.
+        const drained = await Promise.race([
+          acknowledge.then(() => true, () => false),
+          new Promise<boolean>((r) => setTimeout(() => r(false), DRAIN_AFTER_INPUT_FAILURE_MS).unref()),
+        ]);
+        if (!drained) terminate(output);
         throw providerFailed(input, 'failed', exit);
       }
     })();
-    // Acknowledgements can come faster than a durable save: only the latest is saved (each save
-    // atomic), so the store never lags more than one save behind nor holds an unacknowledged position.
-    const saver = latestSaver(async (cp: CheckpointEnvelope) => {
-      await options.store.save(task.name, cp.data.position, cp.source);
-      summary.lastPosition = cp.data.position;
-    });
-    const acknowledge = (async () => {
+    acknowledge = (async () => {
       for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
         const v = n.value as { type?: string };
         const line = readHandshake(v);
@@ -192,8 +203,13 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   } catch (err) {
     input.kill('SIGKILL');
     output.kill('SIGKILL');
-    if (err instanceof DstreamError) throw err;
-    throw new DstreamError(ErrorCodes.PROVIDER, `task "${task.name}": ${messageOf(err)}`, { cause: err });
+    // What was acknowledged before the failure is stored before the run reports it.
+    const saveFailure = await saver.flush().then(
+      () => '',
+      (saveErr: unknown) => (saveErr === err ? '' : `; the last acknowledged position could not be stored either: ${messageOf(saveErr)}`),
+    );
+    if (err instanceof DstreamError && saveFailure === '') throw err;
+    throw new DstreamError(err instanceof DstreamError ? err.code : ErrorCodes.PROVIDER, `${err instanceof DstreamError ? '' : `task "${task.name}": `}${messageOf(err)}${saveFailure}`, { cause: err });
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
   }
