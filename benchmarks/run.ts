@@ -2,7 +2,7 @@
  * npm run bench: runs every *.bench.ts, prints one table per run and writes benchmarks/RESULTS.md.
  * BENCH_LINES (default 200000) sizes the in-process runs; BENCH_ROUTE_LINES (default 1000000) the
  * process runs; BENCH_ROUNDS (default 5 in-process, 3 for processes) the timed rounds; BENCH_ONLY
- * (codec,route,mssql,service-bus) picks sections; BENCH_CDC_COMMITS (default 150000) sizes the CDC reader runs.
+ * (codec,route,mssql,service-bus,state-file) picks sections; BENCH_STATE_LINES (default 1000000) sizes the state-file run; BENCH_CDC_COMMITS (default 150000) sizes the CDC reader runs.
  */
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -12,6 +12,7 @@ import * as codec from './codec.bench.js';
 import * as routeProcess from './route.bench.js';
 import * as serviceBus from './service-bus.bench.js';
 import * as mssql from './mssql.bench.js';
+import * as stateFile from './state-file.bench.js';
 
 const lines = Number(process.env.BENCH_LINES ?? 200_000);
 const routeLines = Number(process.env.BENCH_ROUTE_LINES ?? 1_000_000);
@@ -33,6 +34,9 @@ await step(`dstream route as a process, ${routeLines.toLocaleString('en-US')} li
 await step('SQL Server CDC reader (simulated driver rows, in process)', () => mssql.run(Number(process.env.BENCH_CDC_COMMITS ?? 150_000), rounds), 'mssql');
 
 await step('delivery to Service Bus (AMQP test broker in its own process)', () => serviceBus.run(Math.max(1, Math.min(rounds, 3))), 'service-bus');
+
+const stateLines = Number(process.env.BENCH_STATE_LINES ?? 1_000_000);
+await step(`asb-sink --state-file over ${stateLines.toLocaleString('en-US')} lines`, () => stateFile.run(stateLines, Math.max(1, Math.min(rounds, 2))), 'state-file');
 
 const verdicts = sections.flatMap((s) => evaluate(s.result));
 const targetTable = markdown([['target', 'measured', 'met'], ...verdicts.map((v) => [v.target.text, v.value, v.pass ? 'yes' : 'NO'])]);

@@ -33,6 +33,11 @@ export interface PartitionOptions {
   keyOf?: (envelope: Envelope) => string | undefined;
   /** Called, in order, with each checkpoint once everything before it is acknowledged. May return a promise. */
   onCheckpoint?: (checkpoint: CheckpointEnvelope) => void | Promise<void>;
+  /**
+   * Checkpoints waiting for their rows' acknowledgements before the input is held back. Without a
+   * bound, an input faster than the sinks piles up markers without end. Default 1024.
+   */
+  maxPendingCheckpoints?: number;
   highWaterMark?: number;
 }
 
@@ -72,6 +77,9 @@ export class Partitioner extends Writable {
   private releasing = false;
   private released = 0;
   private finalCallback: ((err?: Error | null) => void) | null = null;
+  private readonly maxPendingCheckpoints: number;
+  /** The write callback of a checkpoint held back while too many wait (see maxPendingCheckpoints). */
+  private heldCallback: ((err?: Error | null) => void) | null = null;
 
   constructor(options: PartitionOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 16 });
@@ -82,6 +90,7 @@ export class Partitioner extends Writable {
     this.maxPartitions = max;
     this.keyOf = options.keyOf ?? defaultKey;
     this.onCheckpoint = options.onCheckpoint;
+    this.maxPendingCheckpoints = options.maxPendingCheckpoints ?? 1024;
   }
 
   get stats(): PartitionStats {
@@ -96,7 +105,8 @@ export class Partitioner extends Writable {
       for (const p of this.partitions.values()) if (p.acked < p.written) waits.push([p, p.written]);
       this.barriers.push({ marker: env, waits });
       this.release();
-      callback();
+      if (this.barriers.length >= this.maxPendingCheckpoints) this.heldCallback = callback;
+      else callback();
       return;
     }
     const key = this.keyOf(env);
@@ -253,6 +263,11 @@ export class Partitioner extends Writable {
         );
         return;
       }
+    }
+    if (this.heldCallback !== null && this.barriers.length < this.maxPendingCheckpoints) {
+      const cb = this.heldCallback;
+      this.heldCallback = null;
+      cb();
     }
     if (this.finalCallback !== null && this.barriers.length === 0 && !this.releasing) {
       const cb = this.finalCallback;

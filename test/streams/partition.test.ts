@@ -2,6 +2,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { checkpoint, ErrorCodes, partitionByTable, type CheckpointEnvelope, type Envelope } from '../../lib/index.js';
+import { DURABLE_ACKS } from '../../lib/streams/partition.js';
 import { memorySink, tick } from '../support/streams.js';
 
 const row = (dest: string, n: number): Envelope => ({ data: { n }, metadata: { TableName: dest, Destination: dest } });
@@ -249,5 +250,42 @@ describe('partitionByTable', () => {
     const err = await pipeline(Readable.from([row('A', 1), row('A', 2)]), partitionByTable({ sinkFor: () => quitter })).catch((e) => e);
     expect(err).toBeInstanceOf(Error);
     expect(err.message).toMatch(/partition "A" failed: sink closed before it finished/);
+  });
+});
+
+describe('checkpoints waiting for acknowledgements', () => {
+  it('hold the input back past maxPendingCheckpoints (bounded memory behind a sink that does not acknowledge yet)', async () => {
+    let written = 0;
+    let acking = false;
+    const sink = new Writable({
+      objectMode: true,
+      write(_chunk, _enc, cb) {
+        written++;
+        cb();
+        if (acking) sink.emit('ack', 1);
+      },
+    });
+    Object.assign(sink, { [DURABLE_ACKS]: true });
+    const released: unknown[] = [];
+    const p = partitionByTable({ sinkFor: () => sink, maxPendingCheckpoints: 10, onCheckpoint: (cp) => void released.push(cp.data.position) });
+    let pulled = 0;
+    function* source(): Generator<Envelope> {
+      for (let i = 0; i < 10_000; i++) {
+        pulled++;
+        yield { data: { i }, metadata: { TableName: 'T' } };
+        yield checkpoint(i);
+      }
+    }
+    const running = pipeline(Readable.from(source()), p);
+    while (p.stats.checkpointsPending < 10) await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+    // Held: the markers waiting stay at the bound and the source is no longer read.
+    expect(p.stats.checkpointsPending).toBe(10);
+    expect(pulled).toBeLessThan(100);
+    acking = true;
+    sink.emit('ack', written);
+    await running;
+    expect(released).toHaveLength(10_000);
+    expect(released.at(-1)).toBe(9999);
   });
 });
