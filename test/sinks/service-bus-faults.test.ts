@@ -11,17 +11,8 @@ import { ErrorCodes, type Envelope } from '../../lib/index.js';
 import { serviceBusSink } from '../../lib/sinks/service-bus/sink.js';
 import { TestBroker } from '../support/asb-broker.js';
 import { fixture, spawnNode } from '../support/process.js';
+import { change } from '../support/changes.js';
 
-let lsn = 0;
-function change(table: string, n: number, extra: Record<string, unknown> = {}): Envelope {
-  lsn++;
-  return {
-    source: 'mssql-cdc',
-    type: 'cdc',
-    data: { Id: n, ...extra },
-    metadata: { TableName: table, Schema: 'dbo', OperationType: 'Insert', OperationID: 2, LSN: `0x${lsn.toString(16).padStart(20, '0')}`, Seq: '0x01' },
-  };
-}
 
 /** The error a run failed with; fails the test when it succeeded. */
 async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {

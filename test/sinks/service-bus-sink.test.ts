@@ -8,18 +8,9 @@ import { serviceBusSink } from '../../lib/sinks/service-bus/sink.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
 import { TestBroker } from '../support/asb-broker.js';
 import { text } from '../support/streams.js';
+import { change } from '../support/changes.js';
 
 const TABLES = ['Persons', 'Orders', 'Customers'];
-let lsn = 0;
-function change(table: string, n: number, extra: Record<string, unknown> = {}): Envelope {
-  lsn++;
-  return {
-    source: 'mssql-cdc',
-    type: 'cdc',
-    data: { Id: n, Name: `row ${n}`, ...extra },
-    metadata: { TableName: table, Schema: 'dbo', OperationType: 'Insert', OperationID: 2, LSN: `0x${lsn.toString(16).padStart(20, '0')}`, Seq: '0x01', Destination: `${table}_cdc_events` },
-  };
-}
 
 /** Reads every message of a queue back with the real SDK receiver (peek-lock + complete). */
 async function readBack(cs: string, queue: string): Promise<Array<{ body: Envelope; messageId: unknown; subject?: string; props: unknown }>> {
