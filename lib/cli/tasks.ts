@@ -8,7 +8,7 @@ import type { Readable, Writable } from 'node:stream';
 import { loadTaskFile, taskNamed } from '../config/tasks.js';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
 import { validateProviderConfig } from '../provider/run-provider.js';
-import { BUILTINS } from '../executor/builtins.js';
+import { BUILTINS, builtinNamed } from '../executor/builtins.js';
 import { runTask, taskVerb } from '../executor/executor.js';
 import type { TaskConfig } from '../config/tasks.js';
 import type { StateStore } from '../executor/state-store.js';
@@ -59,7 +59,7 @@ export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<numb
     for (const t of tasks) {
       for (const side of ['input', 'output'] as const) {
         const ref = t[side];
-        const def = ref.provider === undefined ? undefined : BUILTINS[ref.provider];
+        const def = ref.provider === undefined ? undefined : await builtinNamed(BUILTINS, ref.provider);
         if (def?.config === undefined) continue;
         try {
           validateProviderConfig(def, ref.config, { path: `task "${t.name}" ${side}.config`, env: io.env });

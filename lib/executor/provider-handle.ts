@@ -1,8 +1,8 @@
 /**
  * A running provider, whatever it is: a `provider_path` executable as a child process, or a
- * built-in provider run in this process through runProvider() over in-memory pipes. Both speak the
- * same protocol over the same byte streams, so the executor treats them alike and one set of
- * tests covers both.
+ * built-in provider run in this process through runProvider(). Both speak the same protocol, so
+ * the executor treats them alike and one set of tests covers both; a built-in one speaks it in
+ * objects (`objectMode`), without the JSON encode and decode that only a process boundary needs.
  */
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -19,6 +19,8 @@ export interface ProviderSpec {
 
 export interface ProviderHandle {
   readonly label: string;
+  /** stdin and stdout carry protocol messages as objects (a built-in provider) rather than NDJSON bytes. */
+  readonly objectMode: boolean;
   readonly stdin: Writable;
   readonly stdout: Readable;
   /** Resolves when the provider has exited. */
@@ -34,6 +36,11 @@ export interface StartOptions {
   /** Each stderr line, as it comes (the CLI prefixes and prints them). */
   onStderr?: (line: string, label: string) => void;
   env?: Record<string, string | undefined>;
+  /**
+   * A built-in provider speaks in objects instead of NDJSON bytes. For runs where both sides are
+   * built in; with a process on the other side the bytes go through its decoder, limits included.
+   */
+  objectMode?: boolean;
 }
 
 export function startProvider(spec: ProviderSpec, options: StartOptions = {}): ProviderHandle {
@@ -52,16 +59,23 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
   const stderrTail = () => [...tail, ...(partial ? [partial] : [])].join('\n');
 
   if (spec.builtin !== undefined) {
-    const stdin = new PassThrough();
-    const stdout = new PassThrough();
+    const objectMode = options.objectMode === true;
+    const stdin = new PassThrough({ objectMode });
+    const stdout = new PassThrough({ objectMode });
     const stderr = new PassThrough();
     stderr.on('data', onStderr);
+    // SIGINT/SIGTERM ask for a drain, as they do to a process; SIGKILL ends it at once.
     const signals = new EventEmitter();
-    const exited = runProvider(spec.builtin, { stdin, stdout, stderr, argv: [], env: options.env ?? process.env, signals }).then((code) => {
-      stdout.end();
-      return { code, signal: null };
+    const killed = new AbortController();
+    const exited = runProvider(spec.builtin, { stdin, stdout, stderr, argv: [], env: options.env ?? process.env, signals, objectMode, kill: killed.signal }).then((code) => {
+      if (!stdout.writableEnded) stdout.end();
+      return killed.signal.aborted ? { code: null, signal: 'SIGKILL' as const } : { code, signal: null };
     });
-    return { label: spec.label, stdin, stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void signals.emit(sig, sig) };
+    const kill = (sig: NodeJS.Signals = 'SIGTERM') => {
+      if (sig === 'SIGINT' || sig === 'SIGTERM') signals.emit(sig, sig);
+      else killed.abort();
+    };
+    return { label: spec.label, objectMode, stdin, stdout, exited, stderrTail, kill };
   }
 
   const path = spec.path!;
@@ -77,5 +91,5 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
   });
   // A provider that exits without reading all its input must not crash dstream with EPIPE.
   child.stdin.on('error', () => undefined);
-  return { label: spec.label, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void child.kill(sig) };
+  return { label: spec.label, objectMode: false, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void child.kill(sig) };
 }

@@ -251,41 +251,51 @@ describe('partitionByTable', () => {
     expect(err).toBeInstanceOf(Error);
     expect(err.message).toMatch(/partition "A" failed: sink closed before it finished/);
   });
-});
 
-describe('checkpoints waiting for acknowledgements', () => {
-  it('hold the input back past maxPendingCheckpoints (bounded memory behind a sink that does not acknowledge yet)', async () => {
-    let written = 0;
-    let acking = false;
-    const sink = new Writable({
-      objectMode: true,
-      write(_chunk, _enc, cb) {
-        written++;
-        cb();
-        if (acking) sink.emit('ack', 1);
-      },
-    });
-    Object.assign(sink, { [DURABLE_ACKS]: true });
-    const released: unknown[] = [];
-    const p = partitionByTable({ sinkFor: () => sink, maxPendingCheckpoints: 10, onCheckpoint: (cp) => void released.push(cp.data.position) });
-    let pulled = 0;
-    function* source(): Generator<Envelope> {
-      for (let i = 0; i < 10_000; i++) {
-        pulled++;
-        yield { data: { i }, metadata: { TableName: 'T' } };
-        yield checkpoint(i);
+  describe('checkpoints()', () => {
+    const EVENTS = ['checkpoint', 'finish', 'close', 'error'] as const;
+    const listeners = (p: Writable) => EVENTS.map((e) => p.listenerCount(e));
+
+    it('leaving the loop removes its listeners', async () => {
+      const p = partitionByTable({ sinkFor: () => memorySink() });
+      const before = listeners(p);
+      p.write(row('A', 1));
+      p.write(checkpoint('after-1'));
+      for await (const cp of p.checkpoints()) {
+        expect(cp.data.position).toBe('after-1');
+        break;
       }
-    }
-    const running = pipeline(Readable.from(source()), p);
-    while (p.stats.checkpointsPending < 10) await new Promise((r) => setImmediate(r));
-    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
-    // Held: the markers waiting stay at the bound and the source is no longer read.
-    expect(p.stats.checkpointsPending).toBe(10);
-    expect(pulled).toBeLessThan(100);
-    acking = true;
-    sink.emit('ack', written);
-    await running;
-    expect(released).toHaveLength(10_000);
-    expect(released.at(-1)).toBe(9999);
+      expect(listeners(p)).toEqual(before);
+      p.end();
+    });
+
+    it('called after the partitioner finished, ends at once', async () => {
+      const p = partitionByTable({ sinkFor: () => memorySink() });
+      await pipeline(Readable.from([row('A', 1), checkpoint('after-1')]), p);
+      const it = p.checkpoints();
+      const next = await Promise.race([it.next(), new Promise((r) => setImmediate(() => r('still waiting')))]);
+      expect(next).toEqual({ value: undefined, done: true });
+    });
+
+    it('holds its queue bounded: a reader that does not read stalls the partitioner', async () => {
+      const p = partitionByTable({ sinkFor: () => memorySink(), highWaterMark: 16 });
+      const it = p.checkpoints();
+      let accepted = 0;
+      while (accepted < 20_000 && p.write(accepted % 2 === 0 ? row('A', accepted) : checkpoint(accepted))) accepted++;
+      // Unbounded, every write would be accepted; held, the checkpoints wait for the reader.
+      expect(accepted).toBeLessThan(3_000);
+      // Reading lets it go on, in order, and nothing is lost.
+      const drained = new Promise((r) => p.once('drain', r));
+      const first = await it.next();
+      expect(first.value?.data.position).toBe(1);
+      let last = 1;
+      for (let n = 0; n < 100; n++) {
+        const cp = await it.next();
+        expect(cp.value!.data.position).toBe(last + 2);
+        last = cp.value!.data.position as number;
+      }
+      await drained;
+      p.destroy();
+    });
   });
 });

@@ -3,7 +3,8 @@
  * Started by `dstream run` (command header) or in a pipe with options:
  *   mssql-cdc ... | dstream route | asb-sink --connection-string "$ASB" --state-file state.json
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import type { WriteStream } from 'node:fs';
+import { openDeadLetterFile } from '../../envelope/invalid.js';
 import { pipeline } from 'node:stream/promises';
 import type { TokenCredential } from '@azure/core-auth';
 import type { ConfigSchema } from '../../config/schema.js';
@@ -168,7 +169,7 @@ function missingQueueCreator(ctx: ProviderContext<AsbSinkConfig>, connection: Co
 export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<void> {
   const config = ctx.config;
   const connection = await connectionOf(config);
-  const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : createWriteStream(config.dead_letter, { flags: 'a' });
+  const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : await openDeadLetterFile(config.dead_letter);
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
   let acked = 0;

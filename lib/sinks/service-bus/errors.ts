@@ -12,8 +12,8 @@
  * - throttling (`ServiceBusy`, Service Bus error 50009) names its own wait ("Please wait 2 seconds
  *   and try again"): that wait, not a short backoff.
  */
-import { isServiceBusError } from '@azure/service-bus';
 import type { RetryPolicy, Verdict } from '../../retry.js';
+import { serviceBusSdk } from './sdk.js';
 
 /** Codes that no retry can fix: they need the user to act. */
 const PERMANENT = new Set(['MessagingEntityNotFound', 'UnauthorizedAccess', 'MessagingEntityDisabled', 'MessageSizeExceeded', 'QuotaExceeded']);
@@ -76,7 +76,7 @@ export function classify(err: unknown): Verdict {
   if (code === THROTTLED) return { afterMs: serverDelayMs(err) ?? DEFAULT_THROTTLE_WAIT_MS };
   if (typeof code === 'string' && TRANSIENT.has(code)) return true;
   // Everything else the SDK knows whether a retry can help: GeneralError included.
-  if (isServiceBusError(err) || (err as { name?: unknown } | null)?.name === 'MessagingError') return (err as { retryable?: unknown }).retryable === true;
+  if (serviceBusSdk().isServiceBusError(err) || (err as { name?: unknown } | null)?.name === 'MessagingError') return (err as { retryable?: unknown }).retryable === true;
   // AggregateError of connection attempts (Node's happy eyeballs): the SDK sets `retryable` on it.
   return (err as { retryable?: unknown } | null)?.retryable === true;
 }
