@@ -146,7 +146,8 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   });
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const out = await openSession(output, runHeader(task.output, {}), options);
+    // The output learns how old the resume position is: past its duplicate detection window, replays are new messages.
+    const out = await openSession(output, runHeader(task.output, stored === undefined ? {} : { savedAt: stored.savedAt }), options);
     // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
     const store = options.store.describe?.();
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });

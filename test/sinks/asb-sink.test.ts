@@ -144,6 +144,24 @@ describe('asb-sink (spawned)', () => {
     expect(q.description).toMatchObject({ MaxDeliveryCount: '3', UserMetadata: '{"managed-by":"dstream","task":"demo"}' });
   });
 
+  it('on_missing_queue warns when the queue it finds takes replays as new messages (no duplicate detection)', async () => {
+    broker.faults.serverBusyOnTransfer = undefined;
+    const r = await spawnNode(BIN, [], {
+      input: ndjson({ command: 'run', config: { connection_string: broker.connectionString, on_missing_queue: 'create', task: 'demo', queue_duplicate_detection: false, quiet: true } }, row('Customers', 1), cp(1)),
+    });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^asb-sink: warning: queue Customers_cdc_events: duplicate detection is off on this queue: records sent again after a failure arrive twice/m);
+  });
+
+  it('warns when it resumes from a position older than the duplicate detection window', async () => {
+    const header = (savedAt: string) => ({ command: 'run', config: { connection_string: broker.connectionString, quiet: true, queue_duplicate_detection_window: 'PT10M' }, protocol: 1, savedAt });
+    const old = await spawnNode(BIN, [], { input: ndjson(header(new Date(Date.now() - 3_600_000).toISOString()), row('Persons', 1), cp(1)) });
+    expect(old.code).toBe(0);
+    expect(old.stderr).toMatch(/^asb-sink: warning: resuming from a position stored 60 min ago, longer than the queues' duplicate detection window \(PT10M\)/m);
+    const recent = await spawnNode(BIN, [], { input: ndjson(header(new Date(Date.now() - 60_000).toISOString()), row('Persons', 2), cp(2)) });
+    expect(recent.stderr).not.toContain('warning');
+  });
+
   it('refuses queue_sessions = true without session_key at config validation (exit 2), before connecting', async () => {
     const input = ndjson({ command: 'run', config: { connection_string: broker.connectionString, queue_sessions: true }, protocol: 1 }, row('Persons', 1));
     const r = await spawnNode(BIN, [], { input });

@@ -10,9 +10,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, type Envelope } from '../../lib/index.js';
 import { serviceBusSink } from '../../lib/sinks/service-bus/sink.js';
 import { TestBroker } from '../support/asb-broker.js';
+import { cdcChange } from '../support/envelopes.js';
 import { fixture, spawnNode } from '../support/process.js';
-import { change } from '../support/changes.js';
 
+const change = (table: string, n: number, extra: Record<string, unknown> = {}): Envelope => cdcChange(table, { Id: n, ...extra });
 
 /** The error a run failed with; fails the test when it succeeded. */
 async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {

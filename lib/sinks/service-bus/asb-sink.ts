@@ -21,7 +21,8 @@ import { infrastructureVerbs } from '../../infra/provider.js';
 import { PulumiEngine } from '../../infra/pulumi-engine.js';
 import { namespaceNameOf } from '../../infra/pulumi-program.js';
 import { desiredQueues, type DesiredQueue } from '../../infra/desired.js';
-import { adminClient, endpointOf, ensureQueue, type QueueSettings } from '../../infra/service-bus-admin.js';
+import { queueWarnings, durationMs } from '../../infra/queue-checks.js';
+import { adminClient, endpointOf, ensureQueue, managed, type QueueSettings } from '../../infra/service-bus-admin.js';
 import { toServiceBus } from '../deliver.js';
 import type { ConnectionOptions } from './client.js';
 import type { ServiceBusSink } from './sink.js';
@@ -59,6 +60,8 @@ export const asbSinkConfig = {
   namespace_name: { type: 'string', description: 'pulumi: the namespace name (default: from the connection string or namespace)' },
   pulumi_backend_url: { type: 'string', env: 'PULUMI_BACKEND_URL', description: 'pulumi: state backend (default: a file backend in the dstream state directory)' },
   state_dir: { type: 'string', env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },
+  emulator_management_port: { type: 'integer', minimum: 1, maximum: 65535, description: 'Service Bus emulator (UseDevelopmentEmulator=true): its management port (default 5300 when the AMQP port is 5672 or unstated)' },
+  force_destroy: { type: 'boolean', default: false, description: 'destroy deletes queues that still hold messages (by default it keeps them)' },
   queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
   queue_lock_duration: { type: 'string', description: 'created queues: peek-lock duration (ISO-8601, e.g. PT1M)' },
   queue_max_delivery_count: { type: 'integer', minimum: 1, description: 'created queues: deliveries before dead-lettering' },
@@ -96,6 +99,8 @@ export interface AsbSinkConfig {
   namespace_name?: string;
   pulumi_backend_url?: string;
   state_dir?: string;
+  emulator_management_port?: number;
+  force_destroy: boolean;
   queue_max_size_mb?: number;
   queue_lock_duration?: string;
   queue_max_delivery_count?: number;
@@ -158,17 +163,23 @@ export function queueSettingsOf(config: AsbSinkConfig): QueueSettings {
 }
 
 function missingQueueCreator(ctx: ProviderContext<AsbSinkConfig>, connection: ConnectionOptions): (queue: string) => Promise<void> {
-  const admin = adminClient(connection);
+  const admin = adminClient(connection, { emulatorManagementPort: ctx.config.emulator_management_port });
   const endpoint = endpointOf(connection);
   return async (queue) => {
-    const outcome = await ensureQueue(admin, queue, queueSettingsOf(ctx.config), { task: ctx.config.task, endpoint });
+    const settings = queueSettingsOf(ctx.config);
+    const outcome = await ensureQueue(admin, queue, settings, { task: ctx.config.task, endpoint });
     ctx.log(outcome === 'created' ? `queue ${queue} did not exist: created it in ${endpoint}` : `queue ${queue} exists now (created by someone else)`);
+    // The queue as it is decides what delivery promises: say so when that is not effectively-once.
+    const actual = outcome === 'created' ? settings : await managed(`read queue "${queue}"`, endpoint, () => admin.getQueue(queue));
+    for (const w of queueWarnings(actual)) ctx.log(`warning: queue ${queue}: ${w}`);
   };
 }
 
 export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<void> {
   const config = ctx.config;
   const connection = await connectionOf(config);
+  const stale = staleResume(ctx.header.savedAt, config.queue_duplicate_detection ? config.queue_duplicate_detection_window : undefined);
+  if (stale !== undefined) ctx.log(`warning: ${stale}`);
   const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : await openDeadLetterFile(config.dead_letter);
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
@@ -228,6 +239,19 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
   if (!config.quiet) ctx.log(summaryLine(stats(), Date.now() - started, acked));
 }
 
+/**
+ * Duplicate detection remembers MessageIds for its window only: resuming from a position stored
+ * longer ago than that, the records read again that were already delivered arrive as new messages.
+ */
+export function staleResume(savedAt: unknown, window: string | undefined, now = Date.now()): string | undefined {
+  // Without duplicate detection plan, init and on_missing_queue have said so already.
+  if (typeof savedAt !== 'string' || window === undefined) return undefined;
+  const age = now - Date.parse(savedAt);
+  const windowMs = durationMs(window);
+  if (Number.isNaN(age) || windowMs === undefined || age <= windowMs) return undefined;
+  return `resuming from a position stored ${Math.round(age / 60_000)} min ago, longer than the queues' duplicate detection window (${window}): records delivered after it are sent again and Service Bus no longer recognises them as duplicates`;
+}
+
 /** The queues a lifecycle verb is about, and the engine to ask. */
 async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine: InfrastructureEngine; desired: DesiredQueue[] }> {
   const config = ctx.config;
@@ -243,12 +267,14 @@ async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine:
     if (config.resource_group === undefined || namespaceName === undefined) {
       throw invalidOption('provisioner "pulumi" needs resource_group, and namespace_name unless the connection string or namespace names it');
     }
-    const live = config.connection_string ? { admin: adminClient({ connectionString: config.connection_string }), endpoint: endpointOf({ connectionString: config.connection_string }) } : {};
-    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, ...live });
+    // With a connection at hand, the engine sees queues outside its stack and their message counts.
+    const connected = Boolean(config.connection_string) || Boolean(config.namespace);
+    const live = connected ? await connectionOf(config).then((c) => ({ admin: adminClient(c, { emulatorManagementPort: config.emulator_management_port }), endpoint: endpointOf(c) })) : {};
+    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, forceDestroy: config.force_destroy, ...live });
     return { engine, desired };
   }
   const connection = await connectionOf(config);
-  return { engine: new AdminEngine(adminClient(connection), { task, endpoint: endpointOf(connection) }), desired };
+  return { engine: new AdminEngine(adminClient(connection, { emulatorManagementPort: config.emulator_management_port }), { task, endpoint: endpointOf(connection), forceDestroy: config.force_destroy }), desired };
 }
 
 export const asbSink: ProviderDefinition<AsbSinkConfig> = {

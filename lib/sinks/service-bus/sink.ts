@@ -2,7 +2,10 @@
  * serviceBusSink(): a Writable of envelopes for one queue.
  *
  * Records go into an open ServiceBusMessageBatch (createMessageBatch + tryAddMessage, so a batch
- * fills up to the entity's maximum, which the SDK learns from the link). A batch is sent when full,
+ * fills up to the entity's maximum, which the SDK learns from the link, capped at the 1 MB Service
+ * Bus accepts in one batch; a larger record that the link takes is sent on its own). A queue that
+ * refuses batches of distinct MessageIds (partitioned, with duplicate detection) gets its records
+ * one per send from then on, still one in flight, so in order. A batch is sent when full,
  * `lingerMs` after its first record, and at the end. One batch is in flight at a time, which keeps
  * the queue's order across retries; while it flies the next one fills, and a writer that fills
  * that one too waits (backpressure). Write callbacks come early to keep records flowing, so
@@ -10,7 +13,7 @@
  * Service Bus accepted (see DURABLE_ACKS in streams/partition.ts). A failed send never acks.
  */
 import { Writable } from 'node:stream';
-import type { ServiceBusMessage, ServiceBusMessageBatch, ServiceBusSender } from '@azure/service-bus';
+import type { CreateMessageBatchOptions, ServiceBusMessage, ServiceBusMessageBatch, ServiceBusSender } from '@azure/service-bus';
 import { DstreamError, ErrorCodes, invalidOption, isDstreamError, messageOf } from '../../errors.js';
 import type { Envelope } from '../../envelope/types.js';
 import { DURABLE_ACKS } from '../../streams/partition.js';
@@ -69,11 +72,30 @@ export interface ServiceBusSinkStats {
 
 interface OpenBatch {
   batch: ServiceBusMessageBatch;
+  /** The batch's messages, to send them one at a time to a queue that refuses the batch. */
+  messages: ServiceBusMessage[];
   /** Records this batch stands for: its messages and any dead-lettered records among them. */
   records: number;
+  /** A message larger than a batch may be (but within the link's maximum), sent on its own instead. */
+  alone?: { message: ServiceBusMessage; size: number };
 }
 
 const MAX_MESSAGES_PER_SEND = 4500;
+/**
+ * Service Bus accepts at most 1 MB in one batch, whatever the link announces: on Premium with large
+ * messages the link says up to 100 MB, which holds for one message sent alone only; a bigger batch
+ * gets the link force-detached (azure-sdk-for-js#33278).
+ */
+export const MAX_BATCH_BYTES = 1024 * 1024;
+
+/**
+ * A partitioned queue with duplicate detection refuses any batch of messages with distinct
+ * MessageIds (the service does not implement it); the SDK reports it as a GeneralError, so only
+ * the service's words tell it apart.
+ */
+function refusesBatches(err: unknown): boolean {
+  return /Batching brokered messages with distinct SessionId, PartitionKey, or MessageId is not supported/i.test(messageOf(err));
+}
 
 export class ServiceBusSink extends Writable {
   readonly [DURABLE_ACKS] = true;
@@ -90,6 +112,10 @@ export class ServiceBusSink extends Writable {
   private linger: NodeJS.Timeout | null = null;
   private failed: Error | null = null;
   private triedCreating = false;
+  /** The link's maximum message size, learnt with the first batch (0: not yet). */
+  private linkMax = 0;
+  /** The queue refused a batch of distinct MessageIds: one message per send from now on. */
+  private singly = false;
   private readonly counts: ServiceBusSinkStats;
   /** Aborted by destroy(): cuts short retry waits and sends in flight. */
   private readonly abort = new AbortController();
@@ -149,24 +175,36 @@ export class ServiceBusSink extends Writable {
     const message = toServiceBusMessage(this.queue, env, this.options);
     let open = this.open ?? (await this.newBatch());
     if (open.batch.tryAddMessage(message)) {
-      await this.recordAdded(open);
+      await this.recordAdded(open, message);
       return;
     }
     if (open.batch.count > 0) {
       await this.sendFull();
       open = await this.newBatch();
       if (open.batch.tryAddMessage(message)) {
-        await this.recordAdded(open);
+        await this.recordAdded(open, message);
+        return;
+      }
+    }
+    // Larger than a batch may be: on its own, when the link takes a message that large.
+    if (this.linkMax > open.batch.maxSizeInBytes) {
+      const probe = await this.withRetry('open a batch', () => this.sender.createMessageBatch({ abortSignal: this.abort.signal }));
+      if (probe.tryAddMessage(message)) {
+        open.alone = { message, size: probe.sizeInBytes };
+        open.records++;
+        this.counts.records++;
+        await this.sendFull();
         return;
       }
     }
     await this.oversize(env, message, open);
   }
 
-  private async recordAdded(open: OpenBatch): Promise<void> {
+  private async recordAdded(open: OpenBatch, message: ServiceBusMessage): Promise<void> {
+    open.messages.push(message);
     open.records++;
     this.counts.records++;
-    if (open.batch.count >= this.maxBatchMessages) await this.sendFull();
+    if (open.batch.count >= (this.singly ? 1 : this.maxBatchMessages)) await this.sendFull();
     else this.armLinger();
   }
 
@@ -183,13 +221,14 @@ export class ServiceBusSink extends Writable {
 
   private async oversize(env: Envelope, message: ServiceBusMessage, open: OpenBatch): Promise<void> {
     const size = Buffer.byteLength(JSON.stringify(message.body));
-    const what = `${describeRecord(env)}: message of about ${size} bytes is larger than queue "${this.queue}" accepts (${open.batch.maxSizeInBytes} bytes)`;
+    const maxSize = Math.max(this.linkMax, open.batch.maxSizeInBytes);
+    const what = `${describeRecord(env)}: message of about ${size} bytes is larger than queue "${this.queue}" accepts (${maxSize} bytes)`;
     if (this.options.onOversize !== 'dead-letter') {
       throw new DstreamError(ErrorCodes.MESSAGE_TOO_LARGE, `${what}; set on_oversize = "dead-letter" to set such records aside`, {
-        details: { queue: this.queue, size, maxSize: open.batch.maxSizeInBytes, table: env.metadata?.TableName, lsn: env.metadata?.LSN },
+        details: { queue: this.queue, size, maxSize, table: env.metadata?.TableName, lsn: env.metadata?.LSN },
       });
     }
-    const line = `${JSON.stringify({ reason: 'message too large', queue: this.queue, size, maxSize: open.batch.maxSizeInBytes, record: env, at: new Date().toISOString() })}\n`;
+    const line = `${JSON.stringify({ reason: 'message too large', queue: this.queue, size, maxSize, record: env, at: new Date().toISOString() })}\n`;
     await new Promise<void>((resolve, reject) => this.options.deadLetter!.write(line, (err) => (err ? reject(err) : resolve())));
     this.counts.deadLettered++;
     this.counts.records++;
@@ -199,10 +238,10 @@ export class ServiceBusSink extends Writable {
   }
 
   private newBatch(): Promise<OpenBatch> {
-    this.opening ??= this.withRetry('open a batch', () => this.sender.createMessageBatch({ abortSignal: this.abort.signal })).then(
+    this.opening ??= this.withRetry('open a batch', () => this.createBatch()).then(
       (batch) => {
         this.opening = null;
-        this.open = { batch, records: 0 };
+        this.open = { batch, messages: [], records: 0 };
         return this.open;
       },
       (err: unknown) => {
@@ -211,6 +250,37 @@ export class ServiceBusSink extends Writable {
       },
     );
     return this.opening;
+  }
+
+  /** A batch of at most min(link maximum, 1 MB). */
+  private async createBatch(): Promise<ServiceBusMessageBatch> {
+    if (this.linkMax === 0) {
+      const probe = await this.sender.createMessageBatch({ abortSignal: this.abort.signal });
+      this.linkMax = probe.maxSizeInBytes;
+      if (this.linkMax <= MAX_BATCH_BYTES) return probe;
+    }
+    const options: CreateMessageBatchOptions = { abortSignal: this.abort.signal };
+    if (this.linkMax > MAX_BATCH_BYTES) options.maxSizeInBytes = MAX_BATCH_BYTES;
+    return this.sender.createMessageBatch(options);
+  }
+
+  /** Sends the batch, or its messages one at a time in order to a queue that refuses batches. */
+  private async send(open: OpenBatch, timeouts: number): Promise<void> {
+    if (open.alone !== undefined || (this.singly && open.batch.count === 1)) {
+      await this.sendWithTimeout(open.alone?.message ?? open.messages[0]!, timeouts);
+      return;
+    }
+    if (!this.singly) {
+      try {
+        await this.sendWithTimeout(open.batch, timeouts);
+        return;
+      } catch (err) {
+        if (!refusesBatches(err)) throw err;
+        this.singly = true;
+      }
+    }
+    // A retry of this whole step sends the earlier ones again: the queue's duplicate detection drops them.
+    for (const m of open.messages) await this.sendWithTimeout(m, timeouts);
   }
 
   /** Chains the open batch after the one in flight. Never throws; a failure destroys the sink. */
@@ -222,20 +292,20 @@ export class ServiceBusSink extends Writable {
     this.inFlight = this.inFlight.then(async () => {
       if (this.failed) return;
       try {
-        if (open.batch.count > 0) {
+        if (open.batch.count > 0 || open.alone !== undefined) {
           let timeouts = 0;
-          await this.withRetry('send a batch', async () => {
+          await this.withRetry(open.alone ? 'send a message' : 'send a batch', async () => {
             try {
-              await this.sendWithTimeout(open.batch, timeouts);
+              await this.send(open, timeouts);
             } catch (err) {
               if (err instanceof SendTimeout) timeouts++;
               throw err;
             }
           });
           this.counts.batches++;
-          this.counts.messages += open.batch.count;
-          this.counts.bytes += open.batch.sizeInBytes;
-          this.counts.fill += open.batch.sizeInBytes / open.batch.maxSizeInBytes;
+          this.counts.messages += open.alone ? 1 : open.batch.count;
+          this.counts.bytes += open.alone?.size ?? open.batch.sizeInBytes;
+          this.counts.fill += open.alone ? 1 : open.batch.sizeInBytes / open.batch.maxSizeInBytes;
         }
         this.emit('ack', open.records);
       } catch (err) {
@@ -249,7 +319,7 @@ export class ServiceBusSink extends Writable {
    * One send, given up after the attempt's wait: the first waits a few times the slowest answer so
    * far (at least `firstSendTimeoutMs`, at most `sendTimeoutMs`), each timed-out one twice the last.
    */
-  private async sendWithTimeout(batch: ServiceBusMessageBatch, timeoutsSoFar: number): Promise<void> {
+  private async sendWithTimeout(batch: ServiceBusMessageBatch | ServiceBusMessage, timeoutsSoFar: number): Promise<void> {
     const max = this.options.sendTimeoutMs ?? 30_000;
     // Before any answer the link is still to be opened and authorised: a cold start gets longer.
     const floor = (this.options.firstSendTimeoutMs ?? 2000) * (this.slowestSendMs === 0 ? 5 : 1);
