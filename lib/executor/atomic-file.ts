@@ -4,7 +4,7 @@
  * fsync the directory. A process killed during a save leaves its temp file behind:
  * removeStaleTemps() clears those of processes no longer running.
  */
-import { open, readdir, rename, rm } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
 
@@ -63,5 +63,15 @@ function isRunning(pid: number): boolean {
   } catch (err) {
     // EPERM: it runs, as someone else.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A state file's text, or undefined when there is none yet; any other failure is DSTREAM_ERR_IO. */
+export async function readStateText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new DstreamError(ErrorCodes.IO, `could not read ${path}: ${messageOf(err)}`, { cause: err, details: { path } });
   }
 }

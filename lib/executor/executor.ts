@@ -177,6 +177,12 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     else input.kill(sig);
   };
   const onAbort = () => stop('SIGTERM');
+  // Acknowledgements can come faster than a durable save: only the latest is saved (each save
+  // atomic), so the store never lags more than one save behind nor holds an unacknowledged position.
+  const saver = latestSaver(async (cp: CheckpointEnvelope) => {
+    await options.store.save(task.name, cp.data.position, cp.source);
+    summary.lastPosition = cp.data.position;
+  });
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     // What an output prints that is not a protocol line is its own output (the original .NET console
@@ -190,12 +196,6 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
     const store = options.store.describe?.();
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
-    // Acknowledgements can come faster than a durable save: only the latest is saved (each save
-    // atomic), so the store never lags more than one save behind nor holds an unacknowledged position.
-    const saver = latestSaver(async (cp: CheckpointEnvelope) => {
-      await options.store.save(task.name, cp.data.position, cp.source);
-      summary.lastPosition = cp.data.position;
-    });
     const acknowledge = (async () => {
       for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
         const v = n.value as { type?: string };
@@ -247,8 +247,13 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   } catch (err) {
     input.kill('SIGKILL');
     output.kill('SIGKILL');
-    if (isDstreamError(err)) throw err;
-    throw new DstreamError(ErrorCodes.PROVIDER, `task "${task.name}": ${messageOf(err)}`, { cause: err });
+    // What was acknowledged before the failure is stored before the run reports it.
+    const saveFailure = await saver.flush().then(
+      () => '',
+      (saveErr: unknown) => (saveErr === err ? '' : `; the last acknowledged position could not be stored either: ${messageOf(saveErr)}`),
+    );
+    if (isDstreamError(err) && saveFailure === '') throw err;
+    throw new DstreamError(isDstreamError(err) ? err.code : ErrorCodes.PROVIDER, `${isDstreamError(err) ? '' : `task "${task.name}": `}${messageOf(err)}${saveFailure}`, { cause: err });
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
   }

@@ -4,11 +4,11 @@
  * position or the new, never a torn one. Other stores (a SQL Server table) implement the same
  * interface.
  */
-import { access, mkdir, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
-import { removeStaleTemps, writeFileAtomic } from './atomic-file.js';
+import { readStateText, removeStaleTemps, writeFileAtomic } from './atomic-file.js';
 
 export interface StoredState {
   task: string;
@@ -57,13 +57,8 @@ export class FileStateStore implements StateStore {
     const path = this.pathOf(task);
     // Saves cut short by a kill leave their temp files: clear them as the task starts.
     await removeStaleTemps(path);
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new DstreamError(ErrorCodes.IO, `could not read ${path}: ${(err as Error).message}`, { cause: err });
-    }
+    const text = await readStateText(path);
+    if (text === undefined) return undefined;
     try {
       const state = JSON.parse(text) as StoredState;
       if (state === null || typeof state !== 'object' || !('position' in state)) throw new Error('no "position"');

@@ -102,6 +102,8 @@ async function killLoop(options: {
     const storedTarget = storedRows(options.stateDir) + Math.round((0.05 + random() * 0.15) * COUNT);
     const extra = Math.round(random() * 300);
     let deliveredTarget: number | undefined;
+    // Saves can lag far behind on a loaded machine: past 30% of the stream delivered, kill anyway.
+    const latest = options.progress() + Math.round(0.3 * COUNT);
     let killed = false;
     const run = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', options.config, '--quiet'], {
       env,
@@ -110,7 +112,7 @@ async function killLoop(options: {
         // Waits for the point, by polling what the run has delivered (the event is "data written").
         const poll = setInterval(() => {
           if (deliveredTarget === undefined) {
-            if (storedRows(options.stateDir) < storedTarget) return;
+            if (storedRows(options.stateDir) < storedTarget && options.progress() < latest) return;
             deliveredTarget = options.progress() + extra;
           }
           if (options.progress() < deliveredTarget) return;

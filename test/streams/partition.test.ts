@@ -2,6 +2,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { checkpoint, ErrorCodes, partitionByTable, type CheckpointEnvelope, type Envelope } from '../../lib/index.js';
+import { DURABLE_ACKS } from '../../lib/streams/partition.js';
 import { memorySink, tick } from '../support/streams.js';
 
 const row = (dest: string, n: number): Envelope => ({ data: { n }, metadata: { TableName: dest, Destination: dest } });

@@ -10,10 +10,9 @@ import type { TokenCredential } from '@azure/core-auth';
 import type { ConfigSchema } from '../../config/schema.js';
 import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
 import type { CheckpointEnvelope } from '../../envelope/types.js';
-import { removeStaleTemps, writeFileAtomic } from '../../executor/atomic-file.js';
+import { readStateText, removeStaleTemps, writeFileAtomic } from '../../executor/atomic-file.js';
 import { latestSaver } from '../../executor/latest-saver.js';
 import { skipAcknowledged } from '../../streams/skip-acknowledged.js';
-import { readFile } from 'node:fs/promises';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
 import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
 import { AdminEngine } from '../../infra/admin-engine.js';
@@ -133,13 +132,8 @@ async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | u
 /** The checkpoint in asb-sink's state file (and stale temp files of killed saves removed). */
 async function loadStateFile(path: string): Promise<CheckpointEnvelope | undefined> {
   await removeStaleTemps(path);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new DstreamError(ErrorCodes.IO, `could not read ${path}: ${messageOf(err)}`, { cause: err, details: { path } });
-  }
+  const text = await readStateText(path);
+  if (text === undefined) return undefined;
   let cp: CheckpointEnvelope | undefined;
   try {
     cp = (JSON.parse(text) as { checkpoint?: CheckpointEnvelope } | null)?.checkpoint;

@@ -12,8 +12,8 @@
  * - throttling (`ServiceBusy`, Service Bus error 50009) names its own wait ("Please wait 2 seconds
  *   and try again"): that wait, not a short backoff.
  */
-import { serviceBusSdk } from './sdk.js';
 import type { RetryPolicy, Verdict } from '../../retry.js';
+import { serviceBusSdk } from './sdk.js';
 
 /** Codes that no retry can fix: they need the user to act. */
 const PERMANENT = new Set(['MessagingEntityNotFound', 'UnauthorizedAccess', 'MessagingEntityDisabled', 'MessageSizeExceeded', 'QuotaExceeded']);
