@@ -16,6 +16,11 @@ import { DstreamError, ErrorCodes } from '../errors.js';
 import { didYouMean, validateConfig, type ConfigSchema } from './schema.js';
 import { renderTemplate } from './template.js';
 
+export interface Position {
+  line: number;
+  column: number;
+}
+
 export interface ProviderRef {
   /** A provider dstream ships (run in-process). */
   provider?: string;
@@ -24,6 +29,8 @@ export interface ProviderRef {
   config: Record<string, unknown>;
   /** Where the block starts in the task file, for messages. */
   line?: number;
+  /** Where each attribute is written (`provider`, `provider_path`, `config`, and `config.<key>`), for messages. */
+  at?: Record<string, Position>;
 }
 
 /** Where the task's position is kept: `state { store = "file" | "sqlserver" ... }`. */
@@ -46,6 +53,8 @@ export const STATE_SCHEMA = {
 
 export interface TaskConfig {
   name: string;
+  /** The directory of the task file: relative paths and the default state directory are taken from here. */
+  dir?: string;
   type: 'providers';
   input: ProviderRef;
   output: ProviderRef;
@@ -58,6 +67,11 @@ export interface TaskConfig {
 export interface TaskFile {
   file: string;
   tasks: TaskConfig[];
+}
+
+export interface LoadOptions {
+  /** Check the file without the secrets: a missing {{ env }} variable reads as a placeholder (validate --skip-env). */
+  skipEnv?: boolean;
 }
 
 type Block = Record<string, unknown>;
@@ -82,14 +96,19 @@ class Locator {
   }
 
   error(at: { line: number; column: number }, message: string): DstreamError {
-    return new DstreamError(ErrorCodes.CONFIG, `${this.file}:${at.line}:${at.column}: ${message}`, { details: { file: this.file, ...at } });
+    return configError(this.file, at, message);
   }
+}
+
+/** A task file error at `file:line:column`, the one position format of every task file message. */
+export function configError(file: string, at: Position, message: string, cause?: unknown): DstreamError {
+  return new DstreamError(ErrorCodes.CONFIG, `${file}:${at.line}:${at.column}: ${message}`, { cause, details: { file, ...at } });
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** Loads and checks a task file. */
-export async function loadTaskFile(path: string, env: Record<string, string | undefined> = process.env): Promise<TaskFile> {
+export async function loadTaskFile(path: string, env: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Promise<TaskFile> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -101,11 +120,11 @@ export async function loadTaskFile(path: string, env: Record<string, string | un
       { cause: err },
     );
   }
-  return parseTaskFile(text, path, env);
+  return parseTaskFile(text, path, env, options);
 }
 
-export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env): Promise<TaskFile> {
-  const text = renderTemplate(source, env, file);
+export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Promise<TaskFile> {
+  const text = renderTemplate(source, env, file, { placeholders: options.skipEnv === true });
   const at = new Locator(file, text);
   let doc: Block;
   try {
@@ -141,7 +160,7 @@ function readTask(at: Locator, name: string, block: Block, line: number, baseDir
     return readProvider(at, `task "${name}" ${which}`, blocks[0]!, at.find(which, line), baseDir);
   };
   const state = readState(at, name, block.state, line, baseDir);
-  return { name, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), file: at.file, line };
+  return { name, dir: baseDir, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), file: at.file, line };
 }
 
 function readState(at: Locator, task: string, value: unknown, line: number, baseDir: string): StateConfig | undefined {
@@ -179,7 +198,11 @@ function readProvider(at: Locator, what: string, block: Block, pos: { line: numb
     config = config[0] ?? {};
   }
   if (typeof config !== 'object' || config === null) throw at.error(at.find('config', line), `${what}: config must be a block: config { key = value }`);
-  const ref: ProviderRef = { config: config as Record<string, unknown>, line: block.config === undefined ? line : at.find('config', line).line };
+  const configAt = block.config === undefined ? pos : at.find('config', line);
+  const where: Record<string, Position> = { block: pos, config: configAt };
+  for (const key of ['provider', 'provider_path'] as const) if (block[key] !== undefined) where[key] = at.find(key, line);
+  for (const key of Object.keys(config as object)) where[`config.${key}`] = at.find(key, configAt.line);
+  const ref: ProviderRef = { config: config as Record<string, unknown>, line: configAt.line, at: where };
   if (provider !== undefined) ref.provider = provider as string;
   if (path !== undefined) ref.providerPath = resolve(baseDir, path as string);
   return ref;
@@ -190,12 +213,18 @@ function hint(word: string, known: string[]): string {
   return guess === undefined ? '' : `; did you mean "${guess}"?`;
 }
 
-/** `parse config: [dstream.hcl:4,22-23: Invalid expression; Expected ...]` -> `dstream.hcl:4:22: Invalid expression; Expected ...` */
+/**
+ * `parse config: [dstream.hcl:4,22-23: Invalid expression; Expected ...]` -> `dstream.hcl:4:22: Invalid expression; Expected ...`:
+ * HCL's `line,column-range` becomes the `file:line:column` of every other message, for each diagnostic.
+ */
 function hclError(err: unknown, file: string): DstreamError {
   const text = err instanceof Error ? err.message : String(err);
-  const m = /([^\s[]+):(\d+),(\d+)(?:-\d+(?:,\d+)?)?: ([^\]]+)/.exec(text);
-  if (m === null) return new DstreamError(ErrorCodes.CONFIG, `${file}: ${text}`, { cause: err });
-  return new DstreamError(ErrorCodes.CONFIG, `${file}:${m[2]}:${m[3]}: ${m[4]!.trim()}`, { cause: err, details: { file, line: Number(m[2]), column: Number(m[3]) } });
+  const diag = /[^\s[,]+:(\d+),(\d+)(?:-\d+(?:,\d+)?)?: (.+?)(?=, [^\s[,]+:\d+,\d+|\]?$)/g;
+  const found = [...text.matchAll(diag)].map((m) => ({ line: Number(m[1]), column: Number(m[2]), message: m[3]!.trim() }));
+  if (found.length === 0) return new DstreamError(ErrorCodes.CONFIG, `${file}: ${text}`, { cause: err });
+  const first = found[0]!;
+  const more = found.slice(1).map((d) => `\n${file}:${d.line}:${d.column}: ${d.message}`).join('');
+  return configError(file, first, `${first.message}${more}`, err);
 }
 
 /** The task of that name, or an error listing the tasks there are (with a did-you-mean). */
@@ -203,5 +232,5 @@ export function taskNamed(tasks: TaskFile, name: string): TaskConfig {
   const task = tasks.tasks.find((t) => t.name === name);
   if (task !== undefined) return task;
   const names = tasks.tasks.map((t) => t.name);
-  throw new DstreamError(ErrorCodes.CONFIG, `no task "${name}" in ${tasks.file}${hint(name, names)} (tasks: ${names.join(', ')})`);
+  throw new DstreamError(ErrorCodes.CONFIG, `no task "${name}" in ${tasks.file}${hint(name, names)} (tasks: ${names.join(', ')})`, { details: { task: name, tasks: names } });
 }

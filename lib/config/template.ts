@@ -10,7 +10,15 @@ import { DstreamError, ErrorCodes } from '../errors.js';
 const TAG = /\{\{-?\s*env\s+(?:"([^"]*)"|`([^`]*)`)\s*(?:\|\s*default\s+(?:"([^"]*)"|`([^`]*)`)\s*)?-?\}\}/g;
 const ANY_TAG = /\{\{[^}]*\}\}/g;
 
-export function renderTemplate(text: string, env: Record<string, string | undefined>, file = 'dstream.hcl'): string {
+export interface RenderOptions {
+  /**
+   * A missing variable reads as a placeholder instead of failing (checking a file in CI without
+   * its secrets): an empty string inside quotes, `null` (HCL's "not set") elsewhere.
+   */
+  placeholders?: boolean;
+}
+
+export function renderTemplate(text: string, env: Record<string, string | undefined>, file = 'dstream.hcl', options: RenderOptions = {}): string {
   const lines = text.split('\n');
   return lines
     .map((line, i) => {
@@ -31,8 +39,13 @@ export function renderTemplate(text: string, env: Record<string, string | undefi
         const name = parsed[1] ?? parsed[2]!;
         const fallback = parsed[3] ?? parsed[4];
         const value = env[name] !== undefined && env[name] !== '' ? env[name]! : fallback;
+        if (value === undefined && options.placeholders) {
+          out += line.slice(last, at) + (insideString(line, at) ? '' : 'null');
+          last = at + tag.length;
+          continue;
+        }
         if (value === undefined) {
-          throw new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: environment variable ${name} is not set (used by ${tag}); set it, or give a default: {{ env "${name}" | default "..." }}`, {
+          throw new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: environment variable ${name} is not set (used by ${tag}); set it, or give a default: {{ env "${name}" | default "..." }} (dstream validate --skip-env checks a file without its secrets)`, {
             details: { file, line: i + 1, column: at + 1, variable: name },
           });
         }

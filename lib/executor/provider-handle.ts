@@ -34,6 +34,8 @@ export interface StartOptions {
   /** Each stderr line, as it comes (the CLI prefixes and prints them). */
   onStderr?: (line: string, label: string) => void;
   env?: Record<string, string | undefined>;
+  /** Working directory of provider executables (the task file's directory). */
+  cwd?: string;
 }
 
 export function startProvider(spec: ProviderSpec, options: StartOptions = {}): ProviderHandle {
@@ -66,7 +68,7 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
 
   const path = spec.path!;
   const [command, args] = /\.(m?js|cjs)$/.test(path) ? [process.execPath, [path]] : [path, []];
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, ...(options.cwd ? { cwd: options.cwd } : {}) });
   child.stderr.on('data', onStderr);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('error', (err) => {

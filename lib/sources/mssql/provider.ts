@@ -47,7 +47,7 @@ export const mssqlCdcConfig = {
   create_checkpoint_table: { type: 'boolean', default: false, description: 'init creates checkpoint_table (destroy drops it when no task has rows in it)' },
   enable_cdc: { type: 'boolean', default: false, description: 'init enables CDC on the database and tables where it is off (destroy undoes only that)' },
   task: { type: 'string', description: 'task name (leases, the marks init leaves); default: from the command header' },
-  state_file: { type: 'string', description: 'standalone: resume after the checkpoint in this file (asb-sink --state-file writes it)' },
+  state_file: { type: 'string', path: true, description: 'standalone: resume after the checkpoint in this file (asb-sink --state-file writes it)' },
   yes: { type: 'boolean', default: false, description: 'standalone destroy: confirm' },
   progress_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'progress on stderr every so often (0: never)' },
 } satisfies ConfigSchema;
