@@ -21,6 +21,7 @@ import {
   type ResultLine,
   type Verb,
 } from '../protocol/messages.js';
+import { dstreamVersion } from '../version.js';
 import { parseProviderArgs, providerHelp } from './args.js';
 
 export interface ProviderContext<C = Record<string, unknown>> {
@@ -175,9 +176,10 @@ class ProviderHost<C> {
     for (const verb of this.verbs) {
       if (verb === 'run') {
         handlers.run = (header) => {
-          if (header.legacy) this.protocolLines = false;
-          const ctx = this.context(header, this.router!, false);
-          if (!header.legacy) this.out.write(READY);
+          // An older executor, or a pipe: stdout carries data alone, no handshake, no error line.
+          if (header.legacy || header.inPipe) this.protocolLines = false;
+          const ctx = this.context(header, this.router!, header.inPipe === true);
+          if (!header.legacy && !header.inPipe) this.out.write(READY);
           this.runInBackground(ctx);
         };
       } else {
@@ -205,7 +207,7 @@ class ProviderHost<C> {
       return;
     }
     if (args.version) {
-      this.io.stdout.write(`${this.def.version ?? '0.0.0'}\n`, () => this.finish(ExitCodes.OK));
+      this.io.stdout.write(`${this.def.version ?? dstreamVersion()}\n`, () => this.finish(ExitCodes.OK));
       return;
     }
     const header: CommandHeader = { command: args.verb, config: args.config };
