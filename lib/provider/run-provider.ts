@@ -18,10 +18,12 @@ import {
   VERBS,
   type CommandHeader,
   type LifecycleVerb,
+  type ResourceReport,
   type ResultLine,
   type Verb,
 } from '../protocol/messages.js';
 import { dstreamVersion } from '../version.js';
+import { confirmRemoval } from './confirm.js';
 import { parseProviderArgs, providerHelp } from './args.js';
 
 export interface ProviderContext<C = Record<string, unknown>> {
@@ -49,6 +51,8 @@ export interface ProviderDefinition<C = Record<string, unknown>> {
   /** Config schema: validation, standalone options and --help. */
   config?: ConfigSchema;
   examples?: string[];
+  /** What `destroy` removes beyond what `status` lists, said before a standalone destroy asks. */
+  destroys?: string;
   /** How long a stop may take after a signal before the process gives up. Default 10 s. */
   graceMs?: number;
   run?: (ctx: ProviderContext<C>) => Promise<void>;
@@ -223,13 +227,22 @@ class ProviderHost<C> {
     const handler = this.def[args.verb];
     if (handler === undefined) throw new Error(`${this.def.name} does not support "${args.verb}"; it supports ${this.verbs.join(', ')}`);
     const ctx = this.context(header, this.io.stdin, true);
-    Promise.resolve(handler(ctx)).then(
+    const confirmed = args.verb === 'destroy' ? this.confirmDestroy(ctx, args.yes) : Promise.resolve();
+    confirmed.then(() => handler(ctx)).then(
       (answer) => {
         this.out.write(okLine(args.verb, answer));
         this.finish(ExitCodes.OK);
       },
       (err: unknown) => this.fail(err, args.verb),
     );
+  }
+
+  /** dstream's one rule for removals: list what goes (from status), then --yes or the name typed on a terminal. */
+  private async confirmDestroy(ctx: ProviderContext<C>, yes: boolean): Promise<void> {
+    const answer = this.def.status === undefined ? undefined : await this.def.status({ ...ctx, command: 'status' });
+    const existing = ((answer?.resources ?? []) as ResourceReport[]).filter((r) => r.exists !== false).map((r) => `${r.kind} ${r.name}`);
+    const items = [...existing, ...(this.def.destroys ? [this.def.destroys] : [])];
+    await confirmRemoval({ stdin: this.io.stdin, stderr: this.io.stderr }, { program: this.def.name, action: 'destroy', items, name: this.def.name, yes });
   }
 
   private runInBackground(ctx: ProviderContext<C>): void {

@@ -90,6 +90,24 @@ describe('asb-sink (spawned)', () => {
     expect(q.description).toMatchObject({ MaxDeliveryCount: '3', UserMetadata: '{"managed-by":"dstream","task":"demo"}' });
   });
 
+  it('standalone destroy lists the queues it removes and removes nothing without --yes', async () => {
+    const env = { ASB_CONNECTION_STRING: broker.connectionString };
+    const args = ['--task', 'demo', '--tables', 'Invoices'];
+    const init = await spawnNode(BIN, ['init', ...args], { env, timeoutMs: 60_000 });
+    expect(init.code, init.stderr).toBe(0);
+    expect(broker.queue('Invoices_cdc_events')).toBeDefined();
+    const refused = await spawnNode(BIN, ['destroy', ...args], { env, timeoutMs: 60_000 });
+    expect(refused.code).toBe(ExitCodes.USAGE);
+    expect(refused.stderr).toContain('asb-sink: destroy removes:\n  - queue Invoices_cdc_events\n');
+    expect(refused.stderr).toContain('destroy: not confirmed, nothing removed; pass --yes');
+    expect(refused.lines()).toEqual([expect.objectContaining({ status: 'error', command: 'destroy', code: ErrorCodes.INVALID_OPTION })]);
+    expect(broker.queue('Invoices_cdc_events')).toBeDefined();
+    const done = await spawnNode(BIN, ['destroy', ...args, '--yes'], { env, timeoutMs: 60_000 });
+    expect(done.code, done.stderr).toBe(0);
+    expect(broker.queue('Invoices_cdc_events')).toBeUndefined();
+    expect(refused.stderr + done.stderr + done.stdout).not.toContain('SharedAccessKey');
+  }, 120_000);
+
   it('refuses to start without a connection string or namespace (exit 2)', async () => {
     const r = await spawnNode(BIN, ['--standalone'], { input: '', env: { ASB_CONNECTION_STRING: '', ASB_NAMESPACE: '' } });
     expect(r.code).toBe(ExitCodes.USAGE);

@@ -48,7 +48,6 @@ export const mssqlCdcConfig = {
   enable_cdc: { type: 'boolean', default: false, description: 'init enables CDC on the database and tables where it is off (destroy undoes only that)' },
   task: { type: 'string', description: 'task name (leases, the marks init leaves); default: from the command header' },
   state_file: { type: 'string', path: true, description: 'standalone: resume after the checkpoint in this file (asb-sink --state-file writes it)' },
-  yes: { type: 'boolean', default: false, description: 'standalone destroy: confirm' },
   progress_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'progress on stderr every so often (0: never)' },
 } satisfies ConfigSchema;
 
@@ -75,7 +74,6 @@ export interface MssqlCdcConfig {
   enable_cdc: boolean;
   task?: string;
   state_file?: string;
-  yes: boolean;
   progress_ms: number;
 }
 
@@ -213,6 +211,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
     description: 'Reads SQL Server change data capture (CDC) in commit order, with checkpoints at transaction boundaries.',
     config: mssqlCdcConfig,
     graceMs: 15_000,
+    destroys: 'CDC on the tables where init enabled it (their change data goes with it), and the checkpoint table init created',
     examples: [
       'mssql-cdc --tables Persons,sales.Orders --state-file s.json | dstream route | asb-sink --state-file s.json   # MSSQL_CONNECTION_STRING, ASB_CONNECTION_STRING from the environment',
       'mssql-cdc discover --tables Persons',
@@ -347,9 +346,6 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
 
     destroy: (ctx) =>
       withConnection(ctx, connectorOf, 'destroy', async (q) => {
-        if (ctx.standalone && !ctx.config.yes) {
-          throw invalidOption('destroy disables CDC where init enabled it (its change data goes with it) and drops the checkpoint table init created; confirm with --yes');
-        }
         const task = taskOf(ctx);
         const marks = await q.marks();
         const resources: ResourceReport[] = [];
