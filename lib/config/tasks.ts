@@ -29,6 +29,8 @@ export interface ProviderRef {
   config: Record<string, unknown>;
   /** Where the block starts in the task file, for messages. */
   line?: number;
+  /** How long to wait for its handshake (handshake_timeout = "2m", or seconds); default 30 s. */
+  handshakeTimeoutMs?: number;
   /** Where each attribute is written (`provider`, `provider_path`, `config`, and `config.<key>`), for messages. */
   at?: Record<string, Position>;
 }
@@ -183,7 +185,7 @@ function readState(at: Locator, task: string, value: unknown, line: number, base
 
 function readProvider(at: Locator, what: string, block: Block, pos: { line: number; column: number }, baseDir: string): ProviderRef {
   const line = pos.line;
-  const known = ['provider', 'provider_path', 'config'];
+  const known = ['provider', 'provider_path', 'config', 'handshake_timeout'];
   for (const key of Object.keys(block)) {
     if (!known.includes(key)) throw at.error(at.find(key, line), `${what}: unknown "${key}"${hint(key, known)}`);
   }
@@ -203,9 +205,18 @@ function readProvider(at: Locator, what: string, block: Block, pos: { line: numb
   for (const key of ['provider', 'provider_path'] as const) if (block[key] !== undefined) where[key] = at.find(key, line);
   for (const key of Object.keys(config as object)) where[`config.${key}`] = at.find(key, configAt.line);
   const ref: ProviderRef = { config: config as Record<string, unknown>, line: configAt.line, at: where };
+  if (block.handshake_timeout !== undefined) ref.handshakeTimeoutMs = durationMs(block.handshake_timeout, () => at.error(at.find('handshake_timeout', line), `${what}: handshake_timeout must be a duration such as "90s", "2m" or a number of seconds; got ${JSON.stringify(block.handshake_timeout)}`));
   if (provider !== undefined) ref.provider = provider as string;
   if (path !== undefined) ref.providerPath = resolve(baseDir, path as string);
   return ref;
+}
+
+/** `"90s"`, `"2m"`, `"500ms"`, or a number of seconds -> milliseconds. */
+function durationMs(v: unknown, bad: () => Error): number {
+  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v * 1000;
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v) : null;
+  if (m === null || Number(m[1]) <= 0) throw bad();
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
 }
 
 function hint(word: string, known: string[]): string {

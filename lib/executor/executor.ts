@@ -24,9 +24,9 @@ export function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: Exe
     if (builtin === undefined) {
       throw new DstreamError(ErrorCodes.CONFIG, `${side} provider "${ref.provider}" is not built in; built-in providers: ${Object.keys(builtins).join(', ')} (or use provider_path)`);
     }
-    return { label: `${side} ${ref.provider}`, builtin };
+    return { label: `${side} ${ref.provider}`, builtin, handshakeTimeoutMs: ref.handshakeTimeoutMs };
   }
-  return { label: `${side} ${ref.providerPath}`, path: ref.providerPath! };
+  return { label: `${side} ${ref.providerPath}`, path: ref.providerPath!, handshakeTimeoutMs: ref.handshakeTimeoutMs };
 }
 
 /** Runs one lifecycle verb on one provider and returns its result line; a failure throws. */

@@ -15,10 +15,13 @@ export interface ProviderSpec {
   label: string;
   path?: string;
   builtin?: ProviderDefinition<never>;
+  /** This provider's own handshake timeout (task file: handshake_timeout). */
+  handshakeTimeoutMs?: number;
 }
 
 export interface ProviderHandle {
   readonly label: string;
+  readonly handshakeTimeoutMs?: number;
   readonly stdin: Writable;
   readonly stdout: Readable;
   /** Resolves when the provider has exited. */
@@ -29,6 +32,16 @@ export interface ProviderHandle {
 }
 
 const TAIL_LINES = 20;
+/** A provider's stderr line is shown up to this many characters (binary garbage can be megabytes). */
+const MAX_LINE = 1000;
+/** A stderr "line" without a newline is cut into pieces of this size rather than held forever. */
+const MAX_PARTIAL = 64 * 1024;
+
+/** Printable, bounded: control characters (a terminal would obey them) become \uXXXX, long lines are cut. */
+function shown(line: string): string {
+  const clipped = line.length <= MAX_LINE ? line : `${line.slice(0, MAX_LINE)}... (${line.length - MAX_LINE} more characters)`;
+  return clipped.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
 
 export interface StartOptions {
   /** Each stderr line, as it comes (the CLI prefixes and prints them). */
@@ -45,13 +58,18 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
   const onStderr = (chunk: Buffer | string) => {
     const lines = (partial + (typeof chunk === 'string' ? chunk : decoder.write(chunk))).split('\n');
     partial = lines.pop()!;
-    for (const line of lines) {
+    if (partial.length > MAX_PARTIAL) {
+      lines.push(partial);
+      partial = '';
+    }
+    for (const raw of lines) {
+      const line = shown(raw);
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
       options.onStderr?.(line, spec.label);
     }
   };
-  const stderrTail = () => [...tail, ...(partial ? [partial] : [])].join('\n');
+  const stderrTail = () => [...tail, ...(partial ? [shown(partial)] : [])].join('\n');
 
   if (spec.builtin !== undefined) {
     const stdin = new PassThrough();
@@ -63,12 +81,14 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
       stdout.end();
       return { code, signal: null };
     });
-    return { label: spec.label, stdin, stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void signals.emit(sig, sig) };
+    return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, stdin, stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void signals.emit(sig, sig) };
   }
 
   const path = spec.path!;
   const [command, args] = /\.(m?js|cjs)$/.test(path) ? [process.execPath, [path]] : [path, []];
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, ...(options.cwd ? { cwd: options.cwd } : {}) });
+  // Its own process group, so that stopping it stops whatever it started too (a wrapper script's
+  // children). dstream forwards SIGINT/SIGTERM itself (the executor stops its providers).
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, detached: true, ...(options.cwd ? { cwd: options.cwd } : {}) });
   child.stderr.on('data', onStderr);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('error', (err) => {
@@ -79,5 +99,17 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
   });
   // A provider that exits without reading all its input must not crash dstream with EPIPE.
   child.stdin.on('error', () => undefined);
-  return { label: spec.label, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void child.kill(sig) };
+  let closed = false;
+  void exited.then(() => (closed = true));
+  const kill = (sig: NodeJS.Signals = 'SIGTERM') => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, sig);
+    } catch (err) {
+      // The group is gone (ESRCH): the provider and everything it started have exited.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      if (!closed) child.kill(sig);
+    }
+  };
+  return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill };
 }

@@ -147,7 +147,9 @@ class ProviderHost<C> {
   }
 
   private log = (message: string): void => {
-    this.io.stderr.write(`${this.def.name}: ${message}\n`);
+    // A message that already starts with the name (`asb-sink needs ...`) is not prefixed twice.
+    const named = message.startsWith(`${this.def.name} `) || message.startsWith(`${this.def.name}:`);
+    this.io.stderr.write(named ? `${message}\n` : `${this.def.name}: ${message}\n`);
   };
 
   private context(header: CommandHeader, input: Readable, standalone: boolean): ProviderContext<C> {
