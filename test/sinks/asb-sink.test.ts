@@ -108,10 +108,23 @@ describe('asb-sink (spawned)', () => {
     expect(refused.stderr + done.stderr + done.stdout).not.toContain('SharedAccessKey');
   }, 120_000);
 
+  it('a malformed connection string is a usage error (exit 2) that never shows the string', async () => {
+    for (const cs of ['SharedAccessKey=s3cr3t-key;garbage', 'Endpoint=http://x/;SharedAccessKeyName=k;SharedAccessKey=s3cr3t-key']) {
+      const r = await spawnNode(BIN, ['--quiet'], { input: ndjson(row('Persons', 1)), env: { ASB_CONNECTION_STRING: cs }, timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(ExitCodes.USAGE);
+      expect(r.stderr).toMatch(/^asb-sink: connection_string is not a Service Bus connection string/);
+      expect(r.stderr).not.toContain('s3cr3t');
+    }
+    const sql = await spawnNode(join(ROOT, 'dist/bin/mssql-cdc.js'), ['--tables', 'Persons'], { env: { MSSQL_CONNECTION_STRING: 'Password=s3cr3t-key;garbage' }, timeoutMs: 60_000 });
+    expect(sql.code).toBe(ExitCodes.USAGE);
+    expect(sql.stderr).toContain('mssql-cdc: the SQL Server connection string names no server');
+    expect(sql.stderr).not.toContain('s3cr3t');
+  }, 120_000);
+
   it('refuses to start without a connection string or namespace (exit 2)', async () => {
     const r = await spawnNode(BIN, ['--standalone'], { input: '', env: { ASB_CONNECTION_STRING: '', ASB_NAMESPACE: '' } });
     expect(r.code).toBe(ExitCodes.USAGE);
-    expect(r.stderr).toMatch(/asb-sink needs connection_string \(or ASB_CONNECTION_STRING\), or namespace/);
+    expect(r.stderr).toMatch(/^asb-sink needs connection_string \(or ASB_CONNECTION_STRING\), or namespace/);
   });
 
   it('on SIGTERM stops reading, delivers what it has, acknowledges it and exits 143', async () => {

@@ -6,6 +6,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { TokenCredential } from '@azure/core-auth';
+import { parseServiceBusConnectionString } from '@azure/service-bus';
 import type { ConfigSchema } from '../../config/schema.js';
 import { invalidOption } from '../../errors.js';
 import type { CheckpointEnvelope } from '../../envelope/types.js';
@@ -99,7 +100,19 @@ export interface AsbSinkConfig {
 /** Connection string, or the namespace with Azure AD credentials. */
 async function connectionOf(config: AsbSinkConfig): Promise<ConnectionOptions> {
   const credential = await credentialFor(config);
+  if (credential === undefined) checkConnectionString(config.connection_string!);
   return credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
+}
+
+/** A malformed connection string is a mistake to fix (exit 2), said without the string itself. */
+function checkConnectionString(connectionString: string): void {
+  let endpoint: string | undefined;
+  try {
+    endpoint = parseServiceBusConnectionString(connectionString).endpoint;
+  } catch (err) {
+    throw invalidOption(`connection_string is not a Service Bus connection string (${(err as Error).message}); expected Endpoint=sb://<namespace>.servicebus.windows.net/;SharedAccessKeyName=...;SharedAccessKey=...`);
+  }
+  if (!/^sb:\/\/[^/]+/.test(endpoint ?? '')) throw invalidOption('connection_string is not a Service Bus connection string: its Endpoint must be sb://<namespace>.servicebus.windows.net/');
 }
 
 async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | undefined> {

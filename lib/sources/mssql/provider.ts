@@ -17,7 +17,7 @@ import type { CdcConnector, CdcQueries } from './queries.js';
 import { parsePosition } from './position.js';
 import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from './reader.js';
 import { enableDatabaseCall, enableTableCall } from './sql.js';
-import { sqlServerConnector } from './sqlserver.js';
+import { describeConnection, sqlServerConnector } from './sqlserver.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 
 export const mssqlCdcConfig = {
@@ -85,6 +85,10 @@ export interface MssqlCdcProviderOptions {
 function defaultConnector(config: MssqlCdcConfig): CdcConnector {
   if (config.connection_string === undefined || config.connection_string === '') {
     throw invalidOption('mssql-cdc needs a connection string: config connection_string, --connection-string, or MSSQL_CONNECTION_STRING');
+  }
+  // A string that names no server is a mistake to fix (exit 2), not a connection failure.
+  if (/it names none/.test(describeConnection(config.connection_string))) {
+    throw invalidOption('the SQL Server connection string names no server: it needs Server=host,port (or Data Source=...), for example Server=db.example,1433;Database=shop;User Id=...;Password=...');
   }
   return sqlServerConnector(config.connection_string);
 }
