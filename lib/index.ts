@@ -56,7 +56,7 @@ export {
 export { routeCommands, type CommandHandlers, type CommandRouter, type LifecycleHandler } from './protocol/command-router.js';
 export { ExitCodes, exitCodeFor } from './protocol/exit-codes.js';
 
-export { validateConfig, type ConfigSchema, type FieldSchema } from './config/schema.js';
+export { validateConfig, type ConfigOf, type ConfigSchema, type FieldSchema } from './config/schema.js';
 export { runProvider, type ProviderContext, type ProviderDefinition, type ProviderIO } from './provider/run-provider.js';
 
 export { desiredQueues, tableRefOf, type DesiredQueue } from './infra/desired.js';

@@ -186,3 +186,27 @@ function distance(a: string, b: string): number {
   }
   return row[b.length]!;
 }
+
+type ValueOfField<F extends FieldSchema> = F extends { enum: readonly (infer E)[] }
+  ? E
+  : F['type'] extends 'string'
+    ? string
+    : F['type'] extends 'integer' | 'number'
+      ? number
+      : F['type'] extends 'boolean'
+        ? boolean
+        : F['type'] extends 'string[]'
+          ? string[]
+          : Record<string, unknown>;
+
+type Present<F> = F extends { required: true } ? true : F extends { default: {} | null } ? true : false;
+
+/**
+ * The config object a schema validates to: `{ label: { type: 'string', default: 'rows' } }` ->
+ * `{ label: string }`; fields without a default and not required are optional.
+ */
+export type ConfigOf<S extends ConfigSchema> = {
+  -readonly [K in keyof S as Present<S[K]> extends true ? K : never]: ValueOfField<S[K]>;
+} & {
+  -readonly [K in keyof S as Present<S[K]> extends true ? never : K]?: ValueOfField<S[K]>;
+};

@@ -6,7 +6,7 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { format } from 'node:util';
-import { validateConfig, type ConfigSchema } from '../config/schema.js';
+import { validateConfig, type ConfigOf, type ConfigSchema } from '../config/schema.js';
 import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
 import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
 import { messageOf } from '../errors.js';
@@ -75,7 +75,13 @@ export interface ProviderIO {
 
 const SIGNAL_CODES = { SIGINT: ExitCodes.INTERRUPTED, SIGTERM: ExitCodes.TERMINATED } as const;
 
-/** Runs a provider on stdio and resolves with the exit code once stdout is flushed. */
+/**
+ * Runs a provider on stdio and resolves with the exit code once stdout is flushed. With a config
+ * schema written in place, `ctx.config` is typed from it (`{ label: { type: 'string', default: 'rows' } }`
+ * gives `config.label: string`).
+ */
+export function runProvider<const S extends ConfigSchema>(def: ProviderDefinition<ConfigOf<S>> & { config: S }, io?: Partial<ProviderIO>): Promise<number>;
+export function runProvider<C = Record<string, unknown>>(def: ProviderDefinition<C>, io?: Partial<ProviderIO>): Promise<number>;
 export async function runProvider<C = Record<string, unknown>>(def: ProviderDefinition<C>, io?: Partial<ProviderIO>): Promise<number> {
   const host = new ProviderHost(def, {
     stdin: io?.stdin ?? process.stdin,
