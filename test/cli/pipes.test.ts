@@ -23,7 +23,14 @@ const TOOL = /^(npx )?(dstream|asb-sink|mssql-cdc)\b|^\.\.\. \|/;
 /** Commands that are pipes or redirections of our bins, from inline code and code blocks. */
 function pipesIn(markdown: string): string[] {
   const spans = [...markdown.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]!);
-  const blockLines = [...markdown.matchAll(/```(?:sh|bash)?\n([\s\S]*?)```/g)].flatMap((m) => m[1]!.split('\n'));
+  // Lines of shell code blocks (```sh, ```bash or unlabeled), fence by fence.
+  const blockLines: string[] = [];
+  let lang: string | undefined;
+  for (const line of markdown.split('\n')) {
+    const fence = /^```(\w*)/.exec(line);
+    if (fence) lang = lang === undefined ? fence[1]! : undefined;
+    else if (lang !== undefined && ['', 'sh', 'bash'].includes(lang)) blockLines.push(line);
+  }
   return [...spans, ...blockLines].map((s) => s.trim()).filter((s) => TOOL.test(s) && /[|<]/.test(s));
 }
 
