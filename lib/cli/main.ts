@@ -58,7 +58,7 @@ function taskOptions<T>(y: Argv<T>) {
     .option('config', { type: 'string', describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
     .option('json', { type: 'boolean', default: false, describe: 'print results (and errors) as JSON on stdout, for scripts' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress or provider log lines (errors are still printed)' })
-    .option('verbose', { type: 'boolean', default: false, describe: "also show the input provider's log lines" });
+    .option('verbose', { type: 'boolean', default: false, describe: "errors keep a provider's last stderr lines even when they were shown live" });
 }
 
 type Action = () => Promise<number>;

@@ -46,11 +46,38 @@ async function guarded(io: TaskIO, o: TaskCommandOptions, fn: () => Promise<numb
   try {
     return await fn();
   } catch (err) {
-    // A provider's stderr already shown line by line is not repeated under the error.
-    const full = messageOf(err);
-    const cut = shownLive() ? full.indexOf(TAIL_MARK) : -1;
-    return reportError(io, o, err, cut === -1 ? full : full.slice(0, cut));
+    return reportError(io, o, err, once(messageOf(err), shownLive() && !o.verbose, o.verbose ? [] : [...SAID_LIVE]));
   }
+}
+
+/** The last provider lines shown live (without their name prefix), so an error need not repeat them. */
+const SAID_LIVE = new Set<string>();
+function saidLive(text: string): void {
+  SAID_LIVE.add(text);
+  if (SAID_LIVE.size > 50) SAID_LIVE.delete(SAID_LIVE.values().next().value!);
+}
+
+/**
+ * A provider's error said once: without its stderr tail when those lines were already shown live,
+ * and without tail lines that only repeat the error itself (--verbose keeps everything).
+ */
+function once(message: string, shownLive: boolean, live: string[] = []): string {
+  const at = message.indexOf(TAIL_MARK);
+  let head = at === -1 ? message : message.slice(0, at);
+  // `output asb-sink: init failed: <what it printed above> (exit code 1)`: point at it instead.
+  for (const text of live) {
+    if (text.length > 0 && head.includes(`: ${text}`)) {
+      head = `${head.replace(`: ${text}`, '')}; its message is above`;
+      break;
+    }
+  }
+  if (at === -1) return head;
+  if (shownLive) return head;
+  const rest = message
+    .slice(at + TAIL_MARK.length + 1)
+    .split('\n')
+    .filter((line) => !head.includes(line.replace(/^[\w.-]+: /, '').trim()));
+  return rest.length === 0 ? head : `${head}${TAIL_MARK}\n${rest.join('\n')}`;
 }
 const TAIL_MARK = '\n--- last lines of its stderr ---';
 
@@ -68,23 +95,26 @@ export function stateDirOf(task: TaskConfig, env: TaskIO['env']): string {
   return task.state?.dir ?? (env.DSTREAM_STATE_DIR || join(task.dir ?? process.cwd(), '.dstream'));
 }
 
-async function prepare(o: TaskCommandOptions, io: TaskIO, live: 'output' | 'both' = 'both'): Promise<Prepared> {
+async function prepare(o: TaskCommandOptions, io: TaskIO): Promise<Prepared> {
   const file = await loadTaskFile(configPath(o, io.env), io.env);
   const task = taskNamed(file, o.task!);
   await checkTask(task, BUILTINS, io.env);
   const stateDir = stateDirOf(task, io.env);
   const shownLive = !o.quiet;
   const onStderr = (line: string, label: string) => {
+    // Each line under the provider's name, unless it already says it (`asb-sink: ...`, `count-provider: ...` from count-provider.mjs).
     const name = label.split(' ').slice(1).join(' ').split('/').pop()!;
-    io.stderr.write(line.startsWith(`${name}:`) ? `${line}\n` : `${name}: ${line}\n`);
+    const own = [name, name.replace(/\.(m?js|cjs)$/, '')].find((n) => line.startsWith(`${n}: `));
+    io.stderr.write(own ? `${line}\n` : `${name}: ${line}\n`);
+    saidLive(own ? line.slice(own.length + 2) : line);
   };
   const options: ExecutorOptions = {
     builtins: BUILTINS,
     env: { ...io.env, DSTREAM_STATE_DIR: stateDir },
     ...(task.dir ? { cwd: task.dir } : {}),
-    ...(shownLive && (live === 'both' || o.verbose) ? { onStderr } : {}),
+    ...(shownLive ? { onStderr } : {}),
   };
-  return { file, task, stateDir, options, shownLive: shownLive && (live === 'both' || o.verbose === true) };
+  return { file, task, stateDir, options, shownLive };
 }
 
 async function withStore<T>(p: Prepared, fn: (store: StateStore) => Promise<T>): Promise<T> {
@@ -123,7 +153,7 @@ export async function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOption
     io,
     o,
     async () => {
-      const p = await prepare(o, io, 'output');
+      const p = await prepare(o, io);
       shownLive = p.shownLive;
       const state = verb === 'status' ? await withStore(p, (store) => store.load(p.task.name)) : undefined;
       const report = await taskVerb(p.task, verb, { ...p.options, ...(state ? { position: state.position } : {}) });
@@ -157,7 +187,7 @@ function positionLine(state: StoredState | undefined, where: string): string[] {
 
 function destroyCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(io, o, async () => {
-    const p = await prepare(o, io, 'output');
+    const p = await prepare(o, io);
     const { task } = p;
     return withStore(p, async (store) => {
       const state = await store.load(task.name);
@@ -241,7 +271,7 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
 
 export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(io, o, async () => {
-    const p = await prepare(o, io, 'output');
+    const p = await prepare(o, io);
     const { task } = p;
     return withStore(p, async (store) => {
       const state = await store.load(task.name);

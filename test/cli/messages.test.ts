@@ -33,6 +33,18 @@ describe('provider trouble, said once and briefly', () => {
     expect(r.stderr.length).toBeLessThan(2000);
   }, 60_000);
 
+  it('a provider error is said once, shown live or (--quiet) in the error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-messages-'));
+    const config = join(dir, 'dstream.hcl');
+    writeFileSync(config, `task "demo" {\n  input {\n    provider = "generator"\n    config { count = 1 }\n  }\n  output {\n    provider_path = "${fixture('echo-provider.mjs')}"\n    config { fail_on = "init" }\n  }\n}\n`);
+    for (const quiet of [[], ['--quiet']]) {
+      const r = await spawnNode(DSTREAM_BIN, ['init', 'demo', '--config', config, ...quiet], { timeoutMs: 60_000 });
+      expect(r.code).toBe(ExitCodes.FAILURE);
+      expect(r.stderr.split('namespace sb-test unreachable'), r.stderr).toHaveLength(2);
+      expect(r.stderr).toMatch(/^dstream: output .*echo-provider\.mjs: init failed/m);
+    }
+  }, 120_000);
+
   it('100 KB of garbage on stderr through a pipe: bounded, and the last line (the error) arrives', async () => {
     const t = task();
     const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve) => {
