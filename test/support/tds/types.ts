@@ -87,7 +87,12 @@ export interface ExecuteContext {
 export interface TdsBackend {
   /** Throws SqlServerError(18456, "Login failed for user '<user>'.") on a bad login; returns the session's database. */
   login(user: string, password: string, database: string | undefined): { database: string };
-  /** One batch (or sp_executesql statement): yields its outputs; a thrown SqlServerError becomes ERROR + DONE(error). */
+  /**
+   * One batch (or sp_executesql statement): yields its outputs; a thrown SqlServerError becomes ERROR + DONE(error).
+   * Every connection sends, besides the application's statements: tedious's session setup batch right
+   * after login (`set ansi_nulls on` ... `set xact_abort off`, one SET per line), and mssql's pool check
+   * `SELECT 1;` (via sp_executesql) each time it lends a connection, unless `validateConnection` is off.
+   */
   execute(sql: string, params: Param[], ctx: ExecuteContext): AsyncIterable<BatchOutput>;
   /** The connection of this session closed (client quit, reset, or dropped by a test). */
   sessionClosed?(session: SessionInfo): void;
