@@ -62,10 +62,14 @@ describe('dstream output', () => {
         keepStdinOpen: true,
         onSpawn: (child) => {
           let err = '';
-          // Stopped once it is surely streaming: its first progress line.
+          let stopped = false;
+          // Stopped once it is surely streaming: its first progress line (one signal: a second one means "now").
           child.stderr!.on('data', (d) => {
             err += d;
-            if (/rows \(\d+ rows\/s\)/.test(err)) child.kill('SIGTERM');
+            if (!stopped && /rows \(\d+ rows\/s\)/.test(err)) {
+              stopped = true;
+              child.kill('SIGTERM');
+            }
           });
         },
       });
