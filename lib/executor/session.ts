@@ -37,7 +37,7 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
   ]).finally(() => clearTimeout(timer));
   if (first === 'timeout') {
     handle.kill('SIGKILL');
-    throw providerFailed(handle, `no handshake within ${timeoutMs} ms (its process group was stopped; handshake_timeout in its block allows it longer)`);
+    throw providerFailed(handle, `no handshake within ${timeoutMs} ms (stopped; handshake_timeout in its block allows it longer)`);
   }
   if ('exit' in first) {
     // It may have written its answer and exited at once: read what it left before judging.

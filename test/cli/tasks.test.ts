@@ -47,7 +47,7 @@ describe('dstream task commands (spawned)', () => {
     const key = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
     expect(key.code).toBe(ExitCodes.USAGE);
     expect(key.stderr).toBe(`dstream: ${t.config}:6:7: task "demo" input.config.on_gaps: unknown key; did you mean "on_gap"?\n`);
-  }, 30_000);
+  }, 180_000);
 
   it('plan prints a Terraform-like report, or JSON with --json', async () => {
     const t = taskFile(10);
@@ -60,7 +60,7 @@ describe('dstream task commands (spawned)', () => {
     const unknown = await spawnNode(DSTREAM_BIN, ['plan', 'dmeo', '--config', t.config], { env: t.env });
     expect(unknown.code).toBe(ExitCodes.USAGE);
     expect(unknown.stderr).toBe(`dstream: no task "dmeo" in ${t.config}; did you mean "demo"? (tasks: demo)\n`);
-  }, 30_000);
+  }, 180_000);
 
   it('run delivers, status shows the files and the stored position, destroy asks for --yes', async () => {
     const t = taskFile(300);
@@ -78,7 +78,7 @@ describe('dstream task commands (spawned)', () => {
     const destroyed = await spawnNode(DSTREAM_BIN, ['destroy', 'demo', '--config', t.config, '--yes'], { env: t.env });
     expect(destroyed.code).toBe(0);
     expect(rowsIn(t.out)).toHaveLength(0);
-  }, 30_000);
+  }, 180_000);
 
   it('SIGTERM during run: exits 143, loses nothing acknowledged, and the next run replays nothing stored', async () => {
     const t = taskFile(0, 3000);
@@ -112,7 +112,7 @@ describe('dstream task commands (spawned)', () => {
     for (const k of rowsIn(t.out).map(key)) counts.set(k, (counts.get(k) ?? 0) + 1);
     for (const e of all.slice(0, stored.rows)) expect(counts.get(key(e)), key(e)).toBe(1);
     for (const e of all.slice(0, stored.rows + 50)) expect(counts.get(key(e)) ?? 0).toBeGreaterThanOrEqual(1);
-  }, 20_000);
+  }, 180_000);
 
   it('a provider crash fails the run with exit 1, its stderr shown once: live under its name, or (--quiet) in the error', async () => {
     const t = taskFile(10);

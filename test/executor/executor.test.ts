@@ -84,7 +84,7 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
 
   it('a hang: stopped after the handshake timeout', async () => {
     const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('hang'), handshakeTimeoutMs: 300 }).catch((e) => e);
-    expect(err.message).toBe(`input ${fake}: no handshake within 300 ms (its process group was stopped; handshake_timeout in its block allows it longer)`);
+    expect(err.message).toBe(`input ${fake}: no handshake within 300 ms (stopped; handshake_timeout in its block allows it longer)`);
   });
 
   it('an older provider without handshake: its config arrives at the top level, its first line is data', async () => {
