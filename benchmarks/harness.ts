@@ -6,6 +6,8 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 export interface Measurement {
   group: string;
@@ -69,11 +71,11 @@ export async function race(contenders: Contender[], rounds: number): Promise<Map
  * Spawns a command with stdin from `inputPath` and stdout to /dev/null; resolves with its peak
  * RSS in MB (VmHWM, polled from /proc on Linux; 0 elsewhere). Rejects on a non-zero exit.
  */
-export function runProcess(command: string, args: string[], inputPath: string): Promise<number> {
+export function runProcess(command: string, args: string[], inputPath: string, env?: Record<string, string>): Promise<number> {
   return new Promise((resolve, reject) => {
     const stdin = openSync(inputPath, 'r');
     const stdout = openSync('/dev/null', 'w');
-    const child = spawn(command, args, { stdio: [stdin, stdout, 'pipe'] });
+    const child = spawn(command, args, { stdio: [stdin, stdout, 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) });
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     let peakKB = 0;
@@ -146,4 +148,44 @@ export function markdown(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   return [line(rows[0]!), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.slice(1).map(line)].join('\n');
+}
+
+/**
+ * Reads an mssqlCdc() stream until `total` rows have come and a checkpoint follows, then aborts it
+ * through `ac` (the signal given to mssqlCdc). `onRow` sees every 1000th row.
+ */
+export async function drainCdc(stream: Readable, ac: AbortController, total: number, onRow?: (n: number) => void): Promise<number> {
+  let rows = 0;
+  await pipeline(
+    stream,
+    new Writable({
+      objectMode: true,
+      highWaterMark: 1024,
+      write(e: { type: string }, _enc, cb) {
+        if (e.type === 'cdc' && ++rows % 1000 === 0) onRow?.(rows);
+        if (rows >= total && e.type === 'checkpoint') ac.abort();
+        cb();
+      },
+    }),
+  ).catch((err: Error) => {
+    if (err.name !== 'AbortError') throw err;
+  });
+  return rows;
+}
+
+/**
+ * Peak RSS of this process in the first and second half of a read of `total` rows (from row 100k,
+ * when the heap has sized itself): anything that grows with the rows read shows as growth.
+ */
+export async function rssAcross(total: number, group: string, read: (onRow: (n: number) => void) => Promise<unknown>): Promise<Measurement[]> {
+  (globalThis as { gc?: () => void }).gc?.();
+  let firstHalf = 0;
+  let secondHalf = 0;
+  await read((n) => {
+    const rss = process.memoryUsage().rss / 2 ** 20;
+    if (n > 100_000 && n <= total / 2) firstHalf = Math.max(firstHalf, rss);
+    if (n > total / 2) secondHalf = Math.max(secondHalf, rss);
+  });
+  const at = (name: string, value: number): Measurement => ({ group, name, ms: 0, rounds: [], lines: 0, bytes: 0, value });
+  return [at('peak RSS, rows 100k-500k (MB)', firstHalf), at('peak RSS, rows 500k-1M (MB)', secondHalf), at('RSS growth, second half over first (MB)', secondHalf - firstHalf)];
 }

@@ -2,7 +2,9 @@
  * npm run bench: runs every *.bench.ts, prints one table per run and writes benchmarks/RESULTS.md.
  * BENCH_LINES (default 200000) sizes the in-process runs; BENCH_ROUTE_LINES (default 1000000) the
  * process runs; BENCH_ROUNDS (default 5 in-process, 3 for processes) the timed rounds; BENCH_ONLY
- * (codec,route,mssql,service-bus) picks sections; BENCH_CDC_COMMITS (default 150000) sizes the CDC reader runs.
+ * (codec,route,mssql,mssql-tds,service-bus,runner) picks sections; BENCH_CDC_COMMITS (default 150000) sizes the in-process
+ * CDC reader runs; BENCH_TDS_ROWS (default 200000) the reader over the TDS test server, BENCH_TDS_BACKLOG
+ * (default 1000000) its RSS run; BENCH_RUN_ROWS (default 500000) sizes the task runner runs.
  */
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -12,6 +14,8 @@ import * as codec from './codec.bench.js';
 import * as routeProcess from './route.bench.js';
 import * as serviceBus from './service-bus.bench.js';
 import * as mssql from './mssql.bench.js';
+import * as mssqlTds from './mssql-tds.bench.js';
+import * as runner from './runner.bench.js';
 
 const lines = Number(process.env.BENCH_LINES ?? 200_000);
 const routeLines = Number(process.env.BENCH_ROUTE_LINES ?? 1_000_000);
@@ -31,6 +35,9 @@ await step(`decode and encode, in process, ${lines.toLocaleString('en-US')} line
 await step(`dstream route as a process, ${routeLines.toLocaleString('en-US')} lines`, () => routeProcess.run(routeLines, Math.max(1, Math.min(rounds, 3))), 'route');
 
 await step('SQL Server CDC reader (simulated driver rows, in process)', () => mssql.run(Number(process.env.BENCH_CDC_COMMITS ?? 150_000), rounds), 'mssql');
+await step('SQL Server CDC reader through the driver (TDS test server in its own process)', () => mssqlTds.run(Number(process.env.BENCH_TDS_ROWS ?? 200_000), Math.max(1, Math.min(rounds, 3)), Number(process.env.BENCH_TDS_BACKLOG ?? 1_000_000)), 'mssql-tds');
+
+await step('the task runner against the library, and start-up', () => runner.run(Number(process.env.BENCH_RUN_ROWS ?? 500_000), Math.max(1, Math.min(rounds, 3))), 'runner');
 
 await step('delivery to Service Bus (AMQP test broker in its own process)', () => serviceBus.run(Math.max(1, Math.min(rounds, 3))), 'service-bus');
 

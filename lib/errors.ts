@@ -52,6 +52,8 @@ export const ErrorCodes = {
   SQL_PERMISSION: 'DSTREAM_ERR_SQL_PERMISSION',
   /** SQL Server answered a statement with an error. */
   SQL: 'DSTREAM_ERR_SQL',
+  /** A read's first row did not come within the request timeout, even for the smallest window. */
+  SQL_TIMEOUT: 'DSTREAM_ERR_SQL_TIMEOUT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -10,16 +10,16 @@ import { relative, resolve } from 'node:path';
 import { configError, type Position, type ProviderRef, type TaskConfig } from '../config/tasks.js';
 import { didYouMean, validateConfig, type ConfigSchema } from '../config/schema.js';
 import { DstreamError, isDstreamError } from '../errors.js';
-import type { ProviderDefinition } from '../provider/run-provider.js';
+import { builtinNamed, type BuiltinProvider } from '../executor/builtins.js';
 
-type Builtins = Record<string, ProviderDefinition<never>>;
+type Builtins = Record<string, BuiltinProvider>;
 
 export async function checkTask(task: TaskConfig, builtins: Builtins, env: Record<string, string | undefined>): Promise<void> {
   for (const side of ['input', 'output'] as const) {
     const ref = task[side];
     const at = (key: string): Position => ref.at?.[key] ?? { line: ref.line ?? task.line, column: 1 };
     if (ref.provider !== undefined) {
-      const def = builtins[ref.provider];
+      const def = await builtinNamed(builtins, ref.provider);
       if (def === undefined) {
         const names = Object.keys(builtins);
         const guess = didYouMean(ref.provider, names);

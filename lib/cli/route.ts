@@ -1,12 +1,12 @@
 /**
  * `dstream route`: stdin NDJSON -> stdout NDJSON through decode -> route -> encode.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import type { WriteStream } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decodeEnvelopes, DEFAULT_MAX_LINE_BYTES } from '../envelope/decode.js';
 import { encodeEnvelopes } from '../envelope/encode.js';
-import { KEEP_GOING, type InvalidPolicy } from '../envelope/invalid.js';
+import { KEEP_GOING, openDeadLetterFile, type InvalidPolicy } from '../envelope/invalid.js';
 import { invalidOption, messageOf } from '../errors.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import { displayTable, type Assignment } from '../streams/destination.js';
@@ -36,7 +36,7 @@ export async function routeCommand(options: RouteCommandOptions, io: CommandIO):
       throw invalidOption(`--dead-letter is only used with --on-invalid dead-letter (got --on-invalid ${options.onInvalid})`);
     }
     const onInvalid = options.onInvalid ?? (options.deadLetter !== undefined ? 'dead-letter' : 'fail');
-    if (options.deadLetter !== undefined) deadLetter = createWriteStream(options.deadLetter, { flags: 'a' });
+    if (options.deadLetter !== undefined) deadLetter = await openDeadLetterFile(options.deadLetter);
     const policy = { onInvalid, deadLetter };
     const decoder = decodeEnvelopes({ ...policy, maxLineBytes: options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES });
     const router = route({ ...policy, template: options.template, include: options.include, exclude: options.exclude });

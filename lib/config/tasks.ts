@@ -11,7 +11,6 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { parse } from '@cdktn/hcl2json';
 import { DstreamError, ErrorCodes } from '../errors.js';
 import { didYouMean, validateConfig, type ConfigSchema } from './schema.js';
 import { renderTemplate } from './template.js';
@@ -130,6 +129,8 @@ export async function parseTaskFile(source: string, file: string, env: Record<st
   const at = new Locator(file, text);
   let doc: Block;
   try {
+    // The HCL parser (Go in WebAssembly, ~100 MB) loads only when a task file is read.
+    const { parse } = await import('@cdktn/hcl2json');
     doc = (await parse(file, text)) as Block;
   } catch (err) {
     throw hclError(err, file);

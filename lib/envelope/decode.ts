@@ -108,7 +108,7 @@ export class EnvelopeDecoder extends Transform {
         this.carryBytes += buf.length - start;
       }
     } catch (err) {
-      callback(err as Error);
+      this.settle(callback, err as Error);
       return;
     }
     this.settle(callback);
@@ -120,7 +120,7 @@ export class EnvelopeDecoder extends Transform {
       try {
         this.line(tail);
       } catch (err) {
-        callback(err as Error);
+        this.settle(callback, err as Error);
         return;
       }
     }
@@ -139,15 +139,22 @@ export class EnvelopeDecoder extends Transform {
     return text;
   }
 
-  /** Calls back once every dead-letter write of this chunk has been taken. */
-  private settle(callback: TransformCallback): void {
+  /**
+   * Calls back once every dead-letter write of this chunk has been taken. With `failure` (a later
+   * line failed the stream), the writes before it still finish first and `failure` is reported;
+   * a failed dead-letter write is never dropped as an unhandled rejection.
+   */
+  private settle(callback: TransformCallback, failure?: Error): void {
     if (this.pending.length === 0) {
-      callback();
+      callback(failure);
       return;
     }
     const waits = this.pending;
     this.pending = [];
-    Promise.all(waits).then(() => callback(), callback);
+    Promise.allSettled(waits).then((results) => {
+      const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      callback(failure ?? (rejected?.reason as Error | undefined));
+    });
   }
 
   private checkLength(bytes: number): void {

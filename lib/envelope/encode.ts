@@ -4,6 +4,10 @@
  * Small writes are coalesced: lines accumulate in one string that is pushed when it reaches
  * `chunkBytes`, or on the next tick, so a burst written in one tick leaves as one chunk (one
  * syscall downstream) and a lone envelope is never held back waiting for company.
+ *
+ * Backpressure holds on every path: while the readable side is full, the write callback is held
+ * until the reader asks for more (`_read`), so the writer sees `write()` return false and waits
+ * for 'drain'. What the encoder holds is bounded by its two buffers plus one chunk.
  */
 import { Duplex } from 'node:stream';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
@@ -47,16 +51,14 @@ export class EnvelopeEncoder extends Duplex {
       return;
     }
     this.pendingText += `${line}\n`;
-    if (this.pendingText.length >= this.chunkBytes) {
-      if (!this.pushPending()) {
-        this.waiting = callback;
-        return;
-      }
-    } else if (!this.scheduled) {
+    if (this.pendingText.length >= this.chunkBytes) this.pushPending();
+    else if (!this.scheduled) {
       this.scheduled = true;
       process.nextTick(() => this.tick());
     }
-    callback();
+    // The readable side is full (whether this push or an earlier tick filled it): hold the writer.
+    if (this.readableLength >= this.readableHighWaterMark) this.waiting = callback;
+    else callback();
   }
 
   override _final(callback: (err?: Error | null) => void): void {
@@ -78,12 +80,11 @@ export class EnvelopeEncoder extends Duplex {
     if (this.pendingText.length > 0 && !this.destroyed) this.pushPending();
   }
 
-  /** Pushes what is pending; false when the readable side asks us to wait. */
-  private pushPending(): boolean {
-    if (this.pendingText.length === 0) return true;
+  private pushPending(): void {
+    if (this.pendingText.length === 0) return;
     const text = this.pendingText;
     this.pendingText = '';
-    return this.push(text, 'utf8');
+    this.push(text, 'utf8');
   }
 }
 

@@ -1,3 +1,4 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
 
@@ -102,5 +103,24 @@ export class InvalidRecords {
 function deadLetterFailed(err: Error): DstreamError {
   return new DstreamError(ErrorCodes.INVALID_RECORD, `could not write to the dead-letter stream: ${err.message}`, {
     cause: err,
+  });
+}
+
+/**
+ * Opens (appends to) a dead-letter file, or fails with what went wrong and where: before any
+ * record needs it, so a path that cannot work is reported at start, not as a crash later. Errors
+ * after that reach the writes that caused them (their callbacks), never an unhandled 'error'.
+ */
+export function openDeadLetterFile(path: string): Promise<WriteStream> {
+  const file = createWriteStream(path, { flags: 'a' });
+  return new Promise((resolve, reject) => {
+    file.once('open', () => {
+      file.off('error', onError);
+      file.on('error', () => undefined);
+      resolve(file);
+    });
+    const onError = (err: Error) =>
+      reject(new DstreamError(ErrorCodes.IO, `could not open the dead-letter file ${path}: ${err.message}`, { cause: err, details: { path } }));
+    file.once('error', onError);
   });
 }

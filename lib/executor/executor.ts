@@ -3,24 +3,26 @@
  * plan/init/status/destroy) and run (input data -> output, acknowledged checkpoints -> state
  * store). Providers are handles (provider-handle.ts), so built-ins and executables behave alike.
  */
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { encodeEnvelopes } from '../envelope/encode.js';
 import { CHECKPOINT_TYPE, type CheckpointEnvelope } from '../envelope/types.js';
-import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.js';
 import type { TaskConfig, ProviderRef } from '../config/tasks.js';
 import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
-import type { ProviderDefinition } from '../provider/run-provider.js';
+import { builtinNamed, type BuiltinProvider } from './builtins.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
 import { openSession, providerFailed } from './session.js';
 import type { StateStore } from './state-store.js';
 
 export interface ExecutorOptions extends StartOptions {
-  builtins: Record<string, ProviderDefinition<never>>;
+  builtins: Record<string, BuiltinProvider>;
   handshakeTimeoutMs?: number;
 }
 
-export function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: ExecutorOptions['builtins']): ProviderSpec {
+export async function specOf(side: 'input' | 'output', ref: ProviderRef, builtins: ExecutorOptions['builtins']): Promise<ProviderSpec> {
   if (ref.provider !== undefined) {
-    const builtin = builtins[ref.provider];
+    const builtin = await builtinNamed(builtins, ref.provider);
     if (builtin === undefined) {
       throw new DstreamError(ErrorCodes.CONFIG, `${side} provider "${ref.provider}" is not built in; built-in providers: ${Object.keys(builtins).join(', ')} (or use provider_path)`);
     }
@@ -38,7 +40,7 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
     const exit = await handle.exited;
     if (next.done) throw providerFailed(handle, `gave no answer to "${h.command}"`, exit);
     const result = next.value as ResultLine;
-    if (result?.status === 'error') throw providerFailed(handle, `${h.command} failed: ${result.message ?? 'no message'}`, exit);
+    if (result?.status === 'error') throw providerFailed(handle, `${h.command} failed: ${result.message ?? 'no message'}`, exit, result.code);
     if (result?.status !== 'ok') throw providerFailed(handle, `answered "${h.command}" with something that is not a result line`, exit);
     if (exit.code !== 0) throw providerFailed(handle, `${h.command} answered ok but exited non-zero`, exit);
     return result;
@@ -68,8 +70,8 @@ export interface LifecycleReport {
  * the reverse of init. `position` (the stored one) goes to the input's status, for its lag.
  */
 export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions & { position?: unknown }): Promise<LifecycleReport> {
-  const input = specOf('input', task.input, options.builtins);
-  const output = specOf('output', task.output, options.builtins);
+  const input = await specOf('input', task.input, options.builtins);
+  const output = await specOf('output', task.output, options.builtins);
   const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options);
   const streams = (discovered.streams as StreamDescriptor[] | undefined) ?? [];
   const onInput = async (): Promise<ResultLine | undefined> => {
@@ -78,7 +80,7 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
     // Optional for inputs: its stderr goes only into the error (which names it), not to the screen.
     return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError) => {
       // An input without setup of its own may not support the verb; that is not a failure.
-      if (/does not support/.test(err.message)) return undefined;
+      if (err.details?.providerCode === ErrorCodes.UNSUPPORTED_COMMAND) return undefined;
       throw err;
     });
   };
@@ -113,12 +115,14 @@ export interface RunOptions extends ExecutorOptions {
 /** Streams a task until its input ends or `signal` aborts; stores each acknowledged checkpoint. */
 export async function runTask(task: TaskConfig, options: RunOptions): Promise<RunSummary> {
   const stored = await options.store.load(task.name);
-  const inSpec = specOf('input', task.input, options.builtins);
-  const outSpec = specOf('output', task.output, options.builtins);
+  const inSpec = await specOf('input', task.input, options.builtins);
+  const outSpec = await specOf('output', task.output, options.builtins);
   // Config keys also at the top level: a provider of the older dstream reads its first line as config.
   const runHeader = (ref: ProviderRef, extra: Partial<CommandHeader>): CommandHeader => ({ ...ref.config, command: 'run', config: ref.config, protocol: PROTOCOL_VERSION, task: task.name, ...extra });
-  const output = startProvider(outSpec, options);
-  const input = startProvider(inSpec, options);
+  // Built-in on both sides: composed in process as object streams, with no JSON in between.
+  const objectMode = inSpec.builtin !== undefined && outSpec.builtin !== undefined;
+  const output = startProvider(outSpec, { ...options, objectMode });
+  const input = startProvider(inSpec, { ...options, objectMode });
   const summary: RunSummary = { task: task.name, rows: 0, checkpointsAcked: 0 };
   const stop = (sig: NodeJS.Signals) => {
     summary.stoppedBy ??= sig;
@@ -131,24 +135,6 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
     const store = options.store.describe?.();
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
-    const forward = (async () => {
-      const enc = encodeEnvelopes();
-      enc.pipe(output.stdin);
-      for (let n = await inp.lines.next(); !n.done; n = await inp.lines.next()) {
-        const v = n.value as { type?: string };
-        const line = readHandshake(v);
-        if (line.kind === 'error') throw providerFailed(input, line.message, await input.exited);
-        if (v?.type !== CHECKPOINT_TYPE) summary.rows++;
-        if (!enc.write(v)) await new Promise((r) => enc.once('drain', r));
-      }
-      enc.end();
-      const exit = await input.exited;
-      const stoppedCleanly = summary.stoppedBy !== undefined && (exit.code === 130 || exit.code === 143 || exit.signal !== null);
-      if (exit.code !== 0 && !stoppedCleanly) {
-        output.kill('SIGTERM');
-        throw providerFailed(input, 'failed', exit);
-      }
-    })();
     // Acknowledgements can come faster than a durable save: the saver writes the latest one it has
     // (each save is atomic), so the store never lags more than one save behind and never holds a
     // position that was not acknowledged.
@@ -184,6 +170,25 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
         throw providerFailed(output, 'failed', exit);
       }
     })();
+    const forward = (async () => {
+      const toOutput = objectMode ? [] : [encodeEnvelopes()];
+      const rows = forwarder(inp.first, () => summary.rows++, (message) => providerFailed(input, message));
+      try {
+        await pipeline(inp.values, rows, ...toOutput, output.stdin);
+      } catch (err) {
+        // The output stopped reading: its own failure (exit code, stderr) says why, not the broken pipe.
+        if (rows.failed === undefined) await acknowledge;
+        throw rows.failed === undefined ? err : providerFailed(input, rows.failed, await input.exited);
+      }
+      const exit = await input.exited;
+      const stoppedCleanly = summary.stoppedBy !== undefined && (exit.code === 130 || exit.code === 143 || exit.signal !== null);
+      if (exit.code !== 0 && !stoppedCleanly) {
+        // Its input has ended, so the output drains and finishes: what it acknowledges is still
+        // stored before the input's failure is reported.
+        await acknowledge.catch(() => undefined);
+        throw providerFailed(input, 'failed', exit);
+      }
+    })();
     // Whichever side fails first decides the error; the other is stopped.
     await Promise.all([forward, acknowledge].map((p) => p.catch((err: unknown) => {
       input.kill('SIGTERM');
@@ -194,9 +199,35 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   } catch (err) {
     input.kill('SIGKILL');
     output.kill('SIGKILL');
-    if (err instanceof DstreamError) throw err;
+    if (isDstreamError(err)) throw err;
     throw new DstreamError(ErrorCodes.PROVIDER, `task "${task.name}": ${messageOf(err)}`, { cause: err });
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * The input's values on their way to the output: counts data rows and stops at an error line (the
+ * input failing mid-stream).
+ */
+function forwarder(first: { value: unknown } | undefined, onRow: () => void, failed: (message: string) => Error): Transform & { failed?: string } {
+  const t: Transform & { failed?: string } = new Transform({
+    objectMode: true,
+    transform(v: { type?: string } | null, _enc, callback: TransformCallback) {
+      if (v?.type === CHECKPOINT_TYPE) {
+        callback(null, v);
+        return;
+      }
+      const line = readHandshake(v);
+      if (line.kind === 'error') {
+        t.failed = line.message;
+        callback(failed(line.message));
+        return;
+      }
+      onRow();
+      callback(null, v);
+    },
+  });
+  if (first !== undefined) t.write(first.value);
+  return t;
 }

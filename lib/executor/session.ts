@@ -7,31 +7,40 @@ import { decodeEnvelopes } from '../envelope/decode.js';
 import { DstreamError, ErrorCodes, isDstreamError } from '../errors.js';
 import { readHandshake, type CommandHeader } from '../protocol/messages.js';
 import type { ProviderHandle } from './provider-handle.js';
+import type { Readable } from 'node:stream';
 
 export interface Session {
   handle: ProviderHandle;
-  /** Every line after the handshake (or from the first line, for an older provider). */
+  /** Every message after the handshake, as values (for an older provider, after `first`). */
+  values: Readable;
+  /** An older provider has no handshake: its first line is data, and comes before `values`. */
+  first?: { value: unknown };
+  /** `first` then `values`, as an iterator, for reading one result line. */
   lines: AsyncIterator<unknown>;
   legacy: boolean;
 }
 
-export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }): DstreamError {
+/**
+ * A provider failed. `providerCode` is the code it gave (an error line's `code`), kept in
+ * `details.providerCode` so that callers branch on it, never on the wording.
+ */
+export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }, providerCode?: string): DstreamError {
   const how = exit === undefined ? '' : exit.signal ? ` (killed by ${exit.signal})` : ` (exit code ${exit.code})`;
   const tail = handle.stderrTail().trim();
   return new DstreamError(ErrorCodes.PROVIDER, `${handle.label}: ${what}${how}${tail ? `\n--- last lines of its stderr ---\n${tail}` : ''}`, {
-    details: { provider: handle.label, ...exit },
+    details: { provider: handle.label, ...exit, ...(providerCode === undefined ? {} : { providerCode }) },
   });
 }
 
 export async function openSession(handle: ProviderHandle, header: CommandHeader, options: { handshakeTimeoutMs?: number; endInput?: boolean } = {}): Promise<Session> {
-  handle.stdin.write(`${JSON.stringify(header)}\n`);
+  handle.stdin.write(handle.objectMode ? header : `${JSON.stringify(header)}\n`);
   if (options.endInput) handle.stdin.end();
-  const values = handle.stdout.pipe(decodeEnvelopes({ raw: true, maxLineBytes: 64 * 1024 * 1024 }));
-  const it = protocolLines(handle, values[Symbol.asyncIterator]());
+  const values = handle.objectMode ? handle.stdout : handle.stdout.pipe(decodeEnvelopes({ raw: true, maxLineBytes: 64 * 1024 * 1024 }));
   const timeoutMs = handle.handshakeTimeoutMs ?? options.handshakeTimeoutMs ?? 30_000;
   let timer: NodeJS.Timeout | undefined;
+  const firstValue = readOne(values).catch((err: unknown) => garbage(handle, err));
   const first = await Promise.race([
-    it.next(),
+    firstValue,
     handle.exited.then((exit) => ({ exit })),
     new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
   ]).finally(() => clearTimeout(timer));
@@ -41,12 +50,40 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
   }
   if ('exit' in first) {
     // It may have written its answer and exited at once: read what it left before judging.
-    const rest = await it.next();
+    const rest = await firstValue;
     if (rest.done) throw providerFailed(handle, 'exited before its handshake', first.exit);
-    return classify(handle, rest.value, it);
+    return classify(handle, rest.value, values);
   }
   if (first.done) throw providerFailed(handle, 'exited before its handshake', await handle.exited);
-  return classify(handle, first.value, it);
+  return classify(handle, first.value, values);
+}
+
+/** The next value of a paused Readable, or done at its end; leaves the rest for a later reader. */
+function readOne(r: Readable): Promise<{ done: false; value: unknown } | { done: true }> {
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      r.off('readable', take);
+      r.off('end', onEnd);
+      r.off('error', onError);
+    };
+    const take = () => {
+      const value: unknown = r.read();
+      if (value === null) return;
+      cleanup();
+      resolve({ done: false, value });
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve({ done: true });
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    r.on('readable', take);
+    r.once('end', onEnd);
+    r.once('error', onError);
+  });
 }
 
 /**
@@ -54,38 +91,34 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
  * fault, said with its name and a short printable excerpt (never the whole garbage), and is not a
  * record for an invalid-record policy to skip.
  */
-function protocolLines(handle: ProviderHandle, it: AsyncIterator<unknown>): AsyncIterator<unknown> {
-  return {
-    next: () =>
-      it.next().catch((err: unknown) => {
-        if (!isDstreamError(err) || (err.code !== ErrorCodes.INVALID_RECORD && err.code !== ErrorCodes.LINE_TOO_LONG)) throw err;
-        handle.stdout.destroy();
-        const line = typeof err.details.line === 'number' ? ` line ${err.details.line}` : '';
-        const raw = typeof err.details.raw === 'string' ? err.details.raw : typeof err.details.excerpt === 'string' ? err.details.excerpt : '';
-        const shown = JSON.stringify(raw.slice(0, 40)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-        throw providerFailed(
-          handle,
-          `wrote${line} on stdout that is not a protocol line (${err.code === ErrorCodes.LINE_TOO_LONG ? 'too long' : 'not JSON'}), starting ${shown}${raw.length > 40 ? '...' : ''}; a provider writes only protocol JSON on stdout and its logs on stderr`,
-        );
-      }),
-  };
+function garbage(handle: ProviderHandle, err: unknown): never {
+  if (!isDstreamError(err) || (err.code !== ErrorCodes.INVALID_RECORD && err.code !== ErrorCodes.LINE_TOO_LONG)) throw err;
+  handle.stdout.destroy();
+  const line = typeof err.details.line === 'number' ? ` line ${err.details.line}` : '';
+  const raw = typeof err.details.raw === 'string' ? err.details.raw : typeof err.details.excerpt === 'string' ? err.details.excerpt : '';
+  const quoted = JSON.stringify(raw.slice(0, 40)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  throw providerFailed(
+    handle,
+    `wrote${line} on stdout that is not a protocol line (${err.code === ErrorCodes.LINE_TOO_LONG ? 'too long' : 'not JSON'}), starting ${quoted}${raw.length > 40 ? '...' : ''}; a provider writes only protocol JSON on stdout and its logs on stderr`,
+  );
 }
 
-function classify(handle: ProviderHandle, value: unknown, it: AsyncIterator<unknown>): Session {
+function classify(handle: ProviderHandle, value: unknown, values: Readable): Session {
   const hs = readHandshake(value);
-  if (hs.kind === 'error') throw providerFailed(handle, hs.message);
-  if (hs.kind === 'ready') return { handle, lines: it, legacy: false };
-  // An older provider: no handshake, its first line is data.
-  let pending: unknown = value;
+  if (hs.kind === 'error') throw providerFailed(handle, hs.message, undefined, hs.code);
+  // An older provider has no handshake: its first line is data, and goes first.
+  let pending = hs.kind === 'legacy' ? { value } : undefined;
+  const first = pending;
+  let it: AsyncIterator<unknown> | undefined;
   const lines: AsyncIterator<unknown> = {
     next: () => {
       if (pending !== undefined) {
-        const v = pending;
+        const { value: v } = pending;
         pending = undefined;
         return Promise.resolve({ value: v, done: false });
       }
-      return it.next();
+      return (it ??= values[Symbol.asyncIterator]()).next().catch((err: unknown) => garbage(handle, err));
     },
   };
-  return { handle, lines, legacy: true };
+  return { handle, values, lines, legacy: hs.kind === 'legacy', ...(first ? { first } : {}) };
 }

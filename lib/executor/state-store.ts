@@ -4,7 +4,7 @@
  * position or the new, never a torn one. Other stores (a SQL Server table) implement the same
  * interface.
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
@@ -83,9 +83,14 @@ export class FileStateStore implements StateStore {
     return state;
   }
 
+  /** Forgets the position; true when there was one. A damaged file is forgotten too: it is not read. */
   async reset(task: string): Promise<boolean> {
-    const existed = (await this.load(task)) !== undefined;
-    await rm(this.pathOf(task), { force: true });
+    const path = this.pathOf(task);
+    const existed = await access(path).then(() => true, (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return false;
+      throw new DstreamError(ErrorCodes.IO, `could not reach ${path}: ${err.message}`, { cause: err, details: { path } });
+    });
+    await rm(path, { force: true });
     return existed;
   }
 }

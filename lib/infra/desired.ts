@@ -2,6 +2,7 @@
  * What a task wants to exist: one queue per table, named by the same template, rules and
  * case-insensitive collision check as `route()`, with the task's queue settings.
  */
+import { parseTable } from '../envelope/table.js';
 import type { StreamDescriptor } from '../protocol/messages.js';
 import { DEFAULT_TEMPLATE, planDestinations, type TableRef } from '../streams/destination.js';
 import { DEFAULT_QUEUE_SETTINGS, type QueueSettings } from './service-bus-admin.js';
@@ -13,12 +14,9 @@ export interface DesiredQueue {
   settings: QueueSettings;
 }
 
-/** `Persons`, `sales.Orders` or a discover descriptor -> a table reference. */
+/** `Persons`, `sales.Orders`, `[my.schema].[Order Details]` or a discover descriptor -> a table reference. */
 export function tableRefOf(stream: StreamDescriptor | string): TableRef {
-  if (typeof stream === 'string') {
-    const dot = stream.indexOf('.');
-    return dot === -1 ? { table: stream } : { schema: stream.slice(0, dot), table: stream.slice(dot + 1) };
-  }
+  if (typeof stream === 'string') return parseTable(stream);
   const ref: TableRef = { table: stream.name };
   if (stream.schema !== undefined) ref.schema = stream.schema;
   if (stream.database !== undefined) ref.database = stream.database;

@@ -4,7 +4,8 @@
  * success) and marks the queue as the task's in its userMetadata, so that `destroy` can later
  * remove only what dstream created.
  */
-import { ServiceBusAdministrationClient, type CreateQueueOptions, type ServiceBusAdministrationClientOptions } from '@azure/service-bus';
+import type { ServiceBusAdministrationClient, CreateQueueOptions, ServiceBusAdministrationClientOptions } from '@azure/service-bus';
+import { serviceBusSdk } from '../sinks/service-bus/sdk.js';
 import type { PipelinePolicy } from '@azure/core-rest-pipeline';
 import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../errors.js';
 import { backoffDelay, type RetryOptions } from '../sinks/service-bus/errors.js';
@@ -58,6 +59,7 @@ const emulatorHttp: PipelinePolicy = {
 export function adminClient(options: ConnectionOptions, given: ServiceBusAdministrationClientOptions = {}): ServiceBusAdministrationClient {
   // managed() is the one place that retries, as for sending: the pipeline's own retries are off.
   const clientOptions: ServiceBusAdministrationClientOptions = { ...given, retryOptions: { maxRetries: 0, ...given.retryOptions } };
+  const { ServiceBusAdministrationClient } = serviceBusSdk();
   if (options.connectionString !== undefined) {
     const admin = new ServiceBusAdministrationClient(options.connectionString, clientOptions);
     // The client builds its own pipeline (additionalPolicies are not applied), so the policy goes

@@ -15,6 +15,8 @@ export const ExitCodes = {
   INTERRUPTED: 130,
   /** Stopped by SIGTERM after a clean drain. */
   TERMINATED: 143,
+  /** Killed without a drain (SIGKILL, or an in-process provider's kill signal). */
+  KILLED: 137,
 } as const;
 
 export function exitCodeFor(err: unknown): number {

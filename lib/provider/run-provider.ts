@@ -3,13 +3,16 @@
  * validates config, answers the handshake, routes the verb, keeps stdout for protocol lines and
  * data (logs go to stderr), maps failures to an error line and exit code, stops cleanly on
  * SIGINT/SIGTERM and exits quietly when stdout's reader goes away (EPIPE).
+ *
+ * In process (`objectMode`), stdin and stdout carry the same messages as objects instead of NDJSON
+ * lines: the executor composes built-in providers that way, and nothing else changes.
  */
 import type { Readable, Writable } from 'node:stream';
 import { format } from 'node:util';
 import { validateConfig, type ConfigOf, type ConfigSchema } from '../config/schema.js';
 import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
 import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
-import { messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
 import { okLine, routeCommands, type CommandHandlers, type CommandRouter } from '../protocol/command-router.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import {
@@ -71,6 +74,13 @@ export interface ProviderIO {
   env: Record<string, string | undefined>;
   /** Where SIGINT/SIGTERM come from. Default `process`; null to install no handlers. */
   signals?: NodeJS.EventEmitter | null;
+  /**
+   * stdin and stdout are object streams: the header, envelopes and protocol lines as values, not
+   * NDJSON bytes. For providers composed in one process; argv must be empty.
+   */
+  objectMode?: boolean;
+  /** Aborting it kills the provider at once, as SIGKILL kills a process: no drain, exit code 137. */
+  kill?: AbortSignal;
 }
 
 const SIGNAL_CODES = { SIGINT: ExitCodes.INTERRUPTED, SIGTERM: ExitCodes.TERMINATED } as const;
@@ -90,14 +100,19 @@ export async function runProvider<C = Record<string, unknown>>(def: ProviderDefi
     argv: io?.argv ?? process.argv.slice(2),
     env: io?.env ?? process.env,
     signals: io?.signals === undefined ? process : io.signals,
+    objectMode: io?.objectMode === true,
+    kill: io?.kill,
   });
   return host.start();
 }
 
 class ProviderHost<C> {
-  private readonly out: EnvelopeEncoder;
+  /** Where messages for stdout are written: an NDJSON encoder piped to stdout, or stdout itself in object mode. */
+  private readonly out: EnvelopeEncoder | Writable;
   private readonly abort = new AbortController();
   private readonly verbs: Verb[];
+  /** The stream stdin is piped into (decoder, or the command router in object mode), ended on a stop. */
+  private inlet: Writable | undefined;
   private decoder: EnvelopeDecoder | undefined;
   /** In provider mode: passes through everything after the header, so it is the input of `run`. */
   private router: CommandRouter | undefined;
@@ -112,15 +127,18 @@ class ProviderHost<C> {
     private readonly def: ProviderDefinition<C>,
     private readonly io: ProviderIO,
   ) {
-    this.out = encodeEnvelopes();
+    this.out = io.objectMode ? io.stdout : encodeEnvelopes();
     this.verbs = VERBS.filter((v) => typeof def[v] === 'function');
   }
 
   start(): Promise<number> {
     const done = new Promise<number>((resolve) => (this.settle = resolve));
-    const { stdout, signals } = this.io;
-    this.out.pipe(stdout, { end: false });
+    const { stdout, signals, kill } = this.io;
+    if (this.out !== stdout) (this.out as EnvelopeEncoder).pipe(stdout, { end: false });
     this.out.on('error', (err) => this.fail(err));
+    const onKill = () => this.kill();
+    if (kill?.aborted) queueMicrotask(onKill);
+    else kill?.addEventListener('abort', onKill, { once: true });
     stdout.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EPIPE') {
         // The reader went away (`| head -1`): nobody is left to tell; stop quietly.
@@ -144,6 +162,7 @@ class ProviderHost<C> {
       this.fail(err);
     }
     return done.finally(() => {
+      kill?.removeEventListener('abort', onKill);
       restoreConsole();
       if (signals) {
         signals.off('SIGINT', onSignal);
@@ -165,16 +184,22 @@ class ProviderHost<C> {
 
   /** Started by an executor: the first stdin line is the command header. */
   private providerMode(): void {
-    const decoder = decodeEnvelopes({ header: true });
-    this.decoder = decoder;
     const router = routeCommands(this.handlers(), { provider: this.def.name });
     this.router = router;
-    this.io.stdin.on('error', (err) => decoder.destroy(err));
-    decoder.on('error', (err) => {
-      router.destroy(err);
-      this.fail(err);
-    });
-    this.io.stdin.pipe(decoder).pipe(router);
+    if (this.io.objectMode) {
+      this.inlet = router;
+      this.io.stdin.on('error', (err) => router.destroy(err));
+      this.io.stdin.pipe(router);
+    } else {
+      const decoder = decodeEnvelopes({ header: true });
+      this.inlet = this.decoder = decoder;
+      this.io.stdin.on('error', (err) => decoder.destroy(err));
+      decoder.on('error', (err) => {
+        router.destroy(err);
+        this.fail(err);
+      });
+      this.io.stdin.pipe(decoder).pipe(router);
+    }
     router.on('result', (line: ResultLine) => {
       if (line.status === 'error') this.log(line.message ?? 'failed');
       if (this.protocolLines) this.out.write(line);
@@ -224,16 +249,16 @@ class ProviderHost<C> {
     }
     const header: CommandHeader = { command: args.verb, config: args.config };
     if (args.verb === 'run') {
-      if (this.def.run === undefined) throw new Error(`${this.def.name} does not support "run"`);
+      if (this.def.run === undefined) throw unsupported(this.def.name, 'run', this.verbs);
       const decoder = decodeEnvelopes();
-      this.decoder = decoder;
+      this.inlet = this.decoder = decoder;
       this.io.stdin.on('error', (err) => decoder.destroy(err));
       const ctx = this.context(header, this.io.stdin.pipe(decoder), true);
       this.runInBackground(ctx);
       return;
     }
     const handler = this.def[args.verb];
-    if (handler === undefined) throw new Error(`${this.def.name} does not support "${args.verb}"; it supports ${this.verbs.join(', ')}`);
+    if (handler === undefined) throw unsupported(this.def.name, args.verb, this.verbs);
     const ctx = this.context(header, this.io.stdin, true);
     const confirmed = args.verb === 'destroy' ? this.confirmDestroy(ctx, args.yes) : Promise.resolve();
     confirmed.then(() => handler(ctx)).then(
@@ -270,15 +295,26 @@ class ProviderHost<C> {
     this.stopCode = SIGNAL_CODES[sig];
     this.log(`${sig}: stopping; draining what is in flight (send it again to exit at once)`);
     this.abort.abort();
-    if (this.decoder !== undefined) {
-      this.io.stdin.unpipe(this.decoder);
-      this.decoder.end();
+    if (this.inlet !== undefined) {
+      this.io.stdin.unpipe(this.inlet);
+      this.inlet.end();
     }
     const grace = this.def.graceMs ?? 10_000;
     setTimeout(() => {
       this.log(`did not stop within ${grace} ms; exiting`);
       this.finish(ExitCodes.FAILURE, true);
     }, grace).unref();
+  }
+
+  /** Killed (the in-process SIGKILL): stop producing, drop what is in flight, exit 137 at once. */
+  private kill(): void {
+    if (this.settled) return;
+    this.abort.abort();
+    if (this.inlet !== undefined) {
+      this.io.stdin.unpipe(this.inlet);
+      this.inlet.destroy();
+    }
+    this.finish(ExitCodes.KILLED, true);
   }
 
   private fail(err: unknown, command?: string): void {
@@ -297,10 +333,22 @@ class ProviderHost<C> {
       return;
     }
     if (!this.out.writableEnded) this.out.end();
+    if (this.out === this.io.stdout) {
+      // Object mode: everything is in stdout's buffer, where the executor reads it.
+      this.settle(code);
+      return;
+    }
+    const enc = this.out as EnvelopeEncoder;
     const flush = () => this.io.stdout.write('', () => this.settle(code));
-    if (this.out.readableEnded) flush();
-    else this.out.once('end', flush);
+    if (enc.readableEnded) flush();
+    else enc.once('end', flush);
   }
+}
+
+function unsupported(provider: string, verb: Verb, supported: Verb[]): DstreamError {
+  return new DstreamError(ErrorCodes.UNSUPPORTED_COMMAND, `${provider} does not support "${verb}"; it supports ${supported.join(', ') || 'no commands'}`, {
+    details: { command: verb, supported },
+  });
 }
 
 /**

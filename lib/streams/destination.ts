@@ -5,18 +5,15 @@
  */
 import { createHash } from 'node:crypto';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
+import { displayTable, tableKey, tableOfMetadata, type TableRef } from '../envelope/table.js';
 
 export const DEFAULT_TEMPLATE = '{table}_cdc_events';
 export const MAX_ENTITY_NAME = 260;
 const PLACEHOLDERS = ['table', 'schema', 'database'] as const;
 type Placeholder = (typeof PLACEHOLDERS)[number];
 
-export interface TableRef {
-  table: string;
-  /** Default `dbo`. */
-  schema?: string;
-  database?: string;
-}
+export type { TableRef } from '../envelope/table.js';
+export { displayTable, tableKey } from '../envelope/table.js';
 
 /** Letters, digits, `.`, `-`, `_`, `/`; starts and ends with a letter or digit; 1-260 chars. */
 const ENTITY_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9._\-/]{0,258}[A-Za-z0-9])?$/;
@@ -117,16 +114,6 @@ export function mapName(name: string): string {
   return out;
 }
 
-export function tableKey(ref: TableRef): string {
-  const parts = [ref.database ?? '', ref.schema ?? 'dbo', ref.table];
-  return parts.join('.').toLowerCase();
-}
-
-export function displayTable(ref: TableRef): string {
-  const base = `${ref.schema ?? 'dbo'}.${ref.table}`;
-  return ref.database ? `${ref.database}.${base}` : base;
-}
-
 export interface Assignment {
   table: TableRef;
   destination: string;
@@ -193,11 +180,7 @@ export function destinationKey(template: string = DEFAULT_TEMPLATE): (envelope: 
   return (envelope) => {
     const m = envelope.metadata;
     if (typeof m?.Destination === 'string' && m.Destination.length > 0) return m.Destination;
-    if (typeof m?.TableName !== 'string' || m.TableName.length === 0) return undefined;
-    return registry.assign({
-      table: m.TableName,
-      schema: typeof m.Schema === 'string' ? m.Schema : undefined,
-      database: typeof m.Database === 'string' ? m.Database : undefined,
-    }).assignment.destination;
+    const table = tableOfMetadata(m);
+    return table === undefined ? undefined : registry.assign(table).assignment.destination;
   };
 }

@@ -21,16 +21,22 @@ import { finished } from 'node:stream/promises';
 import { DstreamError, ErrorCodes, invalidOption, isDstreamError } from '../errors.js';
 import { isCheckpoint, type CheckpointEnvelope, type Envelope } from '../envelope/types.js';
 import { checkOptions } from '../options.js';
+import { DEFAULT_SCHEMA, qualifiedName, tableKey, tableOfMetadata } from '../envelope/table.js';
 
 /** Marks a sink that reports durability with 'ack' events (count) rather than write callbacks. */
 export const DURABLE_ACKS = Symbol.for('dstream.durableAcks');
+
+/** Checkpoints a checkpoints() reader may leave unread before releases wait for it. */
+const CHECKPOINT_QUEUE = 64;
+/** Checkpoints written but not yet released before the input waits. */
+const MAX_PENDING_CHECKPOINTS = 1024;
 
 export interface PartitionOptions {
   /** Makes the sink of a destination; called once per destination, on its first envelope. */
   sinkFor: (destination: string) => Writable;
   /** Refuse to open more partitions than this. Default 1000. */
   maxPartitions?: number;
-  /** The partition key of an envelope. Default: `metadata.Destination`, else `metadata.TableName`. */
+  /** The partition key of an envelope. Default: `metadata.Destination`, else the table (`Orders`, `sales.Orders`). */
   keyOf?: (envelope: Envelope) => string | undefined;
   /** Called, in order, with each checkpoint once everything before it is acknowledged. May return a promise. */
   onCheckpoint?: (checkpoint: CheckpointEnvelope) => void | Promise<void>;
@@ -57,10 +63,26 @@ export interface PartitionStats {
   checkpointsPending: number;
 }
 
-function defaultKey(env: Envelope): string | undefined {
-  const m = env.metadata;
-  const d = m?.Destination ?? m?.TableName;
-  return typeof d === 'string' && d.length > 0 ? d : undefined;
+/**
+ * The default partition key: `metadata.Destination`, else the table: its name for schema dbo,
+ * `schema.name` otherwise (so dbo.Orders and sales.Orders get their own sinks), and one partition
+ * for names that differ only in case (one table, as SQL Server compares them), named as first seen.
+ */
+function defaultKey(): (env: Envelope) => string | undefined {
+  const names = new Map<string, string>();
+  return (env) => {
+    const m = env.metadata;
+    if (typeof m?.Destination === 'string' && m.Destination.length > 0) return m.Destination;
+    const table = tableOfMetadata(m);
+    if (table === undefined) return undefined;
+    const folded = tableKey({ ...table, database: undefined });
+    let name = names.get(folded);
+    if (name === undefined) {
+      name = (table.schema ?? DEFAULT_SCHEMA).toLowerCase() === DEFAULT_SCHEMA ? table.table : qualifiedName(table);
+      names.set(folded, name);
+    }
+    return name;
+  };
 }
 
 export class Partitioner extends Writable {
@@ -73,6 +95,10 @@ export class Partitioner extends Writable {
   private releasing = false;
   private released = 0;
   private finalCallback: ((err?: Error | null) => void) | null = null;
+  /** Readers of checkpoints(): a full one holds releases back. */
+  private readonly readers = new Set<{ full(): boolean }>();
+  /** The write callback of a checkpoint held back while too many barriers wait. */
+  private heldCheckpoint: (() => void) | null = null;
 
   constructor(options: PartitionOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 16 });
@@ -81,7 +107,7 @@ export class Partitioner extends Writable {
     if (!Number.isInteger(max) || max < 1) throw invalidOption(`maxPartitions must be a positive integer; got ${max}`);
     this.sinkFor = options.sinkFor;
     this.maxPartitions = max;
-    this.keyOf = options.keyOf ?? defaultKey;
+    this.keyOf = options.keyOf ?? defaultKey();
     this.onCheckpoint = options.onCheckpoint;
   }
 
@@ -97,10 +123,19 @@ export class Partitioner extends Writable {
       for (const p of this.partitions.values()) if (p.acked < p.written) waits.push([p, p.written]);
       this.barriers.push({ marker: env, waits });
       this.release();
-      callback();
+      // Checkpoints not yet released are memory too: past a bound, the input waits for releases.
+      if (this.barriers.length >= MAX_PENDING_CHECKPOINTS) this.heldCheckpoint = () => callback();
+      else callback();
       return;
     }
-    const key = this.keyOf(env);
+    let key: string | undefined;
+    try {
+      key = this.keyOf(env);
+    } catch (err) {
+      // A key that cannot be made (two tables for one destination) fails the stream, not the process.
+      callback(err as Error);
+      return;
+    }
     if (key === undefined) {
       callback(
         new DstreamError(
@@ -188,50 +223,89 @@ export class Partitioner extends Writable {
   }
 
   /**
-   * The acknowledged checkpoints, in order, from now on: ends when the partitioner finishes, throws
-   * when it fails. The same checkpoints as the 'checkpoint' event, for `for await`.
+   * The acknowledged checkpoints, in order, from now on: ends when the partitioner finishes (at
+   * once if it already has), throws when it fails. The same checkpoints as the 'checkpoint' event,
+   * for `for await`. Its queue is bounded: while it holds CHECKPOINT_QUEUE checkpoints nobody has
+   * read, no further checkpoint is released and the input stalls (backpressure, not memory).
+   * Leaving the loop (`return()`) removes its listeners.
    */
   checkpoints(): AsyncIterableIterator<CheckpointEnvelope> {
     const queue: CheckpointEnvelope[] = [];
-    let done = false;
-    let failure: Error | null = null;
+    let done = this.writableFinished || this.closed;
+    let failure: Error | null = this.errored;
     let wake: (() => void) | null = null;
     const poke = () => {
       const w = wake;
       wake = null;
       w?.();
     };
-    this.on('checkpoint', (cp: CheckpointEnvelope) => {
+    const onCheckpoint = (cp: CheckpointEnvelope) => {
       queue.push(cp);
       poke();
-    });
-    this.once('finish', () => {
+    };
+    const onEnd = () => {
       done = true;
       poke();
-    });
-    this.once('close', () => {
-      done = true;
-      poke();
-    });
-    this.once('error', (err: Error) => {
+    };
+    const onError = (err: Error) => {
       failure = err;
       poke();
-    });
+    };
+    const reader = { full: () => queue.length >= CHECKPOINT_QUEUE };
+    const detach = () => {
+      this.off('checkpoint', onCheckpoint);
+      this.off('finish', onEnd);
+      this.off('close', onEnd);
+      this.off('error', onError);
+      this.readers.delete(reader);
+      this.release();
+    };
+    if (!done && failure === null) {
+      this.on('checkpoint', onCheckpoint);
+      this.once('finish', onEnd);
+      this.once('close', onEnd);
+      this.once('error', onError);
+      this.readers.add(reader);
+    }
     const next = async (): Promise<IteratorResult<CheckpointEnvelope>> => {
       for (;;) {
-        if (queue.length > 0) return { value: queue.shift()!, done: false };
-        if (failure !== null) throw failure;
-        if (done) return { value: undefined, done: true };
+        if (queue.length > 0) {
+          const value = queue.shift()!;
+          // Room again: what was held back for this reader may go on.
+          if (queue.length === CHECKPOINT_QUEUE - 1) this.release();
+          return { value, done: false };
+        }
+        if (failure !== null) {
+          detach();
+          throw failure;
+        }
+        if (done) {
+          detach();
+          return { value: undefined, done: true };
+        }
         await new Promise<void>((r) => (wake = r));
       }
     };
-    const it: AsyncIterableIterator<CheckpointEnvelope> = { next, [Symbol.asyncIterator]: () => it };
+    const it: AsyncIterableIterator<CheckpointEnvelope> = {
+      next,
+      return: async () => {
+        detach();
+        queue.length = 0;
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]: () => it,
+    };
     return it;
+  }
+
+  private readerFull(): boolean {
+    for (const r of this.readers) if (r.full()) return true;
+    return false;
   }
 
   /** Releases every leading barrier whose writes are all acknowledged, one at a time. */
   private release(): void {
-    while (!this.releasing && this.barriers.length > 0 && this.barriers[0]!.waits.every(([p, n]) => p.acked >= n)) {
+    while (!this.releasing && this.barriers.length > 0 && !this.readerFull() && this.barriers[0]!.waits.every(([p, n]) => p.acked >= n)) {
       const { marker } = this.barriers.shift()!;
       this.released++;
       this.emit('checkpoint', marker);
@@ -254,6 +328,11 @@ export class Partitioner extends Writable {
         );
         return;
       }
+    }
+    if (this.heldCheckpoint !== null && this.barriers.length < MAX_PENDING_CHECKPOINTS) {
+      const cb = this.heldCheckpoint;
+      this.heldCheckpoint = null;
+      cb();
     }
     if (this.finalCallback !== null && this.barriers.length === 0 && !this.releasing) {
       const cb = this.finalCallback;

@@ -1,9 +1,11 @@
 import { invalidOption } from '../errors.js';
+import { DEFAULT_SCHEMA, parseTable } from '../envelope/table.js';
 
 /**
  * Include/exclude filter on table names. A pattern is a table name (`Persons`) or a qualified one
- * (`sales.Orders`), compared ignoring case as SQL Server's default collation does; `*` matches any
- * run of characters. An unqualified pattern matches the table in any schema.
+ * (`sales.Orders`, `[my.schema].[Order Details]`), parsed as table names are everywhere
+ * (envelope/table.ts) and compared ignoring case as SQL Server's default collation does; `*`
+ * matches any run of characters. An unqualified pattern matches the table in any schema.
  */
 export interface TableFilterOptions {
   include?: string[];
@@ -17,18 +19,21 @@ export function tableFilter(options: TableFilterOptions = {}): TableFilter {
   const exclude = compile(options.exclude, 'exclude');
   if (include.length === 0 && exclude.length === 0) return () => true;
   return (table, schema) => {
-    const bare = table.toLowerCase();
-    const qualified = `${(schema ?? 'dbo').toLowerCase()}.${bare}`;
-    const hit = (p: Matcher): boolean => p.test(p.qualified ? qualified : bare);
+    const t = table.toLowerCase();
+    const s = (schema ?? DEFAULT_SCHEMA).toLowerCase();
+    const hit = (p: Matcher): boolean => p.table.test(t) && (p.schema === undefined || p.schema.test(s));
     if (include.length > 0 && !include.some(hit)) return false;
     return !exclude.some(hit);
   };
 }
 
 interface Matcher {
-  qualified: boolean;
-  test(name: string): boolean;
+  schema?: RegExp;
+  table: RegExp;
 }
+
+const glob = (part: string): RegExp =>
+  new RegExp(`^${part.toLowerCase().split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
 
 function compile(patterns: string[] | undefined, option: string): Matcher[] {
   if (patterns === undefined) return [];
@@ -36,13 +41,9 @@ function compile(patterns: string[] | undefined, option: string): Matcher[] {
   return patterns.map((raw) => {
     const p = typeof raw === 'string' ? raw.trim() : '';
     if (p.length === 0) throw invalidOption(`${option} has an empty table pattern`);
-    const qualified = p.includes('.');
-    const source = p
-      .toLowerCase()
-      .split('*')
-      .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
-      .join('.*');
-    const re = new RegExp(`^${source}$`);
-    return { qualified, test: (name: string) => re.test(name) };
+    const { schema, table } = parseTable(p);
+    // parseTable puts an unqualified name in dbo; the filter lets it match any schema.
+    const qualified = p.startsWith('[') ? /^\[(?:[^\]]|\]\])*\]\s*\./.test(p) : p.includes('.');
+    return qualified ? { schema: glob(schema), table: glob(table) } : { table: glob(table) };
   });
 }

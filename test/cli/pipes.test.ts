@@ -1,8 +1,8 @@
 /**
  * Every pipe printed in the README and in the bins' --help runs, as printed, through bash with the
- * real bins on PATH: the asb-sink end against the AMQP test broker. The SQL Server side is not
- * reachable over a socket here, so `mssql-cdc` on PATH replays what the real mssql-cdc provider
- * emitted for the same options over the CDC model (captured in-process just before).
+ * real bins on PATH: the asb-sink end against the AMQP test broker. `mssql-cdc` on PATH replays
+ * what the real mssql-cdc provider emitted for the same options, over the TDS test server, just
+ * before (the pipe itself would stream forever).
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { runProvider } from '../../lib/provider/run-provider.js';
 import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
 import { TestBroker } from '../support/asb-broker.js';
 import { CdcModel } from '../support/cdc-model.js';
+import { sqlServerForTest } from '../support/sql-server.js';
 import { ROOT, spawnNode } from '../support/process.js';
 import { text } from '../support/streams.js';
 
@@ -67,12 +68,13 @@ async function captureMssqlCdc(args: string[]): Promise<string> {
   });
   // Without --state-file (a fresh start): the replay stands for a first run.
   const own = args.filter((a, i) => a !== '--state-file' && args[i - 1] !== '--state-file');
-  await runProvider(mssqlCdcProvider({ connector: () => m.connector() }), {
+  const db = await sqlServerForTest(m);
+  await runProvider(mssqlCdcProvider(), {
     argv: [...own, '--start', 'earliest', '--poll-interval-ms', '5', '--progress-ms', '0'],
     stdin: new PassThrough(),
     stdout,
     stderr: text(),
-    env: {},
+    env: { MSSQL_CONNECTION_STRING: db.connectionString },
     signals,
   });
   return out;

@@ -62,6 +62,13 @@ describe('dstream route (spawned)', () => {
     expect(r.stderr).toContain('dstream route: route: skipped 1 invalid record (first: line 3: envelope has no metadata.TableName');
   });
 
+  it('--dead-letter in a directory that does not exist: a clear error, no stack trace, even with no invalid line', async () => {
+    const r = await spawnNode(DSTREAM_BIN, ['route', '--dead-letter', '/nonexistent/x'], { input: ndjson(row('Persons', 1)) });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toMatch(/^dstream route: could not open the dead-letter file \/nonexistent\/x: ENOENT.*\n$/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it('--dead-letter FILE writes each invalid record with reason and line', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'dstream-route-'));
     const file = join(dir, 'bad.ndjson');

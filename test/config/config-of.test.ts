@@ -1,6 +1,7 @@
 /** runProvider() types ctx.config from the schema written in place (issue 13, point 9). */
 import { describe, expectTypeOf, it } from 'vitest';
-import { runProvider, type ConfigOf } from '../../lib/index.js';
+import { runProvider } from '../../lib/index.js';
+import type { ConfigOf } from '../../lib/config/schema.js';
 
 describe('ConfigOf', () => {
   it('maps a schema to the config it validates to', () => {

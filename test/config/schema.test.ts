@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, validateConfig, type ConfigSchema } from '../../lib/index.js';
+import { ErrorCodes } from '../../lib/index.js';
+import { validateConfig, type ConfigSchema } from '../../lib/provider/index.js';
 
 const schema: ConfigSchema = {
   connection_string: { type: 'string', required: true, secret: true, env: 'ASB_CONNECTION_STRING' },

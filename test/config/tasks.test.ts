@@ -6,7 +6,7 @@ import { ErrorCodes } from '../../lib/index.js';
 import { loadTaskFile, parseTaskFile, taskNamed } from '../../lib/config/tasks.js';
 import { renderTemplate } from '../../lib/config/template.js';
 import { validateConfig } from '../../lib/config/schema.js';
-import { BUILTINS } from '../../lib/executor/builtins.js';
+import { BUILTINS, builtinNamed } from '../../lib/executor/builtins.js';
 
 const GOOD = `# two tasks
 task "demo" {
@@ -123,7 +123,7 @@ describe('dstream.hcl', () => {
     expect(workers.tasks[0]!.input.config).toMatchObject({ lease: true, checkpoint_table: 'dstream.checkpoints' });
     // The built-in providers accept these configs as they are.
     for (const t of [...real.tasks, ...workers.tasks, ...demo.tasks]) {
-      for (const ref of [t.input, t.output]) validateConfig(BUILTINS[ref.provider!]!.config!, ref.config, { env: {} });
+      for (const ref of [t.input, t.output]) validateConfig((await builtinNamed(BUILTINS, ref.provider!))!.config!, ref.config, { env: {} });
     }
   });
 

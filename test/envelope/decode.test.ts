@@ -1,4 +1,4 @@
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { decodeEnvelopes, ErrorCodes, lineOf, type Envelope } from '../../lib/index.js';
@@ -111,6 +111,31 @@ describe('decodeEnvelopes', () => {
     await collect(bytes(rechunk(Buffer.from(lines), 50)).pipe(d));
     expect(d.stats.deadLettered).toBe(200);
     expect(maxInFlight).toBe(1);
+  });
+
+  it('a later line that fails the stream still lets the dead-letter writes before it finish (and fail loudly)', async () => {
+    const taken: string[] = [];
+    const slow = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        // Takes the record only on a later turn: the failure of line 2 comes first.
+        setImmediate(() => {
+          taken.push(chunk.toString());
+          cb();
+        });
+      },
+    });
+    const d = decodeEnvelopes({ onInvalid: 'dead-letter', deadLetter: slow, maxLineBytes: 50 });
+    const err = await collect(bytes([Buffer.from(`{oops\n${'x'.repeat(60)}\n`)]).pipe(d)).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.LINE_TOO_LONG);
+    expect(taken).toHaveLength(1);
+    expect(JSON.parse(taken[0]!)).toMatchObject({ stage: 'decode', line: 1, raw: '{oops' });
+    // A dead-letter stream that fails, then a line that fails: the stream's error is not lost
+    // as an unhandled rejection; the first failure is reported.
+    const broken = new Writable({ write: (_c, _e, cb) => setImmediate(() => cb(new Error('disk full'))) });
+    broken.on('error', () => undefined);
+    const d2 = decodeEnvelopes({ onInvalid: 'dead-letter', deadLetter: broken, maxLineBytes: 50 });
+    const err2 = await collect(bytes([Buffer.from(`{oops\n${'x'.repeat(60)}\n`)]).pipe(d2)).catch((e) => e);
+    expect(err2.code).toBe(ErrorCodes.LINE_TOO_LONG);
   });
 
   it('refuses dead-letter without a stream at construction', () => {

@@ -5,6 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes, type Envelope } from '../../lib/index.js';
 import { BUILTINS } from '../../lib/executor/builtins.js';
 import { runTask, taskVerb } from '../../lib/executor/executor.js';
+import { startProvider } from '../../lib/executor/provider-handle.js';
+import { openSession } from '../../lib/executor/session.js';
+import { header } from '../../lib/protocol/messages.js';
+import type { ProviderDefinition } from '../../lib/provider/run-provider.js';
 import { FileStateStore } from '../../lib/executor/state-store.js';
 import { generateChanges } from '../../lib/sources/generator/generator.js';
 import type { TaskConfig } from '../../lib/config/tasks.js';
@@ -56,6 +60,36 @@ describe('runTask with built-in providers', () => {
     expect(readdirSync(out).sort()).toEqual(['Customers_cdc_events.ndjson', 'Orders_cdc_events.ndjson', 'Persons_cdc_events.ndjson']);
     expect((await taskVerb(demo(out, 10), 'status', { builtins: BUILTINS })).output.summary).toBe('3 of 3 files written');
     expect((await taskVerb(demo(out, 10), 'init', { builtins: BUILTINS })).output.summary).toBe('Applied: 0 created, 0 changed, 0 destroyed.');
+  });
+
+  it('a built-in provider that never stops can be killed (SIGKILL), as a process can', async () => {
+    const stubborn = { name: 'stubborn', run: () => new Promise<void>(() => undefined) } as ProviderDefinition<never>;
+    for (const objectMode of [false, true]) {
+      const handle = startProvider({ label: 'input stubborn', builtin: stubborn }, { objectMode });
+      const session = await openSession(handle, header('run', {}), { endInput: true });
+      expect(session.legacy).toBe(false);
+      handle.kill('SIGKILL');
+      expect(await handle.exited).toEqual({ code: null, signal: 'SIGKILL' });
+    }
+  });
+
+  it("an input's failure is not mistaken for a verb it does not support because of its wording", async () => {
+    const picky = {
+      name: 'picky',
+      discover: () => ({ streams: [{ name: 'Persons' }] }),
+      plan: () => {
+        throw new Error('this server does not support CDC: enable it first');
+      },
+    } as unknown as ProviderDefinition<never>;
+    const task = { ...demo(tmp('o-'), 1), input: { provider: 'picky', config: {} } };
+    const err = await taskVerb(task, 'plan', { builtins: { ...BUILTINS, picky } }).catch((e) => e);
+    expect(err.code).toBe(ErrorCodes.PROVIDER);
+    expect(err.message).toMatch(/^input picky: plan failed: this server does not support CDC: enable it first/);
+    // One that truly has no plan is skipped: the output's plan stands alone.
+    const quiet = { name: 'quiet', discover: () => ({ streams: [{ name: 'Persons' }] }) } as unknown as ProviderDefinition<never>;
+    const report = await taskVerb({ ...task, input: { provider: 'quiet', config: {} } }, 'plan', { builtins: { ...BUILTINS, quiet } });
+    expect(report.input).toBeUndefined();
+    expect(report.output.summary).toBe('Plan: 1 to create, 0 to change, 0 to destroy.');
   });
 
   it('names an unknown built-in and lists the ones there are', async () => {

@@ -38,6 +38,15 @@ describe('FileStateStore', () => {
     expect(err.message).toMatch(/t\.json is not a dstream state file \(.+\); fix it, or forget the position with `dstream reset t`$/);
   });
 
+  it('reset forgets a damaged state file (the very thing its error message tells you to run)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-state-'));
+    const store = new FileStateStore(dir);
+    await store.save('t', 1);
+    writeFileSync(store.pathOf('t'), '{"posi');
+    expect(await store.reset('t')).toBe(true);
+    expect(await store.load('t')).toBeUndefined();
+  });
+
   it('defaults to DSTREAM_STATE_DIR, else ~/.dstream', () => {
     expect(defaultStateDir({ DSTREAM_STATE_DIR: '/srv/dstream' })).toBe('/srv/dstream');
     expect(defaultStateDir({})).toMatch(/\.dstream$/);

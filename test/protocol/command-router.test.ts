@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, ExitCodes, parseHeader, routeCommands, type CommandHeader } from '../../lib/index.js';
+import { ErrorCodes } from '../../lib/index.js';
+import { ExitCodes, parseHeader, routeCommands, type CommandHeader } from '../../lib/provider/index.js';
 import { collect } from '../support/streams.js';
 
 const data = (n: number) => ({ source: 's', type: 'cdc', data: { n }, metadata: { TableName: 'T' } });

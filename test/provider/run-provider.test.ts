@@ -1,9 +1,10 @@
+import { PassThrough } from 'node:stream';
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, ExitCodes } from '../../lib/index.js';
+import { ErrorCodes, ExitCodes, runProvider } from '../../lib/index.js';
 import { fixture, ndjson, spawnNode } from '../support/process.js';
 
 const provider = fixture('echo-provider.mjs');
@@ -200,5 +201,17 @@ describe('runProvider, spawned as a real process', () => {
     expect(r.code).toBe(ExitCodes.FAILURE);
     expect(r.stdout).toBe('');
     expect(r.stderr).toBe('echo-provider: run failed on purpose\n');
+  });
+
+  it('standalone: a verb the provider has no handler for is a usage error (exit 2) with its code', async () => {
+    const out = new PassThrough();
+    const err = new PassThrough();
+    const chunks: Buffer[] = [];
+    out.on('data', (c: Buffer) => chunks.push(c));
+    err.resume();
+    const only = { name: 'only-run', run: async () => undefined };
+    const code = await runProvider(only, { argv: ['plan'], stdin: new PassThrough(), stdout: out, stderr: err, env: {}, signals: null });
+    expect(code).toBe(ExitCodes.USAGE);
+    expect(JSON.parse(Buffer.concat(chunks).toString())).toMatchObject({ status: 'error', code: ErrorCodes.UNSUPPORTED_COMMAND, message: 'only-run does not support "plan"; it supports run' });
   });
 });

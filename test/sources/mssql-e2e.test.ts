@@ -1,6 +1,6 @@
 /**
- * The whole lifecycle of a SQL Server to Service Bus task on this machine: the CDC reader over the
- * in-memory CDC model as input, the Service Bus provider against the AMQP test broker and its
+ * The whole lifecycle of a SQL Server to Service Bus task on this machine: the built-in mssql-cdc
+ * provider reaching the CDC model through the real driver and the TDS test server as input, the Service Bus provider against the AMQP test broker and its
  * administration endpoint as output, positions in the SQL checkpoint store.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -9,24 +9,28 @@ import { formatReport } from '../../lib/cli/report.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { BUILTINS } from '../../lib/executor/builtins.js';
 import { runTask, taskVerb } from '../../lib/executor/executor.js';
-import type { ProviderDefinition } from '../../lib/provider/run-provider.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
 import { FileStateStore } from '../../lib/executor/state-store.js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
 import { TestBroker } from '../support/asb-broker.js';
 import { until } from '../support/streams.js';
+import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
+import { startSqlServer, type TestSqlServer } from '../support/sql-server.js';
 
 let broker: TestBroker;
 let model: CdcModel;
+let sql: TestSqlServer;
+const builtins = BUILTINS;
 beforeEach(async () => {
   broker = await TestBroker.start();
   model = shopModel();
+  sql = await startSqlServer(model);
 });
 afterEach(async () => {
+  await sql.close();
   await broker.close();
   expect(broker.errors).toEqual([]);
 });
@@ -40,6 +44,7 @@ async function shopTask() {
   input {
     provider = "mssql-cdc"
     config {
+      connection_string = "${sql.connectionString}"
       tables = ["Persons", "sales.Orders", "Customers"]
       start = "earliest"
       poll_interval_ms = 5
@@ -86,11 +91,10 @@ function workload(m: CdcModel, from: number, n: number, expected: Map<string, st
 const delivered = (queue: string) =>
   (broker.bodies(queue) as Envelope[]).map((e) => `${String(e.metadata!.OperationType).toLowerCase()}:${String(Object.values(e.data as object)[0])}`);
 
-describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
+describe('task: mssql-cdc (TDS test server) -> asb-sink (test broker)', () => {
   it('plan, init, run with a restart in the middle, status, destroy', async () => {
-    const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };
     const task = await shopTask();
-    const store = new SqlCheckpointStore(model.connector(), 'dstream.checkpoints');
+    const store = new SqlCheckpointStore(sqlServerConnector(sql.connectionString), 'dstream.checkpoints');
 
     const plan = await taskVerb(task, 'plan', { builtins });
     expect(plan.streams.map((s) => `${s.schema}.${s.name}:${(s.keys ?? []).join(',')}`)).toEqual(['dbo.Persons:Id', 'sales.Orders:OrderId', 'dbo.Customers:CustomerId']);
@@ -105,7 +109,7 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
 
     await taskVerb(task, 'init', { builtins });
     for (const q of QUEUES) expect(broker.queue(q)).toBeDefined();
-    expect(model.checkpointTables.has('dstream.checkpoints')).toBe(true);
+    expect(model.hasTable('dstream.checkpoints')).toBe(true);
 
     const expected = new Map(QUEUES.map((q) => [q, [] as string[]]));
     workload(model, 1, 400, expected);
@@ -166,12 +170,11 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
       ]),
     );
     expect(model.instances).toHaveLength(3);
-    expect(model.checkpointTables.has('dstream.checkpoints')).toBe(false);
+    expect(model.hasTable('dstream.checkpoints')).toBe(false);
     await store.close();
   }, 60_000);
 
   it('two workers share a task through leases: one streams, the other takes over when it stops, nothing lost', async () => {
-    const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };
     const task = await shopTask();
     task.input.config = { ...task.input.config, lease: true };
     await taskVerb(task, 'init', { builtins });
@@ -186,8 +189,8 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
     const logsB: string[] = [];
     const stopA = new AbortController();
     const stopB = new AbortController();
-    const storeA = new SqlCheckpointStore(model.connector(), 'dstream.checkpoints');
-    const storeB = new SqlCheckpointStore(model.connector(), 'dstream.checkpoints');
+    const storeA = new SqlCheckpointStore(sqlServerConnector(sql.connectionString), 'dstream.checkpoints');
+    const storeB = new SqlCheckpointStore(sqlServerConnector(sql.connectionString), 'dstream.checkpoints');
     let bAcks = 0;
     const workerA = runTask(task, { builtins, store: storeA, signal: stopA.signal, onStderr: (l) => logsA.push(l) });
     await until(() => logsA.some((l) => /lease on dbo\.Customers taken/.test(l)));
@@ -216,7 +219,6 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
   });
 
   it('an initial snapshot reaches the queues whole (each row its own MessageId), then changes follow', async () => {
-    const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };
     const task = await shopTask();
     task.input.config = { ...task.input.config, start: 'latest', snapshot: true, tables: ['Persons'], create_checkpoint_table: false };
     await taskVerb(task, 'init', { builtins });
@@ -240,7 +242,6 @@ describe('task: mssql-cdc (CDC model) -> asb-sink (test broker)', () => {
   });
 
   it('init with enable_cdc turns CDC on where it was off, and destroy turns off only that', async () => {
-    const builtins = { ...BUILTINS, 'mssql-cdc': mssqlCdcProvider({ connector: () => model.connector() }) as unknown as ProviderDefinition<never> };
     model.createTable('dbo.Audit', [{ name: 'Id', type: 'int', nullable: false }], ['Id']);
     const task = await shopTask();
     task.input.config = { ...task.input.config, tables: ['Persons', 'Audit'], create_checkpoint_table: false };

@@ -9,12 +9,22 @@ import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
 import { ROOT, ndjson, spawnNode } from '../support/process.js';
 import { text } from '../support/streams.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
+import { SQL_PASSWORD, sqlServerForTest, type TestSqlServer } from '../support/sql-server.js';
 
 const BIN = join(ROOT, 'dist/bin/mssql-cdc.js');
 const SECRET = 'Pa55word-never-shown';
 const UNREACHABLE = `Server=127.0.0.1,1;Database=shop;User Id=dstream;Password=${SECRET};Encrypt=false`;
 
-/** Runs the provider in-process over the CDC model, standalone (argv) until `stopWhen` holds for stdout. */
+const servers = new WeakMap<CdcModel, TestSqlServer>();
+async function serve(m = shopModel()): Promise<CdcModel> {
+  servers.set(m, await sqlServerForTest(m));
+  return m;
+}
+
+/**
+ * Runs the provider in-process, standalone (argv) until `stopWhen` holds for stdout; it reaches the
+ * model's TDS server with the connection string from MSSQL_CONNECTION_STRING, as a user gives it.
+ */
 async function standalone(m: CdcModel, argv: string[], stopWhen: (lines: Array<Record<string, unknown>>) => boolean) {
   const stdin = new PassThrough();
   const stdout = new PassThrough();
@@ -30,13 +40,13 @@ async function standalone(m: CdcModel, argv: string[], stopWhen: (lines: Array<R
       if (stopWhen(lines)) signals.emit('SIGTERM', 'SIGTERM');
     }
   });
-  const code = await runProvider(mssqlCdcProvider({ connector: () => m.connector() }), { argv, stdin, stdout, stderr, env: {}, signals });
+  const code = await runProvider(mssqlCdcProvider(), { argv, stdin, stdout, stderr, env: { MSSQL_CONNECTION_STRING: servers.get(m)!.connectionString }, signals });
   return { code, lines, stderr: stderr.text() };
 }
 
 describe('mssql-cdc provider', () => {
   it('in a pipe, resumes after the checkpoint in the state file asb-sink writes', async () => {
-    const m = shopModel();
+    const m = await serve();
     for (let i = 1; i <= 4; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]);
     const args = ['--tables', 'Persons', '--start', 'earliest', '--poll-interval-ms', '5', '--progress-ms', '0'];
     const first = await standalone(m, args, (l) => l.filter((x) => x.type === 'cdc').length >= 4 && l.at(-1)!.type === 'checkpoint');
@@ -57,7 +67,7 @@ describe('mssql-cdc provider', () => {
   });
 
   it('standalone destroy lists what it removes and asks for --yes', async () => {
-    const m = shopModel();
+    const m = await serve();
     const r = await standalone(m, ['destroy', '--tables', 'Persons'], () => false);
     expect(r.code).toBe(ExitCodes.USAGE);
     expect(r.stderr).toContain('mssql-cdc: destroy removes:\n  - cdc table dbo.Persons\n');
@@ -69,7 +79,7 @@ describe('mssql-cdc provider', () => {
   });
 
   it('status reports per table the instance, min/max LSN, the stored position, lag and retention trouble', async () => {
-    const m = shopModel();
+    const m = await serve();
     const first = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 1 } }]);
     for (let i = 2; i <= 6; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i } }]);
     m.cleanup(m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 1 } }]));
@@ -80,14 +90,16 @@ describe('mssql-cdc provider', () => {
     const r = await standalone(m, ['status', '--tables', 'Persons,Customers', '--state-file', stateFile], () => false);
     expect(r.code).toBe(ExitCodes.OK);
     const [persons, customers, agent] = (r.lines[0] as { resources: Array<Record<string, unknown>> }).resources;
-    expect(persons).toMatchObject({ kind: 'cdc table', name: 'dbo.Persons', instance: 'dbo_Persons', position: first, maxLsn: m.currentMaxLsn, lagSeconds: 6, pendingTransactions: 6 });
+    // Cleanup pruned cdc.lsn_time_mapping below its watermark too: the position's commit time and
+    // the commits in between are gone from it.
+    expect(persons).toMatchObject({ kind: 'cdc table', name: 'dbo.Persons', instance: 'dbo_Persons', position: first, maxLsn: m.currentMaxLsn, lagSeconds: null, pendingTransactions: 1 });
     expect((persons!.warnings as string[])[0]).toMatch(/behind retention: .*DSTREAM_ERR_CDC_GAP unless on_gap is snapshot or skip/);
     expect(customers).toMatchObject({ name: 'dbo.Customers', position: null });
     expect(agent).toMatchObject({ kind: 'sql server agent', state: 'stopped', warnings: [expect.stringMatching(/SQL Server Agent is not running/)] });
   });
 
   it('discover reports tables with columns and primary keys', async () => {
-    const m = shopModel();
+    const m = await serve();
     const r = await standalone(m, ['discover', '--tables', 'Persons,sales.Orders'], () => false);
     expect(r.lines[0]).toMatchObject({
       status: 'ok',
@@ -97,6 +109,40 @@ describe('mssql-cdc provider', () => {
         { name: 'Orders', schema: 'sales', keys: ['OrderId'] },
       ],
     });
+  });
+
+  it('the executable streams changes from the server named by MSSQL_CONNECTION_STRING and stops on SIGTERM', async () => {
+    const m = await serve();
+    for (let i = 1; i <= 3; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]);
+    const env = { MSSQL_CONNECTION_STRING: servers.get(m)!.connectionString };
+    const r = await spawnNode(BIN, ['--tables', 'Persons', '--start', 'earliest', '--poll-interval-ms', '5', '--progress-ms', '0'], {
+      env,
+      keepStdinOpen: true,
+      timeoutMs: 20_000,
+      onSpawn: (child) => {
+        let out = '';
+        child.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          const lines = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type?: string });
+          if (lines.filter((l) => l.type === 'cdc').length >= 3 && lines.at(-1)!.type === 'checkpoint') child.kill('SIGTERM');
+        });
+      },
+    });
+    expect(r.code).toBe(ExitCodes.TERMINATED);
+    const rows = (r.lines() as Array<{ type: string; data: { Id: number } }>).filter((l) => l.type === 'cdc');
+    expect(rows.map((l) => l.data.Id)).toEqual([1, 2, 3]);
+    expect(r.stdout + r.stderr).not.toContain(SQL_PASSWORD);
+  });
+
+  it('the executable in provider mode: init creates the checkpoint table (schema first), plan then shows it unchanged', async () => {
+    const m = await serve();
+    const config = { connection_string: servers.get(m)!.connectionString, tables: ['Persons'], create_checkpoint_table: true, task: 'shop' };
+    const init = await spawnNode(BIN, [], { input: ndjson({ command: 'init', config, protocol: 1 }), timeoutMs: 20_000 });
+    expect(init.lines()).toEqual([{ status: 'ready', protocol: 1 }, expect.objectContaining({ status: 'ok', command: 'init' })]);
+    expect(init.code).toBe(ExitCodes.OK);
+    expect(m.hasTable('dstream.checkpoints')).toBe(true);
+    const plan = await spawnNode(BIN, [], { input: ndjson({ command: 'plan', config, protocol: 1 }), timeoutMs: 20_000 });
+    expect((plan.lines()[1] as { resources: unknown[] }).resources).toContainEqual({ kind: 'checkpoint table', name: 'dstream.checkpoints', action: 'unchanged' });
   });
 
   it('the executable: gives up on an unreachable server after its attempts, naming host:port, never the password', async () => {

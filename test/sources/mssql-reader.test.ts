@@ -1,24 +1,47 @@
 import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { readUntil as readStream, until } from '../support/streams.js';
+import { readUntil as readStream, until, watched } from '../support/streams.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { ErrorCodes } from '../../lib/errors.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
 import { mssqlCdc, parsePosition, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
-import { CdcModel, shopModel } from '../support/cdc-model.js';
+import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
+import { shopModel, type CdcModel } from '../support/cdc-model.js';
+import { sqlServerForTest, type TestSqlServer } from '../support/sql-server.js';
+import { SqlServerError } from '../support/tds/types.js';
 
 type Opts = Partial<MssqlCdcOptions>;
 const FAST: Opts = { pollIntervalMs: 2, maxPollIntervalMs: 5, retryDelayMs: 1, heartbeatMs: 60_000 };
 const TABLES = ['Persons', 'sales.Orders', 'Customers'];
 
+/** Each test's model behind its own TDS server: the reader reaches it through the real driver. */
+const servers = new WeakMap<CdcModel, TestSqlServer>();
+async function serve(m = shopModel()): Promise<CdcModel> {
+  servers.set(m, await sqlServerForTest(m));
+  return m;
+}
+const server = (m: CdcModel) => servers.get(m)!;
+const connector = (m: CdcModel) => sqlServerConnector(server(m).connectionString);
+
+/** What `init` does for a task with create_checkpoint_table = true. */
+async function createCheckpointTable(m: CdcModel): Promise<void> {
+  const q = await connector(m)();
+  try {
+    await q.createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+  } finally {
+    await q.close();
+  }
+}
+
 function reader(m: CdcModel, opts: Opts = {}, logs: string[] = []) {
   const ac = new AbortController();
-  const stream = mssqlCdc({ connect: m.connector(), tables: TABLES, start: 'earliest', ...FAST, signal: ac.signal, log: (l) => logs.push(l), ...opts });
+  const stream = mssqlCdc({ connectionString: server(m).connectionString, tables: TABLES, start: 'earliest', ...FAST, signal: ac.signal, log: (l) => logs.push(l), ...opts });
   return { stream, ac, logs };
 }
 
-const readUntil = (stream: Readable, done: (seen: Envelope[]) => boolean, ms?: number) => readStream<Envelope>(stream, done, ms);
+// Generous: every statement goes over TCP to the TDS server, on a machine that may be loaded.
+const readUntil = (stream: Readable, done: (seen: Envelope[]) => boolean, ms = 20_000) => readStream<Envelope>(stream, done, ms);
 
 const rowsOf = (es: Envelope[]) => es.filter((e) => e.type === 'cdc');
 const cps = (es: Envelope[]) => es.filter((e) => e.type === 'checkpoint').map((e) => (e.data as { position: MssqlCdcPosition }).position);
@@ -29,9 +52,9 @@ function persons(m: CdcModel, from: number, n: number): void {
   for (let i = from; i < from + n; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}`, Email: `p${i}@example.com` } }]);
 }
 
-describe('mssqlCdc() over the CDC model', () => {
+describe('mssqlCdc() through the driver, against the TDS test server', () => {
   it('merges tables in commit order (LSN, seqval, operation) with full metadata', async () => {
-    const m = shopModel();
+    const m = await serve();
     const lsn1 = m.commit([
       { table: 'sales.Orders', op: 'insert', row: { OrderId: '9007199254740993', CustomerId: 7, Total: '12345678901234.5678' } },
       { table: 'Persons', op: 'insert', row: { Id: 1, Name: 'Ada', Email: 'ada@example.com' } },
@@ -66,7 +89,7 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('emits before-images as UpdateBefore when asked', async () => {
-    const m = shopModel();
+    const m = await serve();
     m.commit([{ table: 'Persons', op: 'insert', row: { Id: 1, Name: 'Ada', Email: 'a@x' } }]);
     m.commit([{ table: 'Persons', op: 'update', row: { Id: 1, Name: 'Ada L' } }]);
     const rows = rowsOf(await readUntil(reader(m, { updateBefore: true }).stream, rowCount(3)));
@@ -78,7 +101,7 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('puts checkpoints only at transaction boundaries, never inside a commit', async () => {
-    const m = shopModel();
+    const m = await serve();
     for (let i = 1; i <= 30; i++) {
       m.commit([
         { table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } },
@@ -103,7 +126,7 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('resumes after a checkpoint with no loss and no duplicate', async () => {
-    const m = shopModel();
+    const m = await serve();
     for (let i = 1; i <= 40; i++) {
       m.commit([
         { table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } },
@@ -122,7 +145,7 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('starts at latest by default: only changes committed after the start, and stores that start', async () => {
-    const m = shopModel();
+    const m = await serve();
     persons(m, 1, 3);
     const { stream } = reader(m, { start: 'latest' });
     const it = stream[Symbol.asyncIterator]();
@@ -137,17 +160,17 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('starts at an explicit LSN (inclusive)', async () => {
-    const m = shopModel();
+    const m = await serve();
     persons(m, 1, 2);
     const third = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 3, Name: 'x' } }]);
     persons(m, 4, 1);
     const rows = rowsOf(await readUntil(reader(m, { start: third }).stream, rowCount(2)));
     expect(rows.map((r) => (r.data as { Id: number }).Id)).toEqual([3, 4]);
-    expect(() => mssqlCdc({ connect: m.connector(), tables: ['Persons'], start: '0x12' })).toThrow(/start must be 10 bytes in hex/);
+    expect(() => mssqlCdc({ connectionString: server(m).connectionString, tables: ['Persons'], start: '0x12' })).toThrow(/start must be 10 bytes in hex/);
   });
 
   it('moves through an empty window and keeps idle tables moving with heartbeat checkpoints', async () => {
-    const m = shopModel();
+    const m = await serve();
     m.tick();
     const logs: string[] = [];
     const { stream } = reader(m, { heartbeatMs: 0, start: 'latest' }, logs);
@@ -176,60 +199,67 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('streams every table with changes in a window at once, even with more tables than max_connections', async () => {
-    const m = shopModel();
-    for (let i = 1; i <= 5; i++) {
+    const m = await serve();
+    // Rows too wide for the socket buffers: a stream holds its connection until it is read.
+    const wide = 'x'.repeat(4000);
+    for (let i = 1; i <= 800; i++) {
       m.commit([
-        { table: 'Persons', op: 'insert', row: { Id: i } },
+        { table: 'Persons', op: 'insert', row: { Id: i, Name: wide } },
         { table: 'sales.Orders', op: 'insert', row: { OrderId: String(i) } },
-        { table: 'Customers', op: 'insert', row: { CustomerId: i } },
+        { table: 'Customers', op: 'insert', row: { CustomerId: i, Company: wide } },
       ]);
     }
-    const rows = rowsOf(await readUntil(reader(m, { maxConnections: 2 }).stream, rowCount(15)));
-    expect(rows).toHaveLength(15);
-    expect(m.maxOpenStreams).toBe(3);
+    // The merge needs the head of every table's stream: with two connections for three streams it would wait forever.
+    const rows = rowsOf(await readUntil(reader(m, { maxConnections: 2, maxTransactions: 1000 }).stream, rowCount(2400), 25_000));
+    expect(rows).toHaveLength(2400);
+    expect(m.maxOpenStreams).toBeGreaterThanOrEqual(2);
   });
 
   it('backs off while idle and polls at the base interval again once changes come', async () => {
-    const m = shopModel();
+    const m = await serve();
     m.tick();
-    const { stream } = reader(m, { start: 'latest', pollIntervalMs: 5, maxPollIntervalMs: 160, tables: ['Persons'] });
+    const { stream } = reader(m, { start: 'latest', pollIntervalMs: 5, maxPollIntervalMs: 2000, tables: ['Persons'] });
     const it = stream[Symbol.asyncIterator]();
     await it.next(); // the start checkpoint
-    const polls = () => m.calls.get('maxLsn') ?? 0;
+    const polls = () => m.calls.get('sys.fn_cdc_get_max_lsn') ?? 0;
     const idleFrom = polls();
     await new Promise((r) => setTimeout(r, 400));
     // 5, 10, 20, 40, 80, 160 ms...: a handful of polls in 400 ms, not 80.
-    const idlePolls = polls() - idleFrom;
-    expect(idlePolls).toBeLessThanOrEqual(9);
+    expect(polls() - idleFrom).toBeLessThanOrEqual(9);
     persons(m, 1, 1);
-    const next = it.next();
-    await next; // found within the back-off; activity resets it
+    await it.next(); // found within the back-off; activity resets it
+    // Still backing off, the next four polls would take 0.6 + 1.3 + 2 + 2 s; at the base interval
+    // they come within one maximum interval even on a loaded machine.
     const busyFrom = polls();
-    for (let i = 2; i <= 6; i++) {
-      persons(m, i, 1);
-      await new Promise((r) => setTimeout(r, 20));
+    const started = Date.now();
+    let id = 2;
+    const committing = setInterval(() => persons(m, id++, 1), 20);
+    try {
+      await until(() => polls() - busyFrom >= 4, 10_000);
+    } finally {
+      clearInterval(committing);
     }
+    expect(Date.now() - started).toBeLessThan(2000);
     await it.return?.();
-    expect(polls() - busyFrom).toBeGreaterThanOrEqual(4);
   });
 
   it('reads a large backlog in bounded windows, streaming only tables with changes', async () => {
-    const m = shopModel();
+    const m = await serve();
     for (let i = 1; i <= 3000; i++) m.commit([{ table: i % 2 ? 'Persons' : 'Customers', op: 'insert', row: i % 2 ? { Id: i, Name: 'n' } : { CustomerId: i, Company: 'c' } }]);
-    const seen = await readUntil(reader(m, { maxTransactions: 100 }).stream, rowCount(3000), 20_000);
+    const seen = await readUntil(reader(m, { maxTransactions: 100 }).stream, rowCount(3000), 50_000);
     const rows = rowsOf(seen);
     expect(rows).toHaveLength(3000);
     const lsns = rows.map((r) => r.metadata!.LSN!);
     expect([...lsns].sort()).toEqual(lsns);
-    expect(m.calls.get('transactions')).toBeGreaterThanOrEqual(30);
+    expect(m.calls.get('cdc.lsn_time_mapping')).toBeGreaterThanOrEqual(30);
     // Orders never changed: it was never streamed. At most one stream per table with changes.
     expect(m.maxOpenStreams).toBeLessThanOrEqual(2);
     expect(cps(seen).length).toBeGreaterThanOrEqual(30);
-  });
+  }, 60_000);
 
   describe('cleanup overtaking the position', () => {
     async function gapSetup(opts: Opts) {
-      const m = shopModel();
+      const m = await serve();
       persons(m, 1, 3);
       const first = await readUntil(reader(m).stream, rowCount(3));
       const position = cps(first).at(-1)!;
@@ -268,24 +298,25 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('reports a gap when cleanup runs between the gap check and the read (error 313), not a bare SQL error', async () => {
-    const m = shopModel();
+    const m = await serve();
     persons(m, 1, 2);
     const position = cps(await readUntil(reader(m, { tables: ['Persons'] }).stream, rowCount(2))).at(-1)!;
     persons(m, 3, 2);
     const kept = m.commit([{ table: 'Persons', op: 'insert', row: { Id: 5 } }]);
     m.beforeStatement = (name) => {
-      if (name !== 'changes') return;
+      if (name !== 'cdc.fn_cdc_get_all_changes_dbo_Persons') return;
       m.beforeStatement = undefined;
       m.cleanup(kept);
     };
     const logs: string[] = [];
-    const err = await readUntil(reader(m, { tables: ['Persons'], after: position }, logs).stream, () => false).catch((e: unknown) => e);
-    expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*fn_cdc_get_all_changes_dbo_Persons.*reading again from the last checkpoint/);
+    const err = await readUntil(reader(m, { tables: ['Persons'], after: position, queryMode: 'function' }, logs).stream, () => false).catch((e: unknown) => e);
+    // SQL Server's text for 313 names no instance ("cdc.fn_cdc_get_all_changes_ ... .").
+    expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading \(An insufficient number of arguments were supplied for the procedure or function cdc\.fn_cdc_get_all_changes_ \.\.\. \.\); reading again from the last checkpoint/);
     expect(err).toMatchObject({ code: ErrorCodes.CDC_GAP });
   });
 
   it('switches to the newer capture instance at its start LSN and says so', async () => {
-    const m = shopModel();
+    const m = await serve();
     persons(m, 1, 2);
     m.addColumn('Persons', { name: 'Phone', type: 'varchar' });
     m.enableTable('Persons', 'dbo_Persons_v2');
@@ -305,7 +336,7 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('snapshots current rows before streaming when asked, consistent with the LSN it starts from', async () => {
-    const m = shopModel();
+    const m = await serve();
     persons(m, 1, 3);
     m.commit([{ table: 'Persons', op: 'delete', row: { Id: 2 } }]);
     const { stream } = reader(m, { snapshot: true, start: 'latest', tables: ['Persons'] });
@@ -336,9 +367,11 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('reconnects with back-off after a dropped connection and resumes from the last checkpoint', async () => {
-    const m = shopModel();
+    const m = await serve();
     persons(m, 1, 2000);
-    const logs: string[] = [];
+    const db = server(m);
+    // The server is down for the first two reconnection attempts.
+    const logs = watched((l) => /reconnecting \(attempt 2 of 20\) failed/.test(l) && void db.up());
     const { stream } = reader(m, { checkpointEveryRows: 50, tables: ['Persons'] }, logs);
     const seen: Envelope[] = [];
     let dropped = false;
@@ -348,12 +381,12 @@ describe('mssqlCdc() over the CDC model', () => {
         // Mid-window: the reader is still streaming this window's rows.
         dropped = true;
         m.dropConnections();
-        m.refuseConnections = 2;
+        await db.down();
         persons(m, 2001, 5);
       }
       if (rowsOf(seen).at(-1)?.data && (rowsOf(seen).at(-1)!.data as { Id: number }).Id === 2005 && seen.at(-1)!.type === 'checkpoint') break;
     }
-    expect(logs.join('\n')).toMatch(/lost the connection to 127\.0\.0\.1:1433\/shop .*reconnecting/);
+    expect(logs.join('\n')).toMatch(/lost the connection to 127\.0\.0\.1:\d+\/shop .*reconnecting/);
     expect(logs.join('\n')).toMatch(/reconnecting \(attempt 1 of 20\) failed/);
     // Nothing lost and nothing out of order: after the drop, reading goes back to the last
     // checkpoint it emitted (a transaction boundary) and repeats only what followed it.
@@ -374,41 +407,39 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('gives up when reading keeps failing without progress, backing off between attempts', async () => {
-    const m = shopModel();
+    const m = await serve();
     persons(m, 1, 3);
     m.beforeStatement = (name) => {
-      if (name === 'changes') throw Object.assign(new Error('Database shop on server is not currently available.'), { name: 'RequestError', code: 'EREQUEST', number: 40613 });
+      if (name === 'cdc.fn_cdc_get_all_changes_dbo_Persons') throw new SqlServerError(40613, 'Database shop on server is not currently available.');
     };
     const logs: string[] = [];
-    const err = await readUntil(reader(m, { tables: ['Persons'], reconnectAttempts: 3 }, logs).stream, () => false).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: ErrorCodes.SQL_CONNECT, message: expect.stringMatching(/^reading changes \(gave up after 3 attempts without progress\): the connection to SQL Server at 127\.0\.0\.1:1433\/shop failed: Database shop on server is not currently available\.$/) });
+    const err = await readUntil(reader(m, { tables: ['Persons'], reconnectAttempts: 3, queryMode: 'function' }, logs).stream, () => false).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCodes.SQL_CONNECT, message: expect.stringMatching(/^reading changes \(gave up after 3 attempts without progress\): the connection to SQL Server at 127\.0\.0\.1:\d+\/shop failed: Database shop on server is not currently available\.$/) });
     expect(logs.filter((l) => /lost the connection/.test(l))).toHaveLength(3);
-    expect(m.calls.get('changes')).toBe(4);
+    expect(m.calls.get('cdc.fn_cdc_get_all_changes_dbo_Persons')).toBe(4);
   });
 
   it('gives up connecting at start after the set attempts, naming host and port but never the password', async () => {
-    const m = shopModel();
-    m.refuseConnections = Infinity;
+    const m = await serve();
+    await server(m).down();
     const logs: string[] = [];
     const err = await readUntil(reader(m, { connectAttempts: 3 }, logs).stream, () => false).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: ErrorCodes.SQL_CONNECT });
-    expect((err as Error).message).toMatch(/could not connect to SQL Server at 127\.0\.0\.1:1433\/shop: .*ECONNREFUSED.*gave up after 3 attempts/);
+    expect((err as Error).message).toMatch(/could not connect to SQL Server at 127\.0\.0\.1:\d+\/shop: .*ECONNREFUSED.*gave up after 3 attempts/);
     expect(logs.filter((l) => /attempt \d of 3/.test(l))).toHaveLength(2);
-    m.refuseConnections = 0;
+    await server(m).up();
     m.loginFails = true;
     const login = await readUntil(reader(m, { connectAttempts: 3 }).stream, () => false).catch((e: unknown) => e);
     expect((login as Error).message).toMatch(/refused the login: Login failed for user 'dstream'.*check User Id and Password/);
-    expect(m.calls.get('connect')).toBe(4); // a refused login is not retried
+    expect(m.calls.get('login')).toBe(1); // a refused login is not retried
   });
 
   it('explains what to run when CDC is off, a table is missing or untracked, a permission is missing, or the Agent is stopped', async () => {
-    const m = shopModel();
+    const m = await serve();
     m.cdcEnabled = false;
     const fail = (opts: Opts = {}) => readUntil(reader(m, opts).stream, () => false).catch((e: unknown) => e as Error & { code: string });
     expect(await fail()).toMatchObject({ code: ErrorCodes.CDC_NOT_ENABLED, message: expect.stringMatching(/CDC is not enabled on database shop.*EXEC sys\.sp_cdc_enable_db/) });
-    m.database = 'master';
-    expect(await fail()).toMatchObject({ code: ErrorCodes.CDC_NOT_ENABLED, message: expect.stringMatching(/connected to the system database master .*Database=/) });
-    m.database = 'shop';
+    expect(await fail({ connectionString: server(m).connectionStringFor({ database: 'master' }) })).toMatchObject({ code: ErrorCodes.CDC_NOT_ENABLED, message: expect.stringMatching(/connected to the system database master .*Database=/) });
     m.cdcEnabled = true;
     expect(await fail({ tables: ['Person'] })).toMatchObject({ code: ErrorCodes.TABLE_NOT_FOUND, message: expect.stringMatching(/table dbo\.Person does not exist .*did you mean dbo\.Persons\?/) });
     m.createTable('dbo.Audit', [{ name: 'Id', type: 'int' }], ['Id']);
@@ -416,8 +447,8 @@ describe('mssqlCdc() over the CDC model', () => {
       code: ErrorCodes.CDC_NOT_ENABLED,
       message: expect.stringMatching(/EXEC sys\.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'Audit', @role_name = NULL/),
     });
-    m.denied.add('captureInstances');
-    expect(await fail()).toMatchObject({ code: ErrorCodes.SQL_PERMISSION, message: expect.stringMatching(/permission denied at 127\.0\.0\.1:1433\/shop: The SELECT permission was denied.*SELECT on the captured tables and on schema cdc/) });
+    m.denied.add('cdc.change_tables');
+    expect(await fail()).toMatchObject({ code: ErrorCodes.SQL_PERMISSION, message: expect.stringMatching(/permission denied at 127\.0\.0\.1:\d+\/shop: The SELECT permission was denied.*SELECT on the captured tables and on schema cdc/) });
     m.denied.clear();
     persons(m, 1, 1);
     m.agent = 'stopped';
@@ -432,9 +463,9 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('hands a table over between two workers through leases, from the stored checkpoint', async () => {
-    const m = shopModel();
-    const store = new SqlCheckpointStore(m.connector(), 'dstream.checkpoints');
-    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    const m = await serve();
+    const store = new SqlCheckpointStore(connector(m), 'dstream.checkpoints');
+    await createCheckpointTable(m);
     persons(m, 1, 10);
     m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: 1, Company: 'c' } }]);
     const lease = { task: 'shop', checkpointTable: { schema: 'dstream', table: 'checkpoints' }, checkEveryMs: 1 };
@@ -459,8 +490,8 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('spreads tables over workers with a per-worker limit', async () => {
-    const m = shopModel();
-    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    const m = await serve();
+    await createCheckpointTable(m);
     m.commit([
       { table: 'Persons', op: 'insert', row: { Id: 1 } },
       { table: 'sales.Orders', op: 'insert', row: { OrderId: '1' } },
@@ -480,8 +511,8 @@ describe('mssqlCdc() over the CDC model', () => {
   });
 
   it('lets only one worker read a table at a time; the standby takes over when the holder dies', async () => {
-    const m = shopModel();
-    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    const m = await serve();
+    await createCheckpointTable(m);
     const lease = { task: 'shop', checkpointTable: { schema: 'dstream', table: 'checkpoints' }, checkEveryMs: 1 };
     const a = reader(m, { lease, tables: ['Persons'] });
     const b = reader(m, { lease, tables: ['Persons'] });
@@ -496,9 +527,8 @@ describe('mssqlCdc() over the CDC model', () => {
     void bNext.then(() => (bDone = true));
     const rowsA: Envelope[] = [firstA.value as Envelope];
     while (rowsOf(rowsA).length < 2) rowsA.push((await ait.next()).value as Envelope);
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => /standby: every table is leased by another worker/.test(b.logs.join('\n')));
     expect(bDone).toBe(false);
-    expect(b.logs.join('\n')).toMatch(/standby: every table is leased by another worker/);
     // A's connection dies (the process was killed): its session lock goes with it.
     m.dropConnections();
     await ait.return?.();

@@ -5,8 +5,8 @@ import { SQL, selectExpression } from '../../lib/sources/mssql/sql.js';
 import { parseTableRef, quoteName } from '../../lib/sources/mssql/tables.js';
 import { jsonValue, rowMapper, typeClassOf } from '../../lib/sources/mssql/types.js';
 import { isConnectionLost, sqlFailure } from '../../lib/sources/mssql/errors.js';
-import { describeConnection } from '../../lib/sources/mssql/sqlserver.js';
-import { shopModel } from '../support/cdc-model.js';
+import { describeConnection, sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
+import { sqlServerForTest } from '../support/sql-server.js';
 
 describe('LSNs', () => {
   it('round-trip as 0x + 20 upper-case hex digits, order as text and as bytes', () => {
@@ -111,12 +111,15 @@ describe('SQL Server errors', () => {
   });
 });
 
-describe('SqlCheckpointStore', () => {
+describe('SqlCheckpointStore (through the driver, against the TDS test server)', () => {
   it('stores an mssql-cdc position one row per table, only forward, and reassembles it', async () => {
-    const m = shopModel();
-    const store = new SqlCheckpointStore(m.connector(), 'dstream.checkpoints');
+    const db = await sqlServerForTest();
+    const m = db.model;
+    const store = new SqlCheckpointStore(sqlServerConnector(db.connectionString), 'dstream.checkpoints');
     await expect(store.load('t')).rejects.toThrow(/checkpoint table dstream\.checkpoints does not exist .*dstream init/);
-    await (await m.connector()()).createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    const admin = await sqlServerConnector(db.connectionString)();
+    await admin.createCheckpointTable({ schema: 'dstream', table: 'checkpoints' });
+    await admin.close();
     expect(await store.load('t')).toBeUndefined();
     await store.save('t', { lsn: '0x00000000000000000010', tables: { 'dbo.Persons': '0x00000000000000000010', 'dbo.Customers': '0x00000000000000000020' } }, 'mssql-cdc');
     // Another worker's table and a stale write from a worker that lost its lease.

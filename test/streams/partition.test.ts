@@ -250,4 +250,51 @@ describe('partitionByTable', () => {
     expect(err).toBeInstanceOf(Error);
     expect(err.message).toMatch(/partition "A" failed: sink closed before it finished/);
   });
+
+  describe('checkpoints()', () => {
+    const EVENTS = ['checkpoint', 'finish', 'close', 'error'] as const;
+    const listeners = (p: Writable) => EVENTS.map((e) => p.listenerCount(e));
+
+    it('leaving the loop removes its listeners', async () => {
+      const p = partitionByTable({ sinkFor: () => memorySink() });
+      const before = listeners(p);
+      p.write(row('A', 1));
+      p.write(checkpoint('after-1'));
+      for await (const cp of p.checkpoints()) {
+        expect(cp.data.position).toBe('after-1');
+        break;
+      }
+      expect(listeners(p)).toEqual(before);
+      p.end();
+    });
+
+    it('called after the partitioner finished, ends at once', async () => {
+      const p = partitionByTable({ sinkFor: () => memorySink() });
+      await pipeline(Readable.from([row('A', 1), checkpoint('after-1')]), p);
+      const it = p.checkpoints();
+      const next = await Promise.race([it.next(), new Promise((r) => setImmediate(() => r('still waiting')))]);
+      expect(next).toEqual({ value: undefined, done: true });
+    });
+
+    it('holds its queue bounded: a reader that does not read stalls the partitioner', async () => {
+      const p = partitionByTable({ sinkFor: () => memorySink(), highWaterMark: 16 });
+      const it = p.checkpoints();
+      let accepted = 0;
+      while (accepted < 20_000 && p.write(accepted % 2 === 0 ? row('A', accepted) : checkpoint(accepted))) accepted++;
+      // Unbounded, every write would be accepted; held, the checkpoints wait for the reader.
+      expect(accepted).toBeLessThan(3_000);
+      // Reading lets it go on, in order, and nothing is lost.
+      const drained = new Promise((r) => p.once('drain', r));
+      const first = await it.next();
+      expect(first.value?.data.position).toBe(1);
+      let last = 1;
+      for (let n = 0; n < 100; n++) {
+        const cp = await it.next();
+        expect(cp.value!.data.position).toBe(last + 2);
+        last = cp.value!.data.position as number;
+      }
+      await drained;
+      p.destroy();
+    });
+  });
 });

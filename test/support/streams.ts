@@ -72,3 +72,13 @@ export async function until(cond: () => boolean, ms = 10_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** A log that calls `on` with each line as it comes. */
+export function watched(on: (line: string) => unknown): string[] {
+  const lines: string[] = [];
+  lines.push = (...items: string[]) => {
+    for (const l of items) Array.prototype.push.call(lines, l), on(l);
+    return lines.length;
+  };
+  return lines;
+}

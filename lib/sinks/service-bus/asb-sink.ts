@@ -3,7 +3,8 @@
  * Started by `dstream run` (command header) or in a pipe with options:
  *   mssql-cdc ... | dstream route | asb-sink --connection-string "$ASB" --state-file state.json
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import type { WriteStream } from 'node:fs';
+import { openDeadLetterFile } from '../../envelope/invalid.js';
 import { pipeline } from 'node:stream/promises';
 import type { TokenCredential } from '@azure/core-auth';
 import { parseServiceBusConnectionString } from '@azure/service-bus';
@@ -155,7 +156,7 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
     throw invalidOption('on_oversize = "dead-letter" needs dead_letter = "<file>"');
   }
   const connection = await connectionOf(config);
-  const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : createWriteStream(config.dead_letter, { flags: 'a' });
+  const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : await openDeadLetterFile(config.dead_letter);
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
   let acked = 0;

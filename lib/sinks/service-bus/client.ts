@@ -2,9 +2,10 @@
  * One ServiceBusClient (one AMQP connection) per namespace and credential, shared by every queue
  * of the process and closed when the last sink using it closes.
  */
-import { ServiceBusClient, type ServiceBusClientOptions } from '@azure/service-bus';
+import type { ServiceBusClient, ServiceBusClientOptions } from '@azure/service-bus';
 import type { TokenCredential } from '@azure/core-auth';
 import { invalidOption } from '../../errors.js';
+import { serviceBusSdk } from './sdk.js';
 
 export interface ConnectionOptions {
   /** `Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=...` */
@@ -52,6 +53,7 @@ export function acquireClient(options: ConnectionOptions): ClientLease {
   }
   let entry = shared.get(key);
   if (entry === undefined) {
+    const { ServiceBusClient } = serviceBusSdk();
     const client =
       options.connectionString !== undefined
         ? new ServiceBusClient(options.connectionString, CLIENT_OPTIONS)

@@ -2,7 +2,7 @@
  * Which Service Bus failures are worth retrying. The SDK's own retries are turned off in dstream's
  * client so that this is the one place that decides, with backoff and jitter the user configures.
  */
-import { isServiceBusError } from '@azure/service-bus';
+import { serviceBusSdk } from './sdk.js';
 
 /** Codes that no retry can fix: they need the user to act. */
 const PERMANENT = new Set(['MessagingEntityNotFound', 'UnauthorizedAccess', 'MessagingEntityDisabled', 'MessageSizeExceeded', 'QuotaExceeded']);
@@ -14,7 +14,7 @@ export function isTransient(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && PERMANENT.has(code)) return false;
   if (typeof code === 'string' && (TRANSIENT.has(code) || NETWORK.has(code))) return true;
-  if (isServiceBusError(err)) return err.retryable === true || err.code === 'GeneralError';
+  if (serviceBusSdk().isServiceBusError(err)) return err.retryable === true || err.code === 'GeneralError';
   const name = (err as { name?: unknown } | null)?.name;
   return name === 'AbortError' ? false : typeof code === 'string' && NETWORK.has(code);
 }

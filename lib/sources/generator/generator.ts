@@ -118,18 +118,27 @@ export function generatorSource(options: GeneratorOptions = {}): Readable {
     throw invalidOption('generator: the position to resume after must come from a generator checkpoint ({lsn, tx, rows})');
   }
   const rate = options.ratePerSecond ?? 0;
+  let skipping = after !== undefined;
+  /** Same seed, same sequence: everything up to and including the stored checkpoint was delivered. */
+  const delivered = (e: Envelope): boolean => {
+    if (!skipping) return false;
+    if (e.type === 'checkpoint' && (e.data as { position: GeneratorPosition }).position.tx === after!.tx) skipping = false;
+    return true;
+  };
+  // Unpaced, a synchronous iterator: Readable.from() then fills its buffer without a promise per row.
+  function* unpaced(): Generator<Envelope> {
+    for (const e of generateChanges(options)) {
+      if (options.signal?.aborted) return;
+      if (!delivered(e)) yield e;
+    }
+  }
   async function* paced(): AsyncGenerator<Envelope> {
-    let skipping = after !== undefined;
     const started = Date.now();
     let emitted = 0;
     for (const e of generateChanges(options)) {
       if (options.signal?.aborted) return;
-      if (skipping) {
-        // Same seed, same sequence: everything up to and including the stored checkpoint was delivered.
-        if (e.type === 'checkpoint' && (e.data as { position: GeneratorPosition }).position.tx === after!.tx) skipping = false;
-        continue;
-      }
-      if (rate > 0 && e.type !== 'checkpoint') {
+      if (delivered(e)) continue;
+      if (e.type !== 'checkpoint') {
         const due = started + (emitted / rate) * 1000;
         // An abort ends the wait early; the check at the top of the loop then ends the stream.
         if (due > Date.now()) await sleep(due - Date.now(), undefined, { signal: options.signal }).catch((err: Error) => {
@@ -140,5 +149,5 @@ export function generatorSource(options: GeneratorOptions = {}): Readable {
       yield e;
     }
   }
-  return Readable.from(paced(), { objectMode: true });
+  return Readable.from(rate > 0 ? paced() : unpaced(), { objectMode: true });
 }

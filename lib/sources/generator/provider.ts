@@ -1,5 +1,5 @@
 /** The built-in `generator` input provider: synthetic CDC for demos and tests, resumable. */
-import { once } from 'node:events';
+import { pipeline } from 'node:stream/promises';
 import type { ProviderDefinition } from '../../provider/run-provider.js';
 import { generatorSource, type GeneratorPosition } from './generator.js';
 
@@ -37,8 +37,7 @@ export const generatorProvider: ProviderDefinition<GeneratorConfig> = {
       after: ctx.header.state as GeneratorPosition | undefined,
       signal: ctx.signal,
     });
-    for await (const envelope of source) {
-      if (!ctx.output.write(envelope)) await once(ctx.output, 'drain');
-    }
+    // The host ends the output, after whatever it writes last.
+    await pipeline(source, ctx.output, { end: false });
   },
 };

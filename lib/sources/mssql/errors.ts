@@ -27,6 +27,26 @@ export function isConnectionLost(err: unknown): boolean {
   return e?.number !== undefined && TRANSIENT_NUMBERS.has(e.number);
 }
 
+/**
+ * What the socket said under a driver's connection error: tedious reports a refused connection as
+ * "Could not connect (sequence)" and keeps the ECONNREFUSED (one per address tried) underneath.
+ */
+function socketReason(err: unknown): string | undefined {
+  const seen = new Set<unknown>();
+  const reasons: string[] = [];
+  const walk = (e: unknown): void => {
+    if (e === null || typeof e !== 'object' || seen.has(e)) return;
+    seen.add(e);
+    const x = e as { errors?: unknown[]; cause?: unknown; originalError?: unknown; syscall?: string; message?: string };
+    if (typeof x.syscall === 'string' && typeof x.message === 'string') reasons.push(x.message);
+    for (const inner of x.errors ?? []) walk(inner);
+    walk(x.originalError);
+    walk(x.cause);
+  };
+  walk(err);
+  return reasons.length > 0 ? [...new Set(reasons)].join('; ') : undefined;
+}
+
 /** A driver error as a DstreamError; `what` says what dstream was doing ("reading dbo.Persons"). */
 export function sqlFailure(err: unknown, where: string, what: string): DstreamError {
   if (isDstreamError(err)) return err as DstreamError;
@@ -40,7 +60,9 @@ export function sqlFailure(err: unknown, where: string, what: string): DstreamEr
       ? ' (the server presents a certificate this machine does not trust: add TrustServerCertificate=true to the connection string, or install its CA)'
       : '';
     const text = what === 'connecting' ? `could not connect to SQL Server at ${where}` : `${what}: the connection to SQL Server at ${where} failed`;
-    return new DstreamError(ErrorCodes.SQL_CONNECT, `${text}: ${message}${hint}`, { cause: err, details: { where } });
+    const reason = socketReason(err);
+    const because = reason !== undefined && !message.includes(reason) ? ` (${reason})` : '';
+    return new DstreamError(ErrorCodes.SQL_CONNECT, `${text}: ${message}${because}${hint}`, { cause: err, details: { where } });
   }
   if (e?.number !== undefined && PERMISSION_NUMBERS.has(e.number)) {
     return new DstreamError(

@@ -12,7 +12,8 @@ import type { ResourceReport } from '../../protocol/messages.js';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
 import { DEFAULT_CHECKPOINT_TABLE } from './checkpoint-store.js';
 import { sqlFailure } from './errors.js';
-import { compareLsn, lsnToHex } from './lsn.js';
+import { lsnToHex } from './lsn.js';
+import { resumeCheck } from './retention.js';
 import type { CdcConnector, CdcQueries } from './queries.js';
 import { parsePosition } from './position.js';
 import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from './reader.js';
@@ -35,6 +36,14 @@ export const mssqlCdcConfig = {
   poll_interval_ms: { type: 'integer', minimum: 1, default: 500, description: 'poll interval while changes keep coming' },
   max_poll_interval_ms: { type: 'integer', minimum: 1, default: 5000, description: 'idle back-off limit' },
   max_transactions: { type: 'integer', minimum: 1, default: 10_000, description: 'commits read per window (bounds memory with a backlog)' },
+  max_rows: { type: 'integer', minimum: 1, default: 10_000, description: 'rows read per table per window (a window ends at a commit boundary)' },
+  query_mode: {
+    type: 'string',
+    enum: ['direct', 'function'],
+    default: 'direct',
+    description: 'direct: read cdc.[<instance>_CT] in its clustered order (operations in the order they happened; SELECT on schema cdc); function: cdc.fn_cdc_get_all_changes_<instance> (no __$command_id)',
+  },
+  request_timeout_ms: { type: 'integer', minimum: 0, description: "how long a statement may take to its first row (0: no limit); default: the connection string's Request Timeout, else 120000" },
   checkpoint_every_rows: { type: 'integer', minimum: 1, default: 1000, description: 'a checkpoint at the first commit boundary after this many rows' },
   heartbeat_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'while idle, a checkpoint this often (quiet tables keep up with retention)' },
   connect_attempts: { type: 'integer', minimum: 1, default: 5, description: 'attempts to connect at start-up' },
@@ -61,6 +70,9 @@ export interface MssqlCdcConfig {
   poll_interval_ms: number;
   max_poll_interval_ms: number;
   max_transactions: number;
+  max_rows: number;
+  query_mode: 'direct' | 'function';
+  request_timeout_ms?: number;
   checkpoint_every_rows: number;
   heartbeat_ms: number;
   connect_attempts: number;
@@ -77,12 +89,8 @@ export interface MssqlCdcConfig {
   progress_ms: number;
 }
 
-export interface MssqlCdcProviderOptions {
-  /** How to reach SQL Server for a config. Default: the `mssql` driver with `connection_string`. */
-  connector?: (config: MssqlCdcConfig) => CdcConnector;
-}
-
-function defaultConnector(config: MssqlCdcConfig): CdcConnector {
+/** The `mssql` driver with the config's `connection_string`. */
+function connectorOf(config: MssqlCdcConfig): CdcConnector {
   if (config.connection_string === undefined || config.connection_string === '') {
     throw invalidOption('mssql-cdc needs a connection string: config connection_string, --connection-string, or MSSQL_CONNECTION_STRING');
   }
@@ -121,7 +129,7 @@ async function storedPosition(ctx: ProviderContext<MssqlCdcConfig>): Promise<unk
   }
 }
 
-async function withConnection<T>(ctx: ProviderContext<MssqlCdcConfig>, connectorOf: (config: MssqlCdcConfig) => CdcConnector, what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
+async function withConnection<T>(ctx: ProviderContext<MssqlCdcConfig>, what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
   const connect = connectorOf(ctx.config);
   let q: CdcQueries;
   try {
@@ -208,8 +216,7 @@ function checkLeaseSetup(ctx: ProviderContext<MssqlCdcConfig>, task: string | un
   }
 }
 
-export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): ProviderDefinition<MssqlCdcConfig> {
-  const connectorOf = options.connector ?? defaultConnector;
+export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
   return {
     name: 'mssql-cdc',
     description: 'Reads SQL Server change data capture (CDC) in commit order, with checkpoints at transaction boundaries.',
@@ -238,6 +245,9 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
         pollIntervalMs: c.poll_interval_ms,
         maxPollIntervalMs: c.max_poll_interval_ms,
         maxTransactions: c.max_transactions,
+        maxRows: c.max_rows,
+        queryMode: c.query_mode,
+        ...(c.request_timeout_ms !== undefined ? { requestTimeoutMs: c.request_timeout_ms } : {}),
         checkpointEveryRows: c.checkpoint_every_rows,
         heartbeatMs: c.heartbeat_ms,
         connectAttempts: c.connect_attempts,
@@ -275,7 +285,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
     },
 
     discover: (ctx) =>
-      withConnection(ctx, connectorOf, 'discovering tables', async (q) => {
+      withConnection(ctx, 'discovering tables', async (q) => {
         const refs = refsOf(ctx.config);
         const info = await q.databaseInfo();
         const all = new Map((await q.tableColumns()).map((t) => [tableKey(t), t]));
@@ -288,14 +298,14 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       }),
 
     plan: (ctx) =>
-      withConnection(ctx, connectorOf, 'planning', async (q) => {
+      withConnection(ctx, 'planning', async (q) => {
         const { resources, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
         const changes = resources.filter((r) => r.action === 'create').length;
         return { resources, summary: problems.length > 0 ? `init would stop: ${problems.length} problem(s) to fix first` : `init would make ${changes} change(s)` };
       }),
 
     init: (ctx) =>
-      withConnection(ctx, connectorOf, 'init', async (q) => {
+      withConnection(ctx, 'init', async (q) => {
         const { resources, apply, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
         if (problems.length > 0) throw new DstreamError(ErrorCodes.CDC_NOT_ENABLED, `init cannot go on: ${problems.join('; ')}`, { details: { problems } });
         for (const step of apply) await step();
@@ -306,7 +316,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       }),
 
     status: (ctx) =>
-      withConnection(ctx, connectorOf, 'status', async (q) => {
+      withConnection(ctx, 'status', async (q) => {
         const refs = refsOf(ctx.config);
         const info = await q.databaseInfo();
         if (!info.cdcEnabled) return { resources: [{ kind: 'cdc database', name: info.database, exists: false }] };
@@ -325,13 +335,13 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
             continue;
           }
           const current = own[own.length - 1]!;
-          const min = await q.minLsn(own[0]!.name);
+          const min = own[0]!.startLsn;
           const at = positions.get(key);
           const r: ResourceReport = {
             kind: 'cdc table',
             name: key,
             instance: own.map((i) => i.name).join(', '),
-            minLsn: lsnToHex(min),
+            minLsn: min === null ? null : lsnToHex(min),
             maxLsn: max === null ? null : lsnToHex(max),
             position: at === undefined ? null : lsnToHex(at),
             columns: current.columns.length,
@@ -340,7 +350,9 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
             const atTime = await q.lsnTime(at);
             r.lagSeconds = maxTime !== null && atTime !== null ? Math.max(0, Math.round((Date.parse(`${maxTime}Z`) - Date.parse(`${atTime}Z`)) / 1000)) : null;
             r.pendingTransactions = await q.countTransactions(at, max);
-            if (compareLsn(at, min) < 0) r.warnings = [`behind retention: changes after ${lsnToHex(at)} were cleaned up; run will stop with ${ErrorCodes.CDC_GAP} unless on_gap is snapshot or skip`];
+            // The reader's rule: it resumes at the next LSN, and only an instance older than the position can have lost changes.
+            const check = await resumeCheck(q, own, await q.incrementLsn(at), at);
+            if (check.state === 'gap') r.warnings = [`behind retention: changes after ${lsnToHex(at)} were cleaned up (${check.instance.name} now starts at ${lsnToHex(check.min)}); run will stop with ${ErrorCodes.CDC_GAP} unless on_gap is snapshot or skip`];
           }
           resources.push(r);
         }
@@ -349,7 +361,7 @@ export function mssqlCdcProvider(options: MssqlCdcProviderOptions = {}): Provide
       }),
 
     destroy: (ctx) =>
-      withConnection(ctx, connectorOf, 'destroy', async (q) => {
+      withConnection(ctx, 'destroy', async (q) => {
         const task = taskOf(ctx);
         const marks = await q.marks();
         const resources: ResourceReport[] = [];

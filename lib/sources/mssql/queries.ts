@@ -19,8 +19,11 @@ export interface SourceTable extends TableRef {
 
 export interface CaptureInstance extends TableRef {
   name: string;
-  /** cdc.change_tables.start_lsn: where the instance starts (raised by cleanup). */
-  startLsn: Buffer;
+  /**
+   * cdc.change_tables.start_lsn: where the instance starts (raised by cleanup). NULL until the
+   * capture job has established the low endpoint: the instance cannot be read yet.
+   */
+  startLsn: Buffer | null;
   createDate: string;
   columns: ColumnInfo[];
 }
@@ -36,13 +39,38 @@ export interface Transaction {
   commitTime: string | null;
 }
 
-/** A row of cdc.fn_cdc_get_all_changes_<instance>, columns already in their selected form. */
+/** A change row (the change function's or the change table's), columns already in their selected form. */
 export interface DriverChangeRow {
   __$start_lsn: Buffer;
   __$seqval: Buffer;
   /** 1 delete, 2 insert, 3 update (before image), 4 update (after image). */
   __$operation: number;
+  /** The order of operations within a transaction; only the change table has it (query mode direct). */
+  __$command_id?: number;
+  /** One bit per captured column (column_ordinal), set for the columns an update changed. */
+  __$update_mask?: Buffer | null;
   [column: string]: unknown;
+}
+
+/**
+ * How a change stream is read. `direct`: cdc.[<instance>_CT] in its clustered order (__$start_lsn,
+ * __$command_id, __$seqval, __$operation), the order the operations happened in, with no sort.
+ * `function`: cdc.fn_cdc_get_all_changes_<instance>, which has no __$command_id (rows of one
+ * transaction follow __$seqval) and is sorted by SQL Server before its first row.
+ */
+export type QueryMode = 'direct' | 'function';
+
+export interface ChangeReadOptions {
+  /** Also the before-images of updates (operation 3). */
+  updateOld: boolean;
+  mode: QueryMode;
+}
+
+export interface WindowRows {
+  /** Change rows in the range, counted up to the limit. */
+  rows: number;
+  /** The LSN of the last counted row: where a window holding `limit` rows ends. */
+  last: Buffer | null;
 }
 
 export interface CheckpointRow {
@@ -78,9 +106,10 @@ export interface CdcQueries {
   transactions(from: Buffer, to: Buffer, limit: number): Promise<Transaction[]>;
   /** How many commits lie in (after, to]: the backlog `status` reports. */
   countTransactions(after: Buffer, to: Buffer): Promise<number>;
-  hasChanges(instance: string, from: Buffer, to: Buffer): Promise<boolean>;
-  /** Streamed rows in (start LSN, seqval, operation) order; destroy it to stop early. */
-  changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable;
+  /** Rows of an instance's change table in [from, to], counted up to `limit` (a seek on its clustered index). */
+  windowRows(instance: string, from: Buffer, to: Buffer, limit: number): Promise<WindowRows>;
+  /** Streamed rows in commit order (see QueryMode); destroying it cancels the request. */
+  changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable;
   /** Current rows of a table, streamed, in the order of `orderBy` (its primary key) when given. */
   snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable;
 
@@ -111,6 +140,13 @@ export interface ConnectOptions {
   maxConnections?: number;
   /** One connection only: session-owned locks need the same session for every statement. */
   single?: boolean;
+  /** How long a statement may take to its first row; 0: no limit. Default: the connection string's Request Timeout, else 120 s. */
+  requestTimeoutMs?: number;
+  /**
+   * With `single`: called when that connection ends. Its session-owned locks are gone with it,
+   * even though the next statement runs (on a new connection).
+   */
+  onSessionLost?: () => void;
 }
 
 /** Opens a connection (pool); rejects with the driver's error when the server cannot be reached. */

@@ -3,9 +3,10 @@
  * checkpoint markers at transaction boundaries.
  *
  * Each poll reads one window of LSNs: from the position after the last checkpoint to the capture
- * process's max LSN, capped at `maxTransactions` commits (cdc.lsn_time_mapping), so a backlog of
- * any size is read in bounded steps. Within a window, every table with changes is streamed from
- * its capture instance's change function, and the streams are merged by (start LSN, seqval,
+ * process's max LSN, capped at `maxTransactions` commits (cdc.lsn_time_mapping) and at `maxRows`
+ * rows per table, so a backlog of any size is read in bounded steps. Within a window, every table
+ * with changes is streamed from its capture instance (its change table in clustered order, or the
+ * change function: queryMode), and the streams are merged by (start LSN, command id, seqval,
  * operation): the order SQL Server committed them. Rows are pulled only as fast as the consumer
  * reads, so memory stays bounded by the driver's stream buffers, not by the window.
  */
@@ -16,11 +17,13 @@ import { checkpoint, type Envelope } from '../../envelope/types.js';
 import { didYouMean } from '../../config/schema.js';
 import { isConnectionLost, missingCheckpointTable, sqlFailure } from './errors.js';
 import { compareLsn, lsnFromHex, lsnToHex } from './lsn.js';
-import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, Transaction } from './queries.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, QueryMode, Transaction } from './queries.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 import { enableDatabaseCall, enableTableCall } from './sql.js';
 import { parsePosition, positionOf } from './position.js';
-import { rowMapper } from './types.js';
+import { rowMapper, unavailableColumns } from './types.js';
+import { leaseResource } from './lease.js';
+import { resumeCheck } from './retention.js';
 import { sqlServerConnector } from './sqlserver.js';
 
 export const MSSQL_SOURCE = 'mssql-cdc';
@@ -61,6 +64,12 @@ export interface MssqlCdcOptions {
   maxPollIntervalMs?: number;
   /** Commits per window. Default 10000. */
   maxTransactions?: number;
+  /** Rows per table per window (a window ends at a commit boundary, so its last commit is whole). Default 10000. */
+  maxRows?: number;
+  /** `direct` (default): the change table in its clustered order, which orders a transaction's operations by __$command_id; `function`: cdc.fn_cdc_get_all_changes_<instance>. */
+  queryMode?: QueryMode;
+  /** How long a statement may take to its first row (0: no limit). Default: the connection string's Request Timeout, else 120000. */
+  requestTimeoutMs?: number;
   /** A checkpoint at the first transaction boundary after this many rows. Default 1000. */
   checkpointEveryRows?: number;
   /** While idle, a checkpoint this often, so quiet tables keep up with retention. Default 10000. */
@@ -71,7 +80,7 @@ export interface MssqlCdcOptions {
   reconnectAttempts?: number;
   /** First back-off between attempts; doubles up to 30 s. Default 1000. */
   retryDelayMs?: number;
-  /** Connections in the pool. Default 10; raised to tables + 1, since each table with changes in a window streams at once. */
+  /** Connections in the pool. Default 10; raised to 2 x tables + 1: each table with changes in a window streams at once, from two capture instances while it switches. */
   maxConnections?: number;
   /** Several workers per task: each table read by the one worker holding its lease. */
   lease?: LeaseOptions;
@@ -149,6 +158,10 @@ interface TableState {
   start: Buffer;
   /** The instance last read, to say when reading moves to a newer one. */
   reading?: string;
+  /** False while no capture instance has a start LSN (NULL until the capture job sets it): skipped. */
+  readable: boolean;
+  /** An explicit `start` LSN, when reading began there: its time tells whether an instance existed before it. */
+  startAt?: Buffer;
 }
 
 interface Segment {
@@ -159,10 +172,19 @@ interface Segment {
   /** Rows at or after this LSN belong to the newer instance. */
   before?: Buffer;
   map: (row: Record<string, unknown>) => Record<string, unknown>;
+  /** Columns whose value CDC does not give in this row (LOBs in deletes and before-images). */
+  unavailable: ((row: DriverChangeRow) => string[] | undefined) | undefined;
+}
+
+/** The lease session ended (its locks with it): stop reading leased tables and take them again. */
+class LeaseLost extends Error {
+  constructor() {
+    super('the lease session ended');
+  }
 }
 
 class CdcReader {
-  private readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start' | 'connectionString'>> & MssqlCdcOptions;
+  private readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start' | 'connectionString' | 'requestTimeoutMs'>> & MssqlCdcOptions;
   private readonly refs: TableRef[];
   private q!: CdcQueries;
   private lockSession: CdcQueries | undefined;
@@ -176,6 +198,11 @@ class CdcReader {
   private lastCheckpointAt = 0;
   private lastLeaseCheck = 0;
   private standby = false;
+  /** Set (synchronously) when the lease session's connection ends: checked before every hand-on. */
+  private leaseLost = false;
+  private leaseToken: object | undefined;
+  /** Rows per table per window; shrinks while a window's first row keeps timing out. */
+  private rowLimit: number;
   private readonly log: (m: string) => void;
 
   constructor(options: MssqlCdcOptions) {
@@ -195,6 +222,8 @@ class CdcReader {
       pollIntervalMs: 500,
       maxPollIntervalMs: 5000,
       maxTransactions: 10_000,
+      maxRows: 10_000,
+      queryMode: 'direct',
       checkpointEveryRows: 1000,
       heartbeatMs: 10_000,
       connectAttempts: 5,
@@ -205,6 +234,10 @@ class CdcReader {
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as CdcReader['o'];
     if (!(this.o.maxTransactions >= 1)) throw invalidOption('maxTransactions must be at least 1');
+    if (!(this.o.maxRows >= 1)) throw invalidOption('maxRows must be at least 1');
+    if (this.o.queryMode !== 'direct' && this.o.queryMode !== 'function') throw invalidOption(`query_mode must be direct or function; got ${JSON.stringify(this.o.queryMode)}`);
+    if (this.o.requestTimeoutMs !== undefined && !(this.o.requestTimeoutMs >= 0)) throw invalidOption('requestTimeoutMs must be 0 (no limit) or more');
+    this.rowLimit = this.o.maxRows;
     this.log = options.log ?? (() => {});
   }
 
@@ -228,37 +261,19 @@ class CdcReader {
           yield* this.stream();
           return;
         } catch (err) {
-          // 313: cleanup moved an instance's start between the gap check and the read; the next
-          // window's gap check reports it properly.
-          const movedRange = (err as { number?: number }).number === 313;
-          if ((!isConnectionLost(err) && !movedRange) || this.aborted) throw sqlFailure(err, this.q.where, 'reading changes');
-          failures = this.checkpointsHanded > progressAt ? 1 : failures + 1;
-          progressAt = this.checkpointsHanded;
-          if (failures > this.o.reconnectAttempts) throw sqlFailure(err, this.q.where, `reading changes (gave up after ${this.o.reconnectAttempts} attempts without progress)`);
-          if (failures > 1) {
-            // Failing again right after recovering: back off before the next attempt.
-            await sleep(Math.min(this.o.retryDelayMs * 2 ** (failures - 2), 30_000), undefined, { signal: this.o.signal }).catch(() => undefined);
+          const kind = this.aborted ? undefined : recoveryOf(err);
+          if (kind === undefined) throw sqlFailure(err, this.q.where, 'reading changes');
+          if (kind === 'timeout') this.narrowWindow(err as FirstRowTimeout);
+          if (kind === 'connection' || kind === 'moved') {
+            failures = this.checkpointsHanded > progressAt ? 1 : failures + 1;
+            progressAt = this.checkpointsHanded;
+            if (failures > this.o.reconnectAttempts) throw sqlFailure(err, this.q.where, `reading changes (gave up after ${this.o.reconnectAttempts} attempts without progress)`);
+            if (failures > 1) {
+              // Failing again right after recovering: back off before the next attempt.
+              await sleep(Math.min(this.o.retryDelayMs * 2 ** (failures - 2), 30_000), undefined, { signal: this.o.signal }).catch(() => undefined);
+            }
           }
-          if (movedRange) {
-            this.log(`the retained LSN range moved while reading (${messageOf(err)}); reading again from the last checkpoint`);
-          } else {
-            this.log(`lost the connection to ${this.q.where} (${messageOf(err)}); reconnecting and resuming from the last checkpoint`);
-            await this.closeQuietly();
-            this.q = await this.connect(this.o.reconnectAttempts, 'reconnect');
-          }
-          if (this.o.lease && !movedRange) {
-            // Closing the lease session released every lock: leases are taken again from the stored positions.
-            this.tables.clear();
-            this.emitted.clear();
-            this.handed.clear();
-          }
-          // Back to the last checkpoint handed on; rows after it are read again (at least once).
-          for (const [key, t] of this.tables) {
-            const at = this.handed.get(key);
-            if (at !== undefined) this.emitted.set(key, at);
-            else this.emitted.delete(key);
-            t.from = at !== undefined ? await this.q.incrementLsn(at) : t.start;
-          }
+          await this.recover(kind, err);
         }
       }
     } finally {
@@ -266,21 +281,79 @@ class CdcReader {
     }
   }
 
-  private async closeQuietly(): Promise<void> {
-    for (const q of [this.q, this.lockSession]) {
-      if (q === undefined) continue;
-      await q.close().catch((err: unknown) => this.log(`closing the connection to ${q.where}: ${messageOf(err)}`));
+  /**
+   * Back on track after a failure of `kind`: the one place that reconnects. Reading goes back to
+   * the last checkpoint handed on; rows after it are read again (at least once).
+   */
+  private async recover(kind: Recovery, err: unknown): Promise<void> {
+    switch (kind) {
+      case 'moved':
+        // 313: cleanup moved an instance's start between the gap check and the read; the next
+        // window's gap check reports it properly.
+        this.log(`the retained LSN range moved while reading (${messageOf(err)}); reading again from the last checkpoint`);
+        break;
+      case 'timeout':
+        break;
+      case 'lease':
+        this.log(`the lease session ended (its locks went with it): stopped reading ${[...this.tables.keys()].join(', ')} at the last checkpoint; taking leases again`);
+        await this.closeLeaseSession();
+        break;
+      case 'connection':
+        this.log(`lost the connection to ${this.q.where} (${messageOf(err)}); reconnecting and resuming from the last checkpoint`);
+        await this.closeQuietly();
+        this.q = await this.connect(this.o.reconnectAttempts, 'reconnect');
+        break;
     }
+    if (this.o.lease && (kind === 'connection' || kind === 'lease')) {
+      // The lease session is gone and every lock with it: leases are taken again from the stored positions.
+      this.tables.clear();
+      this.emitted.clear();
+      this.handed.clear();
+    }
+    for (const [key, t] of this.tables) {
+      const at = this.handed.get(key);
+      if (at !== undefined) this.emitted.set(key, at);
+      else this.emitted.delete(key);
+      t.from = at !== undefined ? await this.q.incrementLsn(at) : t.start;
+    }
+  }
+
+  /** A window's first row did not come in time (SQL Server sorts the range first): read smaller windows, down to one commit. */
+  private narrowWindow(err: FirstRowTimeout): void {
+    const limit = this.rowLimit;
+    if (limit <= 1) {
+      throw new DstreamError(
+        ErrorCodes.SQL_TIMEOUT,
+        `${err.table}: reading changes at ${this.q.where}: the first row did not come within the request timeout (${err.message}), even for a window of one commit; ` +
+          `raise request_timeout_ms (0: no limit)${this.o.queryMode === 'function' ? ', or use query_mode = "direct", which reads the change table in its own order with no sort' : ''}`,
+        { cause: err.cause, details: { table: err.table, requestTimeoutMs: this.o.requestTimeoutMs } },
+      );
+    }
+    this.rowLimit = Math.max(1, Math.floor(limit / 4));
+    this.log(`${err.table}: the first row of a window of up to ${limit} rows did not come within the request timeout (${err.message}); reading windows of up to ${this.rowLimit} rows`);
+  }
+
+  private async closeLeaseSession(): Promise<void> {
+    const session = this.lockSession;
     this.lockSession = undefined;
+    this.leaseToken = undefined;
+    this.leaseLost = false;
+    await session?.close().catch((err: unknown) => this.log(`closing the lease connection to ${session.where}: ${messageOf(err)}`));
+  }
+
+  private async closeQuietly(): Promise<void> {
+    await this.q?.close().catch((err: unknown) => this.log(`closing the connection to ${this.q.where}: ${messageOf(err)}`));
+    await this.closeLeaseSession();
   }
 
   private async connect(attempts: number, phase: 'start' | 'reconnect'): Promise<CdcQueries> {
     let delay = this.o.retryDelayMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        // Every table with changes in a window streams at once, each on its own connection; a pool
-        // smaller than that would leave the merge waiting for a stream that waits for a connection.
-        return await this.o.connect({ maxConnections: Math.max(this.o.maxConnections, this.refs.length + 1) });
+        // Every table with changes in a window streams at once, each on its own connection (two
+        // while it switches capture instance); a pool smaller than that would leave the merge
+        // waiting for a stream that waits for a connection.
+        return await this.o.connect({ maxConnections: Math.max(this.o.maxConnections, 2 * this.refs.length + 1), ...(this.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.o.requestTimeoutMs } : {}) });
       } catch (err) {
         const failure = sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
         if (!isConnectionLost(err) || attempt >= attempts || this.aborted) {
@@ -346,7 +419,10 @@ class CdcReader {
     } else {
       from = lsnFromHex(this.o.start!, 'start');
     }
-    const state: TableState = { ref, key, instances, from, start: from };
+    const state: TableState = { ref, key, instances, from, start: from, readable: true, ...(after === undefined && !['latest', 'earliest'].includes(this.o.start!) ? { startAt: from } : {}) };
+    // Where a rewind before the first checkpoint goes back to: the stored position (or the start's).
+    const at = this.emitted.get(key);
+    if (at !== undefined) this.handed.set(key, at);
     this.tables.set(key, state);
     return state;
   }
@@ -450,47 +526,107 @@ class CdcReader {
       }
       t.instances = instances;
     }
-    // Tables whose cleanup overtook their position: fail, skip or snapshot (onGap).
+    // Where each table resumes: from its position, or its instance's start when that came later;
+    // tables whose cleanup overtook their position: fail, skip or snapshot (onGap).
     const gaps: TableState[] = [];
     for (const t of this.tables.values()) {
-      if (compareLsn(t.from, max) > 0) continue;
-      const instance = coveringInstance(t.instances, t.from);
-      const min = await q.minLsn(instance.name);
-      if (compareLsn(t.from, min) < 0) {
+      const readable = t.instances.some((i) => i.startLsn !== null);
+      if (!readable && t.readable) this.log(`${t.key}: its capture instance has no start LSN yet (the capture job has not established it); reading it once it has`);
+      t.readable = readable;
+      if (!readable || compareLsn(t.from, max) > 0) continue;
+      const check = await resumeCheck(q, t.instances, t.from, this.emitted.get(t.key) ?? t.startAt);
+      if (check.state === 'ok') t.from = check.from;
+      else if (check.state === 'gap') {
         gaps.push(t);
-        await this.gap(t, instance, min);
+        await this.gap(t, check.instance, check.min);
       }
     }
     if (gaps.length > 0 && this.o.onGap === 'snapshot') {
       yield* this.snapshot(gaps, 'on_gap = "snapshot"');
     }
+    const active = [...this.tables.values()].filter((t) => t.readable);
     let low: Buffer | undefined;
-    for (const t of this.tables.values()) if (low === undefined || compareLsn(t.from, low) < 0) low = t.from;
+    for (const t of active) if (low === undefined || compareLsn(t.from, low) < 0) low = t.from;
     if (low === undefined || compareLsn(low, max) > 0) {
-      if (Date.now() - this.lastCheckpointAt >= this.o.heartbeatMs && this.emitted.size > 0) yield this.checkpoint();
+      if (Date.now() - this.lastCheckpointAt >= this.o.heartbeatMs && this.emitted.size > 0) {
+        const cp = this.checkpoint(false);
+        await this.verify(this.emitted, []);
+        yield cp;
+      }
       return 'idle';
     }
     const txs = await q.transactions(low, max, this.o.maxTransactions);
-    const full = txs.length >= this.o.maxTransactions;
-    const to = full ? txs[txs.length - 1]!.lsn : max;
-    const segments: Segment[] = [];
-    for (const t of this.tables.values()) {
+    let full = txs.length >= this.o.maxTransactions;
+    let to = full ? txs[txs.length - 1]!.lsn : max;
+    // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
+    // change table's clustered index; idle tables open no stream).
+    const found: Segment[] = [];
+    for (const t of active) {
       if (compareLsn(t.from, to) > 0) continue;
-      for (const s of this.segmentsOf(t, to, txs)) if (await q.hasChanges(s.instance.name, s.from, s.to)) segments.push(s);
+      for (const s of this.segmentsOf(t, to, txs)) {
+        if (compareLsn(s.from, to) > 0) continue;
+        const end = compareLsn(s.to, to) < 0 ? s.to : to;
+        const n = await q.windowRows(s.instance.name, s.from, end, this.rowLimit);
+        if (n.rows === 0) continue;
+        if (n.rows >= this.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
+          to = n.last;
+          full = true;
+        }
+        found.push(s);
+      }
+    }
+    const segments: Segment[] = [];
+    for (const s of found) {
+      if (compareLsn(s.from, to) > 0) continue;
+      const t = s.table;
+      if (t.reading !== undefined && t.reading !== s.instance.name) {
+        this.log(`${t.key}: switching from capture instance ${t.reading} to ${s.instance.name}, which starts at LSN ${lsnToHex(s.instance.startLsn!)}`);
+      }
+      t.reading = s.instance.name;
+      segments.push(compareLsn(s.to, to) > 0 ? { ...s, to } : s);
     }
     const rows = yield* this.merge(segments, txs);
     // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
     if (this.aborted) return 'idle';
     // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
     const next = await q.incrementLsn(to);
-    for (const t of this.tables.values()) {
+    for (const t of active) {
       if (compareLsn(t.from, to) <= 0) {
         this.emitted.set(t.key, to);
         t.from = next;
       }
     }
-    if (rows > 0 || Date.now() - this.lastCheckpointAt >= this.o.heartbeatMs) yield this.checkpoint();
+    if (this.rowLimit < this.o.maxRows) this.rowLimit = Math.min(this.o.maxRows, this.rowLimit * 2);
+    if (rows > 0 || Date.now() - this.lastCheckpointAt >= this.o.heartbeatMs) {
+      const cp = this.checkpoint(false);
+      await this.verify(this.emitted, segments);
+      yield cp;
+    }
     return full ? 'full' : rows > 0 ? 'rows' : 'idle';
+  }
+
+  /**
+   * A checkpoint about to be handed on, once what it claims still holds: in lease mode, that this
+   * worker's lease session is the one that took the locks (a pool replaces a dead connection
+   * silently, and SQL Server has released its locks by then); in query mode direct, that cleanup
+   * did not remove rows of the range while they were read (the change function would have failed
+   * with 313; a SELECT on the change table just returns fewer rows).
+   */
+  private async verify(positions: ReadonlyMap<string, Buffer>, segments: readonly Segment[]): Promise<void> {
+    if (this.o.lease && this.tables.size > 0) {
+      const session = this.lockSession;
+      const first = this.tables.values().next().value!;
+      if (this.leaseLost || session === undefined || !(await session.holdsLock(leaseResource(this.o.lease.task, first.ref))) || this.leaseLost) throw new LeaseLost();
+    }
+    if (this.o.queryMode === 'direct') {
+      for (const s of segments) {
+        const min = await this.q.minLsn(s.instance.name);
+        if (compareLsn(min, s.from) > 0) {
+          throw Object.assign(new Error(`cleanup raised the start of capture instance ${s.instance.name} to ${lsnToHex(min)} while ${lsnToHex(s.from)}.. was read`), { number: 313 });
+        }
+      }
+    }
+    this.markHanded(positions);
   }
 
   private async gap(t: TableState, instance: CaptureInstance, min: Buffer): Promise<void> {
@@ -521,7 +657,7 @@ class CdcReader {
    */
   private segmentsOf(t: TableState, to: Buffer, txs: Transaction[]): Segment[] {
     const out: Segment[] = [];
-    const list = t.instances;
+    const list = t.instances.filter((i): i is CaptureInstance & { startLsn: Buffer } => i.startLsn !== null);
     for (let i = 0; i < list.length; i++) {
       const instance = list[i]!;
       const next = list[i + 1];
@@ -539,11 +675,7 @@ class CdcReader {
         if (last === undefined) continue;
         end = last;
       }
-      if (t.reading !== undefined && t.reading !== instance.name) {
-        this.log(`${t.key}: switching from capture instance ${t.reading} to ${instance.name}, which starts at LSN ${lsnToHex(instance.startLsn)}`);
-      }
-      t.reading = instance.name;
-      out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), map: rowMapper(instance.columns) });
+      out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), map: rowMapper(instance.columns), unavailable: unavailableColumns(instance.columns) });
     }
     return out;
   }
@@ -557,7 +689,8 @@ class CdcReader {
     if (segments.length === 0) return 0;
     const times = new Map<string, string | null>();
     for (const tx of txs) times.set(lsnToHex(tx.lsn), tx.commitTime);
-    const cursors = segments.map((s) => new RowCursor(this.q.changes(s.instance, s.from, s.to, this.o.updateBefore), s));
+    const read = { updateOld: this.o.updateBefore, mode: this.o.queryMode };
+    const cursors = segments.map((s) => new RowCursor(this.q.changes(s.instance, s.from, s.to, read), s));
     const every = this.o.checkpointEveryRows;
     const source = this.o.source;
     let rows = 0;
@@ -568,8 +701,10 @@ class CdcReader {
     let batch: Envelope[] = [];
     // The positions of the last checkpoint in `batch`: handed on only once the batch is yielded.
     let batchPositions: Map<string, Buffer> | undefined;
-    const handOn = () => {
-      if (batchPositions !== undefined) this.markHanded(batchPositions);
+    const handOn = async () => {
+      // Not one more row of a table whose lease is gone.
+      if (this.leaseLost) throw new LeaseLost();
+      if (batchPositions !== undefined) await this.verify(batchPositions, segments);
       batchPositions = undefined;
       const out = batch;
       batch = [];
@@ -591,7 +726,7 @@ class CdcReader {
         if (next === undefined) {
           // The driver has nothing buffered for this table: hand over what is ready, then wait.
           if (batch.length > 0) {
-            yield handOn();
+            yield await handOn();
             if (this.aborted) return rows;
           }
           next = await c.next();
@@ -614,13 +749,15 @@ class CdcReader {
         rows++;
         sinceCheckpoint++;
         const metadata = this.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, prevHex, lsnToHex(row.__$seqval), commitTime);
+        const unavailable = s.unavailable?.(row);
+        if (unavailable !== undefined) metadata.UnavailableColumns = unavailable;
         batch.push({ source, type: 'cdc', data: s.map(row), metadata });
         if (batch.length >= BATCH) {
-          yield handOn();
+          yield await handOn();
           if (this.aborted) return rows;
         }
       }
-      if (batch.length > 0) yield handOn();
+      if (batch.length > 0) yield await handOn();
       return rows;
     } finally {
       for (const c of cursors) c.close();
@@ -631,7 +768,7 @@ class CdcReader {
   private advanceTo(lsn: Buffer): void {
     for (const t of this.tables.values()) {
       const at = this.emitted.get(t.key);
-      if (compareLsn(t.from, lsn) <= 0 && (at === undefined || compareLsn(at, lsn) < 0)) this.emitted.set(t.key, lsn);
+      if (t.readable && compareLsn(t.from, lsn) <= 0 && (at === undefined || compareLsn(at, lsn) < 0)) this.emitted.set(t.key, lsn);
     }
   }
 
@@ -640,9 +777,19 @@ class CdcReader {
     const lease = this.o.lease!;
     if (Date.now() - this.lastLeaseCheck < (lease.checkEveryMs ?? 5000) && this.lockSession !== undefined) return;
     this.lastLeaseCheck = Date.now();
-    const resource = (ref: TableRef) => `dstream/${lease.task}/${tableKey(ref)}`;
+    const resource = (ref: TableRef) => leaseResource(lease.task, ref);
     if (this.lockSession === undefined) {
-      this.lockSession = await this.o.connect({ single: true });
+      this.leaseLost = false;
+      // Only this session's end counts (closing an old one on purpose ends it too).
+      const token = {};
+      this.leaseToken = token;
+      this.lockSession = await this.o.connect({
+        single: true,
+        ...(this.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.o.requestTimeoutMs } : {}),
+        onSessionLost: () => {
+          if (this.leaseToken === token) this.leaseLost = true;
+        },
+      });
       this.tables.clear();
       this.emitted.clear();
     }
@@ -683,6 +830,7 @@ class CdcReader {
 /** Pulls rows from a driver stream without an await per row while rows are buffered. */
 class RowCursor {
   private ended = false;
+  private started = false;
   private error: unknown;
   private wake: (() => void) | undefined;
 
@@ -697,7 +845,11 @@ class RowCursor {
     };
     stream.on('readable', kick);
     stream.on('end', () => ((this.ended = true), kick()));
-    stream.on('error', (err) => ((this.error = err), kick()));
+    stream.on('error', (err) => {
+      // The driver's request timeout runs until the first row: SQL Server was still preparing it.
+      this.error = !this.started && (err as { code?: string }).code === 'ETIMEOUT' ? new FirstRowTimeout(segment.table.key, err) : err;
+      kick();
+    });
     stream.on('close', () => {
       // Closed without 'end' or 'error' (its connection was closed): not a complete read.
       if (!this.ended && this.error === undefined) this.error = Object.assign(new Error('the change stream closed before its end'), { code: 'ECONNCLOSED' });
@@ -713,6 +865,7 @@ class RowCursor {
       const row = this.stream.read() as DriverChangeRow | null;
       if (row === null) return this.ended ? null : undefined;
       // Rows the newer capture instance also has are read from it.
+      this.started = true;
       if (before !== undefined && compareLsn(row.__$start_lsn, before) >= 0) continue;
       return row;
     }
@@ -732,20 +885,40 @@ class RowCursor {
   }
 }
 
+/** The first row of a change read did not come within the request timeout. */
+class FirstRowTimeout extends Error {
+  constructor(
+    readonly table: string,
+    cause: unknown,
+  ) {
+    super(messageOf(cause), { cause });
+  }
+}
+
+type Recovery = 'connection' | 'moved' | 'timeout' | 'lease';
+
+/** How reading goes on after `err`, or undefined when it cannot. */
+function recoveryOf(err: unknown): Recovery | undefined {
+  if (err instanceof LeaseLost) return 'lease';
+  if (err instanceof FirstRowTimeout) return 'timeout';
+  if ((err as { number?: number }).number === 313) return 'moved';
+  return isConnectionLost(err) ? 'connection' : undefined;
+}
+
+/**
+ * Commit order: LSN, then __$command_id (the order of operations within a transaction, read in
+ * query mode direct), then seqval and operation (all the change function gives).
+ */
 function compareRows(a: DriverChangeRow, b: DriverChangeRow): number {
-  return Buffer.compare(a.__$start_lsn, b.__$start_lsn) || Buffer.compare(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
+  return Buffer.compare(a.__$start_lsn, b.__$start_lsn) || (a.__$command_id ?? 0) - (b.__$command_id ?? 0) || Buffer.compare(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
 }
 
-/** A table's capture instances, oldest first. */
+/** A table's capture instances, oldest first (one without a start LSN yet last). */
 export function forTable(all: CaptureInstance[], ref: TableRef): CaptureInstance[] {
-  return all.filter((i) => i.schema === ref.schema && i.table === ref.table).sort((a, b) => compareLsn(a.startLsn, b.startLsn) || (a.createDate < b.createDate ? -1 : 1));
-}
-
-/** The instance that holds changes at `from`: the newest one starting at or before it (else the oldest). */
-function coveringInstance(instances: CaptureInstance[], from: Buffer): CaptureInstance {
-  let pick = instances[0]!;
-  for (const i of instances) if (compareLsn(i.startLsn, from) <= 0) pick = i;
-  return pick;
+  const start = (i: CaptureInstance) => (i.startLsn === null ? 1 : 0);
+  return all
+    .filter((i) => i.schema === ref.schema && i.table === ref.table)
+    .sort((a, b) => start(a) - start(b) || (a.startLsn && b.startLsn ? compareLsn(a.startLsn, b.startLsn) : 0) || (a.createDate < b.createDate ? -1 : 1));
 }
 
 export function agentStoppedMessage(where: string): string {

@@ -24,8 +24,11 @@ JOIN sys.tables AS t ON t.object_id = ct.source_object_id
 JOIN sys.schemas AS s ON s.schema_id = t.schema_id
 ORDER BY s.name, t.name, ct.create_date, ct.capture_instance`,
 
-  capturedColumns: `SELECT ct.capture_instance, cc.column_name, cc.column_type
+  /** is_max: a (max) column, NULL in before-images unless the update changed it (its bit in __$update_mask). */
+  capturedColumns: `SELECT ct.capture_instance, cc.column_name, cc.column_type, cc.column_ordinal,
+  CAST(CASE WHEN c.max_length = -1 AND cc.column_type IN (N'varchar', N'nvarchar', N'varbinary') THEN 1 ELSE 0 END AS bit) AS is_max
 FROM cdc.captured_columns AS cc JOIN cdc.change_tables AS ct ON ct.object_id = cc.object_id
+LEFT JOIN sys.columns AS c ON c.object_id = ct.source_object_id AND c.name = cc.column_name
 ORDER BY ct.capture_instance, cc.column_ordinal`,
 
   tableColumns: `SELECT s.name AS schema_name, t.name AS table_name, c.name AS column_name, ty.name AS type_name,
@@ -52,14 +55,33 @@ FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY
 
   countTransactions: `SELECT COUNT_BIG(*) AS n FROM cdc.lsn_time_mapping WHERE start_lsn > @after AND start_lsn <= @to AND tran_id <> 0x00`,
 
-  /** A seek on the change table's clustered index: skips idle tables without opening a stream. */
-  hasChanges: (instance: string) =>
-    `SELECT TOP (1) 1 AS found FROM cdc.${quoteName(`${instance}_CT`)} WHERE __$start_lsn >= @from AND __$start_lsn <= @to`,
+  /**
+   * Rows in the range, counted up to @limit, and the LSN of the last one: a seek on the change
+   * table's clustered index (ORDER BY its leading column: no sort). No rows: the table is skipped;
+   * @limit rows: the window ends at that LSN.
+   */
+  windowRows: (instance: string) =>
+    `SELECT COUNT_BIG(*) AS n, MAX(w.__$start_lsn) AS last FROM (SELECT TOP (@limit) __$start_lsn FROM cdc.${quoteName(`${instance}_CT`)}
+WHERE __$start_lsn >= @from AND __$start_lsn <= @to ORDER BY __$start_lsn) AS w`,
 
+  /**
+   * query_mode "function": the documented change function. It has no __$command_id, and its ORDER
+   * BY is not the change table's clustered key, so SQL Server sorts the range before the first row.
+   */
   changes: (instance: string, columns: readonly ColumnInfo[], updateOld: boolean) =>
-    `SELECT __$start_lsn AS [__$start_lsn], __$seqval AS [__$seqval], __$operation AS [__$operation], ${columns.map(selectExpression).join(', ')}
+    `SELECT ${changeColumns(columns, false)}
 FROM cdc.${quoteName(`fn_cdc_get_all_changes_${instance}`)}(@from, @to, ${updateOld ? "N'all update old'" : "N'all'"})
 ORDER BY __$start_lsn, __$seqval, __$operation`,
+
+  /**
+   * query_mode "direct": the change table in its clustered order, which is also the order of the
+   * operations within a transaction (__$command_id; __$seqval is not, for a deferred update).
+   */
+  changeTable: (instance: string, columns: readonly ColumnInfo[], updateOld: boolean) =>
+    `SELECT ${changeColumns(columns, true)}
+FROM cdc.${quoteName(`${instance}_CT`)}
+WHERE __$start_lsn >= @from AND __$start_lsn <= @to${updateOld ? '' : ' AND __$operation <> 3'}
+ORDER BY __$start_lsn, __$command_id, __$seqval, __$operation`,
 
   /** Ordered by the primary key, so the n-th row (its Seq, and so its MessageId) is the same row when a snapshot is read again. */
   snapshot: (table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]) =>
@@ -84,8 +106,13 @@ LEFT JOIN sys.schemas AS s ON s.schema_id = t.schema_id
 WHERE ep.name = N'dstream_enabled_cdc' AND ep.minor_id = 0 AND (ep.class = 0 OR t.object_id IS NOT NULL)`,
 
   checkpointTableExists: `SELECT CASE WHEN OBJECT_ID(@qualified, N'U') IS NULL THEN 0 ELSE 1 END AS found`,
-  /** Its own batch: a batch naming a schema that does not exist yet may not compile. */
-  createCheckpointSchema: `IF SCHEMA_ID(@schema) IS NULL EXEC (N'CREATE SCHEMA ' + QUOTENAME(@schema))`,
+  /**
+   * Its own batch: a batch naming a schema that does not exist yet may not compile. CREATE SCHEMA
+   * must be alone in its batch, hence EXEC; EXEC (...) takes only literals and variables, so the
+   * statement is built in a variable first.
+   */
+  createCheckpointSchema: `DECLARE @create nvarchar(300) = N'CREATE SCHEMA ' + QUOTENAME(@schema);
+IF SCHEMA_ID(@schema) IS NULL EXEC (@create)`,
   createCheckpointTable: (t: TableRef) => `IF OBJECT_ID(@qualified, N'U') IS NULL
 CREATE TABLE ${quoteName(t.schema)}.${quoteName(t.table)} (
   task nvarchar(200) NOT NULL,
@@ -119,6 +146,12 @@ EXEC @result = sys.sp_getapplock @Resource = @resource, @LockMode = N'Exclusive'
 SELECT @result AS result`,
   holdsLock: `SELECT APPLOCK_MODE(N'public', @resource, N'Session') AS mode`,
 } as const;
+
+/** The CDC columns and the captured ones; __$update_mask only where a (max) column needs it. */
+function changeColumns(columns: readonly ColumnInfo[], commandId: boolean): string {
+  const cdc = ['__$start_lsn', '__$seqval', '__$operation', ...(commandId ? ['__$command_id'] : []), ...(columns.some((c) => c.max) ? ['__$update_mask'] : [])];
+  return [...cdc.map((c) => `${c} AS [${c}]`), ...columns.map(selectExpression)].join(', ');
+}
 
 /** The select-list expression for one captured column: SQL Server converts what JavaScript would round. */
 export function selectExpression(column: ColumnInfo): string {

@@ -4,7 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import type mssqlModule from 'mssql';
-import type { CaptureInstance, CdcConnector, CdcQueries, CheckpointRow, ConnectOptions, TableColumns } from './queries.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, ChangeReadOptions, CheckpointRow, ConnectOptions, TableColumns } from './queries.js';
 import { SQL } from './sql.js';
 import { tableKey, type TableRef } from './tables.js';
 import type { ColumnInfo } from './types.js';
@@ -35,6 +35,9 @@ export function describeConnection(connectionString: string): string {
   return `${withPort}${database ? `/${database}` : ''}`;
 }
 
+/** How long a statement may take to its first row when neither the config nor the connection string says. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
+
 /** A connector for one connection string. The string is only handed to the driver. */
 export function sqlServerConnector(connectionString: string): CdcConnector {
   const where = describeConnection(connectionString);
@@ -42,12 +45,26 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
     mssql ??= (await import('mssql')).default;
     const config = mssql.ConnectionPool.parseConnectionString(connectionString);
     const max = options.single ? 1 : Math.max(2, options.maxConnections ?? 10);
+    const lost = options.onSessionLost;
     const pool = new mssql.ConnectionPool({
       ...config,
+      // The driver's default (15 s, counted to the first row) is short for a sorted window.
+      requestTimeout: options.requestTimeoutMs ?? config.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT_MS,
       // Keep connection errors as errors: no unhandled 'error' events from idle connections.
       pool: { min: options.single ? 1 : 0, max, idleTimeoutMillis: options.single ? 2 ** 31 - 1 : 30_000 },
       options: { ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
-    });
+      // The pool replaces a dead connection without a word; a session's owner must hear of it,
+      // since the session's locks died with it. A connection the server or network broke reports
+      // an 'error' (one the pool closes itself, such as its first test connection, does not).
+      ...(options.single && lost
+        ? {
+            beforeConnect: (connection: { once(event: 'connect' | 'error', listener: (err?: Error) => void): void }) =>
+              connection.once('connect', (err) => {
+                if (!err) connection.once('error', () => lost());
+              }),
+          }
+        : {}),
+    } as mssqlModule.config);
     pool.on('error', () => {
       // The pool reports a broken idle connection here; the next statement on it fails and the
       // reader reconnects. Nothing is lost by not acting on it twice.
@@ -77,8 +94,27 @@ class SqlServerQueries implements CdcQueries {
     return result.recordset as unknown as T[];
   }
 
+  /**
+   * Rows as they arrive, under backpressure (the driver pauses the request while the stream is
+   * full). toReadableStream() only puts the request in stream mode: query() sends it. Destroyed
+   * before its end, the stream cancels the request (ATTENTION), so the connection goes back to the
+   * pool at once instead of after every remaining row has been read and dropped.
+   */
   private stream(text: string, params?: Params): Readable {
-    return this.request(params).toReadableStream({ highWaterMark: 512 });
+    const req = this.request(params);
+    let done = false;
+    const stream = req.toReadableStream({
+      highWaterMark: 512,
+      destroy(err, callback) {
+        if (!done) req.cancel();
+        callback(err);
+      },
+    });
+    req.on('done', () => (done = true));
+    req.on('error', () => (done = true));
+    // In stream mode, query() reports through the request's events, which the stream carries.
+    void req.query(text).catch(() => undefined);
+    return stream;
   }
 
   async databaseInfo() {
@@ -105,14 +141,14 @@ class SqlServerQueries implements CdcQueries {
 
   async captureInstances(): Promise<CaptureInstance[]> {
     const [instances, columns] = await Promise.all([
-      this.rows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer; create_date: string }>(SQL.captureInstances),
-      this.rows<{ capture_instance: string; column_name: string; column_type: string }>(SQL.capturedColumns),
+      this.rows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer | null; create_date: string }>(SQL.captureInstances),
+      this.rows<{ capture_instance: string; column_name: string; column_type: string; column_ordinal: number; is_max: boolean }>(SQL.capturedColumns),
     ]);
     const byInstance = new Map<string, ColumnInfo[]>();
     for (const c of columns) {
       let list = byInstance.get(c.capture_instance);
       if (list === undefined) byInstance.set(c.capture_instance, (list = []));
-      list.push({ name: c.column_name, type: c.column_type });
+      list.push({ name: c.column_name, type: c.column_type, ordinal: c.column_ordinal, ...(c.is_max ? { max: true } : {}) });
     }
     return instances.map((r) => ({
       name: r.capture_instance,
@@ -172,12 +208,14 @@ class SqlServerQueries implements CdcQueries {
     return Number(r?.n ?? 0);
   }
 
-  async hasChanges(instance: string, from: Buffer, to: Buffer) {
-    return (await this.rows(SQL.hasChanges(instance), { from: lsnParam(from), to: lsnParam(to) })).length > 0;
+  async windowRows(instance: string, from: Buffer, to: Buffer, limit: number) {
+    const [r] = await this.rows<{ n: string | number; last: Buffer | null }>(SQL.windowRows(instance), { from: lsnParam(from), to: lsnParam(to), limit: [mssql.Int, limit] });
+    return { rows: Number(r?.n ?? 0), last: r?.last ?? null };
   }
 
-  changes(instance: CaptureInstance, from: Buffer, to: Buffer, updateOld: boolean): Readable {
-    return this.stream(SQL.changes(instance.name, instance.columns, updateOld), { from: lsnParam(from), to: lsnParam(to) });
+  changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable {
+    const text = options.mode === 'direct' ? SQL.changeTable(instance.name, instance.columns, options.updateOld) : SQL.changes(instance.name, instance.columns, options.updateOld);
+    return this.stream(text, { from: lsnParam(from), to: lsnParam(to) });
   }
 
   snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable {

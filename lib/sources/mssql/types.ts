@@ -68,6 +68,10 @@ export interface ColumnInfo {
   name: string;
   /** The SQL Server type name, as in cdc.captured_columns.column_type (`int`, `decimal`, ...). */
   type: string;
+  /** cdc.captured_columns.column_ordinal: the column's bit in __$update_mask. */
+  ordinal?: number;
+  /** A (max) type: varchar(max), nvarchar(max), varbinary(max). */
+  max?: boolean;
 }
 
 /**
@@ -103,5 +107,36 @@ export function rowMapper(columns: readonly ColumnInfo[]): (row: Record<string, 
       data[name] = v === null || v === undefined ? null : typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? v : jsonValue(v);
     }
     return data;
+  };
+}
+
+/** text, ntext, image: CDC gives NULL for them in deletes and before-images. */
+const LOB_TYPES = new Set(['text', 'ntext', 'image']);
+
+/** Whether bit `ordinal` is set in an __$update_mask (as sys.fn_cdc_is_bit_set numbers them: from the last byte). */
+export function updateMaskHas(mask: Uint8Array, ordinal: number): boolean {
+  const byte = mask[mask.length - 1 - Math.floor((ordinal - 1) / 8)];
+  return byte !== undefined && (byte & (1 << ((ordinal - 1) % 8))) !== 0;
+}
+
+/**
+ * For a capture instance's columns, a function naming the columns of a change row whose value CDC
+ * does not give (their NULL is not the row's value): text, ntext and image in deletes (1) and
+ * before-images (3); varchar(max), nvarchar(max), varbinary(max) in before-images unless the update
+ * changed them (their bit in __$update_mask). Undefined when no column can be unavailable.
+ */
+export function unavailableColumns(columns: readonly ColumnInfo[]): ((row: { __$operation: number; __$update_mask?: Uint8Array | null }) => string[] | undefined) | undefined {
+  const lobs = columns.filter((c) => LOB_TYPES.has(c.type.toLowerCase())).map((c) => c.name);
+  const max = columns.filter((c) => c.max === true);
+  if (lobs.length === 0 && max.length === 0) return undefined;
+  return (row) => {
+    const op = row.__$operation;
+    if (op !== 1 && op !== 3) return undefined;
+    const out = [...lobs];
+    if (op === 3) {
+      const mask = row.__$update_mask;
+      for (const c of max) if (mask == null || c.ordinal === undefined || !updateMaskHas(mask, c.ordinal)) out.push(c.name);
+    }
+    return out.length > 0 ? out : undefined;
   };
 }

@@ -96,6 +96,16 @@ export class TdsServer extends EventEmitter {
     for (const c of this.connections) c.socket.resetAndDestroy();
   }
 
+  /** Reset one session's connection (TCP RST); false when no open connection has that SPID. */
+  dropSession(id: number): boolean {
+    for (const c of this.connections) {
+      if (c.session?.id !== id) continue;
+      c.socket.resetAndDestroy();
+      return true;
+    }
+    return false;
+  }
+
   /** Answer every LOGIN7 with this error (default: 18456 login failed) until called with false. */
   refuseLogins(refuse: boolean | SqlServerError = true): void {
     this.loginRefusal = refuse === false ? undefined : refuse === true ? 'login failed' : refuse;

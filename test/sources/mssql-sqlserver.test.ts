@@ -1,0 +1,237 @@
+/**
+ * SqlServerQueries (lib/sources/mssql/sqlserver.ts), dstream's adapter over the `mssql` driver,
+ * against the TDS test server: every statement it sends is parsed and answered by the CDC model's
+ * T-SQL front, and tedious decodes what comes back. The raw-driver cases check the server refuses
+ * what SQL Server refuses, with SQL Server's error numbers.
+ */
+import type { Readable } from 'node:stream';
+import mssql from 'mssql';
+import { describe, expect, it } from 'vitest';
+import { lsnFromHex, lsnToHex } from '../../lib/sources/mssql/lsn.js';
+import type { CdcQueries, DriverChangeRow } from '../../lib/sources/mssql/queries.js';
+import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
+import { shopModel, type CdcModel } from '../support/cdc-model.js';
+import { sqlServerForTest, type TestSqlServer } from '../support/sql-server.js';
+import { readUntil, until } from '../support/streams.js';
+
+async function connected(m: CdcModel = shopModel(), options: { single?: boolean } = {}): Promise<{ db: TestSqlServer; q: CdcQueries }> {
+  const db = await sqlServerForTest(m);
+  const q = await sqlServerConnector(db.connectionString)(options);
+  return { db, q };
+}
+
+const CHECKPOINTS = { schema: 'dstream', table: 'checkpoints' };
+
+function workload(m: CdcModel, n: number): void {
+  for (let i = 1; i <= n; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}`, Email: `p${i}@example.com` } }]);
+}
+
+describe('SqlServerQueries through the driver', () => {
+  it('changes() streams the rows of a window (the request is sent)', async () => {
+    const { db, q } = await connected();
+    workload(db.model, 3);
+    db.model.commit([{ table: 'Persons', op: 'update', row: { Id: 2, Name: 'two' } }]);
+    try {
+      const [persons] = (await q.captureInstances()).filter((i) => i.name === 'dbo_Persons');
+      const rows = await readUntil<DriverChangeRow>(q.changes(persons!, persons!.startLsn!, (await q.maxLsn())!, { updateOld: true, mode: 'function' }), (s) => s.length >= 5, 3000);
+      expect(rows.map((r) => [r.__$operation, r.Id, r.Name])).toEqual([
+        [2, 1, 'p1'],
+        [2, 2, 'p2'],
+        [2, 3, 'p3'],
+        [3, 2, 'p2'],
+        [4, 2, 'two'],
+      ]);
+      expect(lsnToHex(rows[0]!.__$start_lsn)).toMatch(/^0x[0-9A-F]{20}$/);
+    } finally {
+      await q.close();
+    }
+  });
+
+  it('snapshot() streams the current rows in primary-key order', async () => {
+    const { db, q } = await connected();
+    workload(db.model, 3);
+    db.model.commit([{ table: 'Persons', op: 'delete', row: { Id: 2 } }]);
+    try {
+      const rows = await readUntil<Record<string, unknown>>(q.snapshot({ schema: 'dbo', table: 'Persons' }, [{ name: 'Id', type: 'int' }, { name: 'Name', type: 'nvarchar' }], ['Id']), (s) => s.length >= 2, 3000);
+      expect(rows).toEqual([
+        { Id: 1, Name: 'p1' },
+        { Id: 3, Name: 'p3' },
+      ]);
+    } finally {
+      await q.close();
+    }
+  });
+
+  it('createCheckpointTable() creates the schema and the table, and again is a no-op', async () => {
+    const { db, q } = await connected();
+    try {
+      expect(await q.checkpointTableExists(CHECKPOINTS)).toBe(false);
+      await q.createCheckpointTable(CHECKPOINTS);
+      await q.createCheckpointTable(CHECKPOINTS);
+      expect(await q.checkpointTableExists(CHECKPOINTS)).toBe(true);
+      expect(db.model.schemas.has('dstream')).toBe(true);
+      await q.saveCheckpoints(CHECKPOINTS, 'shop', 'mssql-cdc', [{ table: 'dbo.Persons', lsn: '0x00000000002A00000020', position: null }]);
+      // A table's LSN never moves back.
+      await q.saveCheckpoints(CHECKPOINTS, 'shop', 'mssql-cdc', [{ table: 'dbo.Persons', lsn: '0x00000000002A00000010', position: null }, { table: '*', lsn: null, position: '{"a":1}' }]);
+      const rows = await q.loadCheckpoints(CHECKPOINTS, 'shop');
+      expect(rows.map((r) => [r.table, r.lsn && lsnToHex(r.lsn), r.position, r.source])).toEqual([
+        ['*', null, '{"a":1}', 'mssql-cdc'],
+        ['dbo.Persons', '0x00000000002A00000020', null, 'mssql-cdc'],
+      ]);
+      expect(rows[0]!.savedAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/);
+      expect(await q.checkpointRowCount(CHECKPOINTS)).toBe(2);
+      expect(await q.deleteCheckpoints(CHECKPOINTS, 'shop')).toBe(2);
+      await q.dropCheckpointTable(CHECKPOINTS);
+      expect(await q.checkpointTableExists(CHECKPOINTS)).toBe(false);
+    } finally {
+      await q.close();
+    }
+  });
+
+  it('answers every other statement: database, agent, tables, instances, columns, LSN functions, marks, locks', async () => {
+    const { db, q } = await connected();
+    const m = db.model;
+    workload(m, 2);
+    const tick = m.tick();
+    try {
+      expect(await q.databaseInfo()).toEqual({ database: 'shop', cdcEnabled: true });
+      expect(await q.agentState()).toBe('running');
+      m.agent = 'unknown';
+      expect(await q.agentState()).toBe('unknown');
+      expect(await q.sourceTables()).toEqual([
+        { schema: 'dbo', table: 'Persons', tracked: true },
+        { schema: 'sales', table: 'Orders', tracked: true },
+        { schema: 'dbo', table: 'Customers', tracked: true },
+      ]);
+      const instances = await q.captureInstances();
+      expect(instances.map((i) => [i.name, i.schema, i.table, i.columns.map((c) => `${c.name}:${c.type}`).join(',')])).toEqual([
+        ['dbo_Customers', 'dbo', 'Customers', 'CustomerId:int,Company:nvarchar'],
+        ['dbo_Persons', 'dbo', 'Persons', 'Id:int,Name:nvarchar,Email:nvarchar'],
+        ['sales_Orders', 'sales', 'Orders', 'OrderId:bigint,CustomerId:int,Total:decimal'],
+      ]);
+      expect(instances[0]!.createDate).toMatch(/^2026-01-01T12:00:00/);
+      expect(await q.tableColumns()).toContainEqual({
+        schema: 'sales',
+        table: 'Orders',
+        columns: [
+          { name: 'OrderId', type: 'bigint', nullable: false },
+          { name: 'CustomerId', type: 'int', nullable: true },
+          { name: 'Total', type: 'decimal', nullable: true },
+        ],
+        primaryKey: ['OrderId'],
+      });
+      const max = (await q.maxLsn())!;
+      expect(lsnToHex(max)).toBe(tick);
+      const min = await q.minLsn('dbo_Persons');
+      expect(lsnToHex(min)).toBe('0x00000000002A00000001');
+      expect(lsnToHex(await q.minLsn('no_such_instance'))).toBe('0x00000000000000000000');
+      expect(lsnToHex(await q.incrementLsn(lsnFromHex('0x00000000002A000000FF')))).toBe('0x00000000002A00000100');
+      expect(await q.lsnTime(max)).toBe('2026-01-01T12:00:03');
+      expect(await q.lsnTime(min)).toBeNull();
+      const txs = await q.transactions(min, max, 2);
+      expect(txs.map((t) => [lsnToHex(t.lsn), t.commitTime])).toEqual([
+        ['0x00000000002A00000010', '2026-01-01T12:00:01'],
+        ['0x00000000002A00000020', '2026-01-01T12:00:02'],
+      ]);
+      // The quiet-period entry (tran_id 0x00) is not a transaction.
+      expect(await q.countTransactions(min, max)).toBe(2);
+      expect(await q.windowRows('dbo_Persons', min, max, 10)).toEqual({ rows: 2, last: Buffer.from('00000000002A00000020', 'hex') });
+      expect(await q.windowRows('dbo_Persons', min, max, 1)).toEqual({ rows: 1, last: Buffer.from('00000000002A00000010', 'hex') });
+      expect(await q.windowRows('dbo_Customers', min, max, 10)).toEqual({ rows: 0, last: null });
+
+      m.createTable('dbo.Audit', [{ name: 'Id', type: 'int', nullable: false }], ['Id']);
+      await q.enableDatabase('shop');
+      await q.enableTable({ schema: 'dbo', table: 'Audit' }, 'shop');
+      expect(m.instance('dbo_Audit')).toBeDefined();
+      const marks = await q.marks();
+      expect(marks.database).toBe('shop');
+      expect([...marks.tables]).toEqual([['dbo.Audit', 'shop']]);
+      await q.disableTable({ schema: 'dbo', table: 'Audit' });
+      expect(m.instance('dbo_Audit')).toBeUndefined();
+      expect([...(await q.marks()).tables]).toEqual([]);
+      await q.disableDatabase();
+      expect(m.cdcEnabled).toBe(false);
+      expect((await q.marks()).database).toBeNull();
+    } finally {
+      await q.close();
+    }
+  });
+
+  it('session-owned application locks: one holder, released when its connection closes', async () => {
+    const { db } = await connected();
+    const a = await sqlServerConnector(db.connectionString)({ single: true });
+    const b = await sqlServerConnector(db.connectionString)({ single: true });
+    try {
+      expect(await a.tryLock('dstream/shop/dbo.Persons')).toBe(true);
+      expect(await a.tryLock('dstream/shop/dbo.Persons')).toBe(true);
+      expect(await a.holdsLock('dstream/shop/dbo.Persons')).toBe(true);
+      expect(await b.tryLock('dstream/shop/dbo.Persons')).toBe(false);
+      expect(await b.holdsLock('dstream/shop/dbo.Persons')).toBe(false);
+      await a.close();
+      await until(() => db.model.locks.size === 0);
+      expect(await b.tryLock('dstream/shop/dbo.Persons')).toBe(true);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('destroy() of a change stream cancels the request (ATTENTION) and the connection serves the next statement', async () => {
+    const { db, q } = await connected(shopModel(), { single: true });
+    // More bytes than the socket buffers hold, so the server is still sending when the client cancels.
+    const wide = 'x'.repeat(2000);
+    for (let i = 1; i <= 4000; i++) db.model.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: wide } }]);
+    try {
+      const [persons] = (await q.captureInstances()).filter((i) => i.name === 'dbo_Persons');
+      const stream: Readable = q.changes(persons!, persons!.startLsn!, (await q.maxLsn())!, { updateOld: false, mode: 'function' });
+      const first = await readUntil(stream, (s) => s.length >= 10, 3000);
+      expect(first).toHaveLength(10);
+      expect(stream.destroyed).toBe(true);
+      await until(() => (db.model.calls.get('attention') ?? 0) === 1);
+      // The one connection of the pool is free again and answers at once.
+      expect(await q.databaseInfo()).toEqual({ database: 'shop', cdcEnabled: true });
+      expect(db.model.openStreams).toBe(0);
+    } finally {
+      await q.close();
+    }
+  });
+});
+
+describe('the test server refuses what SQL Server refuses', () => {
+  async function pool(db: TestSqlServer): Promise<mssql.ConnectionPool> {
+    const config = mssql.ConnectionPool.parseConnectionString(db.connectionString);
+    const p = new mssql.ConnectionPool({ ...config, options: { ...config.options, useUTC: true } });
+    await p.connect();
+    return p;
+  }
+  const failure = (p: Promise<unknown>) => p.then(() => ({ number: 0, message: 'no error' }), (e: { number: number; message: string }) => ({ number: e.number, message: e.message }));
+
+  it('answers invalid statements with their error numbers', async () => {
+    const db = await sqlServerForTest();
+    const p = await pool(db);
+    try {
+      const q = (sql: string, params: Record<string, [mssql.ISqlType | (() => mssql.ISqlType), unknown]> = {}) => {
+        const r = p.request();
+        for (const [k, [t, v]] of Object.entries(params)) r.input(k, t, v);
+        return failure(r.query(sql));
+      };
+      // A function call inside EXEC (...): only literals and variables may be joined there.
+      expect(await q("IF SCHEMA_ID(@schema) IS NULL EXEC (N'CREATE SCHEMA ' + QUOTENAME(@schema))", { schema: [mssql.NVarChar(128), 'dstream'] })).toEqual({ number: 102, message: "Incorrect syntax near 'QUOTENAME'." });
+      expect(await q('SELECT FROM sys.tables')).toMatchObject({ number: 156, message: "Incorrect syntax near the keyword 'FROM'." });
+      expect(await q('SELECT name FROM sys.tabels')).toMatchObject({ number: 208, message: "Invalid object name 'sys.tabels'." });
+      expect(await q('SELECT nmae FROM sys.tables')).toMatchObject({ number: 207, message: "Invalid column name 'nmae'." });
+      expect(await q('SELEC 1')).toMatchObject({ number: 2812 });
+      expect(await q('EXEC sys.sp_cdc_enable_tabel @source_schema = N\'dbo\'')).toMatchObject({ number: 2812 });
+      expect(await q('EXEC sys.sp_cdc_enable_table @source_schema = N\'dbo\', @source_name = N\'Persons\'')).toMatchObject({ number: 201, message: expect.stringContaining("'@role_name'") });
+      expect(await q('SELECT fn_cdc_get_max_lsn() AS lsn')).toMatchObject({ number: 195 });
+      expect(await q('SELECT @undeclared AS x')).toMatchObject({ number: 137 });
+      expect(await q("MERGE dbo.Persons AS t USING (SELECT 1 AS Id) AS s ON t.Id = s.Id WHEN MATCHED THEN UPDATE SET Name = N'x'")).toMatchObject({ number: 10713 });
+      // The change function checks its range when it runs: below the instance's start is error 313.
+      const lsn = (hex: string) => [mssql.VarBinary(10), lsnFromHex(hex)] as [mssql.ISqlType, Buffer];
+      db.model.commit([{ table: 'Persons', op: 'insert', row: { Id: 1 } }]);
+      expect(await q("SELECT * FROM cdc.fn_cdc_get_all_changes_dbo_Persons(@from, @to, N'all')", { from: lsn('0x00000000000000000000'), to: lsn(db.model.currentMaxLsn!) })).toMatchObject({ number: 313 });
+      expect(await q("SELECT * FROM cdc.fn_cdc_get_all_changes_dbo_Persons(@from, @to, N'everything')", { from: lsn('0x00000000002A00000001'), to: lsn(db.model.currentMaxLsn!) })).toMatchObject({ number: 313 });
+    } finally {
+      await p.close();
+    }
+  });
+});

@@ -1,0 +1,761 @@
+/**
+ * Runs parsed T-SQL (tsql.ts) against a Catalog: name binding, expression types as SQL Server
+ * derives them (CONVERT/CAST to the named type, COUNT_BIG bigint, CASE from its branches, a
+ * literal's own type), WHERE/JOIN/ORDER BY/TOP, aggregates without GROUP BY, scalar and correlated
+ * subqueries, variables, IF, EXEC of procedures, MERGE and DELETE on writable tables. It knows no
+ * CDC: what objects, functions and procedures exist is the catalog's (cdc-backend.ts).
+ */
+import { Parser, type Expr, type Select, type Source, type Statement } from './tsql.js';
+import { SqlServerError, type BatchOutput, type ColumnDef, type ExecuteContext, type Param, type SqlType, type SqlValue } from './types.js';
+
+export type Row = SqlValue[];
+
+export interface Relation {
+  columns: ColumnDef[];
+  /** Rows in storage order; called when the statement runs (after every name is bound). */
+  open(): Iterable<Row>;
+  /** Column names the rows are already sorted by (ascending): ORDER BY on a prefix needs no sort. */
+  orderedBy?: string[];
+  /** Rows whose first `orderedBy` column lies within the bounds (a clustered index seek). */
+  seek?(lo: SeekBound | undefined, hi: SeekBound | undefined): Iterable<Row>;
+}
+
+/** One end of a seek range. */
+export interface SeekBound {
+  value: SqlValue;
+  inclusive: boolean;
+}
+
+export interface WritableTable extends Relation {
+  readonly name: string;
+  insert(row: Row): void;
+  update(match: (row: Row) => boolean, set: (row: Row) => Row): number;
+  delete(match: (row: Row) => boolean): number;
+}
+
+export interface ScalarFunction {
+  type: SqlType;
+  call(args: SqlValue[]): SqlValue;
+}
+
+export interface Catalog {
+  /** A table, view or table-valued function by its (1-3 part) name; throws 208 when there is none. */
+  relation(name: string[], args: SqlValue[] | undefined, argTypes: SqlType[] | undefined): Relation;
+  writable(name: string[]): WritableTable;
+  /** A scalar function; throws 195/4121 when there is none. */
+  scalar(name: string[], argTypes: SqlType[]): ScalarFunction;
+  /** Runs a procedure; returns its return status. */
+  procedure(name: string[], args: Array<{ name?: string; value: SqlValue }>): Promise<number> | number;
+  createSchema(name: string): void;
+  createTable(name: string[], columns: Array<ColumnDef & { defaultValue?: () => SqlValue }>, primaryKey: string[]): void;
+  dropTable(name: string[], ifExists: boolean): void;
+  /** Each object, function or procedure a statement names, before it runs (permissions, test hooks). */
+  touch(names: string[]): Promise<void>;
+}
+
+const isNum = (t: SqlType) => ['bit', 'tinyint', 'smallint', 'int', 'bigint', 'decimal', 'numeric', 'float', 'real', 'money'].includes(t.name);
+const isText = (t: SqlType) => ['varchar', 'nvarchar', 'char', 'nchar'].includes(t.name);
+const isBinary = (t: SqlType) => t.name === 'binary' || t.name === 'varbinary';
+const isDate = (t: SqlType) => ['datetime2', 'datetime', 'date', 'time', 'datetimeoffset'].includes(t.name);
+
+/** SQL comparison (default collation: case-insensitive, trailing spaces ignored); null when either side is NULL. */
+export function compare(a: SqlValue, b: SqlValue): number | null {
+  if (a === null || b === null) return null;
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) {
+    if (a.length === b.length) return Buffer.compare(a, b);
+    // binary comparison pads the shorter with zeros on the right
+    const n = Math.max(a.length, b.length);
+    const pa = Buffer.concat([a, Buffer.alloc(n - a.length)]);
+    const pb = Buffer.concat([b, Buffer.alloc(n - b.length)]);
+    return Buffer.compare(pa, pb);
+  }
+  if (a instanceof Date && b instanceof Date) return a.getTime() - b.getTime();
+  if (typeof a === 'boolean') a = a ? 1 : 0;
+  if (typeof b === 'boolean') b = b ? 1 : 0;
+  const numeric = (v: SqlValue) => typeof v === 'number' || typeof v === 'bigint' || (typeof v === 'string' && /^-?\d+(\.\d+)?$/.test(v));
+  if ((typeof a === 'number' || typeof a === 'bigint' || typeof b === 'number' || typeof b === 'bigint') && numeric(a) && numeric(b)) {
+    const x = Number(a);
+    const y = Number(b);
+    if (Number.isSafeInteger(x) && Number.isSafeInteger(y)) return x - y;
+    const bx = BigInt(String(a).split('.')[0]!);
+    const by = BigInt(String(b).split('.')[0]!);
+    return bx === by ? x - y : bx < by ? -1 : 1;
+  }
+  const sa = String(a).replace(/ +$/, '').toLowerCase();
+  const sb = String(b).replace(/ +$/, '').toLowerCase();
+  return sa < sb ? -1 : sa > sb ? 1 : 0;
+}
+
+const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+
+function dateText(d: Date, type: SqlType, style: number | undefined): string {
+  const date = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+  if (type.name === 'date' || style === 23) return date;
+  const ms = d.getUTCMilliseconds();
+  const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+  if (style === 126) {
+    // yyyy-mm-ddThh:mi:ss[.mmm]: datetime leaves out a zero fraction, datetime2 prints its scale.
+    if (type.name === 'datetime') return `${date}T${time}${ms ? `.${pad(ms, 3)}` : ''}`;
+    const scale = type.scale ?? 7;
+    return `${date}T${time}${scale > 0 ? `.${`${pad(ms, 3)}0000`.slice(0, scale)}` : ''}`;
+  }
+  const scale = type.name === 'datetime' ? 3 : (type.scale ?? 7);
+  return `${date} ${time}${scale > 0 ? `.${`${pad(ms, 3)}0000`.slice(0, scale)}` : ''}`;
+}
+
+/** CONVERT(type, value, style) for the conversions SQL Server allows; 529/8114 otherwise. */
+export function convert(value: SqlValue, from: SqlType, to: SqlType, style?: number): SqlValue {
+  if (value === null) return null;
+  const fail = (): never => {
+    throw new SqlServerError(529, `Explicit conversion from data type ${from.name} to ${to.name} is not allowed.`);
+  };
+  if (isText(to)) {
+    let text: string;
+    if (Buffer.isBuffer(value)) text = style === 1 ? `0x${value.toString('hex').toUpperCase()}` : style === 2 ? value.toString('hex').toUpperCase() : value.toString('latin1');
+    else if (value instanceof Date) text = dateText(value, from, style);
+    else if (typeof value === 'boolean') text = value ? '1' : '0';
+    else if (from.name === 'money' && typeof value === 'string') text = style === 2 ? Number(value).toFixed(4) : Number(value).toFixed(2);
+    else text = String(value);
+    const max = to.length === 'max' ? Infinity : (to.length ?? 30);
+    if (text.length > max) {
+      if (isNum(from) || isDate(from)) throw new SqlServerError(8115, `Arithmetic overflow error converting ${from.name} to data type ${to.name}.`);
+      text = text.slice(0, max);
+    }
+    return text;
+  }
+  if (isBinary(to)) {
+    let buf: Buffer;
+    if (Buffer.isBuffer(value)) buf = value;
+    else if (typeof value === 'string' && isText(from)) {
+      if (style === 1 || style === 2) {
+        const digits = style === 1 ? value.replace(/^0x/i, '') : value;
+        if (style === 1 && !/^0x/i.test(value)) throw new SqlServerError(8114, `Error converting data type ${from.name} to ${to.name}.`);
+        if (!/^[0-9a-fA-F]*$/.test(digits) || digits.length % 2) throw new SqlServerError(8114, `Error converting data type ${from.name} to ${to.name}.`);
+        buf = Buffer.from(digits, 'hex');
+      } else buf = Buffer.from(value, from.name.startsWith('n') ? 'utf16le' : 'latin1');
+    } else return fail();
+    const n = to.length === 'max' ? buf.length : (to.length ?? 30);
+    if (to.name === 'binary') return buf.length >= n ? buf.subarray(0, n) : Buffer.concat([buf, Buffer.alloc(n - buf.length)]);
+    return buf.subarray(0, n);
+  }
+  if (to.name === 'bit') {
+    if (typeof value === 'boolean') return value;
+    if (typeof value === 'number' || typeof value === 'bigint') return Number(value) !== 0;
+    if (typeof value === 'string') {
+      if (/^true$/i.test(value)) return true;
+      if (/^false$/i.test(value)) return false;
+      if (/^-?\d+$/.test(value.trim())) return Number(value) !== 0;
+      throw new SqlServerError(245, `Conversion failed when converting the ${from.name} value '${value}' to data type bit.`);
+    }
+    return fail();
+  }
+  if (['tinyint', 'smallint', 'int'].includes(to.name)) {
+    const n = typeof value === 'boolean' ? (value ? 1 : 0) : Number(value);
+    if (!Number.isFinite(n) || Buffer.isBuffer(value) || value instanceof Date) throw new SqlServerError(245, `Conversion failed when converting the ${from.name} value '${String(value)}' to data type ${to.name}.`);
+    return Math.trunc(n);
+  }
+  if (to.name === 'bigint') return typeof value === 'boolean' ? (value ? '1' : '0') : String(BigInt(String(value).split('.')[0]!));
+  if (to.name === 'decimal' || to.name === 'numeric' || to.name === 'money') return Number(value).toFixed(to.scale ?? (to.name === 'money' ? 4 : 0));
+  if (to.name === 'float' || to.name === 'real') return Number(value);
+  if (isDate(to)) {
+    if (value instanceof Date) return value;
+    if (typeof value === 'string') {
+      const d = new Date(/[zZ]|[+-]\d\d:\d\d$/.test(value) ? value : `${value.replace(' ', 'T')}Z`);
+      if (Number.isNaN(d.getTime())) throw new SqlServerError(241, 'Conversion failed when converting date and/or time from character string.');
+      return d;
+    }
+    return fail();
+  }
+  return value;
+}
+
+interface Bound {
+  alias: string;
+  /** Lower-case names of the object: 'tables', 'sys.tables'. */
+  names: string[];
+  columns: ColumnDef[];
+  /** The inner side of a LEFT JOIN: every column may be NULL. */
+  outer?: boolean;
+}
+
+type Ctx = { rows: Row[]; outer?: Ctx };
+
+interface Compiled {
+  type: SqlType;
+  nullable?: boolean;
+  eval(ctx: Ctx): SqlValue;
+}
+
+interface Scope {
+  sources: Bound[];
+  parent?: Scope;
+}
+
+const AGGREGATES = new Set(['count', 'count_big', 'max', 'min', 'sum']);
+
+/** One batch or sp_executesql statement. */
+export class Batch {
+  private readonly vars = new Map<string, { type: SqlType; value: SqlValue }>();
+  private readonly touched: string[] = [];
+
+  constructor(
+    private readonly catalog: Catalog,
+    params: Param[],
+    private readonly ctx: ExecuteContext,
+  ) {
+    for (const p of params) this.vars.set(p.name.toLowerCase(), { type: p.type, value: p.value });
+  }
+
+  async *run(sql: string): AsyncGenerator<BatchOutput> {
+    const statements = Parser.batch(sql);
+    for (const s of statements) yield* this.statement(s);
+  }
+
+  private async *statement(s: Statement): AsyncGenerator<BatchOutput> {
+    if (this.ctx.signal.aborted) return;
+    switch (s.k) {
+      case 'select': {
+        const { columns, rows } = await this.prepare(() => this.select(s, undefined));
+        yield { columns, rows: rows() };
+        return;
+      }
+      case 'declare':
+        for (const v of s.vars) {
+          const init = v.init ? await this.prepare(() => this.expr(v.init!, { sources: [] })) : undefined;
+          this.vars.set(v.name.toLowerCase(), { type: v.type, value: init ? convert(init.eval({ rows: [] }), init.type, v.type) : null });
+        }
+        return;
+      case 'setVar': {
+        const target = this.variable(s.name);
+        const e = await this.prepare(() => this.expr(s.value, { sources: [] }));
+        target.value = convert(e.eval({ rows: [] }), e.type, target.type);
+        return;
+      }
+      case 'setOption':
+        return;
+      case 'if': {
+        const cond = await this.prepare(() => this.expr(s.cond, { sources: [] }));
+        if (cond.eval({ rows: [] }) === true) yield* this.statement(s.then);
+        else if (s.else) yield* this.statement(s.else);
+        return;
+      }
+      case 'block':
+        for (const b of s.body) yield* this.statement(b);
+        return;
+      case 'exec': {
+        const args = s.args.map((a) => {
+          const e = this.expr(a.value, { sources: [] });
+          return { ...(a.name !== undefined ? { name: a.name } : {}), value: e.eval({ rows: [] }) };
+        });
+        this.touched.push(s.proc.join('.'));
+        await this.flushTouched();
+        const status = await this.catalog.procedure(s.proc, args);
+        if (s.returnVar !== undefined) this.variable(s.returnVar).value = status;
+        return;
+      }
+      case 'execString': {
+        let text = '';
+        for (const p of s.parts) {
+          const v = p.k === 'lit' ? p.v : this.variable((p as { name: string }).name).value;
+          if (v === null) return; // NULL + anything is NULL: EXEC of NULL does nothing
+          text += String(v);
+        }
+        // Dynamic SQL runs as its own batch with none of this batch's variables.
+        yield* new Batch(this.catalog, [], this.ctx).run(text);
+        return;
+      }
+      case 'createSchema':
+        this.catalog.createSchema(s.name);
+        return;
+      case 'createTable':
+        this.catalog.createTable(
+          s.name,
+          s.columns.map((c) => {
+            const d = c.defaultExpr ? this.expr(c.defaultExpr, { sources: [] }) : undefined;
+            return { name: c.name, type: c.type, nullable: c.nullable, ...(d ? { defaultValue: () => convert(d.eval({ rows: [] }), d.type, c.type) } : {}) };
+          }),
+          s.primaryKey,
+        );
+        return;
+      case 'dropTable':
+        this.catalog.dropTable(s.name, s.ifExists);
+        return;
+      case 'delete': {
+        const table = this.catalog.writable(s.name);
+        const scope: Scope = { sources: [{ alias: s.name.at(-1)!.toLowerCase(), names: [s.name.join('.').toLowerCase()], columns: table.columns }] };
+        const where = s.where ? this.expr(s.where, scope) : undefined;
+        this.touched.push(s.name.join('.'));
+        await this.flushTouched();
+        yield { rowCount: table.delete((r) => where === undefined || where.eval({ rows: [r] }) === true) };
+        return;
+      }
+      case 'merge':
+        yield { rowCount: await this.merge(s) };
+        return;
+    }
+  }
+
+  private async flushTouched(): Promise<void> {
+    const names = this.touched.splice(0);
+    if (names.length > 0) await this.catalog.touch(names);
+  }
+
+  /** Binds names and derives types (errors 207/208/4104 before anything runs), then lets the catalog see what the statement names. */
+  private async prepare<T>(compile: () => T): Promise<T> {
+    const out = compile();
+    await this.flushTouched();
+    return out;
+  }
+
+  private variable(name: string) {
+    const v = this.vars.get(name.toLowerCase());
+    if (v === undefined) throw new SqlServerError(137, `Must declare the scalar variable "@${name}".`, 15);
+    return v;
+  }
+
+  private bindSource(src: Source, scope: Scope): { bound: Bound; open: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek'] } {
+    switch (src.k) {
+      case 'table': {
+        const rel = this.catalog.relation(src.name, undefined, undefined);
+        this.touched.push(src.name.join('.'));
+        const last = src.name.at(-1)!.toLowerCase();
+        return {
+          bound: { alias: (src.alias ?? last).toLowerCase(), names: src.alias ? [] : [last, src.name.join('.').toLowerCase()], columns: rel.columns },
+          open: () => rel.open(),
+          ...(rel.orderedBy ? { orderedBy: rel.orderedBy } : {}),
+          ...(rel.seek ? { seek: rel.seek.bind(rel) } : {}),
+        };
+      }
+      case 'tvf': {
+        const args = src.args.map((a) => this.expr(a, scope));
+        const argTypes = args.map((a) => a.type);
+        // The function is bound with its arguments' values when the statement runs.
+        const probe = this.catalog.relation(src.name, undefined, argTypes);
+        this.touched.push(src.name.join('.'));
+        const last = src.name.at(-1)!.toLowerCase();
+        return {
+          bound: { alias: (src.alias ?? last).toLowerCase(), names: src.alias ? [] : [last], columns: probe.columns },
+          open: () => this.catalog.relation(src.name, args.map((a) => a.eval({ rows: [] })), argTypes).open(),
+          ...(probe.orderedBy ? { orderedBy: probe.orderedBy } : {}),
+        };
+      }
+      case 'openjson': {
+        const json = this.expr(src.json, scope);
+        const columns = src.with.map((c) => ({ name: c.name, type: c.type, nullable: true }));
+        return {
+          bound: { alias: (src.alias ?? 'openjson').toLowerCase(), names: [], columns },
+          open: function* () {
+            const text = json.eval({ rows: [] });
+            if (text === null) return;
+            let doc: unknown;
+            try {
+              doc = JSON.parse(String(text));
+            } catch {
+              throw new SqlServerError(13609, 'JSON text is not properly formatted. Unexpected character is found at position 0.');
+            }
+            const items = Array.isArray(doc) ? doc : typeof doc === 'object' && doc !== null ? Object.values(doc) : [];
+            for (const item of items) {
+              yield src.with.map((c) => {
+                const path = (c.path ?? `$.${c.name}`).replace(/^(lax|strict)\s+/i, '');
+                let v: unknown = item;
+                for (const key of path.replace(/^\$\.?/, '').split('.').filter(Boolean)) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[key] : undefined;
+                if (v === undefined || v === null) return null;
+                const textType: SqlType = { name: 'nvarchar', length: 'max' };
+                return convert(typeof v === 'object' ? null : String(v), textType, c.type);
+              });
+            }
+          },
+        };
+      }
+      case 'derived': {
+        const { columns, rows } = this.select(src.q, scope);
+        return { bound: { alias: src.alias.toLowerCase(), names: [], columns }, open: rows };
+      }
+    }
+  }
+
+  private select(q: Select, parent: Scope | undefined): { columns: ColumnDef[]; rows: (outer?: Ctx) => Iterable<Row> } {
+    const scope: Scope = { sources: [], ...(parent ? { parent } : {}) };
+    const opens: Array<() => Iterable<Row>> = [];
+    let orderedBy: string[] | undefined;
+    const joins: Array<{ kind: 'inner' | 'left'; on: Compiled }> = [];
+    if (q.from) {
+      const b = this.bindSource(q.from, scope);
+      scope.sources.push(b.bound);
+      opens.push(b.open);
+      orderedBy = b.orderedBy;
+      if (b.seek && orderedBy && q.joins.length === 0 && q.where) {
+        // WHERE key >= x AND key <= y on the clustered key: read only that range (WHERE still applies).
+        const range = this.keyRange(q.where, orderedBy[0]!.toLowerCase(), b.bound.alias, scope);
+        if (range.lo || range.hi) {
+          const seek = b.seek;
+          opens[0] = () => seek(range.lo?.(), range.hi?.());
+        }
+      }
+      for (const j of q.joins) {
+        const jb = this.bindSource(j.source, scope);
+        scope.sources.push(j.kind === 'left' ? { ...jb.bound, outer: true } : jb.bound);
+        opens.push(jb.open);
+        joins.push({ kind: j.kind, on: this.expr(j.on, scope) });
+      }
+    }
+    const items: Array<{ name: string; c: Compiled; agg?: string; aggArg?: Compiled }> = [];
+    for (const it of q.items) {
+      if (it.expr.k === 'star') {
+        for (const [si, s] of scope.sources.entries()) {
+          if (it.expr.qualifier && s.alias !== it.expr.qualifier.toLowerCase()) continue;
+          for (const [ci, col] of s.columns.entries()) items.push({ name: col.name, c: { type: col.type, nullable: col.nullable ?? true, eval: (ctx) => ctx.rows[si]![ci]! } });
+        }
+        continue;
+      }
+      const name = it.alias ?? (it.expr.k === 'col' ? it.expr.parts.at(-1)! : '');
+      if (it.expr.k === 'call' && it.expr.name.length === 1 && AGGREGATES.has(it.expr.name[0]!.toLowerCase())) {
+        const fn = it.expr.name[0]!.toLowerCase();
+        const arg = it.expr.args[0];
+        const aggArg = arg === undefined || arg.k === 'star' ? undefined : this.expr(arg, scope);
+        const type: SqlType = fn === 'count_big' ? { name: 'bigint' } : fn === 'count' ? { name: 'int' } : aggArg!.type;
+        items.push({ name, c: { type, eval: () => null }, agg: fn, ...(aggArg ? { aggArg } : {}) });
+        continue;
+      }
+      items.push({ name, c: this.expr(it.expr, scope) });
+    }
+    const where = q.where ? this.expr(q.where, scope) : undefined;
+    const top = q.top ? this.expr(q.top, { sources: [] }) : undefined;
+    // ORDER BY may name a select-list alias or any bound column.
+    const order = q.orderBy.map((o) => {
+      if (o.expr.k === 'col' && o.expr.parts.length === 1) {
+        const i = items.findIndex((x) => x.name.toLowerCase() === (o.expr as { parts: string[] }).parts[0]!.toLowerCase());
+        if (i >= 0) return { item: i, desc: o.desc };
+      }
+      return { c: this.expr(o.expr, scope), desc: o.desc };
+    });
+    const sortedAlready =
+      orderedBy !== undefined &&
+      joins.length === 0 &&
+      q.orderBy.every((o, i) => !o.desc && o.expr.k === 'col' && o.expr.parts.at(-1)!.toLowerCase() === orderedBy![i]?.toLowerCase());
+    const columns: ColumnDef[] = items.map((x) => ({ name: x.name, type: x.c.type, nullable: x.c.nullable ?? true }));
+    const aggregate = items.some((x) => x.agg !== undefined);
+    if (aggregate && items.some((x) => x.agg === undefined)) {
+      throw new SqlServerError(8120, `Column '${items.find((x) => x.agg === undefined)!.name}' is invalid in the select list because it is not contained in either an aggregate function or the GROUP BY clause.`);
+    }
+
+    const rows = (outer?: Ctx): Iterable<Row> => {
+      const limitValue = top?.eval({ rows: [] });
+      const limit = limitValue === null || limitValue === undefined ? Infinity : Number(limitValue);
+      const matches = function* (): Generator<Ctx> {
+        if (opens.length === 0) {
+          yield { rows: [], ...(outer ? { outer } : {}) };
+          return;
+        }
+        // Inner sources are materialised once per statement (nested loops over small catalog views).
+        const inner = opens.slice(1).map((o) => [...o()]);
+        const walk = function* (level: number, acc: Row[]): Generator<Ctx> {
+          if (level > inner.length) {
+            yield { rows: acc, ...(outer ? { outer } : {}) };
+            return;
+          }
+          const j = joins[level - 1]!;
+          let any = false;
+          for (const r of inner[level - 1]!) {
+            const next = [...acc, r];
+            if (j.on.eval({ rows: next, ...(outer ? { outer } : {}) }) !== true) continue;
+            any = true;
+            yield* walk(level + 1, next);
+          }
+          if (!any && j.kind === 'left') yield* walk(level + 1, [...acc, scope.sources[level]!.columns.map(() => null)]);
+        };
+        for (const r of opens[0]!()) yield* walk(1, [r]);
+      };
+      const filtered = function* (): Generator<Ctx> {
+        for (const c of matches()) if (where === undefined || where.eval(c) === true) yield c;
+      };
+      if (aggregate) {
+        return (function* () {
+          const acc = items.map(() => ({ n: 0, v: null as SqlValue }));
+          for (const c of filtered()) {
+            items.forEach((x, i) => {
+              const a = acc[i]!;
+              const v = x.aggArg ? x.aggArg.eval(c) : 1;
+              if (v === null) return;
+              a.n++;
+              if (x.agg === 'max' && (a.v === null || compare(v, a.v)! > 0)) a.v = v;
+              if (x.agg === 'min' && (a.v === null || compare(v, a.v)! < 0)) a.v = v;
+              if (x.agg === 'sum') a.v = Number(a.v ?? 0) + Number(v);
+            });
+          }
+          yield items.map((x, i) => (x.agg === 'count_big' ? String(acc[i]!.n) : x.agg === 'count' ? acc[i]!.n : acc[i]!.v));
+        })();
+      }
+      if (order.length === 0 || sortedAlready) {
+        return (function* () {
+          let n = 0;
+          for (const c of filtered()) {
+            if (n++ >= limit) return;
+            yield items.map((x) => x.c.eval(c));
+          }
+        })();
+      }
+      return (function* () {
+        const all = [...filtered()].map((c) => ({ out: items.map((x) => x.c.eval(c)), keys: order.map((o) => ('item' in o ? null : o.c!.eval(c))), c }));
+        all.sort((a, b) => {
+          for (const [i, o] of order.entries()) {
+            const x = 'item' in o && o.item !== undefined ? a.out[o.item]! : a.keys[i]!;
+            const y = 'item' in o && o.item !== undefined ? b.out[o.item]! : b.keys[i]!;
+            const cmp = x === null ? (y === null ? 0 : -1) : y === null ? 1 : compare(x, y)!;
+            if (cmp !== 0) return o.desc ? -cmp : cmp;
+          }
+          return 0;
+        });
+        let n = 0;
+        for (const r of all) {
+          if (n++ >= limit) return;
+          yield r.out;
+        }
+      })();
+    };
+    return { columns, rows };
+  }
+
+  /** Bounds on `key` from the AND-ed comparisons of a WHERE clause with a variable or literal. */
+  private keyRange(where: Expr, key: string, alias: string, scope: Scope): { lo?: () => SeekBound; hi?: () => SeekBound } {
+    const out: { lo?: () => SeekBound; hi?: () => SeekBound } = {};
+    const conjuncts: Expr[] = [];
+    const flatten = (e: Expr): void => {
+      if (e.k === 'bin' && e.op === 'AND') {
+        flatten(e.l);
+        flatten(e.r);
+      } else conjuncts.push(e);
+    };
+    flatten(where);
+    const isKey = (e: Expr) => e.k === 'col' && e.parts.at(-1)!.toLowerCase() === key && (e.parts.length === 1 || e.parts[0]!.toLowerCase() === alias);
+    const isValue = (e: Expr) => e.k === 'var' || e.k === 'lit';
+    const flip: Record<string, string> = { '>=': '<=', '>': '<', '<=': '>=', '<': '>' };
+    for (const c of conjuncts) {
+      if (c.k !== 'bin' || !(c.op in flip)) continue;
+      let op = c.op;
+      let value: Expr;
+      if (isKey(c.l) && isValue(c.r)) value = c.r;
+      else if (isKey(c.r) && isValue(c.l)) (value = c.l), (op = flip[op]!);
+      else continue;
+      const v = this.expr(value, scope);
+      const bound = () => ({ value: v.eval({ rows: [] }), inclusive: op.endsWith('=') });
+      if (op.startsWith('>')) out.lo = bound;
+      else out.hi = bound;
+    }
+    return out;
+  }
+
+  private resolveColumn(parts: string[], scope: Scope, depth = 0): Compiled {
+    const name = parts.at(-1)!.toLowerCase();
+    const qualifier = parts.length > 1 ? parts.slice(0, -1).join('.').toLowerCase() : undefined;
+    const hits: Array<[number, number]> = [];
+    for (const [si, s] of scope.sources.entries()) {
+      if (qualifier !== undefined && s.alias !== qualifier && !s.names.includes(qualifier)) continue;
+      const ci = s.columns.findIndex((c) => c.name.toLowerCase() === name);
+      if (ci >= 0) hits.push([si, ci]);
+    }
+    if (hits.length > 1) throw new SqlServerError(209, `Ambiguous column name '${parts.at(-1)}'.`);
+    if (hits.length === 1) {
+      const [si, ci] = hits[0]!;
+      const col = scope.sources[si]!.columns[ci]!;
+      return {
+        type: col.type,
+        nullable: scope.sources[si]!.outer === true || (col.nullable ?? true),
+        eval: (ctx) => {
+          let c: Ctx = ctx;
+          for (let d = 0; d < depth; d++) c = c.outer!;
+          return c.rows[si]?.[ci] ?? null;
+        },
+      };
+    }
+    if (scope.parent) {
+      try {
+        return this.resolveColumn(parts, scope.parent, depth + 1);
+      } catch (err) {
+        if (!(err instanceof SqlServerError) || (err.number !== 207 && err.number !== 4104)) throw err;
+      }
+    }
+    if (qualifier !== undefined && !scope.sources.some((s) => s.alias === qualifier || s.names.includes(qualifier))) {
+      throw new SqlServerError(4104, `The multi-part identifier "${parts.join('.')}" could not be bound.`);
+    }
+    throw new SqlServerError(207, `Invalid column name '${parts.at(-1)}'.`);
+  }
+
+  private expr(e: Expr, scope: Scope): Compiled {
+    switch (e.k) {
+      case 'lit': {
+        const v = e.v;
+        return { type: e.type, eval: () => v };
+      }
+      case 'var': {
+        const v = this.variable(e.name);
+        return { type: v.type, eval: () => v.value };
+      }
+      case 'col':
+        return this.resolveColumn(e.parts, scope);
+      case 'star':
+        throw new SqlServerError(102, "Incorrect syntax near '*'.");
+      case 'call': {
+        const args = e.args.map((a) => this.expr(a, scope));
+        const fn = this.catalog.scalar(e.name, args.map((a) => a.type));
+        if (e.name.length > 1) this.touched.push(e.name.join('.'));
+        return { type: fn.type, eval: (ctx) => fn.call(args.map((a) => a.eval(ctx))) };
+      }
+      case 'convert': {
+        const inner = this.expr(e.expr, scope);
+        const to = e.type;
+        return { type: to, eval: (ctx) => convert(inner.eval(ctx), inner.type, to, e.style) };
+      }
+      case 'case': {
+        const operand = e.operand ? this.expr(e.operand, scope) : undefined;
+        const whens = e.whens.map(([w, t]) => [this.expr(w, scope), this.expr(t, scope)] as const);
+        const otherwise = e.else ? this.expr(e.else, scope) : undefined;
+        const results = [...whens.map((w) => w[1]), ...(otherwise ? [otherwise] : [])];
+        const typed = results.find((r) => !(r.type.name === 'int' && r.eval === undefined)) ?? results[0]!;
+        // The result type is the branch type of highest precedence; a NULL literal has none.
+        const nonNull = e.whens.map((w) => w[1]).concat(e.else ? [e.else] : []).map((x, i) => (x.k === 'lit' && x.v === null ? undefined : results[i]!.type)).filter((t): t is SqlType => t !== undefined);
+        const type = nonNull.find(isText) ?? nonNull.find((t) => t.name === 'bigint') ?? nonNull[0] ?? typed.type;
+        return {
+          type,
+          eval: (ctx) => {
+            const base = operand?.eval(ctx);
+            for (const [w, t] of whens) {
+              const hit = operand ? compare(base ?? null, w.eval(ctx)) === 0 : w.eval(ctx) === true;
+              if (hit) return convert(t.eval(ctx), t.type, type);
+            }
+            return otherwise ? convert(otherwise.eval(ctx), otherwise.type, type) : null;
+          },
+        };
+      }
+      case 'bin': {
+        const l = this.expr(e.l, scope);
+        const r = this.expr(e.r, scope);
+        if (e.op === 'AND') return { type: { name: 'bit' }, eval: (c) => (l.eval(c) === false || r.eval(c) === false ? false : l.eval(c) === true && r.eval(c) === true ? true : null) };
+        if (e.op === 'OR') return { type: { name: 'bit' }, eval: (c) => (l.eval(c) === true || r.eval(c) === true ? true : l.eval(c) === false && r.eval(c) === false ? false : null) };
+        if (['=', '<>', '<', '>', '<=', '>='].includes(e.op)) {
+          if ((isBinary(l.type) && isDate(r.type)) || (isDate(l.type) && isBinary(r.type))) throw new SqlServerError(206, `Operand type clash: ${l.type.name} is incompatible with ${r.type.name}`);
+          return {
+            type: { name: 'bit' },
+            eval: (c) => {
+              const cmp = compare(l.eval(c), r.eval(c));
+              if (cmp === null) return null;
+              return e.op === '=' ? cmp === 0 : e.op === '<>' ? cmp !== 0 : e.op === '<' ? cmp < 0 : e.op === '>' ? cmp > 0 : e.op === '<=' ? cmp <= 0 : cmp >= 0;
+            },
+          };
+        }
+        if (e.op === '+' && (isText(l.type) || isText(r.type))) {
+          const type: SqlType = { name: l.type.name === 'nvarchar' || r.type.name === 'nvarchar' ? 'nvarchar' : 'varchar', length: 4000 };
+          return { type, eval: (c) => (l.eval(c) === null || r.eval(c) === null ? null : String(l.eval(c)) + String(r.eval(c))) };
+        }
+        return {
+          type: l.type.name === 'bigint' || r.type.name === 'bigint' ? { name: 'bigint' } : { name: 'int' },
+          eval: (c) => {
+            const a = l.eval(c);
+            const b = r.eval(c);
+            if (a === null || b === null) return null;
+            const x = Number(a);
+            const y = Number(b);
+            if ((e.op === '/' || e.op === '%') && y === 0) throw new SqlServerError(8134, 'Divide by zero error encountered.');
+            return e.op === '+' ? x + y : e.op === '-' ? x - y : e.op === '*' ? x * y : e.op === '/' ? Math.trunc(x / y) : x % y;
+          },
+        };
+      }
+      case 'not': {
+        const inner = this.expr(e.e, scope);
+        return { type: { name: 'bit' }, eval: (c) => (inner.eval(c) === null ? null : inner.eval(c) !== true) };
+      }
+      case 'neg': {
+        const inner = this.expr(e.e, scope);
+        return { type: inner.type, eval: (c) => (inner.eval(c) === null ? null : -Number(inner.eval(c))) };
+      }
+      case 'isnull': {
+        const inner = this.expr(e.e, scope);
+        return { type: { name: 'bit' }, eval: (c) => (inner.eval(c) === null) !== e.not };
+      }
+      case 'like': {
+        const l = this.expr(e.l, scope);
+        const r = this.expr(e.r, scope);
+        return {
+          type: { name: 'bit' },
+          eval: (c) => {
+            const v = l.eval(c);
+            const p = r.eval(c);
+            if (v === null || p === null) return null;
+            const re = new RegExp(`^${String(p).replace(/[.*+?^${}()|\\]/g, '\\$&').replace(/%/g, '.*').replace(/_/g, '.')}$`, 'is');
+            return re.test(String(v)) !== e.not;
+          },
+        };
+      }
+      case 'in': {
+        const v = this.expr(e.e, scope);
+        const list = e.list.map((x) => this.expr(x, scope));
+        return { type: { name: 'bit' }, eval: (c) => list.some((x) => compare(v.eval(c), x.eval(c)) === 0) !== e.not };
+      }
+      case 'exists': {
+        const sub = this.select(e.q, scope);
+        return { type: { name: 'bit' }, eval: (c) => !sub.rows(c)[Symbol.iterator]().next().done };
+      }
+      case 'sub': {
+        const sub = this.select(e.q, scope);
+        if (sub.columns.length !== 1) throw new SqlServerError(116, 'Only one expression can be specified in the select list when the subquery is not introduced with EXISTS.');
+        return {
+          type: sub.columns[0]!.type,
+          eval: (c) => {
+            const it = sub.rows(c)[Symbol.iterator]();
+            const first = it.next();
+            if (first.done) return null;
+            if (!it.next().done) throw new SqlServerError(512, 'Subquery returned more than 1 value. This is not permitted when the subquery follows =, !=, <, <= , >, >= or when the subquery is used as an expression.');
+            return first.value[0] ?? null;
+          },
+        };
+      }
+    }
+  }
+
+  private async merge(s: Extract<Statement, { k: 'merge' }>): Promise<number> {
+    const table = this.catalog.writable(s.target);
+    const tAlias = (s.alias ?? s.target.at(-1)!).toLowerCase();
+    const src = this.bindSource(s.source, { sources: [] });
+    const scope: Scope = { sources: [{ alias: tAlias, names: [s.target.join('.').toLowerCase()], columns: table.columns }, src.bound] };
+    const on = this.expr(s.on, scope);
+    const cond = s.matched?.cond ? this.expr(s.matched.cond, scope) : undefined;
+    const colIndex = (name: string) => {
+      const i = table.columns.findIndex((c) => c.name.toLowerCase() === name.toLowerCase());
+      if (i < 0) throw new SqlServerError(207, `Invalid column name '${name}'.`);
+      return i;
+    };
+    const set = (s.matched?.set ?? []).map(([col, e]) => ({ i: colIndex(col), c: this.expr(e, scope) }));
+    const insertCols = (s.notMatched?.columns ?? []).map(colIndex);
+    const srcOnly: Scope = { sources: [{ alias: '#target', names: [], columns: [] }, src.bound] };
+    const values = (s.notMatched?.values ?? []).map((e) => this.expr(e, srcOnly));
+    if (values.length !== insertCols.length) throw new SqlServerError(109, 'There are more columns in the INSERT statement than values specified in the VALUES clause.');
+    this.touched.push(s.target.join('.'));
+    await this.flushTouched();
+    let n = 0;
+    const seen = new Set<Row>();
+    for (const r of src.open()) {
+      let matched = false;
+      n += table.update(
+        (t) => {
+          if (on.eval({ rows: [t, r] }) !== true) return false;
+          matched = true;
+          if (seen.has(t)) throw new SqlServerError(8672, 'The MERGE statement attempted to UPDATE or DELETE the same row more than once.');
+          seen.add(t);
+          return s.matched !== undefined && (cond === undefined || cond.eval({ rows: [t, r] }) === true);
+        },
+        (t) => {
+          const out = [...t];
+          for (const x of set) out[x.i] = convert(x.c.eval({ rows: [t, r] }), x.c.type, table.columns[x.i]!.type);
+          return out;
+        },
+      );
+      if (!matched && s.notMatched) {
+        const row: Row = table.columns.map(() => undefined as unknown as SqlValue);
+        insertCols.forEach((ci, k) => (row[ci] = convert(values[k]!.eval({ rows: [[], r] }), values[k]!.type, table.columns[ci]!.type)));
+        table.insert(row);
+        n++;
+      }
+    }
+    return n;
+  }
+}
