@@ -8,7 +8,8 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import { configError, type Position, type ProviderRef, type TaskConfig } from '../config/tasks.js';
-import { didYouMean, validateConfig, type ConfigSchema } from '../config/schema.js';
+import { didYouMean, type ConfigSchema } from '../config/schema.js';
+import { validateProviderConfig, type ProviderDefinition } from '../provider/run-provider.js';
 import { DstreamError, isDstreamError } from '../errors.js';
 import { builtinNamed, type BuiltinProvider } from '../executor/builtins.js';
 
@@ -29,7 +30,7 @@ export async function checkTask(task: TaskConfig, builtins: Builtins, env: Recor
           `task "${task.name}" ${side}: no built-in provider "${ref.provider}"${guess ? `; did you mean "${guess}"?` : ''} (built in: ${names.join(', ')}; or provider_path = "<executable>")`,
         );
       }
-      checkConfig(task, side, ref, def.config ?? {}, env, at);
+      checkConfig(task, side, ref, def, env, at);
       resolvePaths(ref, def.config ?? {}, task.dir ?? process.cwd());
     } else if (ref.providerPath !== undefined) {
       await checkExecutable(task, side, ref.providerPath, at('provider_path'));
@@ -37,9 +38,9 @@ export async function checkTask(task: TaskConfig, builtins: Builtins, env: Recor
   }
 }
 
-function checkConfig(task: TaskConfig, side: string, ref: ProviderRef, schema: ConfigSchema, env: Record<string, string | undefined>, at: (key: string) => Position): void {
+function checkConfig(task: TaskConfig, side: string, ref: ProviderRef, def: ProviderDefinition<never>, env: Record<string, string | undefined>, at: (key: string) => Position): void {
   try {
-    validateConfig(schema, ref.config, { path: `task "${task.name}" ${side}.config`, env });
+    validateProviderConfig(def, ref.config, { path: `task "${task.name}" ${side}.config`, env });
   } catch (err) {
     if (!isDstreamError(err)) throw err;
     const fields = (err.details.fields as Array<{ key: string; message: string }> | undefined) ?? [];

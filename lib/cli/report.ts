@@ -6,8 +6,10 @@ import type { ResourceReport, ResultLine } from '../protocol/messages.js';
 const MARK: Record<string, string> = {
   create: '+ create',
   update: '~ update',
+  replace: '-/+ replace',
   delete: '- destroy',
   unchanged: '= unchanged',
+  exists: '= exists',
   'exists-unmanaged': '! not managed by this task:',
   blocked: 'x blocked:',
 };

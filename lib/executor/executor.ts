@@ -12,6 +12,7 @@ import type { TaskConfig, ProviderRef } from '../config/tasks.js';
 import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
 import { builtinNamed, type BuiltinProvider } from './builtins.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
+import { latestSaver } from './latest-saver.js';
 import { openSession, providerFailed } from './session.js';
 import type { StateStore } from './state-store.js';
 
@@ -124,49 +125,47 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
   const output = startProvider(outSpec, { ...options, objectMode });
   const input = startProvider(inSpec, { ...options, objectMode });
   const summary: RunSummary = { task: task.name, rows: 0, checkpointsAcked: 0 };
+  // One SIGTERM per provider: a second one means "exit at once" to a provider draining its work.
+  const terminated = new Set<ProviderHandle>();
+  const terminate = (h: ProviderHandle) => {
+    if (terminated.has(h)) return;
+    terminated.add(h);
+    h.kill('SIGTERM');
+  };
   const stop = (sig: NodeJS.Signals) => {
     summary.stoppedBy ??= sig;
-    input.kill(sig);
+    if (sig === 'SIGTERM') terminate(input);
+    else input.kill(sig);
   };
   const onAbort = () => stop('SIGTERM');
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const out = await openSession(output, runHeader(task.output, {}), options);
+    // The output learns how old the resume position is: past its duplicate detection window, replays are new messages.
+    const out = await openSession(output, runHeader(task.output, stored === undefined ? {} : { savedAt: stored.savedAt }), options);
     // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
     const store = options.store.describe?.();
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
-    // Acknowledgements can come faster than a durable save: the saver writes the latest one it has
-    // (each save is atomic), so the store never lags more than one save behind and never holds a
-    // position that was not acknowledged.
-    let latest: CheckpointEnvelope | undefined;
-    let saving: Promise<void> | undefined;
-    let saveError: unknown;
-    const saveLatest = (): Promise<void> =>
-      (saving ??= (async () => {
-        while (latest !== undefined) {
-          const cp = latest;
-          latest = undefined;
-          await options.store.save(task.name, cp.data.position, cp.source);
-          summary.lastPosition = cp.data.position;
-        }
-      })().finally(() => (saving = undefined)));
+    // Acknowledgements can come faster than a durable save: only the latest is saved (each save
+    // atomic), so the store never lags more than one save behind nor holds an unacknowledged position.
+    const saver = latestSaver(async (cp: CheckpointEnvelope) => {
+      await options.store.save(task.name, cp.data.position, cp.source);
+      summary.lastPosition = cp.data.position;
+    });
     const acknowledge = (async () => {
       for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
         const v = n.value as { type?: string };
         const line = readHandshake(v);
         if (line.kind === 'error') throw providerFailed(output, line.message, await output.exited);
         if (v?.type !== CHECKPOINT_TYPE) continue;
-        latest = v as CheckpointEnvelope;
+        const cp = v as CheckpointEnvelope;
         summary.checkpointsAcked++;
-        options.onAck?.(latest, summary.rows);
-        saveLatest().catch((err: unknown) => (saveError ??= err));
-        if (saveError !== undefined) throw saveError;
+        options.onAck?.(cp, summary.rows);
+        saver.offer(cp);
       }
-      while (saving !== undefined || latest !== undefined) await saveLatest();
-      if (saveError !== undefined) throw saveError;
+      await saver.flush();
       const exit = await output.exited;
       if (exit.code !== 0) {
-        input.kill('SIGTERM');
+        terminate(input);
         throw providerFailed(output, 'failed', exit);
       }
     })();
@@ -191,8 +190,8 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     })();
     // Whichever side fails first decides the error; the other is stopped.
     await Promise.all([forward, acknowledge].map((p) => p.catch((err: unknown) => {
-      input.kill('SIGTERM');
-      output.kill('SIGTERM');
+      terminate(input);
+      terminate(output);
       throw err;
     })));
     return summary;

@@ -8,7 +8,7 @@ import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { removeStaleTemps, writeFileAtomic } from './atomic-file.js';
 
 export interface StoredState {
   task: string;
@@ -55,6 +55,8 @@ export class FileStateStore implements StateStore {
 
   async load(task: string): Promise<StoredState | undefined> {
     const path = this.pathOf(task);
+    // Saves cut short by a kill leave their temp files: clear them as the task starts.
+    await removeStaleTemps(path);
     let text: string;
     try {
       text = await readFile(path, 'utf8');

@@ -7,7 +7,8 @@ import type { ServiceBusAdministrationClient, QueueProperties } from '@azure/ser
 import type { ResourceReport } from '../protocol/messages.js';
 import type { DesiredQueue } from './desired.js';
 import type { InfrastructureEngine } from './engine.js';
-import { ensureQueue, managed, ownershipOf } from './service-bus-admin.js';
+import { queueWarnings, refusal, sameSetting } from './queue-checks.js';
+import { ensureQueue, FIXED_SETTINGS, managed, MUTABLE_SETTINGS, ownershipOf } from './service-bus-admin.js';
 import type { RetryOptions } from '../sinks/service-bus/errors.js';
 
 export interface EngineOptions {
@@ -16,6 +17,18 @@ export interface EngineOptions {
   /** Management calls at once (Service Bus throttles management operations). Default 4. */
   concurrency?: number;
   retry?: RetryOptions;
+  /** destroy deletes queues that still hold messages. */
+  forceDestroy?: boolean;
+}
+
+/** The namespace's queues by lower-case name. */
+export async function listQueues(admin: ServiceBusAdministrationClient, options: { endpoint: string; retry?: RetryOptions }): Promise<Map<string, QueueProperties>> {
+  const found = new Map<string, QueueProperties>();
+  await managed('list queues', options.endpoint, async () => {
+    found.clear();
+    for await (const q of admin.listQueues()) found.set(q.name.toLowerCase(), q);
+  }, options.retry);
+  return found;
 }
 
 export interface InfraResult {
@@ -30,13 +43,8 @@ export class AdminEngine implements InfrastructureEngine {
     private readonly options: EngineOptions,
   ) {}
 
-  private async existing(): Promise<Map<string, QueueProperties>> {
-    const found = new Map<string, QueueProperties>();
-    await managed('list queues', this.options.endpoint, async () => {
-      found.clear();
-      for await (const q of this.admin.listQueues()) found.set(q.name.toLowerCase(), q);
-    }, this.options.retry);
-    return found;
+  private existing(): Promise<Map<string, QueueProperties>> {
+    return listQueues(this.admin, this.options);
   }
 
   private owned(q: QueueProperties): boolean {
@@ -47,17 +55,23 @@ export class AdminEngine implements InfrastructureEngine {
     const existing = await this.existing();
     const resources: ResourceReport[] = desired.map((d) => {
       const q = existing.get(d.name.toLowerCase());
-      if (q === undefined) return { kind: 'queue', name: d.name, action: 'create', table: display(d) };
-      if (!this.owned(q)) return { kind: 'queue', name: q.name, action: 'exists-unmanaged', table: display(d) };
+      // Drift is computed for the task's queues only; the effectively-once warnings hold for any queue written to.
+      const warn = (r: ResourceReport, extra: string[] = []) => {
+        const warnings = [...extra, ...queueWarnings(q ?? d.settings)];
+        if (warnings.length > 0) r.warnings = warnings;
+        return r;
+      };
+      if (q === undefined) return warn({ kind: 'queue', name: d.name, action: 'create', table: display(d) });
+      if (!this.owned(q)) return warn({ kind: 'queue', name: q.name, action: 'exists-unmanaged', table: display(d) });
       const { changes, fixed } = drift(q, d);
       const r: ResourceReport = { kind: 'queue', name: q.name, action: changes.length > 0 ? 'update' : 'unchanged', table: display(d) };
       if (changes.length > 0) r.changes = changes.map((c) => `${c.setting}: ${c.from} -> ${c.to}`);
-      if (fixed.length > 0) r.warnings = fixed.map((c) => `${c.setting} is ${c.from}, the task asks ${c.to}; Service Bus cannot change it after creation (destroy and init to re-create)`);
-      return r;
+      return warn(r, fixed.map((c) => `${c.setting} is ${c.from}, the task asks ${c.to}; Service Bus cannot change it after creation (destroy and init to re-create)`));
     });
     const wanted = new Set(desired.map((d) => d.name.toLowerCase()));
     for (const q of existing.values()) {
-      if (this.owned(q) && !wanted.has(q.name.toLowerCase())) resources.push({ kind: 'queue', name: q.name, action: 'delete', reason: 'no longer in the task' });
+      // init never deletes: a queue whose table left the task (or a discovery that came back empty) stays.
+      if (this.owned(q) && !wanted.has(q.name.toLowerCase())) resources.push({ kind: 'queue', name: q.name, action: 'unchanged', reason: 'no longer in the task: kept (destroy removes it)' });
     }
     return { resources, summary: summarize(resources) };
   }
@@ -79,9 +93,7 @@ export class AdminEngine implements InfrastructureEngine {
       // Another process created it between plan and init: it exists, but it is not ours.
       if (outcome === 'exists') r.action = 'exists-unmanaged';
     });
-    // init never deletes: queues no longer in the task are left to destroy.
-    const resources = planned.resources.filter((r) => r.action !== 'delete');
-    return { resources, summary: summarize(resources, true) };
+    return { resources: planned.resources, summary: summarize(planned.resources, true) };
   }
 
   async status(desired: DesiredQueue[]): Promise<InfraResult> {
@@ -89,19 +101,26 @@ export class AdminEngine implements InfrastructureEngine {
     const resources: ResourceReport[] = desired.map((d) => {
       const q = existing.get(d.name.toLowerCase());
       if (q === undefined) return { kind: 'queue', name: d.name, exists: false, table: display(d) };
-      return { kind: 'queue', name: q.name, exists: true, managed: this.owned(q), table: display(d) };
+      const warnings = queueWarnings(q);
+      return { kind: 'queue', name: q.name, exists: true, managed: this.owned(q), table: display(d), ...(warnings.length > 0 ? { warnings } : {}) };
     });
     await addRuntimeCounts(this.admin, resources, this.options);
     const missing = resources.filter((r) => r.exists === false).length;
     return { resources, summary: `${resources.length - missing} of ${resources.length} queues exist${missing > 0 ? `; ${missing} missing: run init` : ''}` };
   }
 
-  /** Deletes the queues this task created; lists the others it left alone. */
+  /** Deletes the queues this task created and that hold no messages (all of them with forceDestroy); lists the others it left alone. */
   async destroy(): Promise<InfraResult> {
     const existing = await this.existing();
     const resources: ResourceReport[] = [];
-    const mine = [...existing.values()].filter((q) => this.owned(q));
+    const mine: ResourceReport[] = [...existing.values()].filter((q) => this.owned(q)).map((q) => ({ kind: 'queue', name: q.name, exists: true }));
+    if (this.options.forceDestroy !== true) await addRuntimeCounts(this.admin, mine, this.options);
     await limit(this.options.concurrency ?? 4, mine, async (q) => {
+      const held = Number(q.totalMessages ?? 0);
+      if (held > 0) {
+        resources.push({ kind: 'queue', name: q.name, action: 'blocked', warnings: [refusal(q.name, held)] });
+        return;
+      }
       await managed(`delete queue "${q.name}"`, this.options.endpoint, () => this.admin.deleteQueue(q.name), this.options.retry);
       resources.push({ kind: 'queue', name: q.name, action: 'delete' });
     });
@@ -112,7 +131,8 @@ export class AdminEngine implements InfrastructureEngine {
     }
     resources.sort((a, b) => a.name.localeCompare(b.name));
     const deleted = resources.filter((r) => r.action === 'delete').length;
-    return { resources, summary: `${deleted} destroyed; ${resources.length - deleted} left alone (not created by task "${this.options.task}")` };
+    const kept = resources.filter((r) => r.action === 'blocked').length;
+    return { resources, summary: `${deleted} destroyed; ${kept > 0 ? `${kept} kept (they hold messages); ` : ''}${resources.length - deleted - kept} left alone (not created by task "${this.options.task}")` };
   }
 }
 
@@ -124,13 +144,11 @@ export async function addRuntimeCounts(
 ): Promise<void> {
   await limit(options.concurrency ?? 4, resources.filter((r) => r.exists === true), async (r) => {
     const rt = await managed(`read queue "${r.name}"`, options.endpoint, () => admin.getQueueRuntimeProperties(r.name), options.retry);
-    Object.assign(r, { activeMessages: rt.activeMessageCount, deadLetterMessages: rt.deadLetterMessageCount, scheduledMessages: rt.scheduledMessageCount, sizeInBytes: rt.sizeInBytes });
+    const total = rt.totalMessageCount ?? rt.activeMessageCount + rt.deadLetterMessageCount + rt.scheduledMessageCount;
+    Object.assign(r, { activeMessages: rt.activeMessageCount, deadLetterMessages: rt.deadLetterMessageCount, scheduledMessages: rt.scheduledMessageCount, sizeInBytes: rt.sizeInBytes, totalMessages: total });
   });
 }
 
-/** Settings Service Bus can change on an existing queue, and those fixed at creation. */
-const MUTABLE = ['lockDuration', 'maxDeliveryCount', 'defaultMessageTimeToLive', 'deadLetteringOnMessageExpiration', 'duplicateDetectionHistoryTimeWindow', 'maxSizeInMegabytes'] as const;
-const FIXED = ['requiresDuplicateDetection', 'requiresSession', 'enablePartitioning'] as const;
 
 interface Change {
   setting: string;
@@ -142,10 +160,10 @@ interface Change {
 export function drift(q: QueueProperties, d: DesiredQueue): { changes: Change[]; fixed: Change[] } {
   const has = q as unknown as Record<string, unknown>;
   const want = d.settings as Record<string, unknown>;
-  const differ = (k: string) => want[k] !== undefined && has[k] !== want[k];
+  const differ = (k: string) => want[k] !== undefined && !sameSetting(k, has[k], want[k], q);
   return {
-    changes: MUTABLE.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),
-    fixed: FIXED.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),
+    changes: MUTABLE_SETTINGS.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),
+    fixed: FIXED_SETTINGS.filter(differ).map((k) => ({ setting: k, from: has[k], to: want[k] })),
   };
 }
 
@@ -154,7 +172,7 @@ function display(d: DesiredQueue): string {
 }
 
 export function summarize(resources: ResourceReport[], applied = false): string {
-  const n = (a: string) => resources.filter((r) => r.action === a).length;
+  const n = (a: string) => resources.filter((r) => r.action === a || (a === 'update' && r.action === 'replace' && !applied)).length;
   const verb = applied ? ['created', 'changed', 'destroyed'] : ['to create', 'to change', 'to destroy'];
   const unmanaged = n('exists-unmanaged');
   return `${applied ? 'Applied' : 'Plan'}: ${n('create')} ${verb[0]}, ${n('update')} ${verb[1]}, ${n('delete')} ${verb[2]}${unmanaged > 0 ? `; ${unmanaged} existing queue${unmanaged === 1 ? '' : 's'} not managed by this task` : ''}.`;

@@ -33,6 +33,8 @@ export interface CommandHeader {
   state?: unknown;
   /** run, to the input: where the executor keeps positions (`{"kind":"sqlserver","table":...}`). */
   store?: { kind: string; table?: string };
+  /** run, to the output: when the position the input resumes from was stored (ISO time). */
+  savedAt?: string;
   /** What the input provider discovered, handed to an output provider. */
   streams?: StreamDescriptor[];
   task?: string;
@@ -54,8 +56,12 @@ export interface ReadyLine {
 export interface ResourceReport {
   kind: string;
   name: string;
-  /** blocked: init cannot make it so; `warnings` say what to fix first. */
-  action?: 'create' | 'update' | 'delete' | 'unchanged' | 'exists-unmanaged' | 'blocked';
+  /**
+   * blocked: init (or destroy) cannot make it so; `warnings` say what to fix first. exists: there
+   * already, outside the engine's state, and this task's (init adopts it). replace: only a new
+   * resource could make it so (init keeps the old one; `warnings` say why).
+   */
+  action?: 'create' | 'update' | 'replace' | 'delete' | 'unchanged' | 'exists' | 'exists-unmanaged' | 'blocked';
   [key: string]: unknown;
 }
 

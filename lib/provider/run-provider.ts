@@ -9,7 +9,7 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { format } from 'node:util';
-import { validateConfig, type ConfigOf, type ConfigSchema } from '../config/schema.js';
+import { validateConfig, type ConfigOf, type ConfigSchema, type ValidateOptions } from '../config/schema.js';
 import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
 import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
@@ -56,6 +56,8 @@ export interface ProviderDefinition<C = Record<string, unknown>> {
   examples?: string[];
   /** What `destroy` removes beyond what `status` lists, said before a standalone destroy asks. */
   destroys?: string;
+  /** Rules across fields the schema cannot say (one needs another): each problem as `key: what`. */
+  checkConfig?: (config: C) => string[];
   /** How long a stop may take after a signal before the process gives up. Default 10 s. */
   graceMs?: number;
   run?: (ctx: ProviderContext<C>) => Promise<void>;
@@ -84,6 +86,20 @@ export interface ProviderIO {
 }
 
 const SIGNAL_CODES = { SIGINT: ExitCodes.INTERRUPTED, SIGTERM: ExitCodes.TERMINATED } as const;
+
+/** The schema's checks, then the definition's own rules across fields; one CONFIG error listing every problem. */
+export function validateProviderConfig<C>(def: ProviderDefinition<C>, value: Record<string, unknown>, options: ValidateOptions = {}): C {
+  const config = validateConfig(def.config ?? {}, value, options) as C;
+  const problems = def.checkConfig?.(config) ?? [];
+  if (problems.length > 0) {
+    const path = options.path ?? 'config';
+    const lines = problems.map((p) => `${path}.${p}`);
+    throw new DstreamError(ErrorCodes.CONFIG, lines.length === 1 ? lines[0]! : `invalid configuration:\n  ${lines.join('\n  ')}`, { details: { problems: lines } });
+  }
+  return config;
+}
+
+/** Runs a provider on stdio and resolves with the exit code once stdout is flushed. */
 
 /**
  * Runs a provider on stdio and resolves with the exit code once stdout is flushed. With a config
@@ -178,7 +194,7 @@ class ProviderHost<C> {
   };
 
   private context(header: CommandHeader, input: Readable, standalone: boolean): ProviderContext<C> {
-    const config = validateConfig(this.def.config ?? {}, header.config, { env: this.io.env }) as C;
+    const config = validateProviderConfig(this.def, header.config, { env: this.io.env });
     return { command: header.command, config, header, standalone, input, output: this.out, signal: this.abort.signal, log: this.log };
   }
 

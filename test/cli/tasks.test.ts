@@ -47,6 +47,11 @@ describe('dstream task commands (spawned)', () => {
     const key = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
     expect(key.code).toBe(ExitCodes.USAGE);
     expect(key.stderr).toBe(`dstream: ${t.config}:6:7: task "demo" input.config.on_gaps: unknown key; did you mean "on_gap"?\n`);
+    // Rules across fields too: a session queue needs the column its SessionId comes from.
+    writeFileSync(t.config, 'task "demo" {\n  input { provider = "generator" }\n  output {\n    provider = "asb-sink"\n    config {\n      connection_string = "x"\n      queue_sessions = true\n    }\n  }\n}\n');
+    const sessions = await spawnNode(DSTREAM_BIN, ['validate', '--config', t.config]);
+    expect(sessions.code).toBe(ExitCodes.USAGE);
+    expect(sessions.stderr).toMatch(new RegExp(`^dstream: ${t.config}:5:5: task "demo" output\\.config\\.queue_sessions: session-enabled queues need session_key`));
   }, 180_000);
 
   it('plan prints a Terraform-like report, or JSON with --json', async () => {

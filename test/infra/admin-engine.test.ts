@@ -1,3 +1,4 @@
+import { ServiceBusClient } from '@azure/service-bus';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, ExitCodes } from '../../lib/index.js';
 import { AdminEngine } from '../../lib/infra/admin-engine.js';
@@ -19,6 +20,7 @@ afterEach(async () => {
 const engine = (task = 'shop') => new AdminEngine(adminClient({ connectionString: broker.connectionString }), { task, endpoint: broker.host(), retry: { baseDelayMs: 5, maxDelayMs: 20 } });
 const actions = (r: { resources: Array<{ name: string; action?: string }> }) => r.resources.map((x) => `${x.action} ${x.name}`);
 const TABLES = ['Persons', 'Orders', 'Customers'];
+const NO_DEDUP = 'duplicate detection is off on this queue: records sent again after a failure arrive twice (delivery is at-least-once, not effectively-once)';
 
 describe('the administration-client engine', () => {
   it('plans, creates, reports and destroys only what the task owns', async () => {
@@ -50,12 +52,33 @@ describe('the administration-client engine', () => {
     expect([...broker.queues.values()].map((q) => q.name)).toEqual(['Orders_cdc_events']);
   });
 
-  it('plans the deletion of a queue whose table left the task, and init leaves it to destroy', async () => {
+  it('keeps a queue whose table left the task, or every queue on an empty discovery: only destroy removes', async () => {
     await engine().init(desiredQueues(TABLES));
     const fewer = desiredQueues(['Persons']);
-    expect(actions(await engine().plan(fewer))).toContain('delete Customers_cdc_events');
+    const plan = await engine().plan(fewer);
+    expect(plan.resources).toContainEqual({ kind: 'queue', name: 'Customers_cdc_events', action: 'unchanged', reason: 'no longer in the task: kept (destroy removes it)' });
+    expect(plan.summary).toBe('Plan: 0 to create, 0 to change, 0 to destroy.');
     await engine().init(fewer);
+    expect((await engine().init(desiredQueues([]))).summary).toMatch(/0 destroyed/);
     expect(broker.queue('Customers_cdc_events')).toBeDefined();
+    expect(broker.queue('Persons_cdc_events')).toBeDefined();
+  });
+
+  it('destroy keeps a queue that still holds messages unless force_destroy', async () => {
+    await engine().init(desiredQueues(['Persons', 'Customers']));
+    const client = new ServiceBusClient(broker.connectionString);
+    await client.createSender('Persons_cdc_events').sendMessages([{ body: 'a' }, { body: 'b' }]);
+    await client.close();
+    const kept = await engine().destroy();
+    expect(kept.resources).toEqual([
+      { kind: 'queue', name: 'Customers_cdc_events', action: 'delete' },
+      { kind: 'queue', name: 'Persons_cdc_events', action: 'blocked', warnings: ['queue Persons_cdc_events holds 2 messages not yet received: kept; drain it, or set force_destroy = true to delete it with its messages'] },
+    ]);
+    expect(kept.summary).toBe('1 destroyed; 1 kept (they hold messages); 0 left alone (not created by task "shop")');
+    expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(2);
+    const forced = new AdminEngine(adminClient({ connectionString: broker.connectionString }), { task: 'shop', endpoint: broker.host(), forceDestroy: true });
+    expect(actions(await forced.destroy())).toEqual(['delete Persons_cdc_events']);
+    expect(broker.queue('Persons_cdc_events')).toBeUndefined();
   });
 
   it('plans and applies changed settings of the task\'s queues, and warns about ones Service Bus cannot change', async () => {
@@ -75,6 +98,52 @@ describe('the administration-client engine', () => {
     expect(q).toMatchObject({ maxDeliveryCount: 4, lockDuration: 'PT3M', requiresSession: false });
     expect(ownershipOf(q.userMetadata)?.task).toBe('shop'); // the mark survives the update
     expect((await engine().plan(changed)).resources[0]!.action).toBe('unchanged');
+  });
+
+  it('warns in plan, init and status where effectively-once does not hold (a queue without duplicate detection)', async () => {
+    const desired = desiredQueues(['Persons', 'Orders', 'Accounts'], undefined, {});
+    const off = desiredQueues(['Accounts'], undefined, { requiresDuplicateDetection: false })[0]!;
+    desired[2] = off;
+    const plan = await engine().plan(desired);
+    expect(plan.resources.map((r) => r.warnings)).toEqual([undefined, [NO_DEDUP], [NO_DEDUP]]);
+    expect((await engine().init(desired)).resources[1]!.warnings).toEqual([NO_DEDUP]);
+    const status = await engine().status(desired);
+    expect(status.resources.map((r) => r.warnings)).toEqual([undefined, [NO_DEDUP], [NO_DEDUP]]);
+  });
+
+  it('compares settings as Service Bus reports them: PT60S is PT1M, a partitioned queue\'s size is 16 times the size given', async () => {
+    const settings = { lockDuration: 'PT60S', duplicateDetectionHistoryTimeWindow: 'PT600S', enablePartitioning: true, maxSizeInMegabytes: 1024 };
+    await engine().init(desiredQueues(['Persons'], undefined, settings));
+    const q = await adminClient({ connectionString: broker.connectionString }).getQueue('Persons_cdc_events');
+    expect(q).toMatchObject({ lockDuration: 'PT1M', duplicateDetectionHistoryTimeWindow: 'PT10M', maxSizeInMegabytes: 16384 });
+    const puts = broker.adminRequests.filter((r) => r.method === 'PUT').length;
+    const plan = await engine().plan(desiredQueues(['Persons'], undefined, settings));
+    expect(plan.resources[0]).toMatchObject({ action: 'unchanged' });
+    expect(plan.resources[0]!.changes).toBeUndefined();
+    await engine().init(desiredQueues(['Persons'], undefined, settings));
+    expect(broker.adminRequests.filter((r) => r.method === 'PUT').length).toBe(puts); // no re-PUT on every init
+    const bigger = await engine().plan(desiredQueues(['Persons'], undefined, { ...settings, maxSizeInMegabytes: 2048 }));
+    expect(bigger.resources[0]).toMatchObject({ action: 'update', changes: ['maxSizeInMegabytes: 16384 -> 2048'] });
+  });
+
+  it('refuses settings Service Bus would refuse before any request, naming the option and what it takes', () => {
+    for (const [settings, text] of [
+      [{ maxSizeInMegabytes: 1000 }, 'queue_max_size_mb = 1000: Service Bus takes 1024, 2048, 3072, 4096 or 5120 (Standard)'],
+      [{ lockDuration: 'PT6M' }, 'queue_lock_duration = "PT6M": Service Bus takes 5 seconds to 5 minutes'],
+      [{ duplicateDetectionHistoryTimeWindow: 'PT10S' }, 'queue_duplicate_detection_window = "PT10S": Service Bus takes 20 seconds to 7 days'],
+      [{ duplicateDetectionHistoryTimeWindow: 'ten minutes' }, 'queue_duplicate_detection_window = "ten minutes": not an ISO-8601 duration'],
+    ] as const) {
+      const err = (() => {
+        try {
+          desiredQueues(['Persons'], undefined, settings);
+        } catch (e) {
+          return e as { code: string; message: string };
+        }
+      })();
+      expect(err?.code).toBe(ErrorCodes.INVALID_OPTION);
+      expect(err?.message).toContain(text);
+    }
+    expect(broker.adminRequests).toEqual([]);
   });
 
   it('refuses colliding names before any request', () => {
@@ -102,7 +171,7 @@ describe('the administration-client engine', () => {
         command: 'plan',
         resources: [
           { kind: 'queue', name: 'Persons_cdc_events', action: 'create', table: 'dbo.Persons' },
-          { kind: 'queue', name: 'Orders_cdc_events', action: 'exists-unmanaged', table: 'dbo.Orders' },
+          { kind: 'queue', name: 'Orders_cdc_events', action: 'exists-unmanaged', table: 'dbo.Orders', warnings: [NO_DEDUP] },
         ],
         summary: 'Plan: 1 to create, 0 to change, 0 to destroy; 1 existing queue not managed by this task.',
       },

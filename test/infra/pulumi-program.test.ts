@@ -2,31 +2,24 @@ import { mkdtempSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as pulumi from '@pulumi/pulumi';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../lib/index.js';
 import { desiredQueues } from '../../lib/infra/desired.js';
 import { PulumiEngine } from '../../lib/infra/pulumi-engine.js';
+import { programPlan } from '../../lib/infra/pulumi-plan.js';
 import { namespaceNameOf, queueProgram } from '../../lib/infra/pulumi-program.js';
 import { skipWith } from '../support/containers.js';
+import { installMocks, runProgram, type Registration } from '../support/pulumi-stack.js';
 
-const declared: Array<{ type: string; name: string; inputs: Record<string, unknown> }> = [];
-beforeAll(async () => {
-  await pulumi.runtime.setMocks(
-    {
-      newResource: (args) => {
-        declared.push({ type: args.type, name: args.name, inputs: args.inputs });
-        return { id: `${args.name}-id`, state: args.inputs };
-      },
-      call: (args) => args.inputs,
-    },
-    'dstream',
-    'test',
-    false,
-  );
-});
+const declared: Registration[] = [];
+beforeAll(installMocks);
 
 const target = { resourceGroupName: 'rg-shop', namespaceName: 'shop-prod' };
+const program = (desired: ReturnType<typeof desiredQueues>) => async () => {
+  const outputs = queueProgram(programPlan('init', desired, [], undefined, target, 'shop').declarations, target);
+  declared.push(...(await runProgram(outputs)));
+  return {};
+};
 
 describe('the Pulumi program, under pulumi.runtime.setMocks', () => {
   it('declares exactly one Queue per table, named by the template, with every configured setting', async () => {
@@ -41,8 +34,7 @@ describe('the Pulumi program, under pulumi.runtime.setMocks', () => {
       enablePartitioning: true,
       requiresSession: false,
     });
-    const outputs = await queueProgram(desired, target)();
-    await new Promise((r) => pulumi.all(outputs.queues as pulumi.Output<string>[]).apply(r));
+    await program(desired)();
     expect(declared.map((d) => [d.type, d.name])).toEqual([
       ['azure-native:servicebus:Queue', 'dbo-Persons'],
       ['azure-native:servicebus:Queue', 'sales-Orders'],
@@ -61,20 +53,21 @@ describe('the Pulumi program, under pulumi.runtime.setMocks', () => {
       duplicateDetectionHistoryTimeWindow: 'PT30M',
       enablePartitioning: true,
       requiresSession: false,
+      userMetadata: '{"managed-by":"dstream","task":"shop"}',
     });
+    // Every queue outlives its removal from the program: only destroy deletes.
+    expect(declared.map((d) => d.retainOnDelete)).toEqual([true, true, true]);
   });
 
   it('turns duplicate detection on by default', async () => {
     declared.length = 0;
-    await queueProgram(desiredQueues(['Persons']), target)();
-    await new Promise((r) => setTimeout(r, 50));
+    await program(desiredQueues(['Persons']))();
     expect(declared[0]!.inputs).toMatchObject({ requiresDuplicateDetection: true, duplicateDetectionHistoryTimeWindow: 'PT10M' });
   });
 
   it('rejects colliding names before any resource is declared', async () => {
     declared.length = 0;
     expect(() => desiredQueues(['Persons', 'hr.PERSONS'])).toThrow(expect.objectContaining({ code: ErrorCodes.DESTINATION_COLLISION }));
-    await new Promise((r) => setTimeout(r, 20));
     expect(declared).toEqual([]);
   });
 
@@ -116,4 +109,25 @@ describe('the Automation API engine', () => {
       expect(result.message).toMatch(/^pulumi preview failed: /);
     }
   }, 300_000);
+
+  it('never deletes a queue on an empty discovery, for real, where the Pulumi CLI and Azure credentials are at hand', async (ctx) => {
+    try {
+      execFileSync('pulumi', ['version'], { encoding: 'utf8' });
+    } catch {
+      skipWith(ctx, 'the Pulumi CLI is not on PATH');
+    }
+    if (!process.env.ARM_SUBSCRIPTION_ID || !process.env.DSTREAM_TEST_RESOURCE_GROUP || !process.env.DSTREAM_TEST_NAMESPACE) {
+      skipWith(ctx, 'needs Azure: ARM_* credentials, DSTREAM_TEST_RESOURCE_GROUP and DSTREAM_TEST_NAMESPACE (a namespace to create test queues in)');
+    }
+    const real = { resourceGroupName: process.env.DSTREAM_TEST_RESOURCE_GROUP!, namespaceName: process.env.DSTREAM_TEST_NAMESPACE! };
+    const engine = new PulumiEngine({ ...real, task: `test-${process.pid}`, stateDir: mkdtempSync(join(tmpdir(), 'dstream-state-')), forceDestroy: true });
+    try {
+      await engine.init(desiredQueues([`Persons${process.pid}`]));
+      const again = await engine.init(desiredQueues([]));
+      expect(again.resources.map((r) => r.action)).toEqual(['unchanged']);
+      expect((await engine.status(desiredQueues([`Persons${process.pid}`]))).resources[0]).toMatchObject({ managed: true });
+    } finally {
+      await engine.destroy();
+    }
+  }, 600_000);
 });

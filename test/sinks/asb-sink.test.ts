@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -57,6 +58,59 @@ describe('asb-sink (spawned)', () => {
     expect(r.stdout).toBe('');
     expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(2));
     expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2)]);
+  });
+
+  it('--state-file: the last of many quick acknowledgements is stored; temp files of killed saves are removed on start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-asb-'));
+    const state = join(dir, 'state.json');
+    const stale = join(dir, '.state.json.2147483600.tmp');
+    const live = join(dir, `.state.json.${process.pid}.tmp`);
+    writeFileSync(stale, '{"checkpoint":');
+    writeFileSync(live, 'someone saving right now');
+    const lines: unknown[] = [];
+    for (let i = 1; i <= 2000; i++) lines.push(row('Persons', i), cp(i));
+    const r = await spawnNode(BIN, ['--state-file', state, '--quiet'], { input: ndjson(...lines), env: { ASB_CONNECTION_STRING: broker.connectionString }, timeoutMs: 25_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(2000));
+    expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(2000);
+    expect(existsSync(stale)).toBe(false);
+    expect(existsSync(live)).toBe(true); // a running process's temp file is left alone
+  }, 30_000);
+
+  it('--state-file with skip_acknowledged: started again on a replay of the same stream, sends only what the stored checkpoint does not cover', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-asb-'));
+    const state = join(dir, 'state.json');
+    const env = { ASB_CONNECTION_STRING: broker.connectionString };
+    const first = [row('Persons', 1), row('Orders', 2), cp(1), row('Persons', 3), cp(2)];
+    expect((await spawnNode(BIN, ['--state-file', state, '--quiet'], { input: ndjson(...first), env })).code).toBe(0);
+    // The same stream again, longer: only what follows cp(2) is new.
+    const replay = await spawnNode(BIN, ['--state-file', state, '--skip-acknowledged'], { input: ndjson(...first, row('Orders', 4), cp(3)), env });
+    expect(replay.code, replay.stderr).toBe(0);
+    expect(replay.stderr).toContain(`skipped 3 rows up to the checkpoint stored in ${state}`);
+    expect(broker.bodies('Persons_cdc_events')).toEqual([row('Persons', 1), row('Persons', 3)]);
+    expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2), row('Orders', 4)]);
+    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(3));
+    // Another stream (the stored checkpoint never comes): an error, and nothing sent.
+    const other = await spawnNode(BIN, ['--state-file', state, '--skip-acknowledged', '--quiet'], { input: ndjson(row('Orders', 9), cp(9)), env });
+    expect(other.code).toBe(ExitCodes.USAGE);
+    expect(other.stderr).toContain('the input ended without the checkpoint stored in');
+    expect(broker.bodies('Orders_cdc_events')).toHaveLength(2);
+  });
+
+  it('a failed state write reports its own error, not the cleanup\'s', async (ctx) => {
+    const ro = mkdtempSync(join(tmpdir(), 'dstream-ro-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro], { stdio: 'pipe' });
+    } catch (err) {
+      return ctx.skip(`cannot mount a read-only tmpfs here (${(err as Error).message.split('\n')[0]})`);
+    }
+    try {
+      const r = await spawnNode(BIN, ['--state-file', join(ro, 's.json'), '--quiet'], { input: ndjson(row('Persons', 1), cp(1)), env: { ASB_CONNECTION_STRING: broker.connectionString } });
+      expect(r.code).toBe(ExitCodes.FAILURE);
+      expect(r.stderr).toMatch(new RegExp(`could not write ${join(ro, 's.json')}: EROFS: read-only file system, open '${join(ro, '.s.json.')}\\d+\\.tmp'`));
+    } finally {
+      execFileSync('umount', [ro]);
+    }
   });
 
   it('a missing queue fails the run, naming the queue and what to do, without the secret', async () => {
@@ -120,6 +174,31 @@ describe('asb-sink (spawned)', () => {
     expect(sql.stderr).toContain('mssql-cdc: the SQL Server connection string names no server');
     expect(sql.stderr).not.toContain('s3cr3t');
   }, 120_000);
+  it('on_missing_queue warns when the queue it finds takes replays as new messages (no duplicate detection)', async () => {
+    broker.faults.serverBusyOnTransfer = undefined;
+    const r = await spawnNode(BIN, [], {
+      input: ndjson({ command: 'run', config: { connection_string: broker.connectionString, on_missing_queue: 'create', task: 'demo', queue_duplicate_detection: false, quiet: true } }, row('Customers', 1), cp(1)),
+    });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^asb-sink: warning: queue Customers_cdc_events: duplicate detection is off on this queue: records sent again after a failure arrive twice/m);
+  });
+
+  it('warns when it resumes from a position older than the duplicate detection window', async () => {
+    const header = (savedAt: string) => ({ command: 'run', config: { connection_string: broker.connectionString, quiet: true, queue_duplicate_detection_window: 'PT10M' }, protocol: 1, savedAt });
+    const old = await spawnNode(BIN, [], { input: ndjson(header(new Date(Date.now() - 3_600_000).toISOString()), row('Persons', 1), cp(1)) });
+    expect(old.code).toBe(0);
+    expect(old.stderr).toMatch(/^asb-sink: warning: resuming from a position stored 60 min ago, longer than the queues' duplicate detection window \(PT10M\)/m);
+    const recent = await spawnNode(BIN, [], { input: ndjson(header(new Date(Date.now() - 60_000).toISOString()), row('Persons', 2), cp(2)) });
+    expect(recent.stderr).not.toContain('warning');
+  });
+
+  it('refuses queue_sessions = true without session_key at config validation (exit 2), before connecting', async () => {
+    const input = ndjson({ command: 'run', config: { connection_string: broker.connectionString, queue_sessions: true }, protocol: 1 }, row('Persons', 1));
+    const r = await spawnNode(BIN, [], { input });
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.lines()).toEqual([{ status: 'error', command: 'run', code: ErrorCodes.CONFIG, message: expect.stringMatching(/^config\.queue_sessions: session-enabled queues need session_key/) }]);
+    expect(broker.transfers).toEqual([]);
+  });
 
   it('refuses to start without a connection string or namespace (exit 2)', async () => {
     const r = await spawnNode(BIN, ['--standalone'], { input: '', env: { ASB_CONNECTION_STRING: '', ASB_NAMESPACE: '' } });

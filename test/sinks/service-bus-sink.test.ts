@@ -6,32 +6,27 @@ import { checkpoint, ErrorCodes, partitionByTable, type CheckpointEnvelope, type
 import { openClients } from '../../lib/sinks/service-bus/client.js';
 import { serviceBusSink } from '../../lib/sinks/service-bus/sink.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
-import { TestBroker } from '../support/asb-broker.js';
+import { MAX_BATCH_BYTES, PREMIUM_LARGE_MAX_MESSAGE_SIZE, TestBroker } from '../support/asb-broker.js';
+import { cdcChange } from '../support/envelopes.js';
 import { text, until } from '../support/streams.js';
 
 const TABLES = ['Persons', 'Orders', 'Customers'];
-let lsn = 0;
-function change(table: string, n: number, extra: Record<string, unknown> = {}): Envelope {
-  lsn++;
-  return {
-    source: 'mssql-cdc',
-    type: 'cdc',
-    data: { Id: n, Name: `row ${n}`, ...extra },
-    metadata: { TableName: table, Schema: 'dbo', OperationType: 'Insert', OperationID: 2, LSN: `0x${lsn.toString(16).padStart(20, '0')}`, Seq: '0x01', Destination: `${table}_cdc_events` },
-  };
-}
+const change = (table: string, n: number, extra: Record<string, unknown> = {}): Envelope => cdcChange(table, { Id: n, Name: `row ${n}`, ...extra }, { Destination: `${table}_cdc_events` });
 
 /** Reads every message of a queue back with the real SDK receiver (peek-lock + complete). */
 async function readBack(cs: string, queue: string): Promise<Array<{ body: Envelope; messageId: unknown; subject?: string; props: unknown }>> {
   const client = new ServiceBusClient(cs);
-  const receiver = client.createReceiver(queue);
+  // Received and deleted in one step: the read-back settles nothing, so a slow machine cannot make the
+  // SDK fall back to settling over the management link.
+  const receiver = client.createReceiver(queue, { receiveMode: 'receiveAndDelete' });
   const out: Array<{ body: Envelope; messageId: unknown; subject?: string; props: unknown }> = [];
   for (;;) {
-    const got = await receiver.receiveMessages(500, { maxWaitTimeInMs: 300 });
+    // Generous: the broker shares this process, and a receive that ends before its first message
+    // is decoded drains, which the SDK gives 200 ms before it closes the receiver.
+    const got = await receiver.receiveMessages(500, { maxWaitTimeInMs: 2000 });
     if (got.length === 0) break;
     for (const m of got) {
       out.push({ body: m.body as Envelope, messageId: m.messageId, subject: m.subject, props: m.applicationProperties });
-      await receiver.completeMessage(m);
     }
   }
   await client.close();
@@ -129,20 +124,57 @@ describe('serviceBusSink with partitionByTable, against the AMQP test broker', (
     expect(sink.stats.deadLettered).toBe(1);
   });
 
+  it('caps batches at 1 MB on a Premium large-message queue, and sends a record over 1 MB on its own', async () => {
+    await broker.close();
+    broker = await TestBroker.start({ maxMessageSize: PREMIUM_LARGE_MAX_MESSAGE_SIZE });
+    broker.createQueue('Orders_cdc_events', { requiresDuplicateDetection: true });
+    const input = Array.from({ length: 40 }, (_, i) => change('Orders', i, { Note: 'n'.repeat(100 * 1024) }));
+    input.splice(20, 0, change('Orders', 999, { Blob: 'b'.repeat(1.5 * MAX_BATCH_BYTES) }));
+    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', retry: fastRetry });
+    await pipeline(Readable.from(input), sink);
+    expect(broker.refused).toEqual([]);
+    expect(broker.bodies('Orders_cdc_events')).toEqual(input);
+    const big = broker.transfers.find((t) => t.bytes > MAX_BATCH_BYTES)!;
+    expect(big.messages).toBe(1);
+    expect(broker.transfers.filter((t) => t !== big).every((t) => t.bytes <= MAX_BATCH_BYTES)).toBe(true);
+    expect(broker.transfers.length).toBeLessThan(input.length); // still batched below the cap
+  });
+
+  it('sends to a partitioned queue with duplicate detection one message per send, in order, in the table\'s partition', async () => {
+    broker.createQueue('Accounts_cdc_events', { enablePartitioning: true, requiresDuplicateDetection: true });
+    const input = Array.from({ length: 60 }, (_, i) => change('Accounts', i));
+    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Accounts_cdc_events', retry: fastRetry });
+    await pipeline(Readable.from(input), sink);
+    expect(broker.bodies('Accounts_cdc_events')).toEqual(input);
+    expect(broker.refused.length).toBeLessThanOrEqual(1); // the first batch tells the sink
+    expect(sink.stats.retries).toBe(0);
+    const stored = broker.queue('Accounts_cdc_events')!.messages.map((m) => m.message.message_annotations?.['x-opt-partition-key']);
+    expect(new Set(stored)).toEqual(new Set(['dbo.Accounts']));
+  });
+
+  it('gives a record without an LSN a MessageId derived from the record, so a replay is dropped as a duplicate', async () => {
+    const plain = (n: number): Envelope => ({ source: 'files', type: 'row', data: { Id: n }, metadata: { TableName: 'Persons' } });
+    const input = [plain(1), plain(2), plain(3)];
+    await pipeline(Readable.from(input), serviceBusSink({ connectionString: broker.connectionString, queue: 'Persons_cdc_events' }));
+    await pipeline(Readable.from(input.map((e) => structuredClone(e))), serviceBusSink({ connectionString: broker.connectionString, queue: 'Persons_cdc_events' }));
+    expect(broker.bodies('Persons_cdc_events')).toEqual(input);
+    expect(broker.queue('Persons_cdc_events')!.duplicatesDropped).toBe(3);
+  });
+
   it('reports a missing queue by name, with what to do', async () => {
     const err = await pipeline(Readable.from([change('Ghosts', 1)]), serviceBusSink({ connectionString: broker.connectionString, queue: 'Ghosts_cdc_events' })).catch((e) => e);
     expect(err.code).toBe(ErrorCodes.QUEUE_NOT_FOUND);
     expect(err.message).toBe('queue "Ghosts_cdc_events" in 127.0.0.1:' + broker.port + ' does not exist; create it with `dstream init <task>`, or set on_missing_queue = "create"');
   });
 
-  it('retries after ServerBusy with backoff and loses nothing', async () => {
+  it('retries after ServerBusy, waiting what Service Bus asks for throttling (2 s when it names no wait), and loses nothing', async () => {
     broker.faults.serverBusyOnTransfer = 2;
     const retries: Array<{ attempt: number; delayMs: number }> = [];
     const input = Array.from({ length: 400 }, (_, i) => change('Orders', i));
     const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', maxBatchMessages: 50, retry: fastRetry, onRetry: (r) => retries.push(r) });
     await pipeline(Readable.from(input), sink);
     expect(retries.length).toBeGreaterThanOrEqual(1);
-    expect(retries[0]!.delayMs).toBeLessThanOrEqual(10);
+    expect(retries[0]!.delayMs).toBeGreaterThanOrEqual(2000);
     expect(broker.bodies('Orders_cdc_events')).toEqual(input);
   });
 

@@ -161,6 +161,11 @@ describe('task: mssql-cdc (TDS test server) -> asb-sink (test broker)', () => {
     expect(text).toContain('Output:\n  ok queue Persons_cdc_events  (managed, active messages');
 
     const destroyed = await taskVerb(task, 'destroy', { builtins });
+    // The queues still hold what run delivered: destroy keeps them, and says why, unless told.
+    expect(destroyed.output.resources!.map((r) => r.action)).toEqual(QUEUES.map(() => 'blocked'));
+    for (const q of QUEUES) expect(broker.queue(q)).toBeDefined();
+    const forced = { ...task, output: { ...task.output, config: { ...task.output.config, force_destroy: true } } };
+    await taskVerb(forced, 'destroy', { builtins });
     for (const q of QUEUES) expect(broker.queue(q)).toBeUndefined();
     // CDC was on before dstream: left as it was. The checkpoint table init created: dropped.
     expect(destroyed.input!.resources).toEqual(

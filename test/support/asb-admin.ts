@@ -5,7 +5,7 @@
  * 503 (ServerBusy) when throttling is injected.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { QueueState } from './asb-broker.js';
+import type { QueueOptions, QueueState } from './asb-broker.js';
 
 export interface AdminFaults {
   /** Answer the next N management requests with 503 ServerBusy. */
@@ -45,7 +45,7 @@ const unesc = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').repla
 
 export interface AdminHost {
   queues: Map<string, QueueState>;
-  createQueue(name: string, options: { requiresDuplicateDetection?: boolean }): QueueState;
+  createQueue(name: string, options: QueueOptions): QueueState;
   readonly adminFaults: AdminFaults;
   readonly adminRequests: Array<{ method: string; path: string; status: number }>;
   host(): string;
@@ -57,7 +57,8 @@ function entryXml(host: string, q: QueueState): string {
   const active = q.messages.length;
   const fields = [
     ['LockDuration', d.LockDuration],
-    ['MaxSizeInMegabytes', d.MaxSizeInMegabytes],
+    // A partitioned Standard queue has 16 partitions and reports 16 times the size it was given.
+    ['MaxSizeInMegabytes', d.EnablePartitioning === 'true' ? String(Number(d.MaxSizeInMegabytes) * 16) : d.MaxSizeInMegabytes],
     ['RequiresDuplicateDetection', String(q.requiresDuplicateDetection)],
     ['RequiresSession', d.RequiresSession],
     ['DefaultMessageTimeToLive', d.DefaultMessageTimeToLive],
@@ -138,6 +139,17 @@ export async function handleAdmin(hostObj: AdminHost, req: IncomingMessage, res:
     const description: Partial<QueueDescription> = {};
     for (const m of body.matchAll(/<(\w+)>([^<]*)<\/\1>/g)) description[m[1]!] = unesc(m[2]!);
     const update = req.headers['if-match'] === '*';
+    const invalid = outOfRange(description, existing?.description?.EnablePartitioning === 'true' || description.EnablePartitioning === 'true');
+    if (invalid !== undefined) {
+      send(400, errorXml(400, `${invalid} To know more visit https://aka.ms/sbResourceMgrExceptions.`));
+      return;
+    }
+    // The service keeps durations in canonical form: PT60S is stored and reported as PT1M.
+    for (const k of DURATIONS) if (description[k] !== undefined) description[k] = canonicalDuration(description[k]!);
+    // Updates of a partitioned queue come back with the x16 size it reported.
+    if (update && existing?.description?.EnablePartitioning === 'true' && description.MaxSizeInMegabytes !== undefined && !STANDARD_SIZES.has(Number(description.MaxSizeInMegabytes))) {
+      description.MaxSizeInMegabytes = String(Number(description.MaxSizeInMegabytes) / 16);
+    }
     if (update) {
       // An update: the queue must exist; properties fixed at creation keep their values.
       if (existing === undefined) {
@@ -153,7 +165,12 @@ export async function handleAdmin(hostObj: AdminHost, req: IncomingMessage, res:
       send(409, errorXml(409, `The messaging entity '${path}' already exists. SubCode=40900`));
       return;
     }
-    const q = hostObj.createQueue(path, { requiresDuplicateDetection: description.RequiresDuplicateDetection === 'true' });
+    const q = hostObj.createQueue(path, {
+      requiresDuplicateDetection: description.RequiresDuplicateDetection === 'true',
+      enablePartitioning: description.EnablePartitioning === 'true',
+      requiresSession: description.RequiresSession === 'true',
+      duplicateWindowMs: durationMs(description.DuplicateDetectionHistoryTimeWindow ?? DEFAULTS.DuplicateDetectionHistoryTimeWindow),
+    });
     q.description = description;
     send(201, entryXml(host, q), 'application/atom+xml; type=entry; charset=utf-8');
     return;
@@ -167,4 +184,58 @@ export async function handleAdmin(hostObj: AdminHost, req: IncomingMessage, res:
     return;
   }
   send(405, errorXml(405, `method ${req.method} not supported`));
+}
+
+// ===== What the service accepts (Service Bus quotas; written from its documentation) ============
+
+const DURATIONS = ['LockDuration', 'DefaultMessageTimeToLive', 'DuplicateDetectionHistoryTimeWindow', 'AutoDeleteOnIdle'] as const;
+/** Standard tier queue sizes in MB (Premium adds larger ones, up to 80 GB). */
+const STANDARD_SIZES = new Set([1024, 2048, 3072, 4096, 5120]);
+const PREMIUM_SIZES = new Set([10240, 20480, 40960, 81920]);
+const SECOND = 1000;
+const DAY = 86_400 * SECOND;
+
+/** ISO-8601 duration (as XmlConvert reads a TimeSpan) to milliseconds; NaN when it is not one. */
+export function durationMs(text: string): number {
+  const m = /^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$/.exec(text);
+  if (m === null || text === 'P' || text.endsWith('T')) return Number.NaN;
+  const [, d, h, min, sec] = m;
+  return Math.round(((Number(d ?? 0) * 24 + Number(h ?? 0)) * 60 + Number(min ?? 0)) * 60 * SECOND + Number(sec ?? 0) * SECOND);
+}
+
+/** The canonical text of a duration, as the service reports it: PT60S -> PT1M, PT24H -> P1D. */
+export function canonicalDuration(text: string): string {
+  const ms = durationMs(text);
+  if (Number.isNaN(ms) || ms > 10675199 * DAY) return text;
+  let rest = ms;
+  const d = Math.floor(rest / DAY);
+  rest -= d * DAY;
+  const h = Math.floor(rest / 3_600_000);
+  rest -= h * 3_600_000;
+  const min = Math.floor(rest / 60_000);
+  rest -= min * 60_000;
+  const sec = rest / SECOND;
+  const time = `${h ? `${h}H` : ''}${min ? `${min}M` : ''}${sec ? `${sec}S` : ''}`;
+  return `P${d ? `${d}D` : ''}${time ? `T${time}` : d ? '' : 'T0S'}`;
+}
+
+/** Why the service would refuse these queue properties, or undefined. */
+function outOfRange(d: Partial<QueueDescription>, partitioned: boolean): string | undefined {
+  if (d.MaxSizeInMegabytes !== undefined) {
+    const mb = Number(d.MaxSizeInMegabytes);
+    const ok = STANDARD_SIZES.has(mb) || PREMIUM_SIZES.has(mb) || (partitioned && STANDARD_SIZES.has(mb / 16));
+    if (!ok) return `The specified value ${d.MaxSizeInMegabytes} is invalid. The property MaxSizeInMegabytes, must be one of the following values: 1024;2048;3072;4096;5120.`;
+  }
+  for (const k of DURATIONS) {
+    if (d[k] !== undefined && Number.isNaN(durationMs(d[k]!))) return `The value '${d[k]}' of ${k} is not a valid duration.`;
+  }
+  if (d.LockDuration !== undefined && (durationMs(d.LockDuration) < 5 * SECOND || durationMs(d.LockDuration) > 5 * 60 * SECOND)) {
+    return `The supplied lock time exceeds the allowed maximum of '00:05:00' or is below the minimum of '00:00:05'.`;
+  }
+  if (d.DuplicateDetectionHistoryTimeWindow !== undefined) {
+    const ms = durationMs(d.DuplicateDetectionHistoryTimeWindow);
+    if (ms < 20 * SECOND || ms > 7 * DAY) return `The value supplied for DuplicateDetectionHistoryTimeWindow must be between '00:00:20' and '7.00:00:00'.`;
+  }
+  if (d.MaxDeliveryCount !== undefined && !(Number(d.MaxDeliveryCount) >= 1)) return 'MaxDeliveryCount must be at least 1.';
+  return undefined;
 }

@@ -6,6 +6,7 @@
  * nothing about dstream: tests assert on what dstream did, read back through the real SDK.
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { handleAdmin, type AdminFaults, type QueueDescription } from './asb-admin.js';
@@ -26,6 +27,9 @@ type WithLocalAttach = { local: { attach: { max_message_size?: number } } };
 
 export const BATCH_FORMAT = 0x80013700;
 export const STANDARD_MAX_MESSAGE_SIZE = 256 * 1024;
+/** Premium with large messages announces up to 100 MB per message; a batch stays capped at 1 MB. */
+export const PREMIUM_LARGE_MAX_MESSAGE_SIZE = 100 * 1024 * 1024;
+export const MAX_BATCH_BYTES = 1024 * 1024;
 
 export interface StoredMessage {
   message: Message;
@@ -38,8 +42,13 @@ export interface StoredMessage {
 export interface QueueState {
   name: string;
   requiresDuplicateDetection: boolean;
+  enablePartitioning: boolean;
+  requiresSession: boolean;
+  /** How long a MessageId is remembered (Service Bus: DuplicateDetectionHistoryTimeWindow, default 10 min). */
+  duplicateWindowMs: number;
   messages: StoredMessage[];
-  seenIds: Set<string>;
+  /** MessageIds seen, with when (broker clock) they were stored. */
+  seenIds: Map<string, number>;
   /** Transfers accepted into this queue (a batch counts once). */
   transfers: number;
   /** Messages that arrived, duplicates included. */
@@ -58,6 +67,13 @@ export interface Faults {
   delayMs?: Record<string, number>;
   /** Refuse put-token (unauthorized). */
   unauthorized?: boolean;
+}
+
+export interface QueueOptions {
+  requiresDuplicateDetection?: boolean;
+  enablePartitioning?: boolean;
+  requiresSession?: boolean;
+  duplicateWindowMs?: number;
 }
 
 export class TestBroker {
@@ -79,7 +95,7 @@ export class TestBroker {
   private readonly waitingSenders = new Map<string, Set<Sender>>();
 
   private constructor(
-    private readonly server: Server,
+    private server: Server,
     maxMessageSize: number,
   ) {
     this.maxMessageSize = maxMessageSize;
@@ -88,7 +104,12 @@ export class TestBroker {
   /** False: count messages without keeping them (benchmarks). */
   keepMessages = true;
 
-  static async start(options: { maxMessageSize?: number; keepMessages?: boolean } = {}): Promise<TestBroker> {
+  /**
+   * `layout: 'emulator'`: shaped like the Service Bus emulator, AMQP on one port and management
+   * (HTTP) on a port of its own (`managementPort`); the AMQP port does not answer HTTP. Default:
+   * both on one port (a convenience of this broker, not how the emulator is laid out).
+   */
+  static async start(options: { maxMessageSize?: number; keepMessages?: boolean; layout?: 'shared' | 'emulator' } = {}): Promise<TestBroker> {
     // autoaccept off: a delivery is accepted only once it is stored (or rejected), as Service Bus does.
     const container = rhea.create_container({ id: 'dstream-test-broker', autoaccept: false } as never);
     container.sasl_server_mechanisms.enable_anonymous();
@@ -111,6 +132,7 @@ export class TestBroker {
         socket.off('readable', sniff);
         socket.unshift(head);
         if (head.toString('latin1') === 'AMQP') container.create_connection({} as never).accept(socket);
+        else if (options.layout === 'emulator') socket.destroy(); // the emulator's AMQP port speaks no HTTP
         else http.emit('connection', socket);
       };
       socket.on('readable', sniff);
@@ -119,13 +141,24 @@ export class TestBroker {
     await new Promise<void>((resolve) => server.once('listening', () => resolve()));
     broker = new TestBroker(server, options.maxMessageSize ?? STANDARD_MAX_MESSAGE_SIZE);
     broker.sockets = sockets;
+    if (options.layout === 'emulator') {
+      http.on('connection', (socket: import('node:net').Socket) => {
+        sockets.add(socket);
+        socket.once('close', () => sockets.delete(socket));
+      });
+      http.listen({ port: 0, host: '127.0.0.1' });
+      await new Promise<void>((resolve) => http.once('listening', () => resolve()));
+      broker.managementServer = http;
+    }
+    broker.listener = server.listeners('connection')[0] as (socket: import('node:net').Socket) => void;
+    broker.listenPort = (server.address() as AddressInfo).port;
     broker.keepMessages = options.keepMessages ?? true;
     broker.wire(container);
     return broker;
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port;
+    return this.listenPort;
   }
 
   host(): string {
@@ -136,12 +169,15 @@ export class TestBroker {
     return `Endpoint=sb://127.0.0.1:${this.port};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true`;
   }
 
-  createQueue(name: string, options: { requiresDuplicateDetection?: boolean } = {}): QueueState {
+  createQueue(name: string, options: QueueOptions = {}): QueueState {
     const q: QueueState = {
       name,
       requiresDuplicateDetection: options.requiresDuplicateDetection ?? false,
+      enablePartitioning: options.enablePartitioning ?? false,
+      requiresSession: options.requiresSession ?? false,
+      duplicateWindowMs: options.duplicateWindowMs ?? 10 * 60_000,
       messages: [],
-      seenIds: new Set(),
+      seenIds: new Map(),
       transfers: 0,
       received: 0,
       duplicatesDropped: 0,
@@ -162,10 +198,113 @@ export class TestBroker {
   /** Every client socket, so that close() does not wait for idle keep-alive connections. */
   sockets = new Set<import('node:net').Socket>();
 
+  /** The management endpoint's own server (emulator layout). */
+  managementServer: import('node:http').Server | undefined;
+
+  /** The port management requests go to: its own with the emulator layout, else the AMQP port. */
+  get managementPort(): number {
+    return this.managementServer === undefined ? this.port : (this.managementServer.address() as AddressInfo).port;
+  }
+
   async close(): Promise<void> {
+    this.thaw();
     for (const c of this.connections) c.close();
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.managementServer !== undefined) await new Promise<void>((resolve) => this.managementServer!.close(() => resolve()));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Fault controls: a broker that goes away, comes back on the same port, drops connections
+  // without a close frame, stops answering, throttles or refuses a request. Each is what the real
+  // service (or the network in front of it) does; none decides anything about dstream.
+  // ---------------------------------------------------------------------------------------------
+
+  private listener!: (socket: import('node:net').Socket) => void;
+  private listenPort = 0;
+  private frozen = false;
+  private readonly held: Array<{ ctx: EventContext; connection: Connection }> = [];
+  private readonly refusals: Array<{ condition: string; description: string }> = [];
+  /** 'held' (count) when a transfer is held by freeze(); 'refused' (condition) when one is refused. */
+  readonly events = new EventEmitter();
+
+  /** Drops every client connection now, as a network failure would: no close frame. */
+  dropConnections(): number {
+    let n = 0;
+    for (const s of this.sockets) {
+      s.destroy();
+      n++;
+    }
+    // Transfers held on those connections died with them: neither stored nor answered.
+    this.held.length = 0;
+    return n;
+  }
+
+  /** The broker goes down: connections dropped, the port refuses new ones (ECONNREFUSED). */
+  async stop(): Promise<void> {
+    this.dropConnections();
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The broker comes back on the same port, with the queues and messages it had. */
+  async restart(): Promise<void> {
+    const server = createServer(this.listener);
+    server.listen({ port: this.listenPort, host: '127.0.0.1' });
+    await new Promise<void>((resolve, reject) => {
+      server.once('listening', () => resolve());
+      server.once('error', reject);
+    });
+    this.server = server;
+  }
+
+  /** Stops answering transfers: they are held, neither stored nor settled, until thaw(). */
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  /** Answers the held transfers (still on live connections) and every later one. */
+  thaw(): void {
+    this.frozen = false;
+    const held = this.held.splice(0);
+    for (const h of held) if (!h.connection.is_closed()) this.onMessage(h.ctx);
+  }
+
+  /** Transfers held by freeze() right now. */
+  get heldTransfers(): number {
+    return this.held.length;
+  }
+
+  /**
+   * The next `count` transfers are refused as Service Bus throttles a namespace over its credits
+   * (Standard tier, error 50009), with the wait it asks for.
+   */
+  throttle(count: number, waitSeconds = 2): void {
+    for (let i = 0; i < count; i++) {
+      this.refusals.push({
+        condition: 'com.microsoft:server-busy',
+        description: throttled(waitSeconds),
+      });
+    }
+  }
+
+  /** The next transfer is rejected with this AMQP error (e.g. amqp:not-allowed for an operation the entity does not allow). */
+  refuseNextTransfer(condition: string, description: string): void {
+    this.refusals.push({ condition, description });
+  }
+
+  /** Freeze and refusals, before a transfer is counted or stored. True when it was handled here. */
+  private interceptTransfer(ctx: EventContext): boolean {
+    if (this.frozen) {
+      this.held.push({ ctx, connection: ctx.connection });
+      this.events.emit('held', this.held.length);
+      return true;
+    }
+    const refusal = this.refusals.shift();
+    if (refusal === undefined) return false;
+    this.transfers.push({ queue: '(refused)', messages: 0, bytes: 0 });
+    ctx.delivery!.reject(refusal);
+    this.events.emit('refused', refusal.condition);
+    return true;
   }
 
   private wire(container: ReturnType<typeof rhea.create_container>): void {
@@ -197,6 +336,16 @@ export class TestBroker {
         sender.close({ condition: 'amqp:not-found', description: `The messaging entity '${address}' could not be found.` });
         return;
       }
+      // AMQP answers every drain with a flow carrying drain = true, also when no credit is left on this
+      // side (the client may still count credit for deliveries in flight); rhea answers only while
+      // credit remains, and the SDK closes a receiver whose drain goes unanswered.
+      const link = sender as unknown as { _draining: boolean; _drained: boolean; credit: number; delivery_count: number; _get_drain(): boolean };
+      link._get_drain = function drain() {
+        if (!this._draining || !this._drained) return false;
+        this.delivery_count += this.credit;
+        this.credit = 0;
+        return true;
+      };
       const key = address.toLowerCase();
       if (!this.waitingSenders.has(key)) this.waitingSenders.set(key, new Set());
       this.waitingSenders.get(key)!.add(sender);
@@ -227,13 +376,23 @@ export class TestBroker {
       delivery.reject({ condition: 'amqp:not-found', description: `The messaging entity '${address}' could not be found.` });
       return;
     }
+    if (this.interceptTransfer(ctx)) return;
     this.transferCount++;
     if (this.faults.serverBusyOnTransfer === this.transferCount) {
       this.faults.serverBusyOnTransfer = undefined;
       delivery.reject({ condition: 'com.microsoft:server-busy', description: 'The server is busy. Please retry the operation.' });
       return;
     }
-    const messages = delivery.format === BATCH_FORMAT ? unbatch(ctx.message!) : [ctx.message!];
+    const batched = delivery.format === BATCH_FORMAT;
+    const messages = batched ? unbatch(ctx.message!) : [ctx.message!];
+    const refused = this.refusal(q, batched, batched ? (ctx.message as unknown as Buffer).length : 0, messages);
+    if (refused !== undefined) {
+      this.refused.push({ queue: q.name, ...refused });
+      delivery.reject({ condition: refused.condition, description: refused.description });
+      // An oversized batch also costs the link: Service Bus force-detaches it.
+      if (refused.detach) receiver.close({ condition: refused.condition, description: refused.description });
+      return;
+    }
     const bytes = messages.reduce((n, m) => n + bodyLength(m.body), 0);
     const store = () => {
       for (const m of messages) this.store(q, m);
@@ -255,14 +414,61 @@ export class TestBroker {
     }
     if (message.message_id === undefined || message.message_id === null) message.message_id = randomUUID();
     const id = String(message.message_id);
-    if (q.requiresDuplicateDetection && q.seenIds.has(id)) {
+    const now = this.now();
+    const seen = q.seenIds.get(id);
+    if (q.requiresDuplicateDetection && seen !== undefined && now - seen < q.duplicateWindowMs) {
       q.duplicatesDropped++;
       return;
     }
-    q.seenIds.add(id);
+    q.seenIds.set(id, now);
     this.stored++;
     q.messages.push({ message, sequenceNumber: ++this.sequence, enqueuedAt: new Date() });
     for (const s of this.waitingSenders.get(q.name.toLowerCase()) ?? []) this.deliver(s);
+  }
+
+  // ===== What Service Bus refuses (limits and combinations; not faults) ==========================
+  // Kept apart from fault injection above: these hold on every transfer, as they do in the service,
+  // except throttling, which a test turns on.
+
+  /** The broker's clock; a test moves it to go past a duplicate-detection window without waiting. */
+  clockOffsetMs = 0;
+  now(): number {
+    return Date.now() + this.clockOffsetMs;
+  }
+
+  /** Standard-tier credit throttling (1,000 credits per second per namespace, one per message), when set. */
+  throttling: { creditsPerSecond: number } | undefined;
+  private credits = { second: 0, used: 0 };
+  /** Transfers refused for breaking a limit, with the condition sent back. */
+  readonly refused: Array<{ queue: string; condition: string; description: string; detach?: boolean }> = [];
+
+  private refusal(q: QueueState, batched: boolean, rawBytes: number, messages: Message[]): { condition: string; description: string; detach?: boolean } | undefined {
+    // A batch transfer is capped at 1 MB whatever the link's max message size (Premium large messages: one message per send).
+    if (batched && rawBytes > MAX_BATCH_BYTES) {
+      // The service's own words for it (azure-sdk-for-js#33278, #20578), cryptic as they are.
+      return { detach: true, condition: 'amqp:not-allowed', description: `The link '${q.name}' is force detached by the broker because publisher(link1) received a batch message with no data in it (${rawBytes} bytes; batches are limited to ${MAX_BATCH_BYTES}). Detach origin: Publisher.` };
+    }
+    if (this.throttling !== undefined) {
+      const second = Math.floor(this.now() / 1000);
+      if (second !== this.credits.second) this.credits = { second, used: 0 };
+      if (this.credits.used + messages.length > this.throttling.creditsPerSecond) {
+        return { condition: 'com.microsoft:server-busy', description: throttled(2) };
+      }
+      this.credits.used += messages.length;
+    }
+    if (q.requiresSession && messages.some((m) => m.group_id === undefined || m.group_id === null || m.group_id === '')) {
+      return { condition: 'amqp:not-allowed', description: 'The SessionId was not set on a message, and it cannot be sent to the entity. Entities that have session support enabled can only receive messages that have the SessionId set to a valid value.' };
+    }
+    if (q.enablePartitioning && q.requiresDuplicateDetection) {
+      const keys = (m: Message) => `${String(m.message_id ?? '')}|${String(m.group_id ?? '')}|${String(m.message_annotations?.['x-opt-partition-key'] ?? '')}`;
+      if (messages.length > 1 && new Set(messages.map(keys)).size > 1) {
+        return { condition: 'amqp:not-allowed', description: 'Batching brokered messages with distinct SessionId, PartitionKey, or MessageId is not supported for an entity with partitioning and duplicate detection enabled.' };
+      }
+      if (messages.some((m) => (m.message_id === undefined || m.message_id === null) && m.message_annotations?.['x-opt-partition-key'] === undefined)) {
+        return { condition: 'amqp:not-allowed', description: 'Message to a partitioned entity with duplicate detection enabled must have either PartitionKey or MessageId.' };
+      }
+    }
+    return undefined;
   }
 
   private maybeDrop(connection: Connection): void {
@@ -294,9 +500,13 @@ export class TestBroker {
     const q = address === undefined ? undefined : this.queue(address);
     if (q === undefined) return;
     const now = Date.now();
+    let blocked = false;
     for (const m of q.messages) {
-      if (!sender.sendable()) break;
       if (m.lockedUntil !== undefined && m.lockedUntil.getTime() > now) continue;
+      if (!sender.sendable()) {
+        blocked = true;
+        break;
+      }
       m.lockedUntil = new Date(now + 60_000);
       m.lockToken = Buffer.from(randomUUID().replaceAll('-', ''), 'hex');
       const out: Message = {
@@ -311,8 +521,13 @@ export class TestBroker {
       const delivery = sender.send(out, m.lockToken);
       (delivery as Delivery & { dstreamStored?: StoredMessage }).dstreamStored = m;
     }
-    // Out of messages with credit left: tells a draining receiver there is nothing more (a no-op otherwise).
-    if (sender.sendable()) sender.set_drained(true);
+    // Out of messages: tells a draining receiver there is nothing more (a no-op when it is not
+    // draining), also while the session's outgoing window is full, since no message waits for it.
+    if (!blocked || (sender as unknown as { credit: number }).credit === 0) {
+      sender.set_drained(true);
+      // rhea sends that flow only with the connection's next output; a drain must not wait for one.
+      (sender as unknown as { connection: { _register(): void } }).connection._register();
+    }
   }
 
   private settle(ctx: EventContext, outcome: 'accepted' | 'released' | 'modified' | 'rejected'): void {
@@ -328,6 +543,11 @@ export class TestBroker {
     const state = rheaMessage[outcome]();
     delivery.update(true, state.described() as never);
   }
+}
+
+/** Service Bus's answer when a Standard namespace is over its credits (error 50009), with the wait it asks for. */
+function throttled(waitSeconds: number): string {
+  return `The request was terminated because the entity is being throttled. Error code : 50009. Please wait ${waitSeconds} seconds and try again.`;
 }
 
 /** A batch transfer (format 0x80013700) arrives raw: its data sections are each one encoded message. */

@@ -3,6 +3,12 @@
  * is in progress are taken together (_writev) as one write and one fsync, and the write callbacks
  * come only after the fsync: a checkpoint behind these records is acknowledged only once they are
  * on disk (see the sink contract in streams/partition.ts).
+ *
+ * A full disk does not fail a write at once: write() returns fewer bytes than asked (a short
+ * write), and only the next one fails with ENOSPC. So the sink writes until every byte is written
+ * or a write fails, and on failure cuts the file back to where the batch began: no line is half
+ * on disk, and nothing of the batch is acknowledged. A file left with a torn last line (a crash
+ * in the middle of a write) has that line cut when the sink opens it, before it appends.
  */
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,6 +37,8 @@ export interface FileSinkStats {
 export class FileSink extends Writable {
   readonly path: string;
   private handle: FileHandle | null = null;
+  /** Bytes of the file known whole: where the next batch begins. */
+  private size = 0;
   private readonly options: FileSinkOptions;
   private readonly counts: FileSinkStats;
 
@@ -56,9 +64,12 @@ export class FileSink extends Writable {
 
   override _construct(callback: (err?: Error | null) => void): void {
     mkdir(this.options.dir, { recursive: true })
-      .then(() => open(this.path, 'a'))
-      .then((h) => {
+      // r+ (not a): a torn tail is cut in place, and writes go to the position the sink keeps.
+      .then(() => open(this.path, 'a').then((h) => h.close()))
+      .then(() => open(this.path, 'r+'))
+      .then(async (h) => {
         this.handle = h;
+        this.size = await this.cutTornTail(h);
         callback();
       }, (err: Error) => callback(this.fail('open', err)));
   }
@@ -83,18 +94,54 @@ export class FileSink extends Writable {
 
   private async append(text: string, records: number): Promise<void> {
     const data = Buffer.from(text, 'utf8');
+    const h = this.handle!;
+    const start = this.size;
     try {
-      await this.handle!.write(data);
+      // A short write is not an error (a disk that fills does that first): write the rest, until
+      // every byte is written or a write fails.
+      for (let done = 0; done < data.length; ) {
+        const { bytesWritten } = await h.write(data, done, data.length - done, start + done);
+        if (bytesWritten <= 0) throw Object.assign(new Error(`no space left: wrote ${done} of ${data.length} bytes`), { code: 'ENOSPC' });
+        done += bytesWritten;
+      }
       if (!this.options.noSync) {
-        await this.handle!.sync();
+        await h.sync();
         this.counts.syncs++;
         this.emit('sync', records);
       }
     } catch (err) {
-      throw this.fail('write', err as Error);
+      // Nothing of this batch is acknowledged; leave no part of it on disk either.
+      const cut = await h.truncate(start).then(
+        () => '',
+        (truncErr: Error) => `; the file may end in a torn line, cut when it is next opened (${truncErr.message})`,
+      );
+      throw this.fail('write', err as Error, cut);
     }
+    this.size = start + data.length;
     this.counts.records += records;
     this.counts.bytes += data.length;
+  }
+
+  /** Cuts a last line without its newline (a crash mid-write); returns the size kept. */
+  private async cutTornTail(h: FileHandle): Promise<number> {
+    const { size } = await h.stat();
+    if (size === 0) return 0;
+    const chunk = Buffer.alloc(64 * 1024);
+    let end = size;
+    let kept = -1;
+    while (end > 0 && kept < 0) {
+      const from = Math.max(0, end - chunk.length);
+      const { bytesRead } = await h.read(chunk, 0, end - from, from);
+      const nl = chunk.subarray(0, bytesRead).lastIndexOf(0x0a);
+      if (nl >= 0) kept = from + nl + 1;
+      end = from;
+    }
+    if (kept < 0) kept = 0;
+    if (kept === size) return size;
+    await h.truncate(kept);
+    await h.sync();
+    this.emit('repaired', { path: this.path, cutBytes: size - kept });
+    return kept;
   }
 
   private async close(): Promise<void> {
@@ -103,8 +150,9 @@ export class FileSink extends Writable {
     if (h !== null) await h.close();
   }
 
-  private fail(what: string, err: Error): DstreamError {
-    return new DstreamError(ErrorCodes.IO, `could not ${what} ${this.path}: ${err.message}`, {
+  private fail(what: string, err: Error, more = ''): DstreamError {
+    const hint = (err as NodeJS.ErrnoException).code === 'ENOSPC' ? '; the disk is full: free space and run again (rows not on disk were not acknowledged)' : '';
+    return new DstreamError(ErrorCodes.IO, `could not ${what} ${this.path}: ${err.message}${hint}${more}`, {
       cause: err,
       details: { path: this.path, destination: this.options.destination },
     });

@@ -36,7 +36,13 @@ export const filesProvider: ProviderDefinition<FilesConfig> = {
     no_sync: { type: 'boolean', default: false, description: 'skip fsync (faster, not crash-safe)' },
   },
   async run(ctx) {
-    const out = toFiles({ dir: ctx.config.dir, template: ctx.config.template, noSync: ctx.config.no_sync, onCheckpoint: (cp) => void ctx.output.write(cp) });
+    const out = toFiles({
+      dir: ctx.config.dir,
+      template: ctx.config.template,
+      noSync: ctx.config.no_sync,
+      onCheckpoint: (cp) => void ctx.output.write(cp),
+      onSink: (_d, sink) => sink.on('repaired', (r: { path: string; cutBytes: number }) => ctx.log(`${r.path} ended in a torn line (a write cut short): cut its last ${r.cutBytes} bytes before appending; the rows after the stored position are delivered again`)),
+    });
     await pipeline(ctx.input, out);
   },
   async plan(ctx) {

@@ -9,9 +9,12 @@ import { pipeline } from 'node:stream/promises';
 import type { TokenCredential } from '@azure/core-auth';
 import { parseServiceBusConnectionString } from '@azure/service-bus';
 import type { ConfigSchema } from '../../config/schema.js';
-import { invalidOption } from '../../errors.js';
+import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
 import type { CheckpointEnvelope } from '../../envelope/types.js';
-import { writeFileAtomic } from '../../executor/atomic-file.js';
+import { removeStaleTemps, writeFileAtomic } from '../../executor/atomic-file.js';
+import { latestSaver } from '../../executor/latest-saver.js';
+import { skipAcknowledged } from '../../streams/skip-acknowledged.js';
+import { readFile } from 'node:fs/promises';
 import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
 import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
 import { AdminEngine } from '../../infra/admin-engine.js';
@@ -20,7 +23,8 @@ import { infrastructureVerbs } from '../../infra/provider.js';
 import { PulumiEngine } from '../../infra/pulumi-engine.js';
 import { namespaceNameOf } from '../../infra/pulumi-program.js';
 import { desiredQueues, type DesiredQueue } from '../../infra/desired.js';
-import { adminClient, endpointOf, ensureQueue, type QueueSettings } from '../../infra/service-bus-admin.js';
+import { queueWarnings, durationMs } from '../../infra/queue-checks.js';
+import { adminClient, endpointOf, ensureQueue, managed, type QueueSettings } from '../../infra/service-bus-admin.js';
 import { toServiceBus } from '../deliver.js';
 import type { ConnectionOptions } from './client.js';
 import type { ServiceBusSink } from './sink.js';
@@ -40,7 +44,17 @@ export const asbSinkConfig = {
   send_timeout_ms: { type: 'integer', minimum: 100, default: 30_000, description: 'give up on one send and retry after this long' },
   on_oversize: { type: 'string', enum: ['fail', 'dead-letter'], default: 'fail', description: 'a record larger than the queue accepts' },
   dead_letter: { type: 'string', path: true, description: 'file for dead-lettered records (with on_oversize = dead-letter)' },
-  state_file: { type: 'string', path: true, description: 'write the last acknowledged checkpoint here, atomically' },
+  state_file: {
+    type: 'string',
+    path: true,
+    description:
+      'write the last acknowledged checkpoint here, atomically (the latest when acks come faster than saves). mssql-cdc --state-file reads it and resumes after it; asb-sink itself resumes only with skip_acknowledged',
+  },
+  skip_acknowledged: {
+    type: 'boolean',
+    default: false,
+    description: 'with state_file, when the input replays the same stream from its start (a file): skip what the stored checkpoint covers instead of sending it again',
+  },
   on_missing_queue: { type: 'string', enum: ['fail', 'create'], default: 'fail', description: 'a queue that does not exist: stop, or create it (needs Manage rights)' },
   task: { type: 'string', description: 'task name, recorded on the queues dstream creates (plan/init/status/destroy need it)' },
   tables: { type: 'string[]', description: 'tables whose queues plan/init/status manage, when the executor sends no streams' },
@@ -48,7 +62,9 @@ export const asbSinkConfig = {
   resource_group: { type: 'string', description: 'pulumi: the namespace\'s resource group' },
   namespace_name: { type: 'string', description: 'pulumi: the namespace name (default: from the connection string or namespace)' },
   pulumi_backend_url: { type: 'string', env: 'PULUMI_BACKEND_URL', description: 'pulumi: state backend (default: a file backend in the dstream state directory)' },
-  state_dir: { type: 'string', path: true, env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default: .dstream beside the task file; standalone ~/.dstream)' },
+  state_dir: { type: 'string', path: true, env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },
+  emulator_management_port: { type: 'integer', minimum: 1, maximum: 65535, description: 'Service Bus emulator (UseDevelopmentEmulator=true): its management port (default 5300 when the AMQP port is 5672 or unstated)' },
+  force_destroy: { type: 'boolean', default: false, description: 'destroy deletes queues that still hold messages (by default it keeps them)' },
   queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
   queue_lock_duration: { type: 'string', description: 'created queues: peek-lock duration (ISO-8601, e.g. PT1M)' },
   queue_max_delivery_count: { type: 'integer', minimum: 1, description: 'created queues: deliveries before dead-lettering' },
@@ -77,6 +93,7 @@ export interface AsbSinkConfig {
   on_oversize: 'fail' | 'dead-letter';
   dead_letter?: string;
   state_file?: string;
+  skip_acknowledged: boolean;
   on_missing_queue: 'fail' | 'create';
   task?: string;
   tables?: string[];
@@ -85,6 +102,8 @@ export interface AsbSinkConfig {
   namespace_name?: string;
   pulumi_backend_url?: string;
   state_dir?: string;
+  emulator_management_port?: number;
+  force_destroy: boolean;
   queue_max_size_mb?: number;
   queue_lock_duration?: string;
   queue_max_delivery_count?: number;
@@ -125,6 +144,28 @@ async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | u
   return new DefaultAzureCredential();
 }
 
+/** The checkpoint in asb-sink's state file (and stale temp files of killed saves removed). */
+async function loadStateFile(path: string): Promise<CheckpointEnvelope | undefined> {
+  await removeStaleTemps(path);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new DstreamError(ErrorCodes.IO, `could not read ${path}: ${messageOf(err)}`, { cause: err, details: { path } });
+  }
+  let cp: CheckpointEnvelope | undefined;
+  try {
+    cp = (JSON.parse(text) as { checkpoint?: CheckpointEnvelope } | null)?.checkpoint;
+  } catch (err) {
+    throw new DstreamError(ErrorCodes.IO, `${path} is not an asb-sink state file (${messageOf(err)}); fix it or remove it`, { cause: err, details: { path } });
+  }
+  if (cp === undefined || cp === null || typeof cp !== 'object' || cp.data === undefined) {
+    throw new DstreamError(ErrorCodes.IO, `${path} is not an asb-sink state file (no "checkpoint"); fix it or remove it`, { details: { path } });
+  }
+  return cp;
+}
+
 /** Queue settings for queues asb-sink creates, from its config. */
 export function queueSettingsOf(config: AsbSinkConfig): QueueSettings {
   const s: QueueSettings = {
@@ -142,24 +183,35 @@ export function queueSettingsOf(config: AsbSinkConfig): QueueSettings {
 }
 
 function missingQueueCreator(ctx: ProviderContext<AsbSinkConfig>, connection: ConnectionOptions): (queue: string) => Promise<void> {
-  const admin = adminClient(connection);
+  const admin = adminClient(connection, { emulatorManagementPort: ctx.config.emulator_management_port });
   const endpoint = endpointOf(connection);
   return async (queue) => {
-    const outcome = await ensureQueue(admin, queue, queueSettingsOf(ctx.config), { task: ctx.config.task, endpoint });
+    const settings = queueSettingsOf(ctx.config);
+    const outcome = await ensureQueue(admin, queue, settings, { task: ctx.config.task, endpoint });
     ctx.log(outcome === 'created' ? `queue ${queue} did not exist: created it in ${endpoint}` : `queue ${queue} exists now (created by someone else)`);
+    // The queue as it is decides what delivery promises: say so when that is not effectively-once.
+    const actual = outcome === 'created' ? settings : await managed(`read queue "${queue}"`, endpoint, () => admin.getQueue(queue));
+    for (const w of queueWarnings(actual)) ctx.log(`warning: queue ${queue}: ${w}`);
   };
 }
 
 export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<void> {
   const config = ctx.config;
-  if (config.on_oversize === 'dead-letter' && config.dead_letter === undefined) {
-    throw invalidOption('on_oversize = "dead-letter" needs dead_letter = "<file>"');
-  }
   const connection = await connectionOf(config);
+  const stale = staleResume(ctx.header.savedAt, config.queue_duplicate_detection ? config.queue_duplicate_detection_window : undefined);
+  if (stale !== undefined) ctx.log(`warning: ${stale}`);
   const deadLetter: WriteStream | undefined = config.dead_letter === undefined ? undefined : await openDeadLetterFile(config.dead_letter);
   const sinks = new Map<string, ServiceBusSink>();
   const started = Date.now();
   let acked = 0;
+  const stateFile = config.state_file;
+  const stored = stateFile === undefined ? undefined : await loadStateFile(stateFile);
+  // Acknowledgements come faster than fsynced saves: only the latest is written (bounded memory,
+  // never behind by more than one save), and the run's end waits for it.
+  const saver =
+    stateFile === undefined
+      ? undefined
+      : latestSaver((cp: CheckpointEnvelope) => writeFileAtomic(stateFile, `${JSON.stringify({ checkpoint: cp, savedAt: new Date().toISOString() })}\n`));
   const out = toServiceBus({
     ...connection,
     onMissingQueue: config.on_missing_queue === 'create' ? missingQueueCreator(ctx, connection) : undefined,
@@ -172,13 +224,12 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
     sendTimeoutMs: config.send_timeout_ms,
     onOversize: config.on_oversize,
     deadLetter,
-    onRetry: (r) => ctx.log(`queue ${r.queue}: ${(r.error as Error).message}; retry ${r.attempt} in ${r.delayMs} ms`),
+    onRetry: (r) => ctx.log(`queue ${r.queue}: ${(r.error as Error).message}; retry ${r.attempt} of ${config.max_retries} in ${r.delayMs} ms`),
+    onWarning: ctx.log,
     onSink: (queue, sink) => sinks.set(queue, sink as ServiceBusSink),
-    onCheckpoint: async (cp: CheckpointEnvelope) => {
+    onCheckpoint: (cp: CheckpointEnvelope) => {
       acked++;
-      if (config.state_file !== undefined) {
-        await writeFileAtomic(config.state_file, `${JSON.stringify({ checkpoint: cp, savedAt: new Date().toISOString() })}\n`);
-      }
+      saver?.offer(cp);
       // In a pipe, stdout is the end of the line; to an executor, each ack is a protocol line.
       if (!ctx.standalone) ctx.output.write(cp);
     },
@@ -193,13 +244,32 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
           ctx.log(progressLine(last, now));
           last = now;
         }, config.progress_ms).unref();
+  const skip =
+    config.skip_acknowledged && stored !== undefined
+      ? skipAcknowledged({ checkpoint: stored, from: stateFile!, onResume: (s) => ctx.log(`skipped ${s.rows} rows up to the checkpoint stored in ${stateFile} (already delivered); delivering from there`) })
+      : undefined;
   try {
-    await pipeline(ctx.input, out);
+    await (skip === undefined ? pipeline(ctx.input, out) : pipeline(ctx.input, skip, out));
   } finally {
     if (timer !== undefined) clearInterval(timer);
+    // What was acknowledged is stored, also when the run fails.
+    await saver?.flush();
     if (deadLetter !== undefined) await new Promise<void>((resolve) => deadLetter.end(() => resolve()));
   }
   if (!config.quiet) ctx.log(summaryLine(stats(), Date.now() - started, acked));
+}
+
+/**
+ * Duplicate detection remembers MessageIds for its window only: resuming from a position stored
+ * longer ago than that, the records read again that were already delivered arrive as new messages.
+ */
+export function staleResume(savedAt: unknown, window: string | undefined, now = Date.now()): string | undefined {
+  // Without duplicate detection plan, init and on_missing_queue have said so already.
+  if (typeof savedAt !== 'string' || window === undefined) return undefined;
+  const age = now - Date.parse(savedAt);
+  const windowMs = durationMs(window);
+  if (Number.isNaN(age) || windowMs === undefined || age <= windowMs) return undefined;
+  return `resuming from a position stored ${Math.round(age / 60_000)} min ago, longer than the queues' duplicate detection window (${window}): records delivered after it are sent again and Service Bus no longer recognises them as duplicates`;
 }
 
 /** The queues a lifecycle verb is about, and the engine to ask. */
@@ -217,12 +287,14 @@ async function lifecycle(ctx: ProviderContext<AsbSinkConfig>): Promise<{ engine:
     if (config.resource_group === undefined || namespaceName === undefined) {
       throw invalidOption('provisioner "pulumi" needs resource_group, and namespace_name unless the connection string or namespace names it');
     }
-    const live = config.connection_string ? { admin: adminClient({ connectionString: config.connection_string }), endpoint: endpointOf({ connectionString: config.connection_string }) } : {};
-    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, ...live });
+    // With a connection at hand, the engine sees queues outside its stack and their message counts.
+    const connected = Boolean(config.connection_string) || Boolean(config.namespace);
+    const live = connected ? await connectionOf(config).then((c) => ({ admin: adminClient(c, { emulatorManagementPort: config.emulator_management_port }), endpoint: endpointOf(c) })) : {};
+    const engine = new PulumiEngine({ task, resourceGroupName: config.resource_group, namespaceName, backendUrl: config.pulumi_backend_url, stateDir: config.state_dir, forceDestroy: config.force_destroy, ...live });
     return { engine, desired };
   }
   const connection = await connectionOf(config);
-  return { engine: new AdminEngine(adminClient(connection), { task, endpoint: endpointOf(connection) }), desired };
+  return { engine: new AdminEngine(adminClient(connection, { emulatorManagementPort: config.emulator_management_port }), { task, endpoint: endpointOf(connection), forceDestroy: config.force_destroy }), desired };
 }
 
 export const asbSink: ProviderDefinition<AsbSinkConfig> = {
@@ -232,6 +304,12 @@ export const asbSink: ProviderDefinition<AsbSinkConfig> = {
   examples: [
     'mssql-cdc --tables Persons,Orders | dstream route | asb-sink --connection-string "$ASB_CONNECTION_STRING"',
     'asb-sink --state-file state.json < routed.ndjson   # connection string from ASB_CONNECTION_STRING',
+  ],
+  checkConfig: (config) => [
+    ...(config.queue_sessions === true && (config.session_key === undefined || config.session_key === '')
+      ? ['queue_sessions: session-enabled queues need session_key (the column whose value becomes each message\'s SessionId); Service Bus rejects messages without one']
+      : []),
+    ...(config.on_oversize === 'dead-letter' && config.dead_letter === undefined ? ['on_oversize: "dead-letter" needs dead_letter = "<file>"'] : []),
   ],
   run: runAsbSink,
   ...infrastructureVerbs(lifecycle),

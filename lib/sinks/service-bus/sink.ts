@@ -2,7 +2,10 @@
  * serviceBusSink(): a Writable of envelopes for one queue.
  *
  * Records go into an open ServiceBusMessageBatch (createMessageBatch + tryAddMessage, so a batch
- * fills up to the entity's maximum, which the SDK learns from the link). A batch is sent when full,
+ * fills up to the entity's maximum, which the SDK learns from the link, capped at the 1 MB Service
+ * Bus accepts in one batch; a larger record that the link takes is sent on its own). A queue that
+ * refuses batches of distinct MessageIds (partitioned, with duplicate detection) gets its records
+ * one per send from then on, still one in flight, so in order. A batch is sent when full,
  * `lingerMs` after its first record, and at the end. One batch is in flight at a time, which keeps
  * the queue's order across retries; while it flies the next one fills, and a writer that fills
  * that one too waits (backpressure). Write callbacks come early to keep records flowing, so
@@ -10,12 +13,13 @@
  * Service Bus accepted (see DURABLE_ACKS in streams/partition.ts). A failed send never acks.
  */
 import { Writable } from 'node:stream';
-import type { ServiceBusMessage, ServiceBusMessageBatch, ServiceBusSender } from '@azure/service-bus';
+import type { CreateMessageBatchOptions, ServiceBusMessage, ServiceBusMessageBatch, ServiceBusSender } from '@azure/service-bus';
 import { DstreamError, ErrorCodes, invalidOption, isDstreamError, messageOf } from '../../errors.js';
 import type { Envelope } from '../../envelope/types.js';
 import { DURABLE_ACKS } from '../../streams/partition.js';
 import { acquireClient, type ClientLease, type ConnectionOptions } from './client.js';
-import { backoffDelay, isTransient, type RetryOptions } from './errors.js';
+import { attemptsText, backoffOf, retry } from '../../retry.js';
+import { classify, type RetryOptions } from './errors.js';
 import { describeRecord, toServiceBusMessage, type MessageOptions } from './message.js';
 
 export type OversizePolicy = 'fail' | 'dead-letter';
@@ -34,11 +38,17 @@ export interface ServiceBusSinkOptions extends ConnectionOptions, MessageOptions
   /** Envelopes buffered before the batch logic. Default 256. */
   highWaterMark?: number;
   /**
-   * Give up on one send after this long and retry it. A connection that dies after the broker
-   * stored a batch but before its acceptance arrived leaves the send waiting; the retry resends,
-   * and duplicate detection drops the copy. Default 30 s.
+   * The longest wait for Service Bus to answer one send before it is tried again. A connection
+   * that drops under a send leaves it waiting (the SDK does not fail sends in flight), so the
+   * first attempt waits less: a few times the slowest answer seen so far, at least
+   * `firstSendTimeoutMs`; each timed-out attempt doubles the wait. The retry resends, and
+   * duplicate detection drops the copy. Default 30 s.
    */
   sendTimeoutMs?: number;
+  /** Floor of the first attempt's wait (see sendTimeoutMs); five times that before the first answer. Default 2 s. */
+  firstSendTimeoutMs?: number;
+  /** Called once when Service Bus answers slower than `sendTimeoutMs` and the wait grows past it. */
+  onWarning?: (message: string) => void;
   /**
    * Called once when the queue turns out not to exist; when it resolves (the queue was created),
    * the send is tried again. Without it a missing queue fails the stream.
@@ -62,11 +72,30 @@ export interface ServiceBusSinkStats {
 
 interface OpenBatch {
   batch: ServiceBusMessageBatch;
+  /** The batch's messages, to send them one at a time to a queue that refuses the batch. */
+  messages: ServiceBusMessage[];
   /** Records this batch stands for: its messages and any dead-lettered records among them. */
   records: number;
+  /** A message larger than a batch may be (but within the link's maximum), sent on its own instead. */
+  alone?: { message: ServiceBusMessage; size: number };
 }
 
 const MAX_MESSAGES_PER_SEND = 4500;
+/**
+ * Service Bus accepts at most 1 MB in one batch, whatever the link announces: on Premium with large
+ * messages the link says up to 100 MB, which holds for one message sent alone only; a bigger batch
+ * gets the link force-detached (azure-sdk-for-js#33278).
+ */
+export const MAX_BATCH_BYTES = 1024 * 1024;
+
+/**
+ * A partitioned queue with duplicate detection refuses any batch of messages with distinct
+ * MessageIds (the service does not implement it); the SDK reports it as a GeneralError, so only
+ * the service's words tell it apart.
+ */
+function refusesBatches(err: unknown): boolean {
+  return /Batching brokered messages with distinct SessionId, PartitionKey, or MessageId is not supported/i.test(messageOf(err));
+}
 
 export class ServiceBusSink extends Writable {
   readonly [DURABLE_ACKS] = true;
@@ -83,7 +112,16 @@ export class ServiceBusSink extends Writable {
   private linger: NodeJS.Timeout | null = null;
   private failed: Error | null = null;
   private triedCreating = false;
+  /** The link's maximum message size, learnt with the first batch (0: not yet). */
+  private linkMax = 0;
+  /** The queue refused a batch of distinct MessageIds: one message per send from now on. */
+  private singly = false;
   private readonly counts: ServiceBusSinkStats;
+  /** Aborted by destroy(): cuts short retry waits and sends in flight. */
+  private readonly abort = new AbortController();
+  /** The slowest answer to a send so far: the first attempt's wait follows it. */
+  private slowestSendMs = 0;
+  private warnedSlow = false;
 
   constructor(options: ServiceBusSinkOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 256 });
@@ -122,6 +160,7 @@ export class ServiceBusSink extends Writable {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.clearLinger();
+    this.abort.abort(err ?? new DstreamError(ErrorCodes.SERVICE_BUS, `sink for queue "${this.queue}" was destroyed`));
     // Closing is best-effort here: the stream is already failing with `err`, which is what the
     // caller must see; a close error is reported only when there is no other.
     this.sender
@@ -136,24 +175,36 @@ export class ServiceBusSink extends Writable {
     const message = toServiceBusMessage(this.queue, env, this.options);
     let open = this.open ?? (await this.newBatch());
     if (open.batch.tryAddMessage(message)) {
-      await this.recordAdded(open);
+      await this.recordAdded(open, message);
       return;
     }
     if (open.batch.count > 0) {
       await this.sendFull();
       open = await this.newBatch();
       if (open.batch.tryAddMessage(message)) {
-        await this.recordAdded(open);
+        await this.recordAdded(open, message);
+        return;
+      }
+    }
+    // Larger than a batch may be: on its own, when the link takes a message that large.
+    if (this.linkMax > open.batch.maxSizeInBytes) {
+      const probe = await this.withRetry('open a batch', () => this.sender.createMessageBatch({ abortSignal: this.abort.signal }));
+      if (probe.tryAddMessage(message)) {
+        open.alone = { message, size: probe.sizeInBytes };
+        open.records++;
+        this.counts.records++;
+        await this.sendFull();
         return;
       }
     }
     await this.oversize(env, message, open);
   }
 
-  private async recordAdded(open: OpenBatch): Promise<void> {
+  private async recordAdded(open: OpenBatch, message: ServiceBusMessage): Promise<void> {
+    open.messages.push(message);
     open.records++;
     this.counts.records++;
-    if (open.batch.count >= this.maxBatchMessages) await this.sendFull();
+    if (open.batch.count >= (this.singly ? 1 : this.maxBatchMessages)) await this.sendFull();
     else this.armLinger();
   }
 
@@ -170,13 +221,14 @@ export class ServiceBusSink extends Writable {
 
   private async oversize(env: Envelope, message: ServiceBusMessage, open: OpenBatch): Promise<void> {
     const size = Buffer.byteLength(JSON.stringify(message.body));
-    const what = `${describeRecord(env)}: message of about ${size} bytes is larger than queue "${this.queue}" accepts (${open.batch.maxSizeInBytes} bytes)`;
+    const maxSize = Math.max(this.linkMax, open.batch.maxSizeInBytes);
+    const what = `${describeRecord(env)}: message of about ${size} bytes is larger than queue "${this.queue}" accepts (${maxSize} bytes)`;
     if (this.options.onOversize !== 'dead-letter') {
       throw new DstreamError(ErrorCodes.MESSAGE_TOO_LARGE, `${what}; set on_oversize = "dead-letter" to set such records aside`, {
-        details: { queue: this.queue, size, maxSize: open.batch.maxSizeInBytes, table: env.metadata?.TableName, lsn: env.metadata?.LSN },
+        details: { queue: this.queue, size, maxSize, table: env.metadata?.TableName, lsn: env.metadata?.LSN },
       });
     }
-    const line = `${JSON.stringify({ reason: 'message too large', queue: this.queue, size, maxSize: open.batch.maxSizeInBytes, record: env, at: new Date().toISOString() })}\n`;
+    const line = `${JSON.stringify({ reason: 'message too large', queue: this.queue, size, maxSize, record: env, at: new Date().toISOString() })}\n`;
     await new Promise<void>((resolve, reject) => this.options.deadLetter!.write(line, (err) => (err ? reject(err) : resolve())));
     this.counts.deadLettered++;
     this.counts.records++;
@@ -186,10 +238,10 @@ export class ServiceBusSink extends Writable {
   }
 
   private newBatch(): Promise<OpenBatch> {
-    this.opening ??= this.withRetry('open a batch', () => this.sender.createMessageBatch()).then(
+    this.opening ??= this.withRetry('open a batch', () => this.createBatch()).then(
       (batch) => {
         this.opening = null;
-        this.open = { batch, records: 0 };
+        this.open = { batch, messages: [], records: 0 };
         return this.open;
       },
       (err: unknown) => {
@@ -198,6 +250,37 @@ export class ServiceBusSink extends Writable {
       },
     );
     return this.opening;
+  }
+
+  /** A batch of at most min(link maximum, 1 MB). */
+  private async createBatch(): Promise<ServiceBusMessageBatch> {
+    if (this.linkMax === 0) {
+      const probe = await this.sender.createMessageBatch({ abortSignal: this.abort.signal });
+      this.linkMax = probe.maxSizeInBytes;
+      if (this.linkMax <= MAX_BATCH_BYTES) return probe;
+    }
+    const options: CreateMessageBatchOptions = { abortSignal: this.abort.signal };
+    if (this.linkMax > MAX_BATCH_BYTES) options.maxSizeInBytes = MAX_BATCH_BYTES;
+    return this.sender.createMessageBatch(options);
+  }
+
+  /** Sends the batch, or its messages one at a time in order to a queue that refuses batches. */
+  private async send(open: OpenBatch, timeouts: number): Promise<void> {
+    if (open.alone !== undefined || (this.singly && open.batch.count === 1)) {
+      await this.sendWithTimeout(open.alone?.message ?? open.messages[0]!, timeouts);
+      return;
+    }
+    if (!this.singly) {
+      try {
+        await this.sendWithTimeout(open.batch, timeouts);
+        return;
+      } catch (err) {
+        if (!refusesBatches(err)) throw err;
+        this.singly = true;
+      }
+    }
+    // A retry of this whole step sends the earlier ones again: the queue's duplicate detection drops them.
+    for (const m of open.messages) await this.sendWithTimeout(m, timeouts);
   }
 
   /** Chains the open batch after the one in flight. Never throws; a failure destroys the sink. */
@@ -209,12 +292,20 @@ export class ServiceBusSink extends Writable {
     this.inFlight = this.inFlight.then(async () => {
       if (this.failed) return;
       try {
-        if (open.batch.count > 0) {
-          await this.withRetry('send a batch', () => this.sendWithTimeout(open.batch));
+        if (open.batch.count > 0 || open.alone !== undefined) {
+          let timeouts = 0;
+          await this.withRetry(open.alone ? 'send a message' : 'send a batch', async () => {
+            try {
+              await this.send(open, timeouts);
+            } catch (err) {
+              if (err instanceof SendTimeout) timeouts++;
+              throw err;
+            }
+          });
           this.counts.batches++;
-          this.counts.messages += open.batch.count;
-          this.counts.bytes += open.batch.sizeInBytes;
-          this.counts.fill += open.batch.sizeInBytes / open.batch.maxSizeInBytes;
+          this.counts.messages += open.alone ? 1 : open.batch.count;
+          this.counts.bytes += open.alone?.size ?? open.batch.sizeInBytes;
+          this.counts.fill += open.alone ? 1 : open.batch.sizeInBytes / open.batch.maxSizeInBytes;
         }
         this.emit('ack', open.records);
       } catch (err) {
@@ -224,13 +315,27 @@ export class ServiceBusSink extends Writable {
     });
   }
 
-  private async sendWithTimeout(batch: ServiceBusMessageBatch): Promise<void> {
-    const ms = this.options.sendTimeoutMs ?? 30_000;
-    const signal = AbortSignal.timeout(ms);
+  /**
+   * One send, given up after the attempt's wait: the first waits a few times the slowest answer so
+   * far (at least `firstSendTimeoutMs`, at most `sendTimeoutMs`), each timed-out one twice the last.
+   */
+  private async sendWithTimeout(batch: ServiceBusMessageBatch | ServiceBusMessage, timeoutsSoFar: number): Promise<void> {
+    const max = this.options.sendTimeoutMs ?? 30_000;
+    // Before any answer the link is still to be opened and authorised: a cold start gets longer.
+    const floor = (this.options.firstSendTimeoutMs ?? 2000) * (this.slowestSendMs === 0 ? 5 : 1);
+    const first = Math.min(max, Math.max(floor, 4 * this.slowestSendMs));
+    const ms = first * 2 ** timeoutsSoFar;
+    if (ms > max && !this.warnedSlow) {
+      this.warnedSlow = true;
+      this.options.onWarning?.(`queue "${this.queue}": Service Bus did not answer a send within send_timeout_ms (${max} ms); waiting up to ${ms} ms now (raise send_timeout_ms if the namespace is this slow)`);
+    }
+    const timeout = AbortSignal.timeout(ms);
+    const started = Date.now();
     try {
-      await this.sender.sendMessages(batch, { abortSignal: signal });
+      await this.sender.sendMessages(batch, { abortSignal: AbortSignal.any([timeout, this.abort.signal]) });
+      this.slowestSendMs = Math.max(this.slowestSendMs, Date.now() - started);
     } catch (err) {
-      if (signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
+      if (timeout.aborted && !this.abort.signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
       throw err;
     }
   }
@@ -250,29 +355,33 @@ export class ServiceBusSink extends Writable {
     }
   }
 
-  private async withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
-    const max = this.options.retry?.maxRetries ?? 8;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await op();
-      } catch (err) {
-        if ((err as { code?: unknown }).code === 'MessagingEntityNotFound' && this.options.onMissingQueue && !this.triedCreating) {
+  private withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
+    return retry(
+      async () => {
+        try {
+          return await op();
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== 'MessagingEntityNotFound' || !this.options.onMissingQueue || this.triedCreating) throw err;
+          // Creating the queue is not a failed attempt: once it exists, the same attempt goes on.
           this.triedCreating = true;
           await this.options.onMissingQueue(this.queue);
-          attempt--; // creating the queue is not a failed attempt
-          continue;
+          return await op();
         }
-        if (!isTransient(err) || attempt >= max) throw this.explain(err, what, attempt);
-        const delayMs = backoffDelay(attempt, this.options.retry);
-        this.counts.retries++;
-        this.options.onRetry?.({ queue: this.queue, attempt: attempt + 1, delayMs, error: err });
-        await new Promise((r) => setTimeout(r, delayMs));
-        if (this.destroyed) throw this.failed ?? new Error(`sink for queue "${this.queue}" was destroyed`);
-      }
-    }
+      },
+      {
+        ...backoffOf(this.options.retry),
+        signal: this.abort.signal,
+        classify: (err) => (err instanceof SendTimeout ? true : classify(err)),
+        onRetry: ({ attempt, delayMs, error }) => {
+          this.counts.retries++;
+          this.options.onRetry?.({ queue: this.queue, attempt, delayMs, error });
+        },
+        fail: (err, attempts, info) => this.explain(err, what, attemptsText(attempts, info)),
+      },
+    );
   }
 
-  private explain(err: unknown, what: string, attempt: number): Error {
+  private explain(err: unknown, what: string, attempts: string): Error {
     if (isDstreamError(err)) return err;
     const code = (err as { code?: unknown }).code;
     const where = `queue "${this.queue}" in ${this.lease.endpoint}`;
@@ -288,7 +397,7 @@ export class ServiceBusSink extends Writable {
         details: { queue: this.queue },
       });
     }
-    const tries = attempt > 0 ? ` after ${attempt + 1} attempts` : '';
+    const tries = attempts === '' ? '' : ` ${attempts}`;
     return new DstreamError(ErrorCodes.SERVICE_BUS, `could not ${what} to ${where}${tries}: ${messageOf(err)}`, {
       cause: err,
       details: { queue: this.queue, code },
@@ -301,9 +410,8 @@ export function serviceBusSink(options: ServiceBusSinkOptions): ServiceBusSink {
   return new ServiceBusSink(options);
 }
 
-/** A send that got no answer in time: the connection may be gone; worth a retry. */
+/** A send that got no answer in time: the connection may be gone; the sink retries it (no Azure code faked). */
 class SendTimeout extends Error {
-  readonly code = 'OperationTimeoutError';
   constructor(message: string, cause: unknown) {
     super(message, { cause });
     this.name = 'SendTimeout';

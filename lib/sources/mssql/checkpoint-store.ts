@@ -6,6 +6,7 @@
  */
 import type { StateStore, StoreDescriptor, StoredState } from '../../executor/state-store.js';
 import { invalidOption } from '../../errors.js';
+import { retry } from '../../retry.js';
 import { isConnectionLost, missingCheckpointTable, sqlFailure } from './errors.js';
 import { positionOf } from './position.js';
 import type { CdcConnector, CdcQueries } from './queries.js';
@@ -29,24 +30,37 @@ export class SqlCheckpointStore implements StateStore {
     return { kind: 'sqlserver', table: tableKey(this.table) };
   }
 
-  /** Runs `fn` on the store's connection; one reconnect when the connection was lost. */
+  /** Runs `fn` on the store's connection; a lost connection is opened again and `fn` retried (lib/retry.ts). */
   private async with<T>(what: string, fn: (q: CdcQueries) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      this.q ??= this.connect({ maxConnections: 2 });
-      let q: CdcQueries | undefined;
-      try {
-        q = await this.q;
-        return await fn(q);
-      } catch (err) {
-        if (isConnectionLost(err) && attempt === 1) {
-          this.q = undefined;
-          await q?.close().catch(() => undefined);
-          continue;
+    let where: string | undefined;
+    return retry(
+      async () => {
+        this.q ??= this.connect({ maxConnections: 2 });
+        let q: CdcQueries | undefined;
+        try {
+          q = await this.q;
+          where = q.where;
+          return await fn(q);
+        } catch (err) {
+          if (isConnectionLost(err)) {
+            this.q = undefined;
+            // The connection is gone already; closing it is only tidying up.
+            await q?.close().catch(() => undefined);
+          }
+          throw err;
         }
-        if ((err as { number?: number }).number === 208) throw missingCheckpointTable(this.table, q?.where ?? 'the database', err);
-        throw sqlFailure(err, q?.where ?? (err as { where?: string }).where ?? 'the checkpoint database', what);
-      }
-    }
+      },
+      {
+        maxAttempts: 3,
+        baseMs: 500,
+        maxMs: 5000,
+        classify: (err) => isConnectionLost(err),
+        fail: (err) => {
+          if ((err as { number?: number }).number === 208) return missingCheckpointTable(this.table, where ?? 'the database', err);
+          return sqlFailure(err, where ?? (err as { where?: string }).where ?? 'the checkpoint database', what);
+        },
+      },
+    );
   }
 
   async load(task: string): Promise<StoredState | undefined> {

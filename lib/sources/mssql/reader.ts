@@ -12,7 +12,8 @@
  */
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
+import { DstreamError, ErrorCodes, invalidOption, isDstreamError, messageOf } from '../../errors.js';
+import { retry } from '../../retry.js';
 import { checkpoint, type Envelope } from '../../envelope/types.js';
 import { didYouMean } from '../../config/schema.js';
 import { isConnectionLost, missingCheckpointTable, sqlFailure } from './errors.js';
@@ -347,23 +348,32 @@ class CdcReader {
   }
 
   private async connect(attempts: number, phase: 'start' | 'reconnect'): Promise<CdcQueries> {
-    let delay = this.o.retryDelayMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        // Every table with changes in a window streams at once, each on its own connection (two
-        // while it switches capture instance); a pool smaller than that would leave the merge
-        // waiting for a stream that waits for a connection.
-        return await this.o.connect({ maxConnections: Math.max(this.o.maxConnections, 2 * this.refs.length + 1), ...(this.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.o.requestTimeoutMs } : {}) });
-      } catch (err) {
-        const failure = sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
-        if (!isConnectionLost(err) || attempt >= attempts || this.aborted) {
-          throw new DstreamError(failure.code, `${failure.message}${isConnectionLost(err) ? ` (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'})` : ''}`, { cause: err, details: failure.details });
-        }
-        this.log(`${phase === 'start' ? 'connecting' : 'reconnecting'} (attempt ${attempt} of ${attempts}) failed: ${failure.message}; retrying in ${delay} ms`);
-        await sleep(delay, undefined, { signal: this.o.signal }).catch(() => undefined);
-        delay = Math.min(delay * 2, 30_000);
-      }
-    }
+    const failed = (err: unknown) => sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
+    let lastFailure: DstreamError | undefined;
+    return retry(
+      // Every table with changes in a window streams at once, each on its own connection (two
+      // while it switches capture instance); a pool smaller than that would leave the merge
+      // waiting for a stream that waits for a connection.
+      () => this.o.connect({ maxConnections: Math.max(this.o.maxConnections, 2 * this.refs.length + 1), ...(this.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.o.requestTimeoutMs } : {}) }),
+      {
+        maxAttempts: attempts,
+        baseMs: this.o.retryDelayMs,
+        maxMs: 30_000,
+        signal: this.o.signal,
+        classify: (err) => isConnectionLost(err) && !this.aborted,
+        onRetry: ({ attempt, delayMs, error }) => {
+          lastFailure = failed(error);
+          this.log(`${phase === 'start' ? 'connecting' : 'reconnecting'} (attempt ${attempt} of ${attempts}) failed: ${lastFailure.message}; retrying in ${delayMs} ms`);
+        },
+        fail: (err, attempt) => {
+          const failure = failed(err);
+          return new DstreamError(failure.code, `${failure.message}${isConnectionLost(err) ? ` (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'})` : ''}`, { cause: err, details: failure.details });
+        },
+      },
+    ).catch((err: unknown) => {
+      // Stopped while waiting to retry: the connection failure is why there is nothing to read.
+      throw this.aborted && lastFailure !== undefined && !isDstreamError(err) ? lastFailure : err;
+    });
   }
 
   /** Checks the database and tables, resolves start positions, runs the snapshot if asked. */
