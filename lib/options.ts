@@ -60,6 +60,8 @@ export const FACTORY_OPTIONS = {
     deadLetter: { type: 'stream' },
     highWaterMark: { type: 'number' },
     sendTimeoutMs: { type: 'number' },
+    firstSendTimeoutMs: { type: 'number' },
+    onWarning: { type: 'function' },
     onMissingQueue: { type: 'function' },
     onRetry: { type: 'function' },
   },
