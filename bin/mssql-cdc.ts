@@ -1,5 +1,6 @@
 #!/usr/bin/env node
+import { exitWhenFlushed } from '../lib/cli/exit.js';
 import { runProvider } from '../lib/provider/run-provider.js';
 import { mssqlCdcSource } from '../lib/sources/mssql/provider.js';
 
-runProvider(mssqlCdcSource).then((code) => process.exit(code));
+runProvider(mssqlCdcSource).then(exitWhenFlushed);

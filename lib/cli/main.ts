@@ -1,32 +1,100 @@
 /**
  * The dstream command line. Each verb is a function of lib/ taking parsed options and stdio, so
  * the bin stays a one-liner and every behaviour is testable without a process.
+ *
+ * yargs only parses: a command's handler picks the action, and the action runs after the whole
+ * command line has been checked (unknown options, missing arguments). An argument error stops the
+ * command before it touches anything.
  */
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
+import { didYouMean } from '../config/schema.js';
 import { INVALID_POLICIES, type InvalidPolicy } from '../envelope/invalid.js';
-import { messageOf } from '../errors.js';
+import { invalidOption, messageOf } from '../errors.js';
 import { ExitCodes } from '../protocol/exit-codes.js';
 import { DEFAULT_TEMPLATE } from '../streams/destination.js';
+import { dstreamVersion } from '../version.js';
+import { reportError } from './output.js';
 import { DEFAULT_MAX_LINE_BYTES, routeCommand } from './route.js';
-import type { TaskIO } from './tasks.js';
+import type { TaskCommandOptions, TaskIO } from './tasks.js';
 
 // Task verbs load the executor (Service Bus SDK, HCL parser) only when used: `dstream route`
 // in a pipe starts without them.
 const tasks = () => import('./tasks.js');
 
+const COMMANDS = ['route', 'validate', 'plan', 'init', 'status', 'destroy', 'run', 'reset'] as const;
+
+/** Verbs of other tools, and what dstream calls them. */
+const SYNONYMS: Record<string, string> = {
+  apply: 'init (create the infrastructure), then run (stream)',
+  up: 'init',
+  create: 'init',
+  setup: 'init',
+  start: 'run',
+  stream: 'run',
+  show: 'status',
+  list: 'status',
+  state: 'status',
+  check: 'validate',
+  lint: 'validate',
+  delete: 'destroy',
+  remove: 'destroy',
+  down: 'destroy',
+  rm: 'destroy',
+  forget: 'reset',
+};
+
 const TASK_EPILOG = [
-  'Tasks come from dstream.hcl (or --config FILE, or DSTREAM_CONFIG). State (checkpoints, Pulumi stacks) lives in',
-  'DSTREAM_STATE_DIR (default ~/.dstream).',
+  'Tasks come from dstream.hcl (or --config FILE, or DSTREAM_CONFIG). Relative paths in it are taken from its',
+  "directory, and the task's state (positions, Pulumi stacks) lives beside it in .dstream/ (or state { dir },",
+  'or DSTREAM_STATE_DIR).',
   '',
-  'Exit codes: 0 ok, 1 a provider failed, 2 bad config or options (or destroy without confirmation), 130/143 stopped by SIGINT/SIGTERM.',
+  'Exit codes: 0 ok, 1 a provider failed, 2 bad config or options (or not confirmed), 130/143 stopped by SIGINT/SIGTERM.',
 ].join('\n');
+
+const examples = (...lines: string[]) => `Examples:\n${lines.map((l) => `  ${l}`).join('\n')}\n\n${TASK_EPILOG}`;
+
+function taskOptions<T>(y: Argv<T>) {
+  return y
+    .option('config', { alias: 'c', type: 'string', describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
+    // The original dstream's flag, accepted so its scripts keep working; dstream has nothing to set.
+    .option('log-level', { alias: 'l', type: 'string', hidden: true })
+    .option('json', { type: 'boolean', default: false, describe: 'print results (and errors) as JSON on stdout, for scripts' })
+    .option('quiet', { type: 'boolean', default: false, describe: 'no progress or provider log lines (errors are still printed)' })
+    .option('verbose', { type: 'boolean', default: false, describe: "errors keep a provider's last stderr lines even when they were shown live" });
+}
+
+type Action = () => Promise<number>;
 
 export async function main(
   argv: string[],
   io: TaskIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
 ): Promise<number> {
-  let code: number = ExitCodes.OK;
+  const json = argv.includes('--json');
+  const logLevel = argv.findIndex((a) => a === '-l' || a === '--log-level' || a.startsWith('--log-level='));
+  if (logLevel >= 0) {
+    const value = argv[logLevel]!.includes('=') ? argv[logLevel]!.split('=')[1] : argv[logLevel + 1];
+    io.stderr.write(`dstream: note: --log-level ${value ?? ''}: dstream has no log levels; providers' stderr is always shown, and run --quiet hides progress\n`);
+  }
+  const usage = (message: string): number => {
+    return reportError(io, { json }, invalidOption(message));
+  };
+  // A word that is not a command: say which one it resembles, before yargs prints all of them.
+  const first = argv.find((a) => !a.startsWith('-'));
+  if (first !== undefined && argv.indexOf(first) === 0 && !(COMMANDS as readonly string[]).includes(first)) {
+    const guess = SYNONYMS[first.toLowerCase()] ?? didYouMean(first, COMMANDS);
+    return usage(`unknown command "${first}"${guess ? `; did you mean ${guess}?` : ''} (commands: ${COMMANDS.join(', ')}; see dstream --help)`);
+  }
+
+  let action: Action | undefined;
   let usageError: string | undefined;
+  const task = (a: { task?: string; config?: string; json?: boolean; quiet?: boolean; verbose?: boolean }): TaskCommandOptions => ({
+    task: a.task,
+    config: a.config,
+    json: a.json,
+    quiet: a.quiet,
+    verbose: a.verbose,
+  });
+  const taskPositional = <T>(y: Argv<T>) => taskOptions(y).positional('task', { type: 'string', demandOption: true, describe: 'task name in the task file' });
   const cli = yargs(argv)
     .scriptName('dstream')
     .usage('$0 <command> [options]\n\nStream SQL Server change data capture to Azure Service Bus.')
@@ -59,93 +127,135 @@ export async function main(
               'Exit codes: 0 ok, 2 bad options or destination names, 4 invalid record (policy fail), 1 other failure.',
             ].join('\n'),
           ),
-      async (args) => {
-        code = await routeCommand(
-          {
-            template: args.template,
-            include: splitList(args.include),
-            exclude: splitList(args.exclude),
-            onInvalid: args['on-invalid'] as InvalidPolicy | undefined,
-            deadLetter: args['dead-letter'],
-            maxLineBytes: args['max-line-bytes'],
-            quiet: args.quiet,
-          },
-          io,
-        );
+      (args) => {
+        action = () =>
+          routeCommand(
+            {
+              template: args.template,
+              include: splitList(args.include),
+              exclude: splitList(args.exclude),
+              onInvalid: args['on-invalid'] as InvalidPolicy | undefined,
+              deadLetter: args['dead-letter'],
+              maxLineBytes: args['max-line-bytes'],
+              quiet: args.quiet,
+            },
+            io,
+          );
       },
     )
-    .option('config', { alias: 'c', type: 'string', global: true, describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
-    // The original dstream's flag, accepted so its scripts keep working; dstream has nothing to set.
-    .option('log-level', { alias: 'l', type: 'string', global: true, hidden: true })
-    .middleware((a) => {
-      if (a.logLevel !== undefined) io.stderr.write(`dstream: note: --log-level ${String(a.logLevel)}: dstream has no log levels; providers' stderr is always shown, and run --quiet hides progress\n`);
-    })
-    .option('json', { type: 'boolean', global: true, default: false, describe: 'print results as JSON, for scripts' })
-    .command('validate [task]', 'Check dstream.hcl (and one task) without running anything', (y) => y.positional('task', { type: 'string' }).epilog(TASK_EPILOG), async (a) => {
-      code = await (await tasks()).validateCommand({ task: a.task, config: a.config, json: a.json }, io);
-    })
-    .command('plan <task>', 'Show what init would create, change or destroy', (y) => y.positional('task', { type: 'string', demandOption: true }).epilog(TASK_EPILOG), async (a) => {
-      code = await (await tasks()).lifecycleCommand('plan', { task: a.task, config: a.config, json: a.json }, io);
-    })
-    .command('init <task>', "Create the task's infrastructure (queues), idempotently", (y) => y.positional('task', { type: 'string', demandOption: true }).epilog(TASK_EPILOG), async (a) => {
-      code = await (await tasks()).lifecycleCommand('init', { task: a.task, config: a.config, json: a.json }, io);
-    })
-    .command('status <task>', 'Show what exists, live counts, and the stored position', (y) => y.positional('task', { type: 'string', demandOption: true }).epilog(TASK_EPILOG), async (a) => {
-      code = await (await tasks()).lifecycleCommand('status', { task: a.task, config: a.config, json: a.json }, io);
-    })
+    .command(
+      'validate [task]',
+      'Check dstream.hcl (and one task) without running anything',
+      (y) =>
+        taskOptions(y)
+          .positional('task', { type: 'string', describe: 'check only this task' })
+          .option('skip-env', { type: 'boolean', default: false, describe: 'check without the environment: a missing {{ env }} variable reads as a placeholder (CI without secrets)' })
+          .epilog(examples('dstream validate', 'dstream validate demo --config examples/dstream.hcl', 'dstream validate --skip-env --json   # in CI, without the secrets')),
+      (a) => {
+        action = async () => (await tasks()).validateCommand({ ...task(a), skipEnv: a['skip-env'] }, io);
+      },
+    )
+    .command(
+      'plan <task>',
+      'Show what init would create, change or destroy',
+      (y) =>
+        taskPositional(y)
+          .option('detailed-exitcode', { type: 'boolean', default: false, describe: 'exit 0 without changes, 2 with changes, 1 on any error' })
+          .epilog(examples('dstream plan demo', 'dstream plan demo --json', 'dstream plan demo --detailed-exitcode || echo "changes (2) or an error (1)"')),
+      (a) => {
+        action = async () => (await tasks()).lifecycleCommand('plan', { ...task(a), detailedExitcode: a['detailed-exitcode'] }, io);
+      },
+    )
+    .command(
+      'init <task>',
+      "Create the task's infrastructure (queues), idempotently",
+      (y) => taskPositional(y).epilog(examples('dstream init demo', 'dstream init generator-to-asb --config examples/dstream.hcl')),
+      (a) => {
+        action = async () => (await tasks()).lifecycleCommand('init', task(a), io);
+      },
+    )
+    .command(
+      'status <task>',
+      'Show what exists, live counts, and the stored position',
+      (y) => taskPositional(y).epilog(examples('dstream status demo', 'dstream status demo --json | jq .position')),
+      (a) => {
+        action = async () => (await tasks()).lifecycleCommand('status', task(a), io);
+      },
+    )
     .command(
       'destroy <task>',
-      'Remove what the task created (asks on a terminal; --yes otherwise)',
-      (y) => y.positional('task', { type: 'string', demandOption: true }).option('yes', { type: 'boolean', default: false, describe: 'do not ask' }).epilog(TASK_EPILOG),
-      async (a) => {
-        code = await (await tasks()).lifecycleCommand('destroy', { task: a.task, config: a.config, json: a.json, yes: a.yes }, io);
+      'Remove what the task created and its stored position (lists them; asks on a terminal, --yes otherwise)',
+      (y) =>
+        taskPositional(y)
+          .option('yes', { type: 'boolean', default: false, describe: 'do not ask' })
+          .epilog(examples('dstream destroy demo          # lists what goes, then asks for the task name', 'dstream destroy demo --yes    # scripts')),
+      (a) => {
+        action = async () => (await tasks()).lifecycleCommand('destroy', { ...task(a), yes: a.yes }, io);
       },
     )
     .command(
       'run <task>',
       'Stream the task until its input ends or SIGINT/SIGTERM; stores each acknowledged checkpoint',
-      (y) => y.positional('task', { type: 'string', demandOption: true }).option('quiet', { type: 'boolean', default: false, describe: 'no progress lines' }).epilog(TASK_EPILOG),
-      async (a) => {
-        code = await (await tasks()).runCommand({ task: a.task, config: a.config, json: a.json, quiet: a.quiet }, io);
+      (y) => taskPositional(y).epilog(examples('dstream run demo', 'dstream run demo --quiet --json   # one JSON summary line at the end')),
+      (a) => {
+        action = async () => (await tasks()).runCommand(task(a), io);
       },
     )
     .command(
       'reset <task>',
-      'Forget the stored position (the next run starts over; asks on a terminal)',
-      (y) => y.positional('task', { type: 'string', demandOption: true }).option('yes', { type: 'boolean', default: false, describe: 'do not ask' }),
-      async (a) => {
-        code = await (await tasks()).resetCommand({ task: a.task, json: a.json, yes: a.yes }, io);
+      'Forget the stored position (the next run starts over; asks on a terminal, --yes otherwise)',
+      (y) =>
+        taskPositional(y)
+          .option('yes', { type: 'boolean', default: false, describe: 'do not ask' })
+          .epilog(examples('dstream reset demo', 'dstream reset demo --yes && dstream run demo')),
+      (a) => {
+        action = async () => (await tasks()).resetCommand({ ...task(a), yes: a.yes }, io);
       },
     )
     .demandCommand(1, 'Name a command. See dstream --help.')
+    .parserConfiguration({ 'camel-case-expansion': false })
     .strict()
-    .recommendCommands()
     .help()
     .alias('h', 'help')
-    .version()
-    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .version(dstreamVersion())
+    .wrap(Math.min(110, (io.stdout as { columns?: number }).columns ?? 110))
     .exitProcess(false)
     .fail((msg, err) => {
-      usageError = msg ?? messageOf(err);
+      usageError ??= msg ?? messageOf(err);
     });
+  let out: string;
   try {
-    const out = await new Promise<string>((resolve, reject) => {
+    out = await new Promise<string>((resolve, reject) => {
       cli.parseAsync(argv, {}, (err, _parsed, output) => (err && !usageError ? reject(err) : resolve(output))).catch(reject);
     });
-    if (usageError !== undefined) {
-      io.stderr.write(`${await cli.getHelp()}\n\n${usageError}\n`);
-      return ExitCodes.USAGE;
-    }
-    if (out) io.stdout.write(`${out}\n`);
   } catch (err) {
-    if (usageError !== undefined) {
-      io.stderr.write(`${usageError}\n`);
-      return ExitCodes.USAGE;
-    }
-    io.stderr.write(`dstream: ${messageOf(err)}\n`);
-    return ExitCodes.FAILURE;
+    usageError ??= messageOf(err);
+    out = '';
   }
-  return code;
+  if (usageError !== undefined) {
+    const command = COMMANDS.find((c) => c === first);
+    return usage(`${explain(usageError, command)} See dstream ${command ? `${command} ` : ''}--help.`);
+  }
+  if (action === undefined) {
+    if (out) io.stdout.write(`${out}\n`);
+    return ExitCodes.OK;
+  }
+  return action();
+}
+
+const KNOWN_OPTIONS = ['config', 'json', 'quiet', 'verbose', 'yes', 'skip-env', 'detailed-exitcode', 'template', 'include', 'exclude', 'on-invalid', 'dead-letter', 'max-line-bytes', 'help', 'version'];
+
+/** yargs' messages, said the way the rest of dstream says things (with a did-you-mean for options). */
+function explain(message: string, command: string | undefined): string {
+  if (/^Not enough non-option arguments/.test(message) && command !== undefined) return `dstream ${command} needs a task name: dstream ${command} <task>.`;
+  if (/^Missing required argument: task/.test(message) && command !== undefined) return `dstream ${command} needs a task name: dstream ${command} <task>.`;
+  const unknown = /^Unknown arguments?: (.+)$/.exec(message);
+  if (unknown) {
+    const names = unknown[1]!.split(', ');
+    const hints = names.map((n) => didYouMean(n, KNOWN_OPTIONS)).map((g, i) => (g ? `--${names[i]} (did you mean --${g}?)` : `--${names[i]}`));
+    return `unknown option${names.length > 1 ? 's' : ''} ${hints.join(', ')}; nothing was done.`;
+  }
+  return message.endsWith('.') ? message : `${message}.`;
 }
 
 function splitList(values: string[] | undefined): string[] | undefined {

@@ -6,7 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { decodeEnvelopes, DEFAULT_MAX_LINE_BYTES } from '../envelope/decode.js';
 import { encodeEnvelopes } from '../envelope/encode.js';
-import { openDeadLetterFile, type InvalidPolicy } from '../envelope/invalid.js';
+import { KEEP_GOING, openDeadLetterFile, type InvalidPolicy } from '../envelope/invalid.js';
 import { invalidOption, messageOf } from '../errors.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import { displayTable, type Assignment } from '../streams/destination.js';
@@ -55,7 +55,7 @@ export async function routeCommand(options: RouteCommandOptions, io: CommandIO):
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EPIPE') return ExitCodes.OK;
     if (deadLetter !== undefined && !deadLetter.closed) deadLetter.destroy();
-    say(messageOf(err));
+    say(messageOf(err).replace(KEEP_GOING, 'choose --on-invalid skip or dead-letter to keep going'));
     return exitCodeFor(err);
   }
 }

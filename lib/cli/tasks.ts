@@ -1,21 +1,22 @@
 /**
  * The task verbs of the CLI: validate, plan, init, status, destroy, run, reset. Each is a function
- * of parsed options and stdio, returning an exit code.
+ * of parsed options and stdio, returning an exit code. Every verb loads and checks its task the
+ * same way (check.ts) before it starts anything, and keeps the task's state beside its file.
  */
-import { existsSync } from 'node:fs';
-import { createInterface } from 'node:readline/promises';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { loadTaskFile, taskNamed } from '../config/tasks.js';
-import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
-import { validateProviderConfig } from '../provider/run-provider.js';
-import { BUILTINS, builtinNamed } from '../executor/builtins.js';
-import { runTask, taskVerb } from '../executor/executor.js';
-import type { TaskConfig } from '../config/tasks.js';
-import type { StateStore } from '../executor/state-store.js';
+import { loadTaskFile, taskNamed, type TaskConfig, type TaskFile } from '../config/tasks.js';
+import { messageOf } from '../errors.js';
+import { BUILTINS } from '../executor/builtins.js';
+import { runTask, taskVerb, type ExecutorOptions, type LifecycleReport } from '../executor/executor.js';
+import { FileStateStore, type StateStore, type StoredState } from '../executor/state-store.js';
 import { openStateStore } from '../executor/stores.js';
-import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
-import type { LifecycleVerb } from '../protocol/messages.js';
-import { formatReport } from './report.js';
+import { ExitCodes } from '../protocol/exit-codes.js';
+import type { LifecycleVerb, ResourceReport } from '../protocol/messages.js';
+import { confirmRemoval } from '../provider/confirm.js';
+import { checkTask } from './check.js';
+import { reportError } from './output.js';
+import { colorsFor, formatReport, hasChanges, resourceFacts } from './report.js';
 
 export interface TaskCommandOptions {
   task?: string;
@@ -23,70 +24,102 @@ export interface TaskCommandOptions {
   json?: boolean;
   yes?: boolean;
   quiet?: boolean;
+  verbose?: boolean;
+  /** validate: missing {{ env }} variables read as placeholders. */
+  skipEnv?: boolean;
+  /** plan: exit 0 without changes, 2 with changes (and 1 on any error), as Terraform's. */
+  detailedExitcode?: boolean;
 }
 
 export interface TaskIO {
   stdin: Readable & { isTTY?: boolean };
-  stdout: Writable;
-  stderr: Writable;
+  stdout: Writable & { isTTY?: boolean };
+  stderr: Writable & { isTTY?: boolean };
   env: Record<string, string | undefined>;
   /** Where SIGINT/SIGTERM come from during run. */
   signals?: NodeJS.EventEmitter;
 }
 
-/** Provider stderr passes through, each line under the provider's name (unless it already says it). */
-const prefixed = (io: TaskIO) => (line: string, label: string) => {
-  const name = label.split(' ').slice(1).join(' ').split('/').pop()!;
-  io.stderr.write(line.startsWith(`${name}:`) ? `${line}\n` : `${name}: ${line}\n`);
-};
-
-const note = (io: TaskIO) => (text: string) => void io.stderr.write(`dstream: note: ${text}\n`);
-
 const configPath = (o: TaskCommandOptions, env: TaskIO['env']) => o.config ?? env.DSTREAM_CONFIG ?? 'dstream.hcl';
 
-async function guarded(io: TaskIO, fn: () => Promise<number>): Promise<number> {
+async function guarded(io: TaskIO, o: TaskCommandOptions, fn: () => Promise<number>, shownLive: () => boolean = () => false): Promise<number> {
   try {
     return await fn();
   } catch (err) {
-    io.stderr.write(`dstream: ${messageOf(err)}\n`);
-    return exitCodeFor(err);
+    return reportError(io, o, err, once(messageOf(err), shownLive() && !o.verbose, o.verbose ? [] : [...SAID_LIVE]));
   }
 }
 
-export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
-  return guarded(io, async () => {
-    const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
-    const tasks = o.task === undefined ? file.tasks : [taskNamed(file, o.task)];
-    // Built-in providers' config is checked here too (executables check theirs when started).
-    for (const t of tasks) {
-      for (const side of ['input', 'output'] as const) {
-        const ref = t[side];
-        const def = ref.provider === undefined ? undefined : await builtinNamed(BUILTINS, ref.provider);
-        if (def?.config === undefined) continue;
-        try {
-          validateProviderConfig(def, ref.config, { path: `task "${t.name}" ${side}.config`, env: io.env });
-        } catch (err) {
-          throw new DstreamError(ErrorCodes.CONFIG, `${t.file}:${ref.line ?? t.line}: ${messageOf(err)}`, { cause: err });
-        }
-      }
+/** The last provider lines shown live (without their name prefix), so an error need not repeat them. */
+const SAID_LIVE = new Set<string>();
+function saidLive(text: string): void {
+  SAID_LIVE.add(text);
+  if (SAID_LIVE.size > 50) SAID_LIVE.delete(SAID_LIVE.values().next().value!);
+}
+
+/**
+ * A provider's error said once: without its stderr tail when those lines were already shown live,
+ * and without tail lines that only repeat the error itself (--verbose keeps everything).
+ */
+function once(message: string, shownLive: boolean, live: string[] = []): string {
+  const at = message.indexOf(TAIL_MARK);
+  let head = at === -1 ? message : message.slice(0, at);
+  // `output asb-sink: init failed: <what it printed above> (exit code 1)`: point at it instead.
+  for (const text of live) {
+    if (text.length > 0 && head.includes(`: ${text}`)) {
+      head = `${head.replace(`: ${text}`, '')}; its message is above`;
+      break;
     }
-    if (o.json) io.stdout.write(`${JSON.stringify({ valid: true, file: file.file, tasks: tasks.map((t) => t.name) })}\n`);
-    else io.stdout.write(`${file.file}: valid (${tasks.map((t) => `task "${t.name}"`).join(', ')})\n`);
-    return ExitCodes.OK;
-  });
-}
-
-async function confirm(io: TaskIO, question: string, expected: string): Promise<boolean> {
-  const rl = createInterface({ input: io.stdin, output: io.stderr });
-  try {
-    return (await rl.question(question)).trim() === expected;
-  } finally {
-    rl.close();
   }
+  if (at === -1) return head;
+  if (shownLive) return head;
+  const rest = message
+    .slice(at + TAIL_MARK.length + 1)
+    .split('\n')
+    .filter((line) => !head.includes(line.replace(/^[\w.-]+: /, '').trim()));
+  return rest.length === 0 ? head : `${head}${TAIL_MARK}\n${rest.join('\n')}`;
+}
+const TAIL_MARK = '\n--- last lines of its stderr ---';
+
+interface Prepared {
+  file: TaskFile;
+  task: TaskConfig;
+  /** Where this task's state lives (file store, Pulumi stacks): the executor's environment carries it. */
+  stateDir: string;
+  options: ExecutorOptions;
+  shownLive: boolean;
 }
 
-async function withStore<T>(task: TaskConfig, io: TaskIO, fn: (store: StateStore) => Promise<T>): Promise<T> {
-  const store = await openStateStore(task.state, io.env);
+/** The state directory: state { dir }, else DSTREAM_STATE_DIR, else .dstream beside the task file (as Terraform keeps its state). */
+export function stateDirOf(task: TaskConfig, env: TaskIO['env']): string {
+  return task.state?.dir ?? (env.DSTREAM_STATE_DIR || join(task.dir ?? process.cwd(), '.dstream'));
+}
+
+async function prepare(o: TaskCommandOptions, io: TaskIO): Promise<Prepared> {
+  const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
+  const task = taskNamed(file, o.task!);
+  await checkTask(task, BUILTINS, io.env);
+  const stateDir = stateDirOf(task, io.env);
+  const shownLive = !o.quiet;
+  const onStderr = (line: string, label: string) => {
+    // Each line under the provider's name, unless it already says it (`asb-sink: ...`, `count-provider: ...` from count-provider.mjs).
+    const name = label.split(' ').slice(1).join(' ').split('/').pop()!;
+    const own = [name, name.replace(/\.(m?js|cjs)$/, '')].find((n) => line.startsWith(`${n}: `));
+    io.stderr.write(own ? `${line}\n` : `${name}: ${line}\n`);
+    saidLive(own ? line.slice(own.length + 2) : line);
+  };
+  const options: ExecutorOptions = {
+    builtins: BUILTINS,
+    env: { ...io.env, DSTREAM_STATE_DIR: stateDir },
+    ...(task.dir ? { cwd: task.dir } : {}),
+    ...(shownLive ? { onStderr } : {}),
+    onNote: (text: string) => void io.stderr.write(`dstream: note: ${text}\n`),
+  };
+  return { file, task, stateDir, options, shownLive };
+}
+
+async function withStore<T>(p: Prepared, fn: (store: StateStore) => Promise<T>): Promise<T> {
+  const store = await openStateStore(p.task.state, p.options.env);
   try {
     return await fn(store);
   } finally {
@@ -94,89 +127,178 @@ async function withStore<T>(task: TaskConfig, io: TaskIO, fn: (store: StateStore
   }
 }
 
-export function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io: TaskIO): Promise<number> {
-  return guarded(io, async () => {
-    const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
-    const task = taskNamed(file, o.task!);
-    if (verb === 'destroy' && !o.yes) {
-      if (!io.stdin.isTTY) {
-        io.stderr.write(`dstream: destroy removes what task "${task.name}" created; run it from a terminal to confirm, or pass --yes\n`);
-        return ExitCodes.USAGE;
-      }
-      if (!(await confirm(io, `Destroy everything task "${task.name}" created? Type the task name to confirm: `, task.name))) {
-        io.stderr.write('dstream: not confirmed; nothing destroyed\n');
-        return ExitCodes.USAGE;
-      }
-    }
-    const state = verb === 'status' ? await withStore(task, io, (store) => store.load(task.name)) : undefined;
-    const report = await taskVerb(task, verb, { builtins: BUILTINS, env: io.env, onStderr: prefixed(io), onNote: note(io), ...(state ? { position: state.position } : {}) });
-    io.stdout.write(o.json ? `${JSON.stringify({ ...report, ...(verb === 'status' ? { position: state ?? null } : {}) })}\n` : formatReport(report, state));
+function whereStored(store: StateStore, task: string): string {
+  if (store instanceof FileStateStore) return store.pathOf(task);
+  const d = store.describe?.();
+  return d?.table ? `table ${d.table}` : (d?.kind ?? 'the state store');
+}
+
+export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
+  return guarded(io, o, async () => {
+    const file = await loadTaskFile(configPath(o, io.env), io.env, { skipEnv: o.skipEnv === true, task: o.task });
+    const tasks = o.task === undefined ? file.tasks : [taskNamed(file, o.task)];
+    // With --skip-env the secrets are not there: variables that fill config fall back to nothing.
+    const env = o.skipEnv ? {} : io.env;
+    for (const t of tasks) await checkTask(t, BUILTINS, env);
+    if (o.json) io.stdout.write(`${JSON.stringify({ valid: true, file: file.file, tasks: tasks.map((t) => t.name) })}\n`);
+    else io.stdout.write(`${file.file}: valid (${tasks.map((t) => `task "${t.name}"`).join(', ')})${o.skipEnv ? ' (environment variables not checked)' : ''}\n`);
     return ExitCodes.OK;
+  });
+}
+
+export async function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOptions, io: TaskIO): Promise<number> {
+  if (verb === 'destroy') return destroyCommand(o, io);
+  let shownLive = false;
+  let changes = false;
+  const code = await guarded(
+    io,
+    o,
+    async () => {
+      const p = await prepare(o, io);
+      shownLive = p.shownLive;
+      const state = verb === 'status' ? await withStore(p, (store) => store.load(p.task.name)) : undefined;
+      const report = await taskVerb(p.task, verb, { ...p.options, ...(state ? { position: state.position } : {}) });
+      io.stdout.write(o.json ? `${JSON.stringify({ ...report, ...(verb === 'status' ? { position: state ?? null } : {}) })}\n` : formatReport(report, state, { colors: colorsFor(io.stdout, io.env) }));
+      changes = hasChanges(report);
+      return ExitCodes.OK;
+    },
+    () => shownLive,
+  );
+  // --detailed-exitcode: 0 no changes, 2 changes, 1 any error (as Terraform: 2 no longer means bad options).
+  if (!o.detailedExitcode) return code;
+  if (code !== ExitCodes.OK) return ExitCodes.FAILURE;
+  return changes ? 2 : ExitCodes.OK;
+}
+
+/** The existing resources of a status report (output first), as lines for a removal list. */
+function existing(report: LifecycleReport, only: (r: ResourceReport) => boolean = () => true): string[] {
+  const all = [...((report.output.resources ?? []) as ResourceReport[]), ...((report.input?.resources ?? []) as ResourceReport[])];
+  return all.filter((r) => r.exists !== false && r.action !== 'create' && only(r)).map((r) => {
+    const facts = resourceFacts(r);
+    return `${r.kind} ${r.name}${facts.length ? ` (${facts.join(', ')})` : ''}`;
+  });
+}
+
+/** Resources of the output that hold data (a file with bytes, a queue with messages). */
+const holdsData = (r: ResourceReport) => (typeof r.sizeInBytes === 'number' && r.sizeInBytes > 0) || (typeof r.activeMessages === 'number' && r.activeMessages > 0);
+
+function positionLine(state: StoredState | undefined, where: string): string[] {
+  return state === undefined ? [] : [`the stored position of task "${state.task}" (${where}): the next run starts where the input starts`];
+}
+
+function destroyCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
+  return guarded(io, o, async () => {
+    const p = await prepare(o, io);
+    const { task } = p;
+    return withStore(p, async (store) => {
+      const state = await store.load(task.name);
+      const status = await taskVerb(task, 'status', { ...p.options, onStderr: undefined });
+      await confirmRemoval(io, {
+        program: 'dstream',
+        action: `destroy task "${task.name}"`,
+        items: [...existing(status), ...positionLine(state, whereStored(store, task.name))],
+        name: task.name,
+        yes: o.yes === true,
+      });
+      const report = await taskVerb(task, 'destroy', p.options);
+      // The position describes what was delivered into what is now gone: it goes too.
+      const forgot = await store.reset(task.name);
+      if (o.json) io.stdout.write(`${JSON.stringify({ ...report, position: { forgotten: forgot } })}\n`);
+      else io.stdout.write(`${formatReport(report, undefined, { colors: colorsFor(io.stdout, io.env) })}${forgot ? `Position: forgotten (${whereStored(store, task.name)}); the next run starts where the input starts.\n` : 'Position: none was stored.\n'}`);
+      return ExitCodes.OK;
+    });
   });
 }
 
 export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
-  return guarded(io, async () => {
-    const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
-    const task = taskNamed(file, o.task!);
-    const abort = new AbortController();
-    let stoppedBy: NodeJS.Signals | undefined;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (stoppedBy !== undefined) return;
-      stoppedBy = sig;
-      io.stderr.write(`dstream: ${sig}: stopping task "${task.name}"; delivering what is in flight\n`);
-      abort.abort();
-    };
-    const signals = io.signals ?? process;
-    signals.on('SIGINT', onSignal);
-    signals.on('SIGTERM', onSignal);
-    const started = Date.now();
-    let last = { rows: 0, acks: 0 };
-    const progress = o.quiet
-      ? undefined
-      : setInterval(() => io.stderr.write(`dstream: ${task.name}: ${last.rows} rows, ${last.acks} checkpoints acknowledged, ${((Date.now() - started) / 1000).toFixed(0)} s\n`), 2000).unref();
-    const store = await openStateStore(task.state, io.env);
-    try {
-      const summary = await runTask(task, {
-        builtins: BUILTINS,
-        store,
-        signal: abort.signal,
-        env: io.env,
-        onStderr: prefixed(io),
-        onAck: (_cp, rows) => (last = { rows, acks: last.acks + 1 }),
-      });
-      const took = `${((Date.now() - started) / 1000).toFixed(1)} s${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}`;
-      const text =
-        summary.positionsNotStored === undefined
-          ? `task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints acknowledged (the last one stored) in ${took}`
-          : `task "${task.name}": ${summary.rows} rows sent, positions not stored: ${summary.positionsNotStored}; the next run starts where the input starts without a stored position, in ${took}`;
-      if (o.json) io.stdout.write(`${JSON.stringify(summary)}\n`);
-      else io.stderr.write(`dstream: ${text}\n`);
-      return stoppedBy === 'SIGINT' ? ExitCodes.INTERRUPTED : stoppedBy === 'SIGTERM' ? ExitCodes.TERMINATED : ExitCodes.OK;
-    } finally {
-      if (progress) clearInterval(progress);
-      await store.close?.();
-      signals.off('SIGINT', onSignal);
-      signals.off('SIGTERM', onSignal);
-    }
-  });
+  let shownLive = false;
+  return guarded(
+    io,
+    o,
+    async () => {
+      const p = await prepare(o, io);
+      shownLive = p.shownLive;
+      const { task } = p;
+      const abort = new AbortController();
+      let stoppedBy: NodeJS.Signals | undefined;
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (stoppedBy !== undefined) return;
+        stoppedBy = sig;
+        io.stderr.write(`dstream: ${sig}: stopping task "${task.name}"; delivering what is in flight\n`);
+        abort.abort();
+      };
+      const signals = io.signals ?? process;
+      signals.on('SIGINT', onSignal);
+      signals.on('SIGTERM', onSignal);
+      const started = Date.now();
+      let acked = { rows: 0, acks: 0, at: started };
+      let shown = { rows: 0, at: started };
+      const progress = o.quiet
+        ? undefined
+        : setInterval(() => {
+            const now = Date.now();
+            const rate = ((acked.rows - shown.rows) * 1000) / Math.max(1, now - shown.at);
+            shown = { rows: acked.rows, at: now };
+            const lag = acked.acks === 0 ? 'none acknowledged yet' : `last ${((now - acked.at) / 1000).toFixed(1)} s ago`;
+            io.stderr.write(`dstream: ${task.name}: ${acked.rows} rows (${Math.round(rate)} rows/s), ${acked.acks} checkpoints acknowledged (${lag}), ${((now - started) / 1000).toFixed(0)} s\n`);
+          }, 2000).unref();
+      const store = await openStateStore(task.state, p.options.env);
+      try {
+        const stored = await store.load(task.name);
+        if (stored === undefined && !o.quiet) io.stderr.write(`dstream: task "${task.name}": no stored position (${whereStored(store, task.name)}); the input starts where it starts\n`);
+        const summary = await runTask(task, {
+          ...p.options,
+          store,
+          signal: abort.signal,
+          onAck: (_cp, rows) => (acked = { rows, acks: acked.acks + 1, at: Date.now() }),
+        });
+        const seconds = (Date.now() - started) / 1000;
+        if (o.json) {
+          io.stdout.write(`${JSON.stringify({ ...summary, durationMs: Date.now() - started, stoppedBy: stoppedBy ?? null, stopReason: stoppedBy ? `stopped by ${stoppedBy}` : 'input ended' })}\n`);
+        } else {
+          const took = `${seconds.toFixed(1)} s${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}`;
+          io.stderr.write(
+            summary.positionsNotStored === undefined
+              ? `dstream: task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints acknowledged (the last one stored) in ${took}\n`
+              : `dstream: task "${task.name}": ${summary.rows} rows sent, positions not stored: ${summary.positionsNotStored}; the next run starts where the input starts without a stored position, in ${took}\n`,
+          );
+        }
+        return stoppedBy === 'SIGINT' ? ExitCodes.INTERRUPTED : stoppedBy === 'SIGTERM' ? ExitCodes.TERMINATED : ExitCodes.OK;
+      } finally {
+        if (progress) clearInterval(progress);
+        await store.close?.();
+        signals.off('SIGINT', onSignal);
+        signals.off('SIGTERM', onSignal);
+      }
+    },
+    () => shownLive,
+  );
 }
 
 export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
-  return guarded(io, async () => {
-    // The task's own store when its file declares one; the default file store without a task file.
-    const path = configPath(o, io.env);
-    const task = existsSync(path) ? taskNamed(await loadTaskFile(path, io.env, { task: o.task }), o.task!) : undefined;
-    const store = await openStateStore(task?.state, io.env);
-    if (!o.yes) {
-      if (!io.stdin.isTTY) {
-        io.stderr.write(`dstream: reset forgets where task "${o.task}" got to (the next run starts over); confirm from a terminal or pass --yes\n`);
-        return ExitCodes.USAGE;
+  return guarded(io, o, async () => {
+    const p = await prepare(o, io);
+    const { task } = p;
+    return withStore(p, async (store) => {
+      const state = await store.load(task.name);
+      if (state === undefined) {
+        io.stdout.write(o.json ? `${JSON.stringify({ task: task.name, reset: false })}\n` : `task "${task.name}": no stored position (${whereStored(store, task.name)})\n`);
+        return ExitCodes.OK;
       }
-      if (!(await confirm(io, `Forget the stored position of task "${o.task}"? Type the task name to confirm: `, o.task!))) return ExitCodes.USAGE;
-    }
-    const had = await store.reset(o.task!).finally(() => store.close?.());
-    io.stdout.write(o.json ? `${JSON.stringify({ task: o.task, reset: had })}\n` : had ? `task "${o.task}": stored position forgotten\n` : `task "${o.task}": no stored position\n`);
-    return ExitCodes.OK;
+      await confirmRemoval(io, { program: 'dstream', action: `reset task "${task.name}"`, items: positionLine(state, whereStored(store, task.name)), name: task.name, yes: o.yes === true });
+      await store.reset(task.name);
+      // The output keeps what it holds: say what the next run does with it.
+      const status = await taskVerb(task, 'status', { ...p.options, onStderr: undefined });
+      const holding = existing({ ...status, input: undefined }, holdsData);
+      if (o.json) {
+        io.stdout.write(`${JSON.stringify({ task: task.name, reset: true, outputHolds: holding })}\n`);
+      } else {
+        io.stdout.write(`task "${task.name}": stored position forgotten; the next run starts where the input starts\n`);
+        if (holding.length > 0) {
+          io.stdout.write(`The output still holds data; the next run appends to it (\`dstream destroy ${task.name}\` removes it to start clean):\n${holding.map((l) => `  ${l}\n`).join('')}`);
+        }
+      }
+      return ExitCodes.OK;
+    });
   });
 }

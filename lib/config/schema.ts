@@ -25,6 +25,8 @@ export interface FieldSchema {
    * `same` takes the value as it is; a function converts it, or says why it cannot stand for this field.
    */
   aliases?: Record<string, AliasRule>;
+  /** A file or directory: relative values are resolved against the task file's directory. */
+  path?: boolean;
 }
 
 export type AliasRule = 'same' | ((value: unknown) => { value: unknown } | { problem: string });
@@ -56,17 +58,24 @@ export function validateConfig(
 ): Record<string, unknown> {
   const path = options.path ?? 'config';
   const problems: string[] = [];
+  /** The same problems by config key, so a task file can point at the attribute. */
+  const fields: Array<{ key: string; message: string }> = [];
+  const problem = (key: string, message: string) => {
+    problems.push(message);
+    fields.push({ key, message });
+  };
   const out: Record<string, unknown> = {};
   const known = Object.keys(schema);
   value = withAliases(schema, value, path, problems);
   for (const key of Object.keys(value)) {
     if (!(key in schema)) {
       const guess = didYouMean(key, known);
-      problems.push(`${path}.${key}: unknown key${guess ? `; did you mean "${guess}"?` : `; known keys: ${known.join(', ') || 'none'}`}`);
+      problem(key, `${path}.${key}: unknown key${guess ? `; did you mean "${guess}"?` : `; known keys: ${known.join(', ') || 'none'}`}`);
     }
   }
   for (const [key, field] of Object.entries(schema)) {
-    let v = value[key];
+    // null is "not set", as in HCL and Terraform (and what `validate --skip-env` puts for a missing variable).
+    let v: unknown = value[key] === null ? undefined : value[key];
     let from = `${path}.${key}`;
     // An empty variable counts as unset, as shells and most tools treat it.
     const fromEnv = field.env === undefined ? undefined : options.env?.[field.env];
@@ -76,16 +85,16 @@ export function validateConfig(
     }
     if (v === undefined) {
       if (field.default !== undefined) out[key] = structuredClone(field.default);
-      else if (field.required) problems.push(`${path}.${key}: required${field.env ? ` (or set ${field.env})` : ''}${field.description ? ` - ${field.description}` : ''}`);
+      else if (field.required) problem(key, `${path}.${key}: required${field.env ? ` (or set ${field.env})` : ''}${field.description ? ` - ${field.description}` : ''}`);
       continue;
     }
-    const problem = fieldProblem(field, v);
-    if (problem !== undefined) problems.push(`${from}: ${problem}`);
+    const wrong = fieldProblem(field, v);
+    if (wrong !== undefined) problem(key, `${from}: ${wrong}`);
     else out[key] = v;
   }
   if (problems.length > 0) {
     throw new DstreamError(ErrorCodes.CONFIG, problems.length === 1 ? problems[0]! : `invalid configuration:\n  ${problems.join('\n  ')}`, {
-      details: { problems },
+      details: { problems, fields },
     });
   }
   return out;
@@ -215,3 +224,27 @@ function distance(a: string, b: string): number {
   }
   return row[b.length]!;
 }
+
+type ValueOfField<F extends FieldSchema> = F extends { enum: readonly (infer E)[] }
+  ? E
+  : F['type'] extends 'string'
+    ? string
+    : F['type'] extends 'integer' | 'number'
+      ? number
+      : F['type'] extends 'boolean'
+        ? boolean
+        : F['type'] extends 'string[]'
+          ? string[]
+          : Record<string, unknown>;
+
+type Present<F> = F extends { required: true } ? true : F extends { default: {} | null } ? true : false;
+
+/**
+ * The config object a schema validates to: `{ label: { type: 'string', default: 'rows' } }` ->
+ * `{ label: string }`; fields without a default and not required are optional.
+ */
+export type ConfigOf<S extends ConfigSchema> = {
+  -readonly [K in keyof S as Present<S[K]> extends true ? K : never]: ValueOfField<S[K]>;
+} & {
+  -readonly [K in keyof S as Present<S[K]> extends true ? never : K]?: ValueOfField<S[K]>;
+};

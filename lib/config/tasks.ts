@@ -15,6 +15,11 @@ import { DstreamError, ErrorCodes } from '../errors.js';
 import { didYouMean, validateConfig, type ConfigSchema } from './schema.js';
 import { renderTemplate } from './template.js';
 
+export interface Position {
+  line: number;
+  column: number;
+}
+
 export interface ProviderRef {
   /** A provider dstream ships (run in-process). */
   provider?: string;
@@ -23,6 +28,10 @@ export interface ProviderRef {
   config: Record<string, unknown>;
   /** Where the block starts in the task file, for messages. */
   line?: number;
+  /** How long to wait for its handshake (handshake_timeout = "2m", or seconds); default 30 s. */
+  handshakeTimeoutMs?: number;
+  /** Where each attribute is written (`provider`, `provider_path`, `config`, and `config.<key>`), for messages. */
+  at?: Record<string, Position>;
 }
 
 /** Where the task's position is kept: `state { store = "file" | "sqlserver" ... }`. */
@@ -45,6 +54,8 @@ export const STATE_SCHEMA = {
 
 export interface TaskConfig {
   name: string;
+  /** The directory of the task file: relative paths and the default state directory are taken from here. */
+  dir?: string;
   type: 'providers';
   input: ProviderRef;
   output: ProviderRef;
@@ -57,6 +68,11 @@ export interface TaskConfig {
 export interface TaskFile {
   file: string;
   tasks: TaskConfig[];
+}
+
+export interface LoadOptions {
+  /** Check the file without the secrets: a missing {{ env }} variable reads as a placeholder (validate --skip-env). */
+  skipEnv?: boolean;
 }
 
 type Block = Record<string, unknown>;
@@ -90,8 +106,13 @@ class Locator {
   }
 
   error(at: { line: number; column: number }, message: string): DstreamError {
-    return new DstreamError(ErrorCodes.CONFIG, `${this.file}:${at.line}:${at.column}: ${message}`, { details: { file: this.file, ...at } });
+    return configError(this.file, at, message);
   }
+}
+
+/** A task file error at `file:line:column`, the one position format of every task file message. */
+export function configError(file: string, at: Position, message: string, cause?: unknown): DstreamError {
+  return new DstreamError(ErrorCodes.CONFIG, `${file}:${at.line}:${at.column}: ${message}`, { cause, details: { file, ...at } });
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -126,7 +147,7 @@ const ORIGINAL_TOP_LEVEL = ['locals', 'dstream'];
 
 export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Promise<TaskFile> {
   const missing: Array<{ err: DstreamError; line: number }> = [];
-  const text = renderTemplate(source, env, file, (err, line) => missing.push({ err, line }));
+  const text = renderTemplate(source, env, file, { placeholders: options.skipEnv === true, onMissing: (err, line) => missing.push({ err, line }) });
   if (options.task === undefined && missing.length > 0) throw missing[0]!.err;
   const at = new Locator(file, text);
   let doc: Block;
@@ -197,7 +218,7 @@ function readTask(at: Locator, name: string, block: Block, line: number, baseDir
     return readProvider(at, `task "${name}" ${which}`, blocks[0]!, at.find(which, line), baseDir);
   };
   const state = readState(at, name, block.state, line, baseDir);
-  return { name, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), file: at.file, line };
+  return { name, dir: baseDir, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), file: at.file, line };
 }
 
 function readState(at: Locator, task: string, value: unknown, line: number, baseDir: string): StateConfig | undefined {
@@ -220,7 +241,7 @@ function readState(at: Locator, task: string, value: unknown, line: number, base
 
 function readProvider(at: Locator, what: string, block: Block, pos: { line: number; column: number }, baseDir: string): ProviderRef {
   const line = pos.line;
-  const known = ['provider', 'provider_path', 'config'];
+  const known = ['provider', 'provider_path', 'config', 'handshake_timeout'];
   if ('provider_ref' in block) {
     throw at.error(
       at.find('provider_ref', line),
@@ -241,10 +262,23 @@ function readProvider(at: Locator, what: string, block: Block, pos: { line: numb
     config = config[0] ?? {};
   }
   if (typeof config !== 'object' || config === null) throw at.error(at.find('config', line), `${what}: config must be a block: config { key = value }`);
-  const ref: ProviderRef = { config: config as Record<string, unknown>, line: block.config === undefined ? line : at.find('config', line).line };
+  const configAt = block.config === undefined ? pos : at.find('config', line);
+  const where: Record<string, Position> = { block: pos, config: configAt };
+  for (const key of ['provider', 'provider_path'] as const) if (block[key] !== undefined) where[key] = at.find(key, line);
+  for (const key of Object.keys(config as object)) where[`config.${key}`] = at.find(key, configAt.line);
+  const ref: ProviderRef = { config: config as Record<string, unknown>, line: configAt.line, at: where };
+  if (block.handshake_timeout !== undefined) ref.handshakeTimeoutMs = durationMs(block.handshake_timeout, () => at.error(at.find('handshake_timeout', line), `${what}: handshake_timeout must be a duration such as "90s", "2m" or a number of seconds; got ${JSON.stringify(block.handshake_timeout)}`));
   if (provider !== undefined) ref.provider = provider as string;
   if (path !== undefined) ref.providerPath = resolve(baseDir, path as string);
   return ref;
+}
+
+/** `"90s"`, `"2m"`, `"500ms"`, or a number of seconds -> milliseconds. */
+function durationMs(v: unknown, bad: () => Error): number {
+  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v * 1000;
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(v) : null;
+  if (m === null || Number(m[1]) <= 0) throw bad();
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
 }
 
 function hint(word: string, known: string[]): string {
@@ -252,12 +286,18 @@ function hint(word: string, known: string[]): string {
   return guess === undefined ? '' : `; did you mean "${guess}"?`;
 }
 
-/** `parse config: [dstream.hcl:4,22-23: Invalid expression; Expected ...]` -> `dstream.hcl:4:22: Invalid expression; Expected ...` */
+/**
+ * `parse config: [dstream.hcl:4,22-23: Invalid expression; Expected ...]` -> `dstream.hcl:4:22: Invalid expression; Expected ...`:
+ * HCL's `line,column-range` becomes the `file:line:column` of every other message, for each diagnostic.
+ */
 function hclError(err: unknown, file: string): DstreamError {
   const text = err instanceof Error ? err.message : String(err);
-  const m = /([^\s[]+):(\d+),(\d+)(?:-\d+(?:,\d+)?)?: ([^\]]+)/.exec(text);
-  if (m === null) return new DstreamError(ErrorCodes.CONFIG, `${file}: ${text}`, { cause: err });
-  return new DstreamError(ErrorCodes.CONFIG, `${file}:${m[2]}:${m[3]}: ${m[4]!.trim()}`, { cause: err, details: { file, line: Number(m[2]), column: Number(m[3]) } });
+  const diag = /[^\s[,]+:(\d+),(\d+)(?:-\d+(?:,\d+)?)?: (.+?)(?=, [^\s[,]+:\d+,\d+|\]?$)/g;
+  const found = [...text.matchAll(diag)].map((m) => ({ line: Number(m[1]), column: Number(m[2]), message: m[3]!.trim() }));
+  if (found.length === 0) return new DstreamError(ErrorCodes.CONFIG, `${file}: ${text}`, { cause: err });
+  const first = found[0]!;
+  const more = found.slice(1).map((d) => `\n${file}:${d.line}:${d.column}: ${d.message}`).join('');
+  return configError(file, first, `${first.message}${more}`, err);
 }
 
 /** The task of that name, or an error listing the tasks there are (with a did-you-mean). */
@@ -265,5 +305,5 @@ export function taskNamed(tasks: TaskFile, name: string): TaskConfig {
   const task = tasks.tasks.find((t) => t.name === name);
   if (task !== undefined) return task;
   const names = tasks.tasks.map((t) => t.name);
-  throw new DstreamError(ErrorCodes.CONFIG, `no task "${name}" in ${tasks.file}${hint(name, names)} (tasks: ${names.join(', ')})`);
+  throw new DstreamError(ErrorCodes.CONFIG, `no task "${name}" in ${tasks.file}${hint(name, names)} (tasks: ${names.join(', ')})`, { details: { task: name, tasks: names } });
 }

@@ -16,12 +16,17 @@ import { DstreamError, ErrorCodes } from '../errors.js';
 const TAG = /\{\{-?\s*env\s+(?:"([^"]*)"|`([^`]*)`)\s*(?:\|\s*default\s+(?:"([^"]*)"|`([^`]*)`)\s*)?-?\}\}/g;
 const ANY_TAG = /\{\{[^}]*\}\}/g;
 
-export function renderTemplate(
-  text: string,
-  env: Record<string, string | undefined>,
-  file = 'dstream.hcl',
-  onMissing?: (err: DstreamError, line: number) => void,
-): string {
+export interface RenderOptions {
+  /**
+   * A missing variable reads as a placeholder instead of failing (checking a file in CI without
+   * its secrets): an empty string inside quotes, `null` (HCL's "not set") elsewhere.
+   */
+  placeholders?: boolean;
+  /** Hands a missing variable's error over instead of throwing it (the value is left empty): a task file fails only the task that uses it. */
+  onMissing?: (err: DstreamError, line: number) => void;
+}
+
+export function renderTemplate(text: string, env: Record<string, string | undefined>, file = 'dstream.hcl', options: RenderOptions = {}): string {
   const lines = text.split('\n');
   return lines
     .map((line, i) => {
@@ -42,12 +47,17 @@ export function renderTemplate(
         const name = parsed[1] ?? parsed[2]!;
         const fallback = parsed[3] ?? parsed[4];
         const value = env[name] !== undefined && env[name] !== '' ? env[name]! : fallback;
+        if (value === undefined && options.placeholders) {
+          out += line.slice(last, at) + (insideString(line, at) ? '' : 'null');
+          last = at + tag.length;
+          continue;
+        }
         if (value === undefined) {
-          const err = new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: environment variable ${name} is not set (used by ${tag}); set it, or give a default: {{ env "${name}" | default "..." }}`, {
+          const err = new DstreamError(ErrorCodes.CONFIG, `${file}:${i + 1}:${at + 1}: environment variable ${name} is not set (used by ${tag}); set it, or give a default: {{ env "${name}" | default "..." }} (dstream validate --skip-env checks a file without its secrets)`, {
             details: { file, line: i + 1, column: at + 1, variable: name },
           });
-          if (onMissing === undefined) throw err;
-          onMissing(err, i + 1);
+          if (options.onMissing === undefined) throw err;
+          options.onMissing(err, i + 1);
         }
         const inString = insideString(line, at);
         out += line.slice(last, at) + (value === undefined ? (inString ? '' : 'null') : inString ? escapeHclString(value) : value);

@@ -11,6 +11,7 @@ import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
 import { InvalidRecords, type InvalidRecord, type InvalidRecordOptions, type InvalidStats } from './invalid.js';
 import type { Envelope } from './types.js';
 import { envelopeProblem } from './validate.js';
+import { checkOptions } from '../options.js';
 
 export const DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024;
 
@@ -218,6 +219,7 @@ export class EnvelopeDecoder extends Transform {
 
 /** Bytes -> envelopes. See `DecodeOptions` for line limits, headers and invalid-record policy. */
 export function decodeEnvelopes(options?: DecodeOptions): EnvelopeDecoder {
+  checkOptions('decodeEnvelopes', options);
   return new EnvelopeDecoder(options);
 }
 

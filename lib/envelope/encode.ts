@@ -11,6 +11,7 @@
  */
 import { Duplex } from 'node:stream';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
+import { checkOptions } from '../options.js';
 
 export interface EncodeOptions {
   /** Push once this many UTF-16 code units are pending. Default 64 KiB. */
@@ -94,5 +95,6 @@ function notEncodable(cause: unknown): DstreamError {
 
 /** Envelopes -> NDJSON bytes, one line per envelope. */
 export function encodeEnvelopes(options?: EncodeOptions): EnvelopeEncoder {
+  checkOptions('encodeEnvelopes', options);
   return new EnvelopeEncoder(options);
 }

@@ -36,6 +36,9 @@ export interface InvalidStats {
 
 const EXCERPT = 80;
 
+/** The library's advice; a command line says it in its own flags. */
+export const KEEP_GOING = 'onInvalid "skip" or "dead-letter" keeps going';
+
 export function excerpt(raw: string): string {
   const one = raw.replace(/\s+/g, ' ');
   return one.length <= EXCERPT ? one : `${one.slice(0, EXCERPT)}...`;
@@ -56,7 +59,7 @@ export class InvalidRecords {
       throw invalidOption(`onInvalid must be one of ${INVALID_POLICIES.join(', ')}; got ${JSON.stringify(policy)}`);
     }
     if (policy === 'dead-letter' && options.deadLetter === undefined) {
-      throw invalidOption('onInvalid "dead-letter" needs a deadLetter stream (or --dead-letter FILE) to write to');
+      throw invalidOption('onInvalid "dead-letter" needs a deadLetter stream to write to');
     }
     this.policy = policy;
     this.deadLetter = options.deadLetter;
@@ -70,7 +73,7 @@ export class InvalidRecords {
     if (this.policy === 'fail') {
       return new DstreamError(
         ErrorCodes.INVALID_RECORD,
-        `${where(rec)}${rec.reason}: ${excerpt(rec.raw)} (choose --on-invalid skip or dead-letter to keep going)`,
+        `${where(rec)}${rec.reason}: ${excerpt(rec.raw)} (${KEEP_GOING})`,
         { details: { ...rec, raw: excerpt(rec.raw) } },
       );
     }

@@ -32,9 +32,9 @@ export async function specOf(side: 'input' | 'output', ref: ProviderRef, builtin
     if (builtin === undefined) {
       throw new DstreamError(ErrorCodes.CONFIG, `${side} provider "${ref.provider}" is not built in; built-in providers: ${Object.keys(builtins).join(', ')} (or use provider_path)`);
     }
-    return { label: `${side} ${ref.provider}`, builtin };
+    return { label: `${side} ${ref.provider}`, builtin, handshakeTimeoutMs: ref.handshakeTimeoutMs };
   }
-  return { label: `${side} ${ref.providerPath}`, path: ref.providerPath! };
+  return { label: `${side} ${ref.providerPath}`, path: ref.providerPath!, handshakeTimeoutMs: ref.handshakeTimeoutMs };
 }
 
 /** How long an input may take to answer its handshake before it is taken for an original provider. */

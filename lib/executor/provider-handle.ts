@@ -15,10 +15,13 @@ export interface ProviderSpec {
   label: string;
   path?: string;
   builtin?: ProviderDefinition<never>;
+  /** This provider's own handshake timeout (task file: handshake_timeout). */
+  handshakeTimeoutMs?: number;
 }
 
 export interface ProviderHandle {
   readonly label: string;
+  readonly handshakeTimeoutMs?: number;
   /** stdin and stdout carry protocol messages as objects (a built-in provider) rather than NDJSON bytes. */
   readonly objectMode: boolean;
   readonly stdin: Writable;
@@ -36,11 +39,24 @@ export interface StartOptions {
   /** Each stderr line, as it comes (the CLI prefixes and prints them). */
   onStderr?: (line: string, label: string) => void;
   env?: Record<string, string | undefined>;
+  /** Working directory of provider executables (the task file's directory). */
+  cwd?: string;
   /**
    * A built-in provider speaks in objects instead of NDJSON bytes. For runs where both sides are
    * built in; with a process on the other side the bytes go through its decoder, limits included.
    */
   objectMode?: boolean;
+}
+
+/** A provider's stderr line is shown up to this many characters (binary garbage can be megabytes). */
+const MAX_LINE = 1000;
+/** A stderr "line" without a newline is cut into pieces of this size rather than held forever. */
+const MAX_PARTIAL = 64 * 1024;
+
+/** Printable, bounded: control characters (a terminal would obey them) become \uXXXX, long lines are cut. */
+function shown(line: string): string {
+  const clipped = line.length <= MAX_LINE ? line : `${line.slice(0, MAX_LINE)}... (${line.length - MAX_LINE} more characters)`;
+  return clipped.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export function startProvider(spec: ProviderSpec, options: StartOptions = {}): ProviderHandle {
@@ -50,13 +66,18 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
   const onStderr = (chunk: Buffer | string) => {
     const lines = (partial + (typeof chunk === 'string' ? chunk : decoder.write(chunk))).split('\n');
     partial = lines.pop()!;
-    for (const line of lines) {
+    if (partial.length > MAX_PARTIAL) {
+      lines.push(partial);
+      partial = '';
+    }
+    for (const raw of lines) {
+      const line = shown(raw);
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
       options.onStderr?.(line, spec.label);
     }
   };
-  const stderrTail = () => [...tail, ...(partial ? [partial] : [])].join('\n');
+  const stderrTail = () => [...tail, ...(partial ? [shown(partial)] : [])].join('\n');
 
   if (spec.builtin !== undefined) {
     const objectMode = options.objectMode === true;
@@ -75,12 +96,12 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
       if (sig === 'SIGINT' || sig === 'SIGTERM') signals.emit(sig, sig);
       else killed.abort();
     };
-    return { label: spec.label, objectMode, stdin, stdout, exited, stderrTail, kill };
+    return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, objectMode, stdin, stdout, exited, stderrTail, kill };
   }
 
   const path = spec.path!;
   const [command, args] = /\.(m?js|cjs)$/.test(path) ? [process.execPath, [path]] : [path, []];
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, ...(options.cwd ? { cwd: options.cwd } : {}) });
   child.stderr.on('data', onStderr);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('error', (err) => {
@@ -91,5 +112,5 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
   });
   // A provider that exits without reading all its input must not crash dstream with EPIPE.
   child.stdin.on('error', () => undefined);
-  return { label: spec.label, objectMode: false, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void child.kill(sig) };
+  return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, objectMode: false, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void child.kill(sig) };
 }

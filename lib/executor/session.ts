@@ -79,7 +79,7 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
               }),
         }),
       );
-  const timeoutMs = options.handshakeTimeoutMs ?? 30_000;
+  const timeoutMs = handle.handshakeTimeoutMs ?? options.handshakeTimeoutMs ?? 30_000;
   let timer: NodeJS.Timeout | undefined;
   const firstValue = readOne(values).catch((err: unknown) => {
     throw namedError(handle, err);
@@ -92,7 +92,7 @@ export async function openSession(handle: ProviderHandle, header: CommandHeader,
   if (first === 'timeout') {
     if (options.silenceIsOriginal) return { handle, values, lines: named(handle, values[Symbol.asyncIterator]()), legacy: true, dstream: false, silent: true };
     handle.kill('SIGKILL');
-    throw providerFailed(handle, `no handshake within ${timeoutMs} ms`);
+    throw providerFailed(handle, `no handshake within ${timeoutMs} ms (stopped; handshake_timeout in its block allows it longer)`);
   }
   if ('exit' in first) {
     // It may have written its answer and exited at once: read what it left before judging.
@@ -132,12 +132,21 @@ function readOne(r: Readable): Promise<{ done: false; value: unknown } | { done:
   });
 }
 
-/** A line the decoder refuses (not JSON, too long) as an error with the provider's name and the line. */
+/**
+ * A provider's stdout carries protocol lines only: a line that is not JSON is the provider's
+ * fault, said with its name and a short printable excerpt (never the whole garbage), and is not a
+ * record for an invalid-record policy to skip.
+ */
 export function namedError(handle: ProviderHandle, err: unknown): unknown {
-  if (!isDstreamError(err) || err.message.startsWith(`${handle.label}:`)) return err;
-  const rec = err.details as Partial<InvalidRecord> | undefined;
-  const what = err.code === ErrorCodes.INVALID_RECORD && rec?.raw !== undefined ? `stdout line ${rec.line} is not a JSON line: ${rec.raw}` : err.message;
-  return new DstreamError(err.code, `${handle.label}: ${what}`, { cause: err, details: { provider: handle.label, ...rec } });
+  if (!isDstreamError(err) || (err.code !== ErrorCodes.INVALID_RECORD && err.code !== ErrorCodes.LINE_TOO_LONG)) return err;
+  handle.stdout.destroy();
+  const line = typeof err.details.line === 'number' ? ` line ${err.details.line}` : '';
+  const raw = typeof err.details.raw === 'string' ? err.details.raw : typeof err.details.excerpt === 'string' ? err.details.excerpt : '';
+  const quoted = JSON.stringify(raw.slice(0, 40)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return providerFailed(
+    handle,
+    `wrote${line} on stdout that is not a protocol line (${err.code === ErrorCodes.LINE_TOO_LONG ? 'too long' : 'not JSON'}), starting ${quoted}${raw.length > 40 ? '...' : ''}; a provider writes only protocol JSON on stdout and its logs on stderr`,
+  );
 }
 
 function named(handle: ProviderHandle, it: AsyncIterator<unknown>): AsyncIterator<unknown> {

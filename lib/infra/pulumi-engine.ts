@@ -95,8 +95,26 @@ export function pulumiEnv(env: Record<string, string | undefined>, backend: stri
   return vars;
 }
 
+/**
+ * Pulumi is an optional peer dependency (about 195 MB installed, three quarters of dstream's
+ * tree): only tasks that provision with it need it, and they need the pulumi CLI anyway.
+ */
+async function loadPulumi(): Promise<typeof import('@pulumi/pulumi/automation/index.js')> {
+  try {
+    import.meta.resolve('@pulumi/azure-native/servicebus/index.js');
+    return await import('@pulumi/pulumi/automation/index.js');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    throw new DstreamError(
+      ErrorCodes.PROVISIONER,
+      'provisioner "pulumi" needs the Pulumi packages beside dstream: npm install @pulumi/pulumi@3 @pulumi/azure-native@3 (and the pulumi CLI on PATH); or use provisioner = "sdk" with a connection string that has Manage rights',
+      { cause: err },
+    );
+  }
+}
+
 const createOrSelectStack: OpenStack = async (args, options) => {
-  const { LocalWorkspace } = await import('@pulumi/pulumi/automation/index.js');
+  const { LocalWorkspace } = await loadPulumi();
   return LocalWorkspace.createOrSelectStack(args, options) as unknown as Promise<PulumiStack>;
 };
 
@@ -118,6 +136,7 @@ export class PulumiEngine implements InfrastructureEngine {
   }
 
   private async stack(): Promise<PulumiStack> {
+
     const env = this.options.env ?? process.env;
     const stateDir = this.options.stateDir ?? defaultStateDir(env);
     const backend = this.options.backendUrl ?? `file://${join(stateDir, 'pulumi')}`;

@@ -95,6 +95,8 @@ export class CommandRouter extends Transform {
         (out) => {
           if (verb === 'run') {
             this.mode = 'run';
+            // In a pipe the first line was already a record.
+            if (header.inPipe) this.push(chunk);
           } else {
             this.result = okLine(verb, out as object | undefined);
             this.push(this.result);

@@ -40,6 +40,11 @@ export interface CommandHeader {
   task?: string;
   /** True when the first line was a bare config (older executors): no handshake is sent back. */
   legacy?: boolean;
+  /**
+   * True when the first line was already a data envelope: the provider sits in a Unix pipe
+   * (`... | dstream route | asb-sink`) and runs standalone, from its environment; that line is data.
+   */
+  inPipe?: boolean;
   [key: string]: unknown;
 }
 
@@ -80,8 +85,9 @@ export interface ErrorLine {
 export const READY: ReadyLine = Object.freeze({ status: 'ready', protocol: PROTOCOL_VERSION }) as ReadyLine;
 
 /**
- * Reads the first line a provider received. A line with `command` is a command header; a line
- * without is an older executor's bare config and means `run`.
+ * Reads the first line a provider received. A line with `command` is a command header; a data
+ * envelope means the provider is in a pipe (`inPipe`); any other line is an older executor's bare
+ * config and means `run`.
  */
 export function parseHeader(value: unknown): CommandHeader {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -89,13 +95,8 @@ export function parseHeader(value: unknown): CommandHeader {
   }
   const v = value as Record<string, unknown>;
   if (!('command' in v)) {
-    if ('data' in v && ('metadata' in v || 'type' in v || 'source' in v)) {
-      // A pipe started a provider without flags: treating this line as config would eat a record.
-      throw new DstreamError(
-        ErrorCodes.PROTOCOL,
-        'the first line is a data envelope, not a command header or config; in a pipe, start the provider with its options or --standalone',
-      );
-    }
+    // A pipe started the provider without options: this line is the first record, not config.
+    if ('data' in v && ('metadata' in v || 'type' in v || 'source' in v)) return { command: 'run', config: {}, inPipe: true };
     return { command: 'run', config: v, legacy: true };
   }
   if (!isVerb(v.command)) {

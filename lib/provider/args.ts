@@ -12,6 +12,8 @@ export interface ProviderArgs {
   config: Record<string, unknown>;
   help: boolean;
   version: boolean;
+  /** destroy: confirmed on the command line. */
+  yes: boolean;
 }
 
 export function flagName(key: string): string {
@@ -19,7 +21,7 @@ export function flagName(key: string): string {
 }
 
 export function parseProviderArgs(schema: ConfigSchema, argv: readonly string[]): ProviderArgs {
-  const out: ProviderArgs = { verb: 'run', config: {}, help: false, version: false };
+  const out: ProviderArgs = { verb: 'run', config: {}, help: false, version: false, yes: false };
   const byFlag = new Map<string, [string, FieldSchema]>(Object.entries(schema).map(([k, f]) => [flagName(k), [k, f]]));
   let i = 0;
   if (argv[0] !== undefined && !argv[0].startsWith('-')) {
@@ -38,6 +40,10 @@ export function parseProviderArgs(schema: ConfigSchema, argv: readonly string[])
       continue;
     }
     if (arg === '--standalone') continue;
+    if (arg === '--yes' && !byFlag.has('--yes')) {
+      out.yes = true;
+      continue;
+    }
     if (!arg.startsWith('--')) throw usage(`unexpected argument "${arg}"`);
     const eq = arg.indexOf('=');
     const name = eq === -1 ? arg : arg.slice(0, eq);
@@ -92,6 +98,7 @@ export function providerHelp(name: string, description: string | undefined, sche
     return [flag, notes.join('; ')];
   });
   rows.push(['--standalone', 'run from options and environment with no options given'], ['--help', 'show this help'], ['--version', 'show the version']);
+  if (verbs.includes('destroy')) rows.push(['--yes', 'destroy: do not ask (it lists what it removes, then asks on a terminal)']);
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
   for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(width)}${text}`);
   if (examples.length > 0) lines.push('', 'Examples:', ...examples.map((e) => `  ${e}`));

@@ -9,7 +9,7 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { format } from 'node:util';
-import { validateConfig, type ConfigSchema, type ValidateOptions } from '../config/schema.js';
+import { validateConfig, type ConfigOf, type ConfigSchema, type ValidateOptions } from '../config/schema.js';
 import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
 import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
 import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
@@ -21,9 +21,12 @@ import {
   VERBS,
   type CommandHeader,
   type LifecycleVerb,
+  type ResourceReport,
   type ResultLine,
   type Verb,
 } from '../protocol/messages.js';
+import { dstreamVersion } from '../version.js';
+import { confirmRemoval } from './confirm.js';
 import { parseProviderArgs, providerHelp } from './args.js';
 
 export interface ProviderContext<C = Record<string, unknown>> {
@@ -51,6 +54,8 @@ export interface ProviderDefinition<C = Record<string, unknown>> {
   /** Config schema: validation, standalone options and --help. */
   config?: ConfigSchema;
   examples?: string[];
+  /** What `destroy` removes beyond what `status` lists, said before a standalone destroy asks. */
+  destroys?: string;
   /** Rules across fields the schema cannot say (one needs another): each problem as `key: what`. */
   checkConfig?: (config: C) => string[];
   /** How long a stop may take after a signal before the process gives up. Default 10 s. */
@@ -95,6 +100,14 @@ export function validateProviderConfig<C>(def: ProviderDefinition<C>, value: Rec
 }
 
 /** Runs a provider on stdio and resolves with the exit code once stdout is flushed. */
+
+/**
+ * Runs a provider on stdio and resolves with the exit code once stdout is flushed. With a config
+ * schema written in place, `ctx.config` is typed from it (`{ label: { type: 'string', default: 'rows' } }`
+ * gives `config.label: string`).
+ */
+export function runProvider<const S extends ConfigSchema>(def: ProviderDefinition<ConfigOf<S>> & { config: S }, io?: Partial<ProviderIO>): Promise<number>;
+export function runProvider<C = Record<string, unknown>>(def: ProviderDefinition<C>, io?: Partial<ProviderIO>): Promise<number>;
 export async function runProvider<C = Record<string, unknown>>(def: ProviderDefinition<C>, io?: Partial<ProviderIO>): Promise<number> {
   const host = new ProviderHost(def, {
     stdin: io?.stdin ?? process.stdin,
@@ -175,7 +188,9 @@ class ProviderHost<C> {
   }
 
   private log = (message: string): void => {
-    this.io.stderr.write(`${this.def.name}: ${message}\n`);
+    // A message that already starts with the name (`asb-sink needs ...`) is not prefixed twice.
+    const named = message.startsWith(`${this.def.name} `) || message.startsWith(`${this.def.name}:`);
+    this.io.stderr.write(named ? `${message}\n` : `${this.def.name}: ${message}\n`);
   };
 
   private context(header: CommandHeader, input: Readable, standalone: boolean): ProviderContext<C> {
@@ -214,9 +229,10 @@ class ProviderHost<C> {
     for (const verb of this.verbs) {
       if (verb === 'run') {
         handlers.run = (header) => {
-          if (header.legacy) this.protocolLines = false;
-          const ctx = this.context(header, this.router!, false);
-          if (!header.legacy) this.out.write(READY);
+          // An older executor, or a pipe: stdout carries data alone, no handshake, no error line.
+          if (header.legacy || header.inPipe) this.protocolLines = false;
+          const ctx = this.context(header, this.router!, header.inPipe === true);
+          if (!header.legacy && !header.inPipe) this.out.write(READY);
           this.runInBackground(ctx);
         };
       } else {
@@ -244,7 +260,7 @@ class ProviderHost<C> {
       return;
     }
     if (args.version) {
-      this.io.stdout.write(`${this.def.version ?? '0.0.0'}\n`, () => this.finish(ExitCodes.OK));
+      this.io.stdout.write(`${this.def.version ?? dstreamVersion()}\n`, () => this.finish(ExitCodes.OK));
       return;
     }
     const header: CommandHeader = { command: args.verb, config: args.config };
@@ -260,13 +276,22 @@ class ProviderHost<C> {
     const handler = this.def[args.verb];
     if (handler === undefined) throw unsupported(this.def.name, args.verb, this.verbs);
     const ctx = this.context(header, this.io.stdin, true);
-    Promise.resolve(handler(ctx)).then(
+    const confirmed = args.verb === 'destroy' ? this.confirmDestroy(ctx, args.yes) : Promise.resolve();
+    confirmed.then(() => handler(ctx)).then(
       (answer) => {
         this.out.write(okLine(args.verb, answer));
         this.finish(ExitCodes.OK);
       },
       (err: unknown) => this.fail(err, args.verb),
     );
+  }
+
+  /** dstream's one rule for removals: list what goes (from status), then --yes or the name typed on a terminal. */
+  private async confirmDestroy(ctx: ProviderContext<C>, yes: boolean): Promise<void> {
+    const answer = this.def.status === undefined ? undefined : await this.def.status({ ...ctx, command: 'status' });
+    const existing = ((answer?.resources ?? []) as ResourceReport[]).filter((r) => r.exists !== false).map((r) => `${r.kind} ${r.name}`);
+    const items = [...existing, ...(this.def.destroys ? [this.def.destroys] : [])];
+    await confirmRemoval({ stdin: this.io.stdin, stderr: this.io.stderr }, { program: this.def.name, action: 'destroy', items, name: this.def.name, yes });
   }
 
   private runInBackground(ctx: ProviderContext<C>): void {

@@ -9,6 +9,7 @@ import { partitionByTable, type Partitioner, type PartitionOptions } from '../st
 import { destinationKey } from '../streams/destination.js';
 import { fileSink, type FileSinkOptions } from './files/file-sink.js';
 import { serviceBusSink, type ServiceBusSinkOptions } from './service-bus/sink.js';
+import { checkOptions } from '../options.js';
 
 interface Common {
   /** Destination of envelopes without `metadata.Destination`. Default `{table}_cdc_events`. */
@@ -39,10 +40,12 @@ function partitioned<O extends Common>(options: O, make: (destination: string, s
 
 /** One Service Bus queue per destination, sharing one connection. */
 export function toServiceBus(options: ToServiceBusOptions): Partitioner {
+  checkOptions('toServiceBus', options);
   return partitioned(options, (queue, sink) => serviceBusSink({ ...sink, queue }));
 }
 
 /** One `<dir>/<destination>.ndjson` per destination, fsynced before acknowledging. */
 export function toFiles(options: ToFilesOptions): Partitioner {
+  checkOptions('toFiles', options);
   return partitioned(options, (destination, sink) => fileSink({ ...sink, destination }));
 }

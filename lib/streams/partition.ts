@@ -20,6 +20,7 @@ import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { DstreamError, ErrorCodes, invalidOption, isDstreamError } from '../errors.js';
 import { isCheckpoint, type CheckpointEnvelope, type Envelope } from '../envelope/types.js';
+import { checkOptions } from '../options.js';
 import { DEFAULT_SCHEMA, qualifiedName, tableKey, tableOfMetadata } from '../envelope/table.js';
 
 /** Marks a sink that reports durability with 'ack' events (count) rather than write callbacks. */
@@ -351,5 +352,6 @@ function partitionError(destination: string, err: Error): Error {
 
 /** A Writable that fans envelopes out to one sink per destination, with checkpoint barriers. */
 export function partitionByTable(options: PartitionOptions): Partitioner {
+  checkOptions('partitionByTable', options);
   return new Partitioner(options);
 }

@@ -9,6 +9,7 @@ import { InvalidRecords, type InvalidRecordOptions, type InvalidStats } from '..
 import { isCheckpoint, type Envelope } from '../envelope/types.js';
 import { DestinationRegistry, DEFAULT_TEMPLATE } from './destination.js';
 import { tableFilter, type TableFilterOptions } from './table-filter.js';
+import { checkOptions } from '../options.js';
 
 export interface RouteOptions extends TableFilterOptions, InvalidRecordOptions {
   /** Default `{table}_cdc_events`; placeholders `{table}`, `{schema}`, `{database}`. */
@@ -104,5 +105,6 @@ export class Router extends Transform {
 
 /** Envelopes -> envelopes with `metadata.Destination`, filtered by table. */
 export function route(options?: RouteOptions): Router {
+  checkOptions('route', options);
   return new Router(options);
 }

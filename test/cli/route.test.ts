@@ -116,6 +116,8 @@ describe('dstream route (spawned)', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/mssql-cdc --tables Persons,Orders \| dstream route \| asb-sink/);
     expect(r.stdout).toContain('--on-invalid');
+    // Only the options route uses.
+    expect(r.stdout).not.toMatch(/--config|--json|--yes/);
   });
 
   it('exits 0 without a stack trace when its reader goes away (| head -1)', async () => {

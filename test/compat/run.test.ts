@@ -53,7 +53,7 @@ describe('run with the original Go MSSQL ingester', () => {
     const t = taskFile(`task "t" {\n${ingester}\n${consoleOutput('simple')}\n}\n`);
     const r = await dstream(['run', 't', '--quiet'], t, { FAKE_STDOUT_NOISE: 'connected to TestDB' });
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/dstream: input .*go-ingester\.mjs: stdout line 1 is not a JSON line: connected to TestDB/);
+    expect(r.stderr).toMatch(/dstream: input .*go-ingester\.mjs: wrote line 1 on stdout that is not a protocol line \(not JSON\), starting "connected to TestDB/);
     expect(r.stderr).not.toMatch(/--on-invalid/);
   });
 });

@@ -51,7 +51,10 @@ describe('dstream.hcl', () => {
       ['mssql-to-asb', 18],
     ]);
     const demo = taskNamed(file, 'demo');
-    expect(demo.input).toEqual({ provider: 'generator', config: { count: 100, tables: ['Persons', 'Orders'], fast: true }, line: 6 });
+    expect(demo.input).toMatchObject({ provider: 'generator', config: { count: 100, tables: ['Persons', 'Orders'], fast: true }, line: 6 });
+    // Where each attribute is, for messages at file:line:column.
+    expect(demo.input.at).toMatchObject({ provider: { line: 5, column: 5 }, config: { line: 6, column: 5 }, 'config.count': { line: 7 } });
+    expect(demo.dir).toBe(dir);
     const real = taskNamed(file, 'mssql-to-asb');
     expect(real.input.providerPath).toBe(join(dir, 'bin/mssql-cdc'));
     // A value with quotes, backslashes and ${ survives intact inside a string.
@@ -60,6 +63,17 @@ describe('dstream.hcl', () => {
 
   it('reports HCL syntax errors at file:line:column', async () => {
     expect(await fail('task "a" {\n  type = "providers"\n  input {\n    config { count = }\n  }\n}\n')).toMatch(/^dstream\.hcl:4:22: Invalid expression; Expected the start of an expression/);
+    // A diagnostic over several lines (HCL's `2,6-3,1`) in the same one format, nothing of HCL's left.
+    const multi = await fail('task "a" {\n x = 1 2\n y = 3 4\n}\n');
+    expect(multi).toMatch(/^dstream\.hcl:2:\d+: /);
+    expect(multi).not.toMatch(/\d+,\d+|parse config|\[/);
+  });
+
+  it('handshake_timeout in a provider block: a duration, or an error at its attribute', async () => {
+    const task = (v: string) => `task "a" {\n  input {\n    provider = "generator"\n    handshake_timeout = ${v}\n  }\n  output { provider = "files" }\n}\n`;
+    expect((await parseTaskFile(task('"2m"'), 'dstream.hcl', {})).tasks[0]!.input.handshakeTimeoutMs).toBe(120_000);
+    expect((await parseTaskFile(task('45'), 'dstream.hcl', {})).tasks[0]!.input.handshakeTimeoutMs).toBe(45_000);
+    expect(await fail(task('"soon"'))).toBe('dstream.hcl:4:5: task "a" input: handshake_timeout must be a duration such as "90s", "2m" or a number of seconds; got "soon"');
   });
 
   it('names unknown keys with their position and a suggestion', async () => {
@@ -77,7 +91,7 @@ describe('dstream.hcl', () => {
   });
 
   it('says which environment variable is missing, and where; defaults and the backtick form work', async () => {
-    expect(await fail(GOOD)).toBe('dstream.hcl:23:35: environment variable ASB is not set (used by {{ env "ASB" }}); set it, or give a default: {{ env "ASB" | default "..." }}');
+    expect(await fail(GOOD)).toBe('dstream.hcl:23:35: environment variable ASB is not set (used by {{ env "ASB" }}); set it, or give a default: {{ env "ASB" | default "..." }} (dstream validate --skip-env checks a file without its secrets)');
     expect(renderTemplate('n = {{ env `N` | default "5" }}', {})).toBe('n = 5');
     expect(renderTemplate('n = {{ env "N" }}', { N: '7' })).toBe('n = 7');
     // Templates in comments are left alone; a # inside a string is not a comment.

@@ -140,7 +140,7 @@ describe('decodeEnvelopes', () => {
 
   it('refuses dead-letter without a stream at construction', () => {
     expect(() => decodeEnvelopes({ onInvalid: 'dead-letter' })).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_OPTION }));
-    expect(() => decodeEnvelopes({ onInvalid: 'drop' as never })).toThrow(/onInvalid must be one of fail, skip, dead-letter/);
+    expect(() => decodeEnvelopes({ onInvalid: 'drop' as never })).toThrow(/onInvalid" must be one of "fail", "skip", "dead-letter"/);
   });
 
   it('stops with DSTREAM_ERR_LINE_TOO_LONG naming the line when a line exceeds maxLineBytes, whatever the chunking', async () => {

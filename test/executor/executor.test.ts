@@ -118,7 +118,7 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
 
   it('a hang: stopped after the handshake timeout (run); under a lifecycle verb, taken for an original input and asked nothing', async () => {
     const err = await runTask(task(tmp('o-')), { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), env: env('hang'), handshakeTimeoutMs: 300 }).catch((e) => e);
-    expect(err.message).toBe(`input ${fake}: no handshake within 300 ms`);
+    expect(err.message).toBe(`input ${fake}: no handshake within 300 ms (stopped; handshake_timeout in its block allows it longer)`);
     const notes: string[] = [];
     const report = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('hang'), probeTimeoutMs: 300, onNote: (n) => notes.push(n) });
     expect(report.streams).toEqual([]);

@@ -90,8 +90,8 @@ describe('parseHeader', () => {
     expect(() => parseHeader({ command: 'init', streams: {} })).toThrow(/"streams" must be a list/);
   });
 
-  it('refuses a data envelope in place of a bare config instead of eating it as config', () => {
-    expect(() => parseHeader(data(1))).toThrow(expect.objectContaining({ code: ErrorCodes.PROTOCOL, message: expect.stringMatching(/start the provider with its options or --standalone/) }));
+  it('reads a data envelope in place of a header as a pipe (run standalone), never as config', () => {
+    expect(parseHeader(data(1))).toEqual({ command: 'run', config: {}, inPipe: true });
   });
 
   it('defaults config to {}', () => {

@@ -121,10 +121,12 @@ describe('runProvider, spawned as a real process', () => {
     expect(r.stderr).toBe('echo-provider: config.mode: expected one of "input", "output", got string "sideways"\n');
   });
 
-  it('refuses a data envelope as the first line instead of eating it as config', async () => {
-    const r = await spawnNode(provider, [], { input: ndjson(row(1), row(2)) });
-    expect(r.code).toBe(ExitCodes.PROTOCOL);
-    expect(r.stderr).toMatch(/the first line is a data envelope/);
+  it('a data envelope as the first line means a pipe: runs standalone from the environment, and that line is data', async () => {
+    const r = await spawnNode(provider, [], { input: ndjson(row(1), row(2), cp(2)) });
+    expect(r.code).toBe(0);
+    // Standalone: no handshake, and the checkpoint it acknowledges is the only line on stdout.
+    expect(r.lines()).toEqual([cp(2)]);
+    expect(r.stderr).toContain('echo-provider: received 2 rows\n');
   });
 
   it('stops cleanly on SIGTERM: stops producing, flushes whole lines, exits 143', async () => {

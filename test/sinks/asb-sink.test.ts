@@ -144,6 +144,36 @@ describe('asb-sink (spawned)', () => {
     expect(q.description).toMatchObject({ MaxDeliveryCount: '3', UserMetadata: '{"managed-by":"dstream","task":"demo"}' });
   });
 
+  it('standalone destroy lists the queues it removes and removes nothing without --yes', async () => {
+    const env = { ASB_CONNECTION_STRING: broker.connectionString };
+    const args = ['--task', 'demo', '--tables', 'Invoices'];
+    const init = await spawnNode(BIN, ['init', ...args], { env, timeoutMs: 60_000 });
+    expect(init.code, init.stderr).toBe(0);
+    expect(broker.queue('Invoices_cdc_events')).toBeDefined();
+    const refused = await spawnNode(BIN, ['destroy', ...args], { env, timeoutMs: 60_000 });
+    expect(refused.code).toBe(ExitCodes.USAGE);
+    expect(refused.stderr).toContain('asb-sink: destroy removes:\n  - queue Invoices_cdc_events\n');
+    expect(refused.stderr).toContain('destroy: not confirmed, nothing removed; pass --yes');
+    expect(refused.lines()).toEqual([expect.objectContaining({ status: 'error', command: 'destroy', code: ErrorCodes.INVALID_OPTION })]);
+    expect(broker.queue('Invoices_cdc_events')).toBeDefined();
+    const done = await spawnNode(BIN, ['destroy', ...args, '--yes'], { env, timeoutMs: 60_000 });
+    expect(done.code, done.stderr).toBe(0);
+    expect(broker.queue('Invoices_cdc_events')).toBeUndefined();
+    expect(refused.stderr + done.stderr + done.stdout).not.toContain('SharedAccessKey');
+  }, 120_000);
+
+  it('a malformed connection string is a usage error (exit 2) that never shows the string', async () => {
+    for (const cs of ['SharedAccessKey=s3cr3t-key;garbage', 'Endpoint=http://x/;SharedAccessKeyName=k;SharedAccessKey=s3cr3t-key']) {
+      const r = await spawnNode(BIN, ['--quiet'], { input: ndjson(row('Persons', 1)), env: { ASB_CONNECTION_STRING: cs }, timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(ExitCodes.USAGE);
+      expect(r.stderr).toMatch(/^asb-sink: connection_string is not a Service Bus connection string/);
+      expect(r.stderr).not.toContain('s3cr3t');
+    }
+    const sql = await spawnNode(join(ROOT, 'dist/bin/mssql-cdc.js'), ['--tables', 'Persons'], { env: { MSSQL_CONNECTION_STRING: 'Password=s3cr3t-key;garbage' }, timeoutMs: 60_000 });
+    expect(sql.code).toBe(ExitCodes.USAGE);
+    expect(sql.stderr).toContain('mssql-cdc: the SQL Server connection string names no server');
+    expect(sql.stderr).not.toContain('s3cr3t');
+  }, 120_000);
   it('on_missing_queue warns when the queue it finds takes replays as new messages (no duplicate detection)', async () => {
     broker.faults.serverBusyOnTransfer = undefined;
     const r = await spawnNode(BIN, [], {
@@ -173,7 +203,7 @@ describe('asb-sink (spawned)', () => {
   it('refuses to start without a connection string or namespace (exit 2)', async () => {
     const r = await spawnNode(BIN, ['--standalone'], { input: '', env: { ASB_CONNECTION_STRING: '', ASB_NAMESPACE: '' } });
     expect(r.code).toBe(ExitCodes.USAGE);
-    expect(r.stderr).toMatch(/asb-sink needs connection_string \(or ASB_CONNECTION_STRING\), or namespace/);
+    expect(r.stderr).toMatch(/^asb-sink needs connection_string \(or ASB_CONNECTION_STRING\), or namespace/);
   });
 
   it('on SIGTERM stops reading, delivers what it has, acknowledges it and exits 143', async () => {

@@ -157,8 +157,8 @@ describe('task: mssql-cdc (TDS test server) -> asb-sink (test broker)', () => {
     );
     expect(status.output.resources!.map((r) => r.name)).toEqual(QUEUES);
     const text = formatReport(status, stored);
-    expect(text).toContain(`Input:\n  ok cdc table dbo.Persons  (instance dbo_Persons, minLsn 0x00000000002A00000001, maxLsn ${model.currentMaxLsn}, position ${model.currentMaxLsn}, columns 3, lagSeconds 0, pendingTransactions 0)`);
-    expect(text).toContain('Output:\n  ok queue Persons_cdc_events  (managed true, activeMessages');
+    expect(text).toContain(`Input:\n  ok cdc table dbo.Persons  (instance dbo_Persons, min lsn 0x00000000002A00000001, max lsn ${model.currentMaxLsn}, position ${model.currentMaxLsn}, columns 3, lag 0s, pending transactions 0)`);
+    expect(text).toContain('Output:\n  ok queue Persons_cdc_events  (managed, active messages');
 
     const destroyed = await taskVerb(task, 'destroy', { builtins });
     // The queues still hold what run delivered: destroy keeps them, and says why, unless told.

@@ -66,11 +66,13 @@ describe('mssql-cdc provider', () => {
     expect(bad.stderr).toMatch(/state\.json holds no mssql-cdc position .*remove it to start at earliest/);
   });
 
-  it('standalone destroy asks for --yes', async () => {
+  it('standalone destroy lists what it removes and asks for --yes', async () => {
     const m = await serve();
     const r = await standalone(m, ['destroy', '--tables', 'Persons'], () => false);
     expect(r.code).toBe(ExitCodes.USAGE);
-    expect(r.stderr).toMatch(/destroy disables CDC where init enabled it .*confirm with --yes/);
+    expect(r.stderr).toContain('mssql-cdc: destroy removes:\n  - cdc table dbo.Persons\n');
+    expect(r.stderr).toContain('  - CDC on the tables where init enabled it (their change data goes with it), and the checkpoint table init created\n');
+    expect(r.stderr).toMatch(/destroy: not confirmed, nothing removed; pass --yes/);
     const ok = await standalone(m, ['destroy', '--tables', 'Persons', '--yes', '--task', 'shop'], () => false);
     expect(ok.code).toBe(ExitCodes.OK);
     expect(ok.lines[0]).toMatchObject({ status: 'ok', command: 'destroy', resources: [{ kind: 'cdc table', name: 'dbo.Persons', action: 'exists-unmanaged' }] });

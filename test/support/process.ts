@@ -18,12 +18,13 @@ export interface Run {
 export function spawnNode(
   script: string,
   args: string[] = [],
-  options: { input?: string | Buffer; env?: Record<string, string>; keepStdinOpen?: boolean; timeoutMs?: number; onSpawn?: (c: ChildProcess) => void } = {},
+  options: { input?: string | Buffer; env?: Record<string, string | undefined>; cwd?: string; keepStdinOpen?: boolean; timeoutMs?: number; onSpawn?: (c: ChildProcess) => void } = {},
 ): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [script, ...args], {
-      env: { ...process.env, ...options.env },
+      env: withoutUnset({ ...process.env, ...options.env }),
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(options.cwd ? { cwd: options.cwd } : {}),
     });
     let stdout = '';
     let stderr = '';
@@ -34,8 +35,8 @@ export function spawnNode(
     });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`${script} ${args.join(' ')} did not exit within ${options.timeoutMs ?? 10_000} ms; stderr: ${stderr}`));
-    }, options.timeoutMs ?? 10_000);
+      reject(new Error(`${script} ${args.join(' ')} did not exit within ${options.timeoutMs ?? 60_000} ms; stderr: ${stderr}`));
+    }, options.timeoutMs ?? 60_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -58,3 +59,8 @@ export function spawnNode(
 }
 
 export const ndjson = (...values: unknown[]) => values.map((v) => `${JSON.stringify(v)}\n`).join('');
+
+/** An env entry set to undefined is removed (a test that must run without DSTREAM_STATE_DIR, say). */
+function withoutUnset(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
+}

@@ -31,7 +31,7 @@ export const filesProvider: ProviderDefinition<FilesConfig> = {
   name: 'files',
   description: 'Writes each destination to <dir>/<destination>.ndjson, fsynced before checkpoints are acknowledged.',
   config: {
-    dir: { type: 'string', default: 'out', description: 'directory of the files' },
+    dir: { type: 'string', default: 'out', path: true, description: 'directory of the files' },
     template: { type: 'string', default: DEFAULT_TEMPLATE, description: 'file name of envelopes without metadata.Destination' },
     no_sync: { type: 'boolean', default: false, description: 'skip fsync (faster, not crash-safe)' },
   },

@@ -7,6 +7,7 @@ import type { WriteStream } from 'node:fs';
 import { openDeadLetterFile } from '../../envelope/invalid.js';
 import { pipeline } from 'node:stream/promises';
 import type { TokenCredential } from '@azure/core-auth';
+import { parseServiceBusConnectionString } from '@azure/service-bus';
 import type { ConfigSchema } from '../../config/schema.js';
 import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
 import type { CheckpointEnvelope } from '../../envelope/types.js';
@@ -41,9 +42,10 @@ export const asbSinkConfig = {
   retry_max_ms: { type: 'integer', minimum: 1, default: 30_000 },
   send_timeout_ms: { type: 'integer', minimum: 100, default: 30_000, description: 'give up on one send and retry after this long' },
   on_oversize: { type: 'string', enum: ['fail', 'dead-letter'], default: 'fail', description: 'a record larger than the queue accepts' },
-  dead_letter: { type: 'string', description: 'file for dead-lettered records (with on_oversize = dead-letter)' },
+  dead_letter: { type: 'string', path: true, description: 'file for dead-lettered records (with on_oversize = dead-letter)' },
   state_file: {
     type: 'string',
+    path: true,
     description:
       'write the last acknowledged checkpoint here, atomically (the latest when acks come faster than saves). mssql-cdc --state-file reads it and resumes after it; asb-sink itself resumes only with skip_acknowledged',
   },
@@ -59,7 +61,7 @@ export const asbSinkConfig = {
   resource_group: { type: 'string', aliases: { resourceGroup: 'same' }, description: 'pulumi: the namespace\'s resource group' },
   namespace_name: { type: 'string', description: 'pulumi: the namespace name (default: from the connection string or namespace)' },
   pulumi_backend_url: { type: 'string', env: 'PULUMI_BACKEND_URL', description: 'pulumi: state backend (default: a file backend in the dstream state directory)' },
-  state_dir: { type: 'string', env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },
+  state_dir: { type: 'string', path: true, env: 'DSTREAM_STATE_DIR', description: 'dstream state directory (default ~/.dstream)' },
   emulator_management_port: { type: 'integer', minimum: 1, maximum: 65535, description: 'Service Bus emulator (UseDevelopmentEmulator=true): its management port (default 5300 when the AMQP port is 5672 or unstated)' },
   force_destroy: { type: 'boolean', default: false, description: 'destroy deletes queues that still hold messages (by default it keeps them)' },
   queue_max_size_mb: { type: 'integer', minimum: 1, description: 'created queues: maximum size' },
@@ -117,7 +119,19 @@ export interface AsbSinkConfig {
 /** Connection string, or the namespace with Azure AD credentials. */
 async function connectionOf(config: AsbSinkConfig): Promise<ConnectionOptions> {
   const credential = await credentialFor(config);
+  if (credential === undefined) checkConnectionString(config.connection_string!);
   return credential === undefined ? { connectionString: config.connection_string } : { namespace: config.namespace, credential };
+}
+
+/** A malformed connection string is a mistake to fix (exit 2), said without the string itself. */
+function checkConnectionString(connectionString: string): void {
+  let endpoint: string | undefined;
+  try {
+    endpoint = parseServiceBusConnectionString(connectionString).endpoint;
+  } catch (err) {
+    throw invalidOption(`connection_string is not a Service Bus connection string (${(err as Error).message}); expected Endpoint=sb://<namespace>.servicebus.windows.net/;SharedAccessKeyName=...;SharedAccessKey=...`);
+  }
+  if (!/^sb:\/\/[^/]+/.test(endpoint ?? '')) throw invalidOption('connection_string is not a Service Bus connection string: its Endpoint must be sb://<namespace>.servicebus.windows.net/');
 }
 
 async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | undefined> {

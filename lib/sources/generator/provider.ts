@@ -6,7 +6,8 @@ import { generatorSource, type GeneratorPosition } from './generator.js';
 export interface GeneratorConfig {
   tables: string[];
   seed: number;
-  count: number;
+  /** Unset: runs until stopped, with a warning (count = 0 says so on purpose, quietly). */
+  count?: number;
   rate: number;
 }
 
@@ -18,17 +19,20 @@ export const generatorProvider: ProviderDefinition<GeneratorConfig> = {
   config: {
     tables: { type: 'string[]', default: ['Persons', 'Orders', 'Customers'], description: 'tables to generate changes for' },
     seed: { type: 'integer', default: 1, description: 'same seed, same changes' },
-    count: { type: 'integer', minimum: 0, default: 0, description: 'stop after this many rows (0: run until stopped)' },
+    count: { type: 'integer', minimum: 0, description: 'stop after this many rows (0: run until stopped, on purpose; unset: the same, with a warning)' },
     rate: { type: 'number', minimum: 0, default: 0, description: 'rows per second (0: as fast as the reader takes them)' },
   },
   discover: (ctx) => ({
     streams: ctx.config.tables.map((name) => ({ name, schema: 'dbo', database: 'demo', keys: [KEYS[name] ?? 'Id'] })),
   }),
   async run(ctx) {
+    if (ctx.config.count === undefined) {
+      ctx.log('no count: generating until stopped (it fills a disk in minutes); set count = N to stop after N rows, or count = 0 to run unbounded on purpose');
+    }
     const source = generatorSource({
       tables: ctx.config.tables,
       seed: ctx.config.seed,
-      count: ctx.config.count,
+      count: ctx.config.count ?? 0,
       ratePerSecond: ctx.config.rate,
       after: ctx.header.state as GeneratorPosition | undefined,
       signal: ctx.signal,

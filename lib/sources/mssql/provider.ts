@@ -18,7 +18,7 @@ import type { CdcConnector, CdcQueries } from './queries.js';
 import { parsePosition } from './position.js';
 import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from './reader.js';
 import { enableDatabaseCall, enableTableCall } from './sql.js';
-import { sqlServerConnector } from './sqlserver.js';
+import { describeConnection, sqlServerConnector } from './sqlserver.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 
 /** The original ingester's lock_config: `{ type = "none" }` is dstream's default; its Azure Blob locks have no counterpart. */
@@ -63,8 +63,7 @@ export const mssqlCdcConfig = {
   create_checkpoint_table: { type: 'boolean', default: false, description: 'init creates checkpoint_table (destroy drops it when no task has rows in it)' },
   enable_cdc: { type: 'boolean', default: false, description: 'init enables CDC on the database and tables where it is off (destroy undoes only that)' },
   task: { type: 'string', description: 'task name (leases, the marks init leaves); default: from the command header' },
-  state_file: { type: 'string', description: 'standalone: resume after the checkpoint in this file (asb-sink --state-file writes it)' },
-  yes: { type: 'boolean', default: false, description: 'standalone destroy: confirm' },
+  state_file: { type: 'string', path: true, description: 'standalone: resume after the checkpoint in this file (asb-sink --state-file writes it)' },
   progress_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'progress on stderr every so often (0: never)' },
 } satisfies ConfigSchema;
 
@@ -94,7 +93,6 @@ export interface MssqlCdcConfig {
   enable_cdc: boolean;
   task?: string;
   state_file?: string;
-  yes: boolean;
   progress_ms: number;
 }
 
@@ -102,6 +100,10 @@ export interface MssqlCdcConfig {
 function connectorOf(config: MssqlCdcConfig): CdcConnector {
   if (config.connection_string === undefined || config.connection_string === '') {
     throw invalidOption('mssql-cdc needs a connection string: config connection_string, --connection-string, or MSSQL_CONNECTION_STRING');
+  }
+  // A string that names no server is a mistake to fix (exit 2), not a connection failure.
+  if (/it names none/.test(describeConnection(config.connection_string))) {
+    throw invalidOption('the SQL Server connection string names no server: it needs Server=host,port (or Data Source=...), for example Server=db.example,1433;Database=shop;User Id=...;Password=...');
   }
   return sqlServerConnector(config.connection_string);
 }
@@ -227,6 +229,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
     description: 'Reads SQL Server change data capture (CDC) in commit order, with checkpoints at transaction boundaries.',
     config: mssqlCdcConfig,
     graceMs: 15_000,
+    destroys: 'CDC on the tables where init enabled it (their change data goes with it), and the checkpoint table init created',
     examples: [
       'mssql-cdc --tables Persons,sales.Orders --state-file s.json | dstream route | asb-sink --state-file s.json   # MSSQL_CONNECTION_STRING, ASB_CONNECTION_STRING from the environment',
       'mssql-cdc discover --tables Persons',
@@ -366,9 +369,6 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
 
     destroy: (ctx) =>
       withConnection(ctx, 'destroy', async (q) => {
-        if (ctx.standalone && !ctx.config.yes) {
-          throw invalidOption('destroy disables CDC where init enabled it (its change data goes with it) and drops the checkpoint table init created; confirm with --yes');
-        }
         const task = taskOf(ctx);
         const marks = await q.marks();
         const resources: ResourceReport[] = [];

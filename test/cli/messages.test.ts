@@ -1,0 +1,74 @@
+/** What dstream says when a provider misbehaves (issue 13, point 6): once, short, named, flushed. */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ExitCodes } from '../../lib/index.js';
+import { DSTREAM_BIN, fixture, spawnNode } from '../support/process.js';
+
+function task(extra = ''): { dir: string; config: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'dstream-messages-'));
+  const config = join(dir, 'dstream.hcl');
+  writeFileSync(config, `task "demo" {\n  input {\n    provider_path = "${fixture('garbage-provider.mjs')}"\n${extra}  }\n  output { provider = "files" }\n}\n`);
+  return { dir, config };
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('provider trouble, said once and briefly', () => {
+  it('garbage on stdout: the message names the provider, quotes a short excerpt, and suggests no option run lacks', async () => {
+    const t = task();
+    const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { GARBAGE_MODE: 'stdout' }, timeoutMs: 60_000 });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toMatch(new RegExp(`^dstream: input ${fixture('garbage-provider.mjs')}: wrote line 1 on stdout that is not a protocol line \\(not JSON\\), starting ".{1,400}"\\.\\.\\.; a provider writes only protocol JSON on stdout`, 'm'));
+    expect(r.stderr).not.toContain('--on-invalid');
+    expect(r.stderr.length).toBeLessThan(2000);
+  }, 60_000);
+
+  it('a provider error is said once, shown live or (--quiet) in the error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-messages-'));
+    const config = join(dir, 'dstream.hcl');
+    writeFileSync(config, `task "demo" {\n  input {\n    provider = "generator"\n    config { count = 1 }\n  }\n  output {\n    provider_path = "${fixture('echo-provider.mjs')}"\n    config { fail_on = "init" }\n  }\n}\n`);
+    for (const quiet of [[], ['--quiet']]) {
+      const r = await spawnNode(DSTREAM_BIN, ['init', 'demo', '--config', config, ...quiet], { timeoutMs: 60_000 });
+      expect(r.code).toBe(ExitCodes.FAILURE);
+      expect(r.stderr.split('namespace sb-test unreachable'), r.stderr).toHaveLength(2);
+      expect(r.stderr).toMatch(/^dstream: output .*echo-provider\.mjs: init failed/m);
+    }
+  }, 120_000);
+
+  it('100 KB of garbage on stderr through a pipe: bounded, and the last line (the error) arrives', async () => {
+    const t = task();
+    const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const sh = spawn('bash', ['-o', 'pipefail', '-c', `"${process.execPath}" "${DSTREAM_BIN}" run demo --config "${t.config}" 2>&1 | cat`], { env: { ...process.env, GARBAGE_MODE: 'stderr' } });
+      let text = '';
+      sh.stdout.on('data', (d) => (text += d));
+      sh.on('close', (c) => resolve({ code: c, out: text }));
+    });
+    expect(code).toBe(ExitCodes.FAILURE);
+    const lines = out.trimEnd().split('\n');
+    expect(lines.at(-1)).toMatch(new RegExp(`^dstream: input ${fixture('garbage-provider.mjs')}: exited before its handshake \\(exit code 1\\)$`));
+    // Each line shown at most 1000 characters (plus escapes), no raw control characters.
+    for (const l of lines) expect(l.length).toBeLessThan(7000);
+    expect(out).not.toMatch(/[\u0000-\u0008\u000b-\u001f]/);
+  }, 60_000);
+
+  it('a provider that never hands-shakes is stopped after its own handshake_timeout', async () => {
+    const t = task('    handshake_timeout = "2s"\n');
+    const pidFile = join(t.dir, 'child.pid');
+    const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { GARBAGE_MODE: 'hang', GARBAGE_PID_FILE: pidFile }, timeoutMs: 60_000 });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toContain(': no handshake within 2000 ms (stopped; handshake_timeout in its block allows it longer)');
+    // What it started is not stopped yet (no process group, see provider-handle.ts): clean up here.
+    const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : undefined;
+    if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+  }, 60_000);
+});
