@@ -44,7 +44,7 @@ describe('task files of the original dstream', () => {
     const bad = await dstream(['validate', 'mssql-to-asb'], t);
     expect(bad.code).toBe(ExitCodes.USAGE);
     expect(bad.stderr).toMatch(new RegExp(`^dstream: ${t.config}:\\d+:\\d+: environment variable ASB_CONNECTION_STRING is not set`));
-    const run = await dstream(['run', 'counter-demo', '--quiet'], t);
+    const run = await dstream(['run', 'counter-demo'], t);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr).toMatch(/dotnet-console-output\.mjs: Message #2: /);
   }, 60_000);
