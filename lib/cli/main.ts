@@ -73,7 +73,7 @@ export async function main(
   const logLevel = argv.findIndex((a) => a === '-l' || a === '--log-level' || a.startsWith('--log-level='));
   if (logLevel >= 0) {
     const value = argv[logLevel]!.includes('=') ? argv[logLevel]!.split('=')[1] : argv[logLevel + 1];
-    io.stderr.write(`dstream: note: --log-level ${value ?? ''}: dstream has no log levels; providers' stderr is always shown, and run --quiet hides progress\n`);
+    io.stderr.write(`dstream: note: --log-level ${value ?? ''}: dstream has no log levels; providers' stderr is shown unless --quiet, which hides progress and provider lines\n`);
   }
   const usage = (message: string): number => {
     return reportError(io, { json }, invalidOption(message));

@@ -51,7 +51,7 @@ describe('MessageIds are the same for the Go ingester and mssql-cdc', () => {
   }
 }
 `);
-    const run = await dstream(['run', 't', '--quiet'], t, { FAKE_CDC_ROWS: '3' }, 25_000, sigtermOnStderr(/publishing\.\.\. table=Persons/));
+    const run = await dstream(['run', 't'], t, { FAKE_CDC_ROWS: '3' }, 25_000, sigtermOnStderr(/publishing\.\.\. table=Persons/));
     expect(run.code, run.stderr).toBe(ExitCodes.TERMINATED);
     expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(3);
     // The same three changes again, from mssql-cdc, through asb-sink as a pipe would run it.

@@ -9,7 +9,7 @@ const consoleOutput = (format: string) => `  output {\n    provider_path = "${co
 describe('run with an output of the original .NET SDK', () => {
   it('gets data only (no checkpoint markers), and the summary says positions are not stored', async () => {
     const t = taskFile(`task "t" {\n${generator(3)}\n${consoleOutput('json')}\n}\n`);
-    const r = await dstream(['run', 't', '--quiet'], t);
+    const r = await dstream(['run', 't'], t);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('Processed 3 messages. Stream ended.');
     expect(r.stderr).toMatch(/dstream: task "t": 3 rows sent, positions not stored: output .*dotnet-console-output\.mjs does not speak dstream's protocol \(it never acknowledges\); the next run starts where the input starts without a stored position/);
@@ -19,12 +19,12 @@ describe('run with an output of the original .NET SDK', () => {
 
   it('what it prints on stdout (not protocol lines) is shown on stderr under its name, and run goes on', async () => {
     const t = taskFile(`task "t" {\n${generator(3)}\n${consoleOutput('simple')}\n}\n`);
-    const r = await dstream(['run', 't', '--quiet'], t);
+    const r = await dstream(['run', 't'], t);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr.match(/^dotnet-console-output\.mjs: Message #\d+: \{.*\}$/gm)).toHaveLength(3);
     expect(r.stdout).toBe('');
     const json = taskFile(`task "t" {\n${generator(3)}\n${consoleOutput('json')}\n}\n`);
-    const j = await dstream(['run', 't', '--quiet'], json);
+    const j = await dstream(['run', 't'], json);
     expect(j.stderr.match(/^dotnet-console-output\.mjs: \{"Payload":/gm)).toHaveLength(3);
   });
 });
@@ -43,7 +43,7 @@ describe('run with the original Go MSSQL ingester', () => {
   it('its envelopes reach an original output until SIGTERM', async () => {
     const t = taskFile(`task "mssql-test" {\n${ingester}\n${consoleOutput('simple')}\n}\n`);
     // Stopped once the ingester has published both tables' changes (it polls forever, as the original does).
-    const r = await dstream(['run', 'mssql-test', '--quiet'], t, { FAKE_CDC_ROWS: '2' }, 25_000, sigtermOnStderr(/publishing\.\.\. table=Cars/));
+    const r = await dstream(['run', 'mssql-test'], t, { FAKE_CDC_ROWS: '2' }, 25_000, sigtermOnStderr(/publishing\.\.\. table=Cars/));
     expect(r.code, r.stderr).toBe(ExitCodes.TERMINATED);
     expect(r.stderr.match(/^dotnet-console-output\.mjs: Message #\d+: \{"Id":"\d","Name":"name \d"\}$/gm)).toHaveLength(4);
     expect(r.stderr).toMatch(/dstream: task "mssql-test": 4 rows sent, positions not stored/);
@@ -51,7 +51,7 @@ describe('run with the original Go MSSQL ingester', () => {
 
   it('a line on its stdout that is not JSON fails the run naming the provider, without a hint at options run does not have', async () => {
     const t = taskFile(`task "t" {\n${ingester}\n${consoleOutput('simple')}\n}\n`);
-    const r = await dstream(['run', 't', '--quiet'], t, { FAKE_STDOUT_NOISE: 'connected to TestDB' });
+    const r = await dstream(['run', 't'], t, { FAKE_STDOUT_NOISE: 'connected to TestDB' });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/dstream: input .*go-ingester\.mjs: wrote line 1 on stdout that is not a protocol line \(not JSON\), starting "connected to TestDB/);
     expect(r.stderr).not.toMatch(/--on-invalid/);

@@ -113,7 +113,7 @@ ${consoleOutput('      outputFormat = "simple"')}
     const r = await spawnNode(DSTREAM_BIN, ['validate', 'counter-demo', '-c', t.config, '-l', 'debug'], { env: t.env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe(`${t.config}: valid (task "counter-demo")\n`);
-    expect(r.stderr).toBe('dstream: note: --log-level debug: dstream has no log levels; providers\' stderr is always shown, and run --quiet hides progress\n');
+    expect(r.stderr).toBe('dstream: note: --log-level debug: dstream has no log levels; providers\' stderr is shown unless --quiet, which hides progress and provider lines\n');
   });
 
   it('an env value escaped for the original (pasted into HCL as is) is not escaped twice', async () => {
