@@ -7,19 +7,11 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ExitCodes } from '../../lib/index.js';
-import { TestBroker } from '../support/asb-broker.js';
+import { useBroker } from '../support/use-broker.js';
 import { ndjson, ROOT, spawnNode } from '../support/process.js';
 import { compatFixture, dstream, sigtermOnStderr, taskFile } from './support.js';
 
-let broker: TestBroker;
-beforeEach(async () => {
-  broker = await TestBroker.start();
-  broker.createQueue('Persons_cdc_events', { requiresDuplicateDetection: true });
-});
-afterEach(async () => {
-  await broker.close();
-  expect(broker.errors).toEqual([]);
-});
+const broker = useBroker((b) => b.createQueue('Persons_cdc_events', { requiresDuplicateDetection: true }));
 
 // The Go fake's changes for table Persons, as mssql-cdc writes the same rows.
 const hex10 = (n: number) => n.toString(16).padStart(20, '0').toUpperCase();
@@ -45,7 +37,7 @@ describe('MessageIds are the same for the Go ingester and mssql-cdc', () => {
   output {
     provider = "asb-sink"
     config {
-      connection_string = "${broker.connectionString}"
+      connection_string = "${broker().connectionString}"
       progress_ms = 0
     }
   }
@@ -53,13 +45,13 @@ describe('MessageIds are the same for the Go ingester and mssql-cdc', () => {
 `);
     const run = await dstream(['run', 't'], t, { FAKE_CDC_ROWS: '3' }, 25_000, sigtermOnStderr(/publishing\.\.\. table=Persons/));
     expect(run.code, run.stderr).toBe(ExitCodes.TERMINATED);
-    expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(3);
+    expect(broker().queue('Persons_cdc_events')!.messages).toHaveLength(3);
     // The same three changes again, from mssql-cdc, through asb-sink as a pipe would run it.
     const again = await spawnNode(join(ROOT, 'dist/bin/asb-sink.js'), [], {
-      input: ndjson({ command: 'run', config: { connection_string: broker.connectionString, progress_ms: 0, quiet: true }, protocol: 1 }, asMssqlCdc(1), asMssqlCdc(2), asMssqlCdc(3)),
+      input: ndjson({ command: 'run', config: { connection_string: broker().connectionString, progress_ms: 0, quiet: true }, protocol: 1 }, asMssqlCdc(1), asMssqlCdc(2), asMssqlCdc(3)),
     });
     expect(again.code, again.stderr).toBe(0);
-    const q = broker.queue('Persons_cdc_events')!;
+    const q = broker().queue('Persons_cdc_events')!;
     expect(q.duplicatesDropped).toBe(3);
     expect(q.messages).toHaveLength(3);
     // Today's ids for mssql-cdc's format: SHA-1 of destination, LSN, Seq and OperationID as written.

@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, type Envelope } from '../../lib/index.js';
 import { serviceBusSink } from '../../lib/sinks/service-bus/sink.js';
-import { TestBroker } from '../support/asb-broker.js';
+import { useBroker } from '../support/use-broker.js';
 import { cdcChange } from '../support/envelopes.js';
 import { fixture, spawnNode } from '../support/process.js';
 
@@ -27,33 +27,25 @@ async function failure(p: Promise<unknown>): Promise<{ code?: string; message: s
 
 type RetryEvent = { attempt: number; delayMs: number; error: unknown };
 
-let broker: TestBroker;
-beforeEach(async () => {
-  broker = await TestBroker.start();
-  broker.createQueue('Orders_cdc_events', { requiresDuplicateDetection: true });
-});
-afterEach(async () => {
-  await broker.close();
-  expect(broker.errors).toEqual([]);
-});
+const broker = useBroker((b) => b.createQueue('Orders_cdc_events', { requiresDuplicateDetection: true }));
 
 describe('serviceBusSink under broker faults', () => {
   it('a broker that is down at start (ECONNREFUSED, which the SDK calls GeneralError, retryable: false) is retried until it is up', async () => {
-    await broker.stop();
+    await broker().stop();
     const retries: RetryEvent[] = [];
     const input = Array.from({ length: 200 }, (_, i) => change('Orders', i));
     const sink = serviceBusSink({
-      connectionString: broker.connectionString,
+      connectionString: broker().connectionString,
       queue: 'Orders_cdc_events',
       retry: { maxRetries: 20, baseDelayMs: 20, maxDelayMs: 100 },
       onRetry: (r) => {
         retries.push(r);
-        if (retries.length === 2) void broker.restart();
+        if (retries.length === 2) void broker().restart();
       },
     });
     await pipeline(Readable.from(input), sink);
     expect((retries[0]!.error as Error).message).toMatch(/ECONNREFUSED/);
-    expect(broker.bodies('Orders_cdc_events')).toEqual(input);
+    expect(broker().bodies('Orders_cdc_events')).toEqual(input);
   });
 
   it('a broker restarted mid-stream: everything delivered, in order, no duplicates kept', async () => {
@@ -61,7 +53,7 @@ describe('serviceBusSink under broker faults', () => {
     let retried!: () => void;
     const firstRetry = new Promise<void>((r) => (retried = r));
     const sink = serviceBusSink({
-      connectionString: broker.connectionString,
+      connectionString: broker().connectionString,
       queue: 'Orders_cdc_events',
       maxBatchMessages: 50,
       lingerMs: 1,
@@ -74,19 +66,19 @@ describe('serviceBusSink under broker faults', () => {
     sink.on('ack', (n: number) => (acked += n));
     for (const e of input.slice(0, 500)) source.write(e);
     while (acked < 200) await once(sink, 'ack');
-    await broker.stop();
+    await broker().stop();
     for (const e of input.slice(500)) source.write(e);
     source.end();
     await firstRetry;
-    await broker.restart();
+    await broker().restart();
     await running;
-    expect(broker.bodies('Orders_cdc_events')).toEqual(input);
+    expect(broker().bodies('Orders_cdc_events')).toEqual(input);
   });
 
   it('a connection dropped under a send is noticed and the send retried well under the send timeout', async () => {
     const retries: RetryEvent[] = [];
     const sink = serviceBusSink({
-      connectionString: broker.connectionString,
+      connectionString: broker().connectionString,
       queue: 'Orders_cdc_events',
       sendTimeoutMs: 30_000,
       retry: { maxRetries: 8, baseDelayMs: 10, maxDelayMs: 50 },
@@ -101,16 +93,16 @@ describe('serviceBusSink under broker faults', () => {
     await once(sink, 'ack');
     // Three times: a send reaches the broker, which never answers and loses the connection.
     for (let drop = 0; drop < 3; drop++) {
-      broker.freeze();
+      broker().freeze();
       for (const e of input.slice(drop * 10, drop * 10 + 10)) source.write(e);
-      await once(broker.events, 'held');
-      broker.dropConnections();
-      broker.thaw();
+      await once(broker().events, 'held');
+      broker().dropConnections();
+      broker().thaw();
       await once(sink, 'ack');
     }
     source.end();
     await running;
-    expect(broker.bodies('Orders_cdc_events')).toEqual([warm, ...input]);
+    expect(broker().bodies('Orders_cdc_events')).toEqual([warm, ...input]);
     expect(retries).toHaveLength(3);
     for (const r of retries) expect((r.error as Error).message).toMatch(/no answer from Service Bus within (\d+) ms/);
     // Each was given up after a wait far below the 30 s send timeout (a few times the slowest answer, at least 2 s).
@@ -118,15 +110,15 @@ describe('serviceBusSink under broker faults', () => {
   });
 
   it('throttling (ServerBusy, 50009) waits what the server asks, not a short backoff', async () => {
-    broker.throttle(1, 2);
+    broker().throttle(1, 2);
     const retries: RetryEvent[] = [];
     const input = Array.from({ length: 20 }, (_, i) => change('Orders', i));
-    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 3, baseDelayMs: 1, maxDelayMs: 5 }, onRetry: (r) => retries.push(r) });
+    const sink = serviceBusSink({ connectionString: broker().connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 3, baseDelayMs: 1, maxDelayMs: 5 }, onRetry: (r) => retries.push(r) });
     await pipeline(Readable.from(input), sink);
     expect(retries).toHaveLength(1);
     expect((retries[0]!.error as { code?: string }).code).toBe('ServiceBusy');
     expect(retries[0]!.delayMs).toBeGreaterThanOrEqual(2000);
-    expect(broker.bodies('Orders_cdc_events')).toEqual(input);
+    expect(broker().bodies('Orders_cdc_events')).toEqual(input);
   });
 
   it.each([
@@ -134,9 +126,9 @@ describe('serviceBusSink under broker faults', () => {
     ['com.microsoft:argument-out-of-range', 'The value is out of range.'],
     ['amqp:decode-error', 'The message could not be decoded.'],
   ])('a request Service Bus refuses for good (%s, GeneralError retryable: false) fails at once, not after 8 retries', async (condition, description) => {
-    broker.refuseNextTransfer(condition, description);
+    broker().refuseNextTransfer(condition, description);
     const retries: RetryEvent[] = [];
-    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 8, baseDelayMs: 1, maxDelayMs: 5 }, onRetry: (r) => retries.push(r) });
+    const sink = serviceBusSink({ connectionString: broker().connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 8, baseDelayMs: 1, maxDelayMs: 5 }, onRetry: (r) => retries.push(r) });
     const err = await failure(pipeline(Readable.from([change('Orders', 1)]), sink));
     expect(err.code).toBe(ErrorCodes.SERVICE_BUS);
     expect(err.message).toContain(description);
@@ -145,17 +137,17 @@ describe('serviceBusSink under broker faults', () => {
   });
 
   it('says the real number of attempts when it gives up', async () => {
-    await broker.stop();
-    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 3, baseDelayMs: 1, maxDelayMs: 5 } });
+    await broker().stop();
+    const sink = serviceBusSink({ connectionString: broker().connectionString, queue: 'Orders_cdc_events', retry: { maxRetries: 3, baseDelayMs: 1, maxDelayMs: 5 } });
     const err = await failure(pipeline(Readable.from([change('Orders', 1)]), sink));
     expect(err.code).toBe(ErrorCodes.SERVICE_BUS);
     expect(err.message).toMatch(/after 4 attempts: .*ECONNREFUSED/);
   });
 
   it('a sink destroyed while it waits to retry lets the process exit at once (the wait is aborted)', async () => {
-    await broker.stop();
+    await broker().stop();
     // The retry delay is ten minutes; the test's 30 s guard fails it if the process sleeps it out.
-    const run = await spawnNode(fixture('destroyed-sink.mjs'), [String(broker.port)], { timeoutMs: 25_000 });
+    const run = await spawnNode(fixture('destroyed-sink.mjs'), [String(broker().port)], { timeoutMs: 25_000 });
     const lines = run.lines() as Array<Record<string, unknown>>;
     expect(lines[0]).toMatchObject({ retrying: true });
     expect(lines.at(-1)).toEqual({ closed: true });
@@ -167,7 +159,7 @@ describe('session queues', () => {
   it('a record without its session key is refused as an invalid record, saying where it came from', async () => {
     const bad = change('Orders', 2);
     delete (bad.data as Record<string, unknown>).Id;
-    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', sessionKey: 'Id' });
+    const sink = serviceBusSink({ connectionString: broker().connectionString, queue: 'Orders_cdc_events', sessionKey: 'Id' });
     const err = await failure(pipeline(Readable.from([change('Orders', 1), bad]), sink));
     expect(err.code).toBe(ErrorCodes.INVALID_RECORD);
     expect(err.message).toContain(`table dbo.Orders, LSN ${bad.metadata!.LSN}`);
@@ -176,7 +168,7 @@ describe('session queues', () => {
 
   it('a session key over 128 characters is a clear error, not the SDK\'s plain Error', async () => {
     const long = change('Orders', 1, { Key: 'k'.repeat(129) });
-    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', sessionKey: 'Key' });
+    const sink = serviceBusSink({ connectionString: broker().connectionString, queue: 'Orders_cdc_events', sessionKey: 'Key' });
     const err = await failure(pipeline(Readable.from([long]), sink));
     expect(err.code).toBe(ErrorCodes.INVALID_RECORD);
     expect(err.message).toMatch(/holds 129 characters; Service Bus accepts a SessionId of at most 128/);

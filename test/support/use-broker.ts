@@ -2,11 +2,12 @@
 import { afterEach, beforeEach, expect } from 'vitest';
 import { TestBroker } from './asb-broker.js';
 
-/** Registers the hooks; the returned function gives the current test's broker. */
-export function useBroker(): () => TestBroker {
+/** Registers the hooks (`setup` prepares each new broker); the returned function gives the current test's broker. */
+export function useBroker(setup?: (broker: TestBroker) => void): () => TestBroker {
   let broker: TestBroker | undefined;
   beforeEach(async () => {
     broker = await TestBroker.start();
+    setup?.(broker);
   });
   afterEach(async () => {
     await broker!.close();
