@@ -14,6 +14,10 @@ export interface ProviderArgs {
   version: boolean;
   /** destroy: confirmed on the command line. */
   yes: boolean;
+  /** run: serve /metrics, /healthz and /readyz on this port. */
+  metricsPort?: number;
+  /** With metricsPort: the address to listen on (default every interface). */
+  metricsHost?: string;
 }
 
 export function flagName(key: string): string {
@@ -40,6 +44,18 @@ export function parseProviderArgs(schema: ConfigSchema, argv: readonly string[])
       continue;
     }
     if (arg === '--standalone') continue;
+    const hostOption = /^--metrics-(port|host)(?:=(.*))?$/.exec(arg);
+    if (hostOption !== null && !byFlag.has(`--metrics-${hostOption[1]}`)) {
+      const raw = hostOption[2] ?? argv[++i];
+      if (raw === undefined || raw === '') throw usage(`option --metrics-${hostOption[1]} needs a value`);
+      if (hostOption[1] === 'host') out.metricsHost = raw;
+      else {
+        const port = Number(raw);
+        if (!Number.isInteger(port) || port < 0 || port > 65535) throw usage(`option --metrics-port must be a port number (0-65535); got ${JSON.stringify(raw)}`);
+        out.metricsPort = port;
+      }
+      continue;
+    }
     if (arg === '--yes' && !byFlag.has('--yes')) {
       out.yes = true;
       continue;
@@ -97,7 +113,11 @@ export function providerHelp(name: string, description: string | undefined, sche
     ].filter((s) => s.length > 0);
     return [flag, notes.join('; ')];
   });
-  rows.push(['--standalone', 'run from options and environment with no options given'], ['--help', 'show this help'], ['--version', 'show the version']);
+  rows.push(['--standalone', 'run from options and environment with no options given']);
+  if (verbs.includes('run')) {
+    rows.push(['--metrics-port <integer>', 'run: serve Prometheus metrics at /metrics, and /healthz, /readyz for probes, on this port'], ['--metrics-host <address>', 'with --metrics-port: listen on this address only (default every interface)']);
+  }
+  rows.push(['--help', 'show this help'], ['--version', 'show the version']);
   if (verbs.includes('destroy')) rows.push(['--yes', 'destroy: do not ask (it lists what it removes, then asks on a terminal)']);
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
   for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(width)}${text}`);

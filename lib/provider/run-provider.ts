@@ -27,6 +27,9 @@ import {
 } from '../protocol/messages.js';
 import { dstreamVersion } from '../version.js';
 import { confirmRemoval } from './confirm.js';
+import { Readiness } from '../metrics/readiness.js';
+import type { DstreamMetrics } from '../metrics/registry.js';
+import { reportToExecutor, serveStandalone, type Telemetry } from './telemetry.js';
 import { parseProviderArgs, providerHelp } from './args.js';
 
 export interface ProviderContext<C = Record<string, unknown>> {
@@ -43,6 +46,16 @@ export interface ProviderContext<C = Record<string, unknown>> {
   signal: AbortSignal;
   /** A line on stderr, prefixed with the provider name. */
   log(message: string): void;
+  /**
+   * run: this provider's readiness by part (`source`, `sink`), for `/readyz`. Always there;
+   * it goes somewhere only when metrics were asked for.
+   */
+  health: Readiness;
+  /**
+   * run: the metrics to keep, when asked for (the executor's run header carries `metrics`, or
+   * `--metrics-port` standalone); undefined otherwise, so a run without metrics pays nothing.
+   */
+  metrics?: DstreamMetrics;
 }
 
 type Answer = Omit<Partial<ResultLine>, 'status' | 'command'> | void;
@@ -138,6 +151,9 @@ class ProviderHost<C> {
   private settled = false;
   private stopCode: number | undefined;
   private stdoutGone = false;
+  private telemetry: Telemetry | undefined;
+  /** Standalone `--metrics-port` / `--metrics-host`. */
+  private serveMetrics: { port: number; host?: string } | undefined;
 
   constructor(
     private readonly def: ProviderDefinition<C>,
@@ -195,7 +211,7 @@ class ProviderHost<C> {
 
   private context(header: CommandHeader, input: Readable, standalone: boolean): ProviderContext<C> {
     const config = validateProviderConfig(this.def, header.config, { env: this.io.env });
-    return { command: header.command, config, header, standalone, input, output: this.out, signal: this.abort.signal, log: this.log };
+    return { command: header.command, config, header, standalone, input, output: this.out, signal: this.abort.signal, log: this.log, health: new Readiness() };
   }
 
   /** Started by an executor: the first stdin line is the command header. */
@@ -254,6 +270,7 @@ class ProviderHost<C> {
     this.protocolLines = false;
     const args = parseProviderArgs(schema, this.io.argv);
     this.protocolLines = args.verb !== 'run';
+    if (args.metricsPort !== undefined) this.serveMetrics = { port: args.metricsPort, ...(args.metricsHost !== undefined ? { host: args.metricsHost } : {}) };
     if (args.help) {
       this.out.end();
       this.io.stdout.write(providerHelp(this.def.name, this.def.description, schema, this.verbs, this.def.examples), () => this.finish(ExitCodes.OK));
@@ -295,10 +312,26 @@ class ProviderHost<C> {
   }
 
   private runInBackground(ctx: ProviderContext<C>): void {
-    this.def.run!(ctx).then(
-      () => this.finish(this.stopCode ?? ExitCodes.OK),
-      (err: unknown) => this.fail(err, 'run'),
-    );
+    const ended = () => this.telemetry?.end() ?? Promise.resolve();
+    this.startTelemetry(ctx)
+      .then(() => this.def.run!(ctx))
+      .then(
+        () => ended().then(() => this.finish(this.stopCode ?? ExitCodes.OK)),
+        (err: unknown) => ended().then(() => this.fail(err, 'run'), () => this.fail(err, 'run')),
+      );
+  }
+
+  /** Metrics and readiness, when asked for: lines for the executor, or endpoints of its own standalone. */
+  private async startTelemetry(ctx: ProviderContext<C>): Promise<void> {
+    const asked = ctx.header.metrics;
+    if (this.serveMetrics !== undefined) {
+      this.telemetry = await serveStandalone(ctx.health, this.serveMetrics.port, this.serveMetrics.host, this.log);
+    } else if (this.protocolLines && typeof asked === 'object' && asked !== null) {
+      const ms = (asked as { interval_ms?: unknown }).interval_ms;
+      this.telemetry = await reportToExecutor(this.out, ctx.health, typeof ms === 'number' && ms > 0 ? ms : undefined);
+    }
+    if (this.settled) this.telemetry?.dispose();
+    ctx.metrics = this.telemetry?.metrics;
   }
 
   /** SIGINT/SIGTERM: stop reading, let the provider drain, exit within the grace period. */
@@ -344,6 +377,7 @@ class ProviderHost<C> {
   private finish(code: number, now = false): void {
     if (this.settled) return;
     this.settled = true;
+    this.telemetry?.dispose();
     if (now || this.stdoutGone) {
       this.settle(code);
       return;

@@ -88,6 +88,18 @@ export interface MssqlCdcOptions {
   source?: string;
   signal?: AbortSignal;
   log?: (message: string) => void;
+  /** Where the reader stands, on each change of connection or leases (metrics, readiness). */
+  onState?: (state: ReaderState) => void;
+}
+
+export interface ReaderState {
+  connected: boolean;
+  /** Lease mode: the tables (`schema.table`) whose leases this worker holds. */
+  leases?: string[];
+  /** Lease mode: every table is leased by another worker. */
+  standby: boolean;
+  /** Set when the reader goes back to its last checkpoint: why. */
+  recovering?: 'connection' | 'moved' | 'timeout' | 'lease';
 }
 
 const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'UpdateBefore', 4: 'Update' };
@@ -249,6 +261,7 @@ class CdcReader {
   async *envelopes(): AsyncGenerator<Envelope | Envelope[]> {
     try {
       this.q = await this.connect(this.o.connectAttempts, 'start');
+      this.report(true);
       try {
         yield* this.prepare();
       } catch (err) {
@@ -287,6 +300,7 @@ class CdcReader {
    * the last checkpoint handed on; rows after it are read again (at least once).
    */
   private async recover(kind: Recovery, err: unknown): Promise<void> {
+    this.report(kind !== 'connection', kind);
     switch (kind) {
       case 'moved':
         // 313: cleanup moved an instance's start between the gap check and the read; the next
@@ -317,6 +331,13 @@ class CdcReader {
       else this.emitted.delete(key);
       t.from = at !== undefined ? await this.q.incrementLsn(at) : t.start;
     }
+    this.report(true);
+  }
+
+  /** Tells onState where the reader stands. */
+  private report(connected: boolean, recovering?: Recovery): void {
+    const leases = this.o.lease ? (recovering === 'lease' || this.leaseLost ? [] : [...this.tables.keys()]) : undefined;
+    this.o.onState?.({ connected, standby: this.standby, ...(leases ? { leases } : {}), ...(recovering ? { recovering } : {}) });
   }
 
   /** A window's first row did not come in time (SQL Server sorts the range first): read smaller windows, down to one commit. */
@@ -834,6 +855,7 @@ class CdcReader {
     const standby = this.tables.size === 0;
     if (standby && !this.standby) this.log(`standby: every table is leased by another worker; taking over when one is released`);
     this.standby = standby;
+    this.report(true);
   }
 }
 
