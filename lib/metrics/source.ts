@@ -32,7 +32,7 @@ export function sourceObserver(options: SourceObserverOptions): (state: ReaderSt
     }
     if (!s.connected) health.set(part, false, s.recovering === 'connection' ? 'connection lost; reconnecting' : 'connecting');
     else if (s.recovering === 'lease') health.set(part, false, 'lease session ended; taking leases again');
-    else if (s.leases !== undefined && s.leases.length === 0 && !s.standby) health.set(part, false, 'holds no lease yet; taking leases');
+    else if (s.leases !== undefined && s.leases.length === 0 && !s.standby) health.set(part, false, 'holds no lease; taking leases');
     else if (s.leases !== undefined && s.leases.length === 0) health.set(part, true, 'standby: every table is leased by another worker');
     else health.set(part, true);
   };

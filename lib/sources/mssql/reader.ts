@@ -818,7 +818,9 @@ class CdcReader {
         single: true,
         ...(this.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.o.requestTimeoutMs } : {}),
         onSessionLost: () => {
-          if (this.leaseToken === token) this.leaseLost = true;
+          if (this.leaseToken !== token) return;
+          this.leaseLost = true;
+          this.report(true);
         },
       });
       this.tables.clear();
