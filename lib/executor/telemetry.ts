@@ -10,7 +10,7 @@
  * the header's `metrics` key (written for the original dstream) is simply not asked.
  */
 import { Readiness } from '../metrics/readiness.js';
-import { createMetrics, exposition, type DstreamMetrics, type MetricJson } from '../metrics/registry.js';
+import { addReadyGauge, createMetrics, exposition, type DstreamMetrics, type MetricJson } from '../metrics/registry.js';
 import { serveOps, type OpsServer } from '../metrics/server.js';
 import type { MetricsLine } from '../protocol/messages.js';
 
@@ -47,6 +47,8 @@ export class RunTelemetry {
       readiness: () => self!.health.report(),
     });
     self = new RunTelemetry(metrics, server, options.intervalMs ?? 1000);
+    const health = self.health;
+    await addReadyGauge(metrics, () => health.report().ready);
     for (const side of ['input', 'output'] as const) self.health.set(side, false, 'starting');
     options.onListening?.(server);
     return self;

@@ -88,6 +88,22 @@ export async function createMetrics(options: CreateMetricsOptions = {}): Promise
   return m;
 }
 
+/**
+ * `dstream_ready` (1 or 0, what `/readyz` says) on the registry of the process that serves the
+ * endpoints; not on providers' registries, whose readiness reaches it by other means.
+ */
+export async function addReadyGauge(metrics: DstreamMetrics, ready: () => boolean): Promise<void> {
+  const prom = await promClient();
+  new prom.Gauge({
+    name: 'dstream_ready',
+    help: '1 when /readyz answers ready, else 0',
+    registers: [metrics.registry],
+    collect() {
+      this.set(ready() ? 1 : 0);
+    },
+  });
+}
+
 /** One metric as prom-client's JSON (what providers send the executor). */
 export type MetricJson = Awaited<ReturnType<Prom.Registry['getMetricsAsJSON']>>[number];
 

@@ -8,7 +8,7 @@
 import type { Writable } from 'node:stream';
 import { METRICS_TYPE, type MetricsLine } from '../protocol/messages.js';
 import type { Readiness } from '../metrics/readiness.js';
-import { createMetrics, type DstreamMetrics } from '../metrics/registry.js';
+import { addReadyGauge, createMetrics, type DstreamMetrics } from '../metrics/registry.js';
 import { serveOps, type OpsServer } from '../metrics/server.js';
 
 export interface Telemetry {
@@ -78,6 +78,7 @@ export async function reportToExecutor(out: Writable, health: Readiness, interva
 /** Standalone: the provider serves its own endpoints. */
 export async function serveStandalone(health: Readiness, port: number, host: string | undefined, log: (message: string) => void): Promise<Telemetry> {
   const metrics = await createMetrics({ processMetrics: true });
+  await addReadyGauge(metrics, () => health.report().ready);
   const server: OpsServer = await serveOps({
     port,
     ...(host !== undefined ? { host } : {}),
