@@ -88,7 +88,10 @@ export function deliveryObserver(options: DeliveryObserverOptions): SinkObserver
       if (failing.delete(queue)) updateHealth();
       if (metrics === undefined) return;
       const byTable = new Map<string, { rows: number; bytes: number; commit: number }>();
+      const t0 = now();
+      const latency = metrics.deliveryLatency.labels(queue);
       pendingOf(queue).take(info.records, (table, commit, bytes) => {
+        if (!Number.isNaN(commit)) latency.observe(Math.max(0, (t0 - commit) / 1000));
         const t = byTable.get(table);
         if (t === undefined) byTable.set(table, { rows: 1, bytes, commit });
         else {

@@ -18,6 +18,8 @@ export function promClient(): Promise<PromClient> {
 
 /** Seconds, for send latencies: 1 ms to 60 s. */
 const SEND_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** Seconds from commit to delivery: fine around the poll interval (500 ms by default), up to 10 min. */
+const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 120, 300, 600];
 /** Fractions of the largest batch the destination takes. */
 const FILL_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1];
 
@@ -29,6 +31,7 @@ export interface DstreamMetrics {
   readonly batchesSent: Prom.Counter<'destination'>;
   readonly batchFill: Prom.Histogram<'destination'>;
   readonly sendSeconds: Prom.Histogram<'destination'>;
+  readonly deliveryLatency: Prom.Histogram<'destination'>;
   readonly retries: Prom.Counter<'component' | 'kind'>;
   readonly invalidRecords: Prom.Counter<'stage' | 'policy'>;
   readonly checkpointsAcknowledged: Prom.Counter<'provider'>;
@@ -71,6 +74,7 @@ export async function createMetrics(options: CreateMetricsOptions = {}): Promise
     batchesSent: counter('dstream_batches_sent_total', 'Batches the destination accepted', ['destination']),
     batchFill: histogram('dstream_batch_fill_ratio', 'Size of each batch sent as a fraction of the largest the destination takes', ['destination'], FILL_BUCKETS),
     sendSeconds: histogram('dstream_send_duration_seconds', 'Time Service Bus took to accept one send (a batch or a message), successful attempts only', ['destination'], SEND_BUCKETS),
+    deliveryLatency: histogram('dstream_delivery_latency_seconds', 'From the source commit (metadata.CommitTime) to the destination accepting the row, per row', ['destination'], LATENCY_BUCKETS),
     retries: counter('dstream_retries_total', 'Attempts that failed and were retried, by component and kind (throttled, timeout, connection, other)', ['component', 'kind']),
     invalidRecords: counter('dstream_invalid_records_total', 'Records set aside or skipped under an invalid-record policy, by stage and policy', ['stage', 'policy']),
     checkpointsAcknowledged: counter('dstream_checkpoints_acknowledged_total', 'Checkpoints the output acknowledged (everything before them durable)', ['provider']),
