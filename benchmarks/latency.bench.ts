@@ -32,12 +32,12 @@ interface Talker {
 async function talker(script: string): Promise<Talker> {
   const child = spawn(process.execPath, [TSX, fileURLToPath(new URL(script, import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines: Interface = createInterface({ input: child.stdout! });
-  const queue: Array<(line: string) => void> = [];
-  lines.on('line', (l) => queue.shift()?.(l));
-  const next = () => new Promise<Record<string, unknown>>((resolve, reject) => {
-    queue.push((l) => resolve(JSON.parse(l) as Record<string, unknown>));
-    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
+  const queue: Array<{ resolve: (v: Record<string, unknown>) => void; reject: (err: Error) => void }> = [];
+  lines.on('line', (l) => queue.shift()?.resolve(JSON.parse(l) as Record<string, unknown>));
+  child.once('exit', (code) => {
+    for (const w of queue.splice(0)) w.reject(new Error(`${script} exited with ${code}`));
   });
+  const next = () => new Promise<Record<string, unknown>>((resolve, reject) => queue.push({ resolve, reject }));
   const first = await next();
   return {
     child,
@@ -53,6 +53,7 @@ async function talker(script: string): Promise<Talker> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  if (process.env.BENCH_DEBUG) process.stderr.write(`latency: waiting for ${what}\n`);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check().catch(() => undefined);
@@ -121,6 +122,7 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
     config {
       connection_string = "{{ env "MSSQL_CONNECTION_STRING" }}"
       tables = ["Persons", "sales.Orders", "Customers"]
+      start = "earliest"
       progress_ms = 0
     }
   }
@@ -136,7 +138,7 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
 `,
     );
     const asb = `Endpoint=sb://127.0.0.1:${broker.first.port as number};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true`;
-    run = spawn(process.execPath, [DSTREAM, 'run', 'latency', '--metrics-port', '0', '--metrics-host', '127.0.0.1', '--quiet'], {
+    run = spawn(process.execPath, [DSTREAM, 'run', 'latency', '--metrics-port', '0', '--metrics-host', '127.0.0.1', ...(process.env.BENCH_DEBUG ? [] : ['--quiet'])], {
       cwd: dir,
       env: { ...process.env, MSSQL_CONNECTION_STRING: source.first.connectionString as string, ASB_CONNECTION_STRING: asb },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -162,7 +164,11 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
     const load = loadavg()[0]!;
     const committed = await source.ask({ rate, seconds });
     const total = (warm.rows as number) + (committed.rows as number);
-    const drainedAt = await until('every row at the broker', async () => (((await broker.ask({})).received as number) >= total ? Date.now() : undefined), 300_000);
+    const drainedAt = await until('every row at the broker', async () => {
+      const got = (await broker.ask({})).received as number;
+      if (process.env.BENCH_DEBUG) process.stderr.write(`latency: ${got} of ${total} rows at the broker\n`);
+      return got >= total ? Date.now() : undefined;
+    }, 300_000);
     // The metric's last line reaches the executor within its interval (1 s).
     await sleep(1500);
     sampling = false;

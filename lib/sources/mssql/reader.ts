@@ -261,12 +261,12 @@ class CdcReader {
   async *envelopes(): AsyncGenerator<Envelope | Envelope[]> {
     try {
       this.q = await this.connect(this.o.connectAttempts, 'start');
-      this.report(true);
       try {
         yield* this.prepare();
       } catch (err) {
         throw sqlFailure(err, this.q.where, 'checking the database and tables');
       }
+      this.report(true);
       // Consecutive failures without progress (a checkpoint handed on) between them.
       let failures = 0;
       let progressAt = this.checkpointsHanded;
