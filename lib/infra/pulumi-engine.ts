@@ -8,7 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServiceBusAdministrationClient } from '@azure/service-bus';
 import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.js';
-import { defaultStateDir } from '../executor/state-store.js';
+import { defaultStateDir } from '../state/state-store.js';
 import type { ResourceReport } from '../protocol/messages.js';
 import { addRuntimeCounts, listQueues, summarize, type InfraResult } from './admin-engine.js';
 import type { DesiredQueue } from './desired.js';

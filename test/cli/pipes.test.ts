@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runProvider } from '../../lib/provider/run-provider.js';
-import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
+import { mssqlCdcProvider } from '../../lib/providers/mssql-cdc.js';
 import { TestBroker } from '../support/asb-broker.js';
 import { CdcModel } from '../support/cdc-model.js';
 import { sqlServerForTest } from '../support/sql-server.js';

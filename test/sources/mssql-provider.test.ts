@@ -5,7 +5,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, ExitCodes } from '../../lib/index.js';
 import { runProvider } from '../../lib/provider/run-provider.js';
-import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
+import { mssqlCdcProvider } from '../../lib/providers/mssql-cdc.js';
 import { ROOT, ndjson, spawnNode } from '../support/process.js';
 import { text } from '../support/streams.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';

@@ -6,20 +6,20 @@
  */
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { goDurationMs, type ConfigSchema } from '../../config/schema.js';
-import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
-import type { ResourceReport } from '../../protocol/messages.js';
-import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
-import { DEFAULT_CHECKPOINT_TABLE } from './checkpoint-store.js';
-import { sqlFailure } from './errors.js';
-import { lsnToHex } from './lsn.js';
-import { resumeCheck } from './retention.js';
-import type { CdcConnector, CdcQueries } from './queries.js';
-import { parsePosition } from './position.js';
-import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from './reader.js';
-import { enableDatabaseCall, enableTableCall } from './sql.js';
-import { describeConnection, sqlServerConnector } from './sqlserver.js';
-import { parseTableRef, tableKey, type TableRef } from './tables.js';
+import { goDurationMs, type ConfigSchema } from '../config/schema.js';
+import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
+import type { ResourceReport } from '../protocol/messages.js';
+import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
+import { DEFAULT_CHECKPOINT_TABLE } from '../state/sql-store.js';
+import { sqlFailure } from '../sources/mssql/errors.js';
+import { lsnToHex } from '../sources/mssql/lsn.js';
+import { resumeCheck } from '../sources/mssql/retention.js';
+import type { CdcConnector, CdcQueries } from '../sources/mssql/queries.js';
+import { parsePosition } from '../sources/mssql/position.js';
+import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from '../sources/mssql/reader.js';
+import { enableDatabaseCall, enableTableCall } from '../sources/mssql/sql.js';
+import { describeConnection, sqlServerConnector } from '../sources/mssql/sqlserver.js';
+import { parseTableRef, tableKey, type TableRef } from '../sources/mssql/tables.js';
 
 /** The original ingester's lock_config: `{ type = "none" }` is dstream's default; its Azure Blob locks have no counterpart. */
 const lockConfig = (v: unknown): { value: unknown } | { problem: string } =>

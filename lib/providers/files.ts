@@ -2,12 +2,12 @@
 import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
-import type { ResourceReport } from '../../protocol/messages.js';
-import { DEFAULT_TEMPLATE, planDestinations } from '../../streams/destination.js';
-import { tableRefOf } from '../../infra/desired.js';
-import { summarize } from '../../infra/admin-engine.js';
-import { toFiles } from '../deliver.js';
+import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
+import type { ResourceReport } from '../protocol/messages.js';
+import { DEFAULT_TEMPLATE, planDestinations } from '../streams/destination.js';
+import { tableRefOf } from '../infra/desired.js';
+import { summarize } from '../infra/admin-engine.js';
+import { toFiles } from '../sinks/deliver.js';
 
 export interface FilesConfig {
   dir: string;
