@@ -6,7 +6,7 @@
 import type { ServiceBusAdministrationClient, QueueProperties } from '@azure/service-bus';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { DesiredQueue } from './desired.js';
-import type { InfrastructureEngine } from './engine.js';
+import type { InfraResult, InfrastructureEngine } from './engine.js';
 import { queueWarnings, refusal, sameSetting } from './queue-checks.js';
 import { ensureQueue, FIXED_SETTINGS, managed, MUTABLE_SETTINGS, ownershipOf } from './service-bus-admin.js';
 import type { RetryOptions } from '../sinks/service-bus/errors.js';
@@ -29,12 +29,6 @@ export async function listQueues(admin: ServiceBusAdministrationClient, options:
     for await (const q of admin.listQueues()) found.set(q.name.toLowerCase(), q);
   }, options.retry);
   return found;
-}
-
-export interface InfraResult {
-  resources: ResourceReport[];
-  summary: string;
-  [key: string]: unknown;
 }
 
 export class AdminEngine implements InfrastructureEngine {
