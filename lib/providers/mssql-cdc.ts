@@ -5,11 +5,11 @@
  * and answers discover/plan/init/status/destroy for the CDC setup it reads from.
  */
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
 import { goDurationMs, type ConfigSchema } from '../config/schema.js';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
+import { readStateFile } from '../state/state-file.js';
 import { DEFAULT_CHECKPOINT_TABLE } from '../state/sql-store.js';
 import { sqlFailure } from '../sources/mssql/errors.js';
 import { lsnToHex } from '../sources/mssql/lsn.js';
@@ -115,24 +115,17 @@ async function storedPosition(ctx: ProviderContext<MssqlCdcConfig>): Promise<unk
   if (ctx.header.state !== undefined && ctx.header.state !== null) return ctx.header.state;
   const file = ctx.config.state_file;
   if (file === undefined) return undefined;
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      ctx.log(`no state file at ${file} yet: starting at ${ctx.config.start}`);
-      return undefined;
-    }
-    throw new DstreamError(ErrorCodes.IO, `could not read ${file}: ${(err as Error).message}`, { cause: err });
+  const remedy = `remove it to start at ${ctx.config.start}`;
+  const state = await readStateFile(file, remedy);
+  if (state === undefined) {
+    ctx.log(`no state file at ${file} yet: starting at ${ctx.config.start}`);
+    return undefined;
   }
   try {
-    // asb-sink --state-file writes {"checkpoint": <envelope>}; dstream's state store writes {"position": ...}.
-    const v = JSON.parse(text) as { checkpoint?: { data?: { position?: unknown } }; position?: unknown };
-    const position = v.checkpoint?.data?.position ?? v.position;
-    parsePosition(position);
-    return position;
+    parsePosition(state.position);
+    return state.position;
   } catch (err) {
-    throw new DstreamError(ErrorCodes.IO, `${file} holds no mssql-cdc position (${(err as Error).message}); remove it to start at ${ctx.config.start}`, { cause: err });
+    throw new DstreamError(ErrorCodes.IO, `${file} holds no mssql-cdc position (${(err as Error).message}); ${remedy}`, { cause: err });
   }
 }
 

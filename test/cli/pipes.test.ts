@@ -156,7 +156,7 @@ describe('every pipe in the README and in --help runs as printed', () => {
       if (/\| asb-sink|^asb-sink/.test(head)) {
         expect(delivered() - before, command).toBe(rowsOf(source));
         const stateFile = /--state-file (\S+)$/.exec(head)?.[1];
-        if (stateFile) expect(JSON.parse(readFileSync(join(work, stateFile), 'utf8')).checkpoint.type).toBe('checkpoint');
+        if (stateFile) expect(JSON.parse(readFileSync(join(work, stateFile), 'utf8'))).toHaveProperty('position');
       } else if (/> (\S+)$/.test(head)) {
         expect(rowsOf(readFileSync(join(work, /> (\S+)$/.exec(head)![1]!), 'utf8')), command).toBeGreaterThan(0);
       } else {
