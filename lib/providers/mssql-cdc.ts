@@ -9,7 +9,7 @@ import { goDurationMs, type ConfigSchema } from '../config/schema.js';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
-import { applySteps, diff, problemsOf, type Step } from '../infra/reconcile.js';
+import { applySteps, diff, problemsOf, removal, type Step } from '../infra/reconcile.js';
 import { readStateFile } from '../state/state-file.js';
 import { DEFAULT_CHECKPOINT_TABLE } from '../state/sql-store.js';
 import { sqlFailure } from '../sources/mssql/errors.js';
@@ -369,36 +369,33 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
       withConnection(ctx, 'destroy', async (q) => {
         const task = taskOf(ctx);
         const marks = await q.marks();
-        const resources: ResourceReport[] = [];
-        for (const ref of refsOf(ctx.config)) {
-          const key = tableKey(ref);
-          const by = marks.tables.get(key);
-          if (by !== undefined && by === task) {
-            await q.disableTable(ref);
-            resources.push({ kind: 'cdc table', name: key, action: 'delete' });
-          } else {
-            resources.push({ kind: 'cdc table', name: key, action: 'exists-unmanaged', warnings: [by === undefined ? 'CDC was not enabled by dstream: left as it is' : `enabled by task "${by}": left as it is`] });
-          }
-        }
+        // CDC on the tables first: whether the database's goes depends on the capture instances left.
+        const resources = await applySteps(
+          removal(refsOf(ctx.config), (ref): Step => {
+            const key = tableKey(ref);
+            const by = marks.tables.get(key);
+            if (by !== undefined && by === task) return { report: { kind: 'cdc table', name: key, action: 'delete' }, apply: () => q.disableTable(ref) };
+            return { report: { kind: 'cdc table', name: key, action: 'exists-unmanaged', warnings: [by === undefined ? 'CDC was not enabled by dstream: left as it is' : `enabled by task "${by}": left as it is`] } };
+          }),
+        );
         if (marks.database !== null && marks.database === task) {
           const left = (await q.captureInstances()).length;
           const name = (await q.databaseInfo()).database;
-          if (left === 0) {
-            await q.disableDatabase();
-            resources.push({ kind: 'cdc database', name, action: 'delete' });
-          } else {
-            resources.push({ kind: 'cdc database', name, action: 'exists-unmanaged', warnings: [`${left} capture instance(s) remain: CDC stays on for them`] });
-          }
+          const step: Step =
+            left === 0
+              ? { report: { kind: 'cdc database', name, action: 'delete' }, apply: () => q.disableDatabase() }
+              : { report: { kind: 'cdc database', name, action: 'exists-unmanaged', warnings: [`${left} capture instance(s) remain: CDC stays on for them`] } };
+          resources.push(...(await applySteps([step])));
         }
         if (ctx.config.create_checkpoint_table) {
           const cp = parseTableRef(ctx.config.checkpoint_table);
           if (await q.checkpointTableExists(cp)) {
             if (task !== undefined) await q.deleteCheckpoints(cp, task);
-            if ((await q.checkpointRowCount(cp)) > 0) resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'exists-unmanaged', warnings: ['other tasks keep positions in it: left in place (this task\'s rows removed)'] });
-            else {
-              await q.dropCheckpointTable(cp);
-              resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'delete' });
-            }
+            const step: Step =
+              (await q.checkpointRowCount(cp)) > 0
+                ? { report: { kind: 'checkpoint table', name: tableKey(cp), action: 'exists-unmanaged', warnings: ['other tasks keep positions in it: left in place (this task\'s rows removed)'] } }
+                : { report: { kind: 'checkpoint table', name: tableKey(cp), action: 'delete' }, apply: () => q.dropCheckpointTable(cp) };
+            resources.push(...(await applySteps([step])));
           }
         }
         return { resources };
