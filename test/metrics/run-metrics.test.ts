@@ -34,7 +34,8 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
 });
 
-async function startRun(output: 'built-in' | 'executable', outputConfig = ''): Promise<Running> {
+/** `flag`: --metrics-port 0 on the command line; `block`: metrics { port = 0 } in the task file. */
+async function startRun(output: 'built-in' | 'executable', outputConfig = '', how: 'flag' | 'block' = 'flag'): Promise<Running> {
   const dir = await mkdtemp(join(tmpdir(), 'dstream-metrics-'));
   dirs.push(dir);
   const out = output === 'built-in' ? 'provider = "asb-sink"' : `provider_path = "${join(ROOT, 'dist/bin/asb-sink.js')}"`;
@@ -56,10 +57,10 @@ async function startRun(output: 'built-in' | 'executable', outputConfig = ''): P
       ${outputConfig}
     }
   }
-}
+${how === 'block' ? '  metrics {\n    port = 0\n    host = "127.0.0.1"\n  }\n' : ''}}
 `,
   );
-  const child = spawn(process.execPath, [DSTREAM_BIN, 'run', 'demo', '--metrics-port', '0'], {
+  const child = spawn(process.execPath, [DSTREAM_BIN, 'run', 'demo', ...(how === 'flag' ? ['--metrics-port', '0'] : [])], {
     cwd: dir,
     env: { ...process.env, ASB_CONNECTION_STRING: connectionString() },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -131,7 +132,8 @@ describe.each(['built-in', 'executable'] as const)('dstream run --metrics-port, 
   }, 120_000);
 
   it('/readyz is not ready while the broker is down and ready again after; /healthz answers throughout', async () => {
-    const run = await startRun(output, 'max_retries = 100\n      retry_max_ms = 500');
+    const run = await startRun(output, 'max_retries = 100\n      retry_max_ms = 500', 'block');
+    expect(run.base).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     await until('ready', async () => ((await get(`${run.base}/readyz`)).status === 200 ? true : undefined));
     await until('rows at the broker', async () => (receivedAll() >= 50 ? true : undefined));
     await broker().stop();
