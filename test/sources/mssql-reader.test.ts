@@ -6,6 +6,8 @@ import { ErrorCodes } from '../../lib/errors.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
 import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
 import { mssqlCdc, parsePosition, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
+import { positionOf, readPosition } from '../../lib/sources/mssql/position.js';
+import { lsnFromHex } from '../../lib/sources/mssql/lsn.js';
 import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
 import { sqlServerForTest, type TestSqlServer } from '../support/sql-server.js';
@@ -536,5 +538,134 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     expect(fromB.type).toBe('cdc');
     expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken/);
     await bit.return?.();
+  });
+});
+
+describe('a snapshot checkpointed per chunk', () => {
+  const readOnly = (es: Envelope[]) => rowsOf(es).filter((e) => e.metadata!.OperationType === 'Read');
+  /** Reads until `n` snapshot rows have arrived, then stops the reader there (as a crash would). */
+  async function readThenStop(stream: Readable, n: number): Promise<Envelope[]> {
+    const it = stream[Symbol.asyncIterator]();
+    const seen: Envelope[] = [];
+    while (readOnly(seen).length < n) seen.push((await it.next()).value as Envelope);
+    await it.return?.();
+    return seen;
+  }
+  const snapshotDone = (table: string) => (es: Envelope[]) => cps(es).some((p) => p.tables[table] !== undefined && p.snapshots?.[table] === undefined);
+
+  it('checkpoints every snapshot_chunk_rows rows with the snapshot LSN, the rows so far and the last key, and once when the table is done', async () => {
+    const m = await serve();
+    persons(m, 1, 10);
+    const seen = await readUntil(reader(m, { snapshot: true, start: 'latest', tables: ['Persons'], snapshotChunkRows: 4 }).stream, snapshotDone('dbo.Persons'));
+    const reads = readOnly(seen);
+    expect(reads.map((e) => (e.data as { Id: number }).Id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const lsn = reads[0]!.metadata!.LSN as string;
+    const positions = cps(seen);
+    expect(positions).toHaveLength(3);
+    expect(positions[0]).toEqual({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 4, key: [4] } } });
+    expect(positions[1]).toEqual({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 8, key: [8] } } });
+    expect(positions[2]).toEqual({ lsn, tables: { 'dbo.Persons': lsn } });
+    // Each checkpoint follows exactly the rows it covers.
+    expect(seen.findIndex((e) => e.type === 'checkpoint')).toBe(4);
+  });
+
+  it('a snapshot stopped in the middle resumes after the last checkpointed key: no row lost, duplicates only after the stored position, with the same MessageIds', async () => {
+    const m = await serve();
+    persons(m, 1, 10);
+    const opts: Opts = { snapshot: true, start: 'latest', tables: ['Persons', 'Customers'], snapshotChunkRows: 3 };
+    const first = await readThenStop(reader(m, opts).stream, 5);
+    const stored = cps(first).at(-1)!;
+    expect(stored.snapshots?.['dbo.Persons']).toMatchObject({ rows: 3, key: [3] });
+    // Changed while dstream was down: a row before the stored key and one after it.
+    m.commit([{ table: 'Persons', op: 'update', row: { Id: 2, Name: 'changed' } }]);
+    m.commit([{ table: 'Persons', op: 'insert', row: { Id: 11, Name: 'new' } }]);
+    const logs: string[] = [];
+    const second = await readUntil(reader(m, { ...opts, after: stored }, logs).stream, (es) => rowsOf(es).some((e) => e.metadata!.OperationType === 'Update'));
+    const reads = readOnly(second);
+    expect(reads.map((e) => (e.data as { Id: number }).Id)).toEqual([4, 5, 6, 7, 8, 9, 10, 11]);
+    // The same snapshot: the same LSN and row numbers, so a row sent before the stop has the same MessageId.
+    const ids = (es: Envelope[]) => new Map(es.map((e) => [(e.data as { Id: number }).Id, messageIdOf('Persons_cdc_events', e)]));
+    const before = ids(readOnly(first));
+    const after = ids(reads);
+    expect([...before.keys()]).toEqual([1, 2, 3, 4, 5]);
+    expect(after.get(4)).toBe(before.get(4));
+    expect(after.get(5)).toBe(before.get(5));
+    expect(reads[0]!.metadata!.LSN).toBe(stored.snapshots!['dbo.Persons']!.lsn);
+    // The change to a row already read arrives as the change it is, after the snapshot.
+    expect(rowsOf(second).at(-1)!.data).toMatchObject({ Id: 2, Name: 'changed' });
+    expect(logs.join('\n')).toMatch(/dbo\.Persons: resuming the snapshot at LSN 0x[0-9A-F]{20} after key \[3\] \(3 rows read\)/);
+    // Customers (empty) and Persons both finished: one position for both.
+    expect(cps(second).at(-1)!.snapshots).toBeUndefined();
+  });
+
+  it('resumes a composite primary key in key order, (k1, k2) > (v1, v2)', async () => {
+    const m = shopModel();
+    m.createTable('dbo.Lines', [{ name: 'Region', type: 'nvarchar', nullable: false }, { name: 'LineNo', type: 'int', nullable: false }, { name: 'Qty', type: 'int' }], ['Region', 'LineNo']);
+    m.enableTable('dbo.Lines');
+    const keys: Array<[string, number]> = [];
+    for (const region of ['east', 'north', 'west']) for (let n = 1; n <= 3; n++) keys.push([region, n]);
+    // Committed out of key order: the snapshot still reads in key order.
+    for (const [region, n] of [...keys].reverse()) m.commit([{ table: 'Lines', op: 'insert', row: { Region: region, LineNo: n, Qty: n } }]);
+    await serve(m);
+    const opts: Opts = { snapshot: true, start: 'latest', tables: ['Lines'], snapshotChunkRows: 2 };
+    const first = await readThenStop(reader(m, opts).stream, 5);
+    const stored = cps(first).at(-1)!;
+    expect(stored.snapshots?.['dbo.Lines']).toMatchObject({ rows: 4, key: ['north', 1] });
+    const second = await readUntil(reader(m, { ...opts, after: stored }).stream, snapshotDone('dbo.Lines'));
+    const keyOf = (e: Envelope) => { const d = e.data as { Region: string; LineNo: number }; return [d.Region, d.LineNo]; };
+    expect(readOnly(first).map(keyOf)).toEqual(keys.slice(0, 5));
+    expect(readOnly(second).map(keyOf)).toEqual(keys.slice(4));
+    expect(readOnly(second).map((e) => e.metadata!.Seq)).toEqual([5, 6, 7, 8, 9].map((n) => `0x${n.toString(16).padStart(20, '0')}`));
+    expect(cps(second).map((p) => p.snapshots?.['dbo.Lines']?.key ?? 'done')).toEqual([['north', 3], ['west', 2], 'done']);
+  });
+
+  it('a snapshot under way is kept by the SQL checkpoint store, and a worker taking the lease resumes it after its last key', async () => {
+    const m = await serve();
+    await createCheckpointTable(m);
+    persons(m, 1, 10);
+    const store = new SqlCheckpointStore(connector(m), 'dstream.checkpoints');
+    const lease = { task: 'shop', checkpointTable: { schema: 'dstream', table: 'checkpoints' }, checkEveryMs: 1 };
+    const opts: Opts = { lease, snapshot: true, start: 'latest', tables: ['Persons'], snapshotChunkRows: 3 };
+    const a = reader(m, opts);
+    const it = a.stream[Symbol.asyncIterator]();
+    const first: Envelope[] = [];
+    while (readOnly(first).length < 5) {
+      const e = (await it.next()).value as Envelope;
+      first.push(e);
+      if (e.type === 'checkpoint') await store.save('shop', (e.data as { position: MssqlCdcPosition }).position, 'mssql-cdc');
+    }
+    await it.return?.();
+    const stored = (await store.load('shop'))!.position as MssqlCdcPosition;
+    expect(stored).toEqual(cps(first).at(-1));
+    expect(stored.snapshots?.['dbo.Persons']).toMatchObject({ rows: 3, key: [3] });
+    const b = reader(m, opts);
+    const second = await readUntil(b.stream, snapshotDone('dbo.Persons'));
+    await store.close();
+    expect(readOnly(second).map((e) => (e.data as { Id: number }).Id)).toEqual([4, 5, 6, 7, 8, 9, 10]);
+    expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken; reading from its snapshot under way/);
+  });
+
+  it('a table without a primary key is read whole, its only checkpoint after it (a stop re-reads it from the start)', async () => {
+    const m = shopModel();
+    m.createTable('dbo.Notes', [{ name: 'Body', type: 'nvarchar' }], []);
+    m.enableTable('dbo.Notes');
+    for (let i = 1; i <= 5; i++) m.commit([{ table: 'Notes', op: 'insert', row: { Body: `n${i}` } }]);
+    await serve(m);
+    const logs: string[] = [];
+    const seen = await readUntil(reader(m, { snapshot: true, start: 'latest', tables: ['Notes'], snapshotChunkRows: 2 }, logs).stream, snapshotDone('dbo.Notes'));
+    expect(readOnly(seen)).toHaveLength(5);
+    expect(cps(seen)).toHaveLength(1);
+    expect(logs.join('\n')).toMatch(/dbo\.Notes: no primary key: read whole, in no particular order, with one checkpoint at its end/);
+  });
+
+  it('reads positions without snapshots (as stored before), and rejects a snapshot position it cannot resume from', () => {
+    const lsn = '0x0000002A000000010001';
+    expect(readPosition({ lsn, tables: { 'dbo.Persons': lsn } }).snapshots.size).toBe(0);
+    expect(readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: [3] } } }).snapshots.get('dbo.Persons')).toEqual({ lsn: lsnFromHex(lsn, 'x'), rows: 3, key: [3] });
+    expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: -1, key: [3] } } })).toThrow(/snapshot position of dbo\.Persons/);
+    expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: 3 } } })).toThrow(/snapshot position of dbo\.Persons/);
+    // Binary key values survive the JSON round trip.
+    const p = positionOf(new Map(), new Map([['dbo.Blobs', { lsn: lsnFromHex(lsn, 'x'), rows: 1, key: [Buffer.from([0, 255])] }]]));
+    expect(readPosition(JSON.parse(JSON.stringify(p))).snapshots.get('dbo.Blobs')!.key).toEqual([Buffer.from([0, 255])]);
   });
 });

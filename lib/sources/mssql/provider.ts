@@ -38,6 +38,7 @@ export const mssqlCdcConfig = {
   tables: { type: 'string[]', required: true, description: 'tables to read: Persons (schema dbo) or sales.Orders' },
   start: { type: 'string', default: 'latest', description: 'without a stored position: latest (new changes only), earliest (all retained), or an LSN (0x...)' },
   snapshot: { type: 'boolean', default: false, description: 'emit the current rows (OperationType Read) before streaming, when there is no stored position' },
+  snapshot_chunk_rows: { type: 'integer', minimum: 1, default: 10_000, description: 'a snapshot reads each table in chunks of this many rows in primary-key order, with a checkpoint after each (a restart resumes after the last key)' },
   update_before: { type: 'boolean', default: false, description: "also emit each update's before-image (OperationType UpdateBefore)" },
   on_gap: { type: 'string', enum: ['fail', 'snapshot', 'skip'], default: 'fail', description: 'when cleanup removed changes not yet read: stop, re-read the current rows, or skip them (with a warning)' },
   poll_interval_ms: { type: 'integer', minimum: 1, default: 500, aliases: { poll_interval: goDurationMs('poll_interval_ms') }, description: 'poll interval while changes keep coming' },
@@ -72,6 +73,7 @@ export interface MssqlCdcConfig {
   tables: string[];
   start: string;
   snapshot: boolean;
+  snapshot_chunk_rows: number;
   update_before: boolean;
   on_gap: GapPolicy;
   poll_interval_ms: number;
@@ -247,6 +249,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         start: c.start,
         after,
         snapshot: c.snapshot,
+        snapshotChunkRows: c.snapshot_chunk_rows,
         updateBefore: c.update_before,
         onGap: c.on_gap,
         pollIntervalMs: c.poll_interval_ms,

@@ -21,8 +21,8 @@ import { compareLsn, lsnFromHex, lsnToHex } from './lsn.js';
 import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, QueryMode, Transaction } from './queries.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 import { enableDatabaseCall, enableTableCall } from './sql.js';
-import { parsePosition, positionOf } from './position.js';
-import { rowMapper, unavailableColumns } from './types.js';
+import { positionOf, readPosition, readSnapshot, storedSnapshot, type SnapshotProgress } from './position.js';
+import { rowMapper, typeClassOf, unavailableColumns, type ColumnInfo } from './types.js';
 import { leaseResource } from './lease.js';
 import { resumeCheck } from './retention.js';
 import { sqlServerConnector } from './sqlserver.js';
@@ -56,6 +56,8 @@ export interface MssqlCdcOptions {
   after?: unknown;
   /** Emit the current rows of each table (OperationType Read) before streaming. Default false. */
   snapshot?: boolean;
+  /** A snapshot reads each table in chunks of this many rows in primary-key order, with a checkpoint after each. Default 10000. */
+  snapshotChunkRows?: number;
   /** Also emit each update's before-image (OperationType UpdateBefore). Default false. */
   updateBefore?: boolean;
   onGap?: GapPolicy;
@@ -195,6 +197,10 @@ class CdcReader {
   private readonly emitted = new Map<string, Buffer>();
   /** Per table, the position of the last checkpoint handed on: where a reconnect resumes. */
   private readonly handed = new Map<string, Buffer>();
+  /** Tables whose snapshot is under way: where it goes on (no LSN of theirs is in `emitted` meanwhile). */
+  private snapshots = new Map<string, SnapshotProgress>();
+  /** The snapshots under way as the last checkpoint handed on says. */
+  private readonly handedSnapshots = new Map<string, SnapshotProgress>();
   private checkpointsHanded = 0;
   private lastCheckpointAt = 0;
   private lastLeaseCheck = 0;
@@ -218,6 +224,7 @@ class CdcReader {
     this.o = {
       start,
       snapshot: false,
+      snapshotChunkRows: 10_000,
       updateBefore: false,
       onGap: 'fail',
       pollIntervalMs: 500,
@@ -236,6 +243,7 @@ class CdcReader {
     } as CdcReader['o'];
     if (!(this.o.maxTransactions >= 1)) throw invalidOption('maxTransactions must be at least 1');
     if (!(this.o.maxRows >= 1)) throw invalidOption('maxRows must be at least 1');
+    if (!(Number.isSafeInteger(this.o.snapshotChunkRows) && this.o.snapshotChunkRows >= 1)) throw invalidOption('snapshot_chunk_rows must be a whole number, at least 1');
     if (this.o.queryMode !== 'direct' && this.o.queryMode !== 'function') throw invalidOption(`query_mode must be direct or function; got ${JSON.stringify(this.o.queryMode)}`);
     if (this.o.requestTimeoutMs !== undefined && !(this.o.requestTimeoutMs >= 0)) throw invalidOption('requestTimeoutMs must be 0 (no limit) or more');
     this.rowLimit = this.o.maxRows;
@@ -310,7 +318,10 @@ class CdcReader {
       this.tables.clear();
       this.emitted.clear();
       this.handed.clear();
+      this.handedSnapshots.clear();
     }
+    // A snapshot under way goes on after the last chunk handed on (window() resumes it).
+    this.snapshots = new Map(this.handedSnapshots);
     for (const [key, t] of this.tables) {
       const at = this.handed.get(key);
       if (at !== undefined) this.emitted.set(key, at);
@@ -395,15 +406,21 @@ class CdcReader {
     const agent = await q.agentState();
     if (agent === 'stopped') this.log(agentStoppedMessage(q.where));
     if (!this.o.lease) {
-      const stored = this.o.after === undefined || this.o.after === null ? new Map<string, Buffer>() : parsePosition(this.o.after);
+      const stored = this.o.after === undefined || this.o.after === null ? undefined : readPosition(this.o.after);
       const fresh: TableState[] = [];
       const all = await q.captureInstances();
       for (const ref of this.refs) {
-        const at = stored.get(tableKey(ref));
+        const key = tableKey(ref);
+        const at = stored?.tables.get(key);
         const state = await this.track(ref, at, all);
-        if (at === undefined) fresh.push(state);
+        if (at !== undefined) continue;
+        fresh.push(state);
+        const under = stored?.snapshots.get(key);
+        if (under !== undefined) this.snapshots.set(key, under);
       }
-      if (this.o.snapshot && fresh.length > 0) yield* this.snapshot(fresh, 'initial snapshot');
+      // A snapshot under way is finished whatever `snapshot` says now: the table has no other position.
+      const snapshot = this.o.snapshot ? fresh : fresh.filter((t) => this.snapshots.has(t.key));
+      if (snapshot.length > 0) yield* this.snapshot(snapshot, 'initial snapshot');
       else if (fresh.length > 0 && this.emitted.size > 0) yield this.checkpoint();
     }
   }
@@ -437,41 +454,75 @@ class CdcReader {
     return state;
   }
 
-  /** Emits every current row of `tables` (OperationType Read) at the max LSN, then a checkpoint there. */
+  /**
+   * Emits every current row of `tables` (OperationType Read) at one LSN, the max LSN when it
+   * starts: each table in chunks of `snapshotChunkRows` rows in primary-key order, a checkpoint
+   * after each chunk (the snapshot's LSN, the rows so far and the last key) and one when the table
+   * is done (its LSN: streaming goes on after it). A table whose snapshot is under way resumes
+   * after its last key, at its own snapshot's LSN and row count, so a row read again has the Seq
+   * (and MessageId) it had. A table without a primary key is read whole, its checkpoint at its end.
+   */
   private async *snapshot(tables: TableState[], why: string): AsyncGenerator<Envelope> {
-    const at = await this.q.maxLsn();
-    if (at === null) {
-      this.log(`${why}: the capture process has recorded nothing yet; nothing to snapshot against, streaming from the start instead`);
-      return;
+    let at: Buffer | null = null;
+    if (tables.some((t) => !this.snapshots.has(t.key))) {
+      at = await this.q.maxLsn();
+      if (at === null) {
+        this.log(`${why}: the capture process has recorded nothing yet; nothing to snapshot against, streaming from the start instead`);
+        tables = tables.filter((t) => this.snapshots.has(t.key));
+        if (tables.length === 0) return;
+      }
     }
-    const lsn = lsnToHex(at);
+    // Until its snapshot is done, a table is read through no LSN: a checkpoint meanwhile leaves it out.
+    for (const t of tables) this.emitted.delete(t.key);
     const keys = new Map((await this.q.tableColumns()).map((c) => [tableKey(c), c.primaryKey]));
+    const chunk = this.o.snapshotChunkRows;
     for (const t of tables) {
       const instance = t.instances[t.instances.length - 1]!;
       const map = rowMapper(instance.columns);
       const orderBy = keys.get(t.key) ?? [];
-      this.log(`${why}: ${t.key} at LSN ${lsn}${orderBy.length === 0 ? ' (no primary key: rows in no particular order)' : ''}`);
-      let n = 0;
-      const rows = this.q.snapshot(t.ref, instance.columns, orderBy);
-      for await (const row of rows) {
-        if (this.aborted) {
-          rows.destroy();
-          return;
+      const whole = wholeTableReason(orderBy, instance.columns);
+      const under = this.snapshots.get(t.key);
+      const lsnAt = under?.lsn ?? at!;
+      const lsn = lsnToHex(lsnAt);
+      if (under !== undefined) {
+        this.log(`${why}: ${t.key}: resuming the snapshot at LSN ${lsn} after key ${JSON.stringify(storedSnapshot(under).key)} (${under.rows} rows read)`);
+      } else {
+        this.log(`${why}: ${t.key} at LSN ${lsn}`);
+        if (whole !== undefined) this.log(`${why}: ${t.key}: ${whole}: read whole, in no particular order, with one checkpoint at its end (a stop re-reads it from its start)`);
+      }
+      let n = under?.rows ?? 0;
+      let after = under?.key;
+      for (;;) {
+        const rows = this.q.snapshot(t.ref, instance.columns, orderBy, whole === undefined ? { limit: chunk, ...(after !== undefined ? { after } : {}) } : undefined);
+        let read = 0;
+        let last: Record<string, unknown> | undefined;
+        for await (const row of rows) {
+          if (this.aborted) {
+            rows.destroy();
+            return;
+          }
+          n++;
+          read++;
+          last = row as Record<string, unknown>;
+          yield {
+            source: this.o.source,
+            type: 'cdc',
+            data: map(last),
+            // Seq numbers the rows (in key order): with the LSN it makes each row's MessageId its own.
+            metadata: this.metadata(t, instance, 'Read', 0, lsn, `0x${n.toString(16).toUpperCase().padStart(20, '0')}`, null),
+          };
         }
-        n++;
-        yield {
-          source: this.o.source,
-          type: 'cdc',
-          data: map(row as Record<string, unknown>),
-          // Seq numbers the rows (in key order): with the LSN it makes each row's MessageId its own.
-          metadata: this.metadata(t, instance, 'Read', 0, lsn, `0x${n.toString(16).toUpperCase().padStart(20, '0')}`, null),
-        };
+        if (whole !== undefined || read < chunk) break;
+        after = orderBy.map((k) => last![k]);
+        this.snapshots.set(t.key, { lsn: lsnAt, rows: n, key: after });
+        yield this.checkpoint();
       }
       this.log(`${why}: ${t.key}: ${n} rows`);
-      t.from = await this.q.incrementLsn(at);
-      this.emitted.set(t.key, at);
+      this.snapshots.delete(t.key);
+      t.from = await this.q.incrementLsn(lsnAt);
+      this.emitted.set(t.key, lsnAt);
+      yield this.checkpoint();
     }
-    yield this.checkpoint();
   }
 
   /** Metadata of one row; built whole and trimmed, which is cheaper than spreading per row. */
@@ -496,13 +547,15 @@ class CdcReader {
   private checkpoint(handOn = true): Envelope {
     this.lastCheckpointAt = Date.now();
     if (handOn) this.markHanded(this.emitted);
-    return checkpoint(positionOf(this.emitted), this.o.source);
+    return checkpoint(positionOf(this.emitted, this.snapshots), this.o.source);
   }
 
   private markHanded(positions: ReadonlyMap<string, Buffer>): void {
     this.checkpointsHanded++;
     this.handed.clear();
     for (const [k, v] of positions) this.handed.set(k, v);
+    this.handedSnapshots.clear();
+    for (const [k, v] of this.snapshots) this.handedSnapshots.set(k, v);
   }
 
   private async *stream(): AsyncGenerator<Envelope | Envelope[]> {
@@ -536,6 +589,9 @@ class CdcReader {
       }
       t.instances = instances;
     }
+    // A snapshot under way when reading failed goes on after its last chunk handed on.
+    const resuming = [...this.tables.values()].filter((t) => this.snapshots.has(t.key));
+    if (resuming.length > 0) yield* this.snapshot(resuming, 'snapshot');
     // Where each table resumes: from its position, or its instance's start when that came later;
     // tables whose cleanup overtook their position: fail, skip or snapshot (onGap).
     const gaps: TableState[] = [];
@@ -802,6 +858,7 @@ class CdcReader {
       });
       this.tables.clear();
       this.emitted.clear();
+      this.snapshots.clear();
     }
     // A lost connection (this session or the reader's) propagates: the reader reconnects both,
     // and leases are taken again from the stored positions.
@@ -811,10 +868,11 @@ class CdcReader {
         this.log(`lease on ${t.key} lost; another worker may take it`);
         this.tables.delete(t.key);
         this.emitted.delete(t.key);
+        this.snapshots.delete(t.key);
       }
     }
     // Read once per round, and only when a table was taken.
-    let taken: { stored: Map<string, Buffer>; all: CaptureInstance[] } | undefined;
+    let taken: { stored: Map<string, Buffer>; snapshots: Map<string, SnapshotProgress>; all: CaptureInstance[] } | undefined;
     for (const ref of this.refs) {
       const key = tableKey(ref);
       if (this.tables.has(key)) continue;
@@ -824,12 +882,19 @@ class CdcReader {
         const rows = await this.q.loadCheckpoints(lease.checkpointTable, lease.task).catch((err: { number?: number }) => {
           throw err?.number === 208 ? missingCheckpointTable(lease.checkpointTable, this.q.where, err) : err;
         });
-        taken = { stored: new Map(rows.flatMap((r) => (r.lsn ? [[r.table, r.lsn] as const] : []))), all: await this.q.captureInstances() };
+        taken = {
+          stored: new Map(rows.flatMap((r) => (r.lsn ? [[r.table, r.lsn] as const] : []))),
+          // A table whose snapshot is under way: no LSN yet, its snapshot's position instead.
+          snapshots: new Map(rows.flatMap((r) => (r.lsn === null && r.position !== null ? [[r.table, readSnapshot(r.table, JSON.parse(r.position))] as const] : []))),
+          all: await this.q.captureInstances(),
+        };
       }
       const at = taken.stored.get(key);
+      const under = at === undefined ? taken.snapshots.get(key) : undefined;
       const state = await this.track(ref, at, taken.all);
-      this.log(`lease on ${key} taken; reading from ${at ? `after the stored position ${lsnToHex(at)}` : `the start (${this.o.start})`}`);
-      if (at === undefined && this.o.snapshot) yield* this.snapshot([state], 'initial snapshot');
+      this.log(`lease on ${key} taken; reading from ${at ? `after the stored position ${lsnToHex(at)}` : under ? 'its snapshot under way' : `the start (${this.o.start})`}`);
+      if (under !== undefined) this.snapshots.set(key, under);
+      if (at === undefined && (this.o.snapshot || under !== undefined)) yield* this.snapshot([state], 'initial snapshot');
     }
     const standby = this.tables.size === 0;
     if (standby && !this.standby) this.log(`standby: every table is leased by another worker; taking over when one is released`);
@@ -921,6 +986,21 @@ function recoveryOf(err: unknown): Recovery | undefined {
  */
 function compareRows(a: DriverChangeRow, b: DriverChangeRow): number {
   return Buffer.compare(a.__$start_lsn, b.__$start_lsn) || (a.__$command_id ?? 0) - (b.__$command_id ?? 0) || Buffer.compare(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
+}
+
+/**
+ * Why a table's snapshot cannot be read in chunks after its last key, or undefined when it can: it
+ * has no primary key, a key column is not captured (the row read does not carry it), or a key
+ * column's type has no text form SQL Server compares in the key's own order.
+ */
+function wholeTableReason(primaryKey: readonly string[], captured: readonly ColumnInfo[]): string | undefined {
+  if (primaryKey.length === 0) return 'no primary key';
+  for (const k of primaryKey) {
+    const c = captured.find((x) => x.name === k);
+    if (c === undefined) return `its key column ${k} is not captured`;
+    if (['variant', 'spatial', 'other'].includes(typeClassOf(c.type))) return `its key column ${k} is of type ${c.type}`;
+  }
+  return undefined;
 }
 
 /** A table's capture instances, oldest first (one without a start LSN yet last). */
