@@ -220,28 +220,33 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
   it('backs off while idle and polls at the base interval again once changes come', async () => {
     const m = await serve();
     m.tick();
-    const { stream } = reader(m, { start: 'latest', pollIntervalMs: 5, maxPollIntervalMs: 2000, tables: ['Persons'] });
+    // A ceiling far above the base: a reader still backing off once changes come would take minutes for the polls below.
+    const { stream } = reader(m, { start: 'latest', pollIntervalMs: 5, maxPollIntervalMs: 60_000, tables: ['Persons'] });
     const it = stream[Symbol.asyncIterator]();
     await it.next(); // the start checkpoint
     const polls = () => m.calls.get('sys.fn_cdc_get_max_lsn') ?? 0;
-    const idleFrom = polls();
-    await new Promise((r) => setTimeout(r, 400));
-    // 5, 10, 20, 40, 80, 160 ms...: a handful of polls in 400 ms, not 80.
-    expect(polls() - idleFrom).toBeLessThanOrEqual(9);
+    // When each idle poll starts: the waits between them are what backs off.
+    const idle: number[] = [];
+    m.beforeStatement = (name) => void (name === 'sys.fn_cdc_get_max_lsn' && idle.push(Date.now()));
+    await until(() => idle.length >= 8);
+    m.beforeStatement = undefined;
+    // Waits of 10, 20, 40, ... ms: by the eighth idle poll one wait is at least 320 ms (one less
+    // if the first poll counted was already under way). A poll without back-off waits 5 ms plus
+    // its own statements.
+    const gaps = idle.slice(1).map((t, i) => t - idle[i]!);
+    expect(Math.max(...gaps)).toBeGreaterThanOrEqual(300);
     persons(m, 1, 1);
-    await it.next(); // found within the back-off; activity resets it
-    // Still backing off, the next four polls would take 0.6 + 1.3 + 2 + 2 s; at the base interval
-    // they come within one maximum interval even on a loaded machine.
+    await it.next(); // found within the back-off (1.3 s or so by now); activity resets it
+    // At the base interval the next polls come while rows keep coming; still backing off, the
+    // next four would wait 2.6 + 5.1 + 10.2 + 20.5 s, past what until() waits.
     const busyFrom = polls();
-    const started = Date.now();
     let id = 2;
     const committing = setInterval(() => persons(m, id++, 1), 20);
     try {
-      await until(() => polls() - busyFrom >= 4, 10_000);
+      await until(() => polls() - busyFrom >= 4, 15_000);
     } finally {
       clearInterval(committing);
     }
-    expect(Date.now() - started).toBeLessThan(2000);
     await it.return?.();
   });
 
