@@ -80,14 +80,15 @@ export class SqlCheckpointStore implements StateStore {
 
   async save(task: string, position: unknown, source?: string): Promise<StoredState> {
     const p = position as { tables?: Record<string, string>; snapshots?: Record<string, unknown> } | null;
-    let rows: Array<{ table: string; lsn: string | null; position: string | null }>;
+    let rows: Array<{ table: string; lsn: string | null; position: string | null; snapshotLsn?: string }>;
     if (p !== null && typeof p === 'object' && p.tables !== null && typeof p.tables === 'object') {
       rows = Object.entries(p.tables).map(([table, lsn]) => {
         if (typeof lsn !== 'string' || !/^0x[0-9A-Fa-f]{20}$/.test(lsn)) throw invalidOption(`checkpoint of ${table}: ${JSON.stringify(lsn)} is not an LSN`);
         return { table, lsn, position: null };
       });
       for (const [table, s] of Object.entries(p.snapshots ?? {})) {
-        rows.push({ table, lsn: null, position: JSON.stringify(storedSnapshot(readSnapshot(table, s))) });
+        const stored = storedSnapshot(readSnapshot(table, s));
+        rows.push({ table, lsn: null, position: JSON.stringify(stored), snapshotLsn: stored.lsn });
       }
     } else {
       rows = [{ table: WHOLE, lsn: null, position: JSON.stringify(position) }];

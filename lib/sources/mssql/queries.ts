@@ -132,7 +132,8 @@ export interface CdcQueries {
   createCheckpointTable(table: TableRef): Promise<void>;
   dropCheckpointTable(table: TableRef): Promise<void>;
   loadCheckpoints(table: TableRef, task: string): Promise<CheckpointRow[]>;
-  saveCheckpoints(table: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null }>): Promise<void>;
+  /** `snapshotLsn`: a snapshot under way (lsn null), the LSN it reads at. */
+  saveCheckpoints(table: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null; snapshotLsn?: string }>): Promise<void>;
   deleteCheckpoints(table: TableRef, task: string): Promise<number>;
   /** Rows of every task. */
   checkpointRowCount(table: TableRef): Promise<number>;

@@ -133,13 +133,16 @@ CREATE TABLE ${quoteName(t.schema)}.${quoteName(t.table)} (
     `SELECT table_name, lsn, position, source, CONVERT(varchar(30), saved_at, 126) AS saved_at FROM ${quoteName(t.schema)}.${quoteName(t.table)} WITH (READCOMMITTEDLOCK) WHERE task = @task`,
   /**
    * One statement for all tables of a save. A table's LSN only moves forward, so a worker that
-   * lost a lease cannot move a table back behind its new owner.
+   * lost a lease cannot move a table back behind its new owner. A snapshot under way (lsn NULL,
+   * its position in `position`) replaces a stored LSN only when its own LSN is later (on_gap =
+   * "snapshot" re-reads a table whose position cleanup overtook; a stale worker's snapshot is older).
    */
   saveCheckpoints: (t: TableRef) => `MERGE ${quoteName(t.schema)}.${quoteName(t.table)} WITH (HOLDLOCK) AS target
-USING (SELECT @task AS task, r.table_name, CONVERT(binary(10), r.lsn, 1) AS lsn, r.position, @source AS source
-       FROM OPENJSON(@rows) WITH (table_name nvarchar(300) '$.table', lsn varchar(22) '$.lsn', position nvarchar(max) '$.position') AS r) AS src
+USING (SELECT @task AS task, r.table_name, CONVERT(binary(10), r.lsn, 1) AS lsn, CONVERT(binary(10), r.snapshot_lsn, 1) AS snapshot_lsn,
+         r.position, @source AS source
+       FROM OPENJSON(@rows) WITH (table_name nvarchar(300) '$.table', lsn varchar(22) '$.lsn', position nvarchar(max) '$.position', snapshot_lsn varchar(22) '$.snapshotLsn') AS r) AS src
 ON target.task = src.task AND target.table_name = src.table_name
-WHEN MATCHED AND (src.lsn IS NULL OR target.lsn IS NULL OR src.lsn >= target.lsn) THEN
+WHEN MATCHED AND (target.lsn IS NULL OR src.lsn >= target.lsn OR src.snapshot_lsn > target.lsn) THEN
   UPDATE SET lsn = src.lsn, position = src.position, source = src.source, saved_at = SYSUTCDATETIME()
 WHEN NOT MATCHED THEN INSERT (task, table_name, lsn, position, source) VALUES (src.task, src.table_name, src.lsn, src.position, src.source);`,
   checkpointRowCount: (t: TableRef) => `SELECT COUNT(*) AS n FROM ${quoteName(t.schema)}.${quoteName(t.table)}`,

@@ -320,7 +320,7 @@ class SqlServerQueries implements CdcQueries {
     return rows.map((r) => ({ table: r.table_name, lsn: r.lsn, position: r.position, source: r.source, savedAt: r.saved_at }));
   }
 
-  async saveCheckpoints(t: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null }>) {
+  async saveCheckpoints(t: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null; snapshotLsn?: string }>) {
     await this.rows(SQL.saveCheckpoints(t), {
       task: [mssql.NVarChar(200), task],
       source: [mssql.NVarChar(200), source],
