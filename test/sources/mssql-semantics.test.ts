@@ -411,4 +411,16 @@ describe('status against retention, the way the reader resumes', () => {
     m.cleanup(m.commit([{ table: 'Persons', op: 'insert', row: { Id: 20 } }]));
     expect((await status()).warnings?.[0]).toMatch(/behind retention/);
   });
+
+  it('shows a snapshot under way: its LSN and the rows read', async () => {
+    const m = await serve(shopModel());
+    persons(m, 1, 3);
+    const at = m.currentMaxLsn!;
+    const fs = await import('node:fs/promises');
+    const dir = await fs.mkdtemp(`${process.env.TMPDIR ?? '/tmp'}/dstream-status-`);
+    await fs.writeFile(`${dir}/state.json`, JSON.stringify({ position: { lsn: at, tables: {}, snapshots: { 'dbo.Persons': { lsn: at, rows: 2, key: [2] } } } }));
+    const r = await provider(m, ['status', '--tables', 'Persons', '--state-file', `${dir}/state.json`]);
+    const table = (r.lines[0] as unknown as { resources: Array<Record<string, unknown>> }).resources.find((x) => x.name === 'dbo.Persons');
+    expect(table).toMatchObject({ position: null, snapshot: { lsn: at, rows: 2 } });
+  });
 });

@@ -15,7 +15,7 @@ import { sqlFailure } from './errors.js';
 import { lsnToHex } from './lsn.js';
 import { resumeCheck } from './retention.js';
 import type { CdcConnector, CdcQueries } from './queries.js';
-import { parsePosition } from './position.js';
+import { parsePosition, readPosition } from './position.js';
 import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from './reader.js';
 import { enableDatabaseCall, enableTableCall } from './sql.js';
 import { describeConnection, sqlServerConnector } from './sqlserver.js';
@@ -334,7 +334,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         const max = await q.maxLsn();
         const maxTime = max === null ? null : await q.lsnTime(max);
         const stored = await storedPosition(ctx);
-        const positions = stored === undefined ? new Map<string, Buffer>() : parsePosition(stored);
+        const { tables: positions, snapshots } = stored === undefined ? { tables: new Map<string, Buffer>(), snapshots: new Map() } : readPosition(stored);
         const agent = await q.agentState();
         const resources: ResourceReport[] = [];
         for (const ref of refs) {
@@ -356,6 +356,8 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
             position: at === undefined ? null : lsnToHex(at),
             columns: current.columns.length,
           };
+          const under = snapshots.get(key);
+          if (under !== undefined) r.snapshot = { lsn: lsnToHex(under.lsn), rows: under.rows };
           if (at !== undefined && max !== null) {
             const atTime = await q.lsnTime(at);
             r.lagSeconds = maxTime !== null && atTime !== null ? Math.max(0, Math.round((Date.parse(`${maxTime}Z`) - Date.parse(`${atTime}Z`)) / 1000)) : null;
