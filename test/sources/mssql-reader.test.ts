@@ -352,7 +352,7 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     for (;;) {
       const e = (await it.next()).value as Envelope;
       seen.push(e);
-      if (e.type === 'checkpoint') break;
+      if (e.type === 'checkpoint' && (e.data as { position: MssqlCdcPosition }).position.tables['dbo.Persons'] !== undefined) break;
     }
     persons(m, 4, 1);
     for (;;) {
@@ -370,7 +370,7 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     const reads = rowsOf(seen).filter((e) => e.metadata!.OperationType === 'Read');
     expect(reads.map((e) => e.metadata!.Seq)).toEqual(['0x00000000000000000001', '0x00000000000000000002']);
     expect(new Set(reads.map((e) => messageIdOf('Persons_cdc_events', e))).size).toBe(2);
-    expect(cps(seen)[0]!.tables['dbo.Persons']).toBe(rowsOf(seen)[0]!.metadata!.LSN);
+    expect(cps(seen)[1]!.tables['dbo.Persons']).toBe(rowsOf(seen)[0]!.metadata!.LSN);
   });
 
   it('reconnects with back-off after a dropped connection and resumes from the last checkpoint', async () => {
@@ -558,7 +558,7 @@ describe('a snapshot checkpointed per chunk', () => {
   }
   const snapshotDone = (table: string) => (es: Envelope[]) => cps(es).some((p) => p.tables[table] !== undefined && p.snapshots?.[table] === undefined);
 
-  it('checkpoints every snapshot_chunk_rows rows with the snapshot LSN, the rows so far and the last key, and once when the table is done', async () => {
+  it('checkpoints at the start, every snapshot_chunk_rows rows with the snapshot LSN, the rows so far and the last key, and once when the table is done', async () => {
     const m = await serve();
     persons(m, 1, 10);
     const seen = await readUntil(reader(m, { snapshot: true, start: 'latest', tables: ['Persons'], snapshotChunkRows: 4 }).stream, snapshotDone('dbo.Persons'));
@@ -566,12 +566,15 @@ describe('a snapshot checkpointed per chunk', () => {
     expect(reads.map((e) => (e.data as { Id: number }).Id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     const lsn = reads[0]!.metadata!.LSN as string;
     const positions = cps(seen);
-    expect(positions).toHaveLength(3);
-    expect(positions[0]).toEqual({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 4, key: [4] } } });
-    expect(positions[1]).toEqual({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 8, key: [8] } } });
-    expect(positions[2]).toEqual({ lsn, tables: { 'dbo.Persons': lsn } });
+    expect(positions).toEqual([
+      // Before the first row: a restart takes the same snapshot (its LSN) from the start.
+      { lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 0, key: [] } } },
+      { lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 4, key: [4] } } },
+      { lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 8, key: [8] } } },
+      { lsn, tables: { 'dbo.Persons': lsn } },
+    ]);
     // Each checkpoint follows exactly the rows it covers.
-    expect(seen.findIndex((e) => e.type === 'checkpoint')).toBe(4);
+    expect(seen.map((e) => (e.type === 'checkpoint' ? 'cp' : (e.data as { Id: number }).Id))).toEqual(['cp', 1, 2, 3, 4, 'cp', 5, 6, 7, 8, 'cp', 9, 10, 'cp']);
   });
 
   it('a snapshot stopped in the middle resumes after the last checkpointed key: no row lost, duplicates only after the stored position, with the same MessageIds', async () => {
@@ -650,7 +653,31 @@ describe('a snapshot checkpointed per chunk', () => {
     expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken; reading from its snapshot under way/);
   });
 
-  it('a table without a primary key is read whole, its only checkpoint after it (a stop re-reads it from the start)', async () => {
+  it('a connection lost during the initial snapshot: the reader reconnects and goes on after the last chunk, at the same LSN, tables not yet begun included', async () => {
+    const m = await serve();
+    persons(m, 1, 10);
+    for (let i = 1; i <= 4; i++) m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: i, Company: `c${i}` } }]);
+    // The connection goes as the second chunk of Persons is asked for.
+    let chunks = 0;
+    m.beforeStatement = (name) => {
+      if (name === 'dbo.Persons' && ++chunks === 2) m.dropConnections();
+    };
+    const logs: string[] = [];
+    const { stream } = reader(m, { snapshot: true, start: 'latest', tables: ['Persons', 'Customers'], snapshotChunkRows: 4 }, logs);
+    const seen = await readUntil(stream, snapshotDone('dbo.Customers'));
+    expect(logs.join('\n')).toMatch(/lost the connection .*reconnecting/);
+    expect(logs.join('\n')).toMatch(/dbo\.Persons: resuming the snapshot at LSN 0x[0-9A-F]{20} after key \[4\] \(4 rows read\)/);
+    const ids = (table: string) => readOnly(seen).filter((e) => e.metadata!.TableName === table).map((e) => (e.data as Record<string, number>)[table === 'Persons' ? 'Id' : 'CustomerId']);
+    // Every row once: the rows of the first chunk were checkpointed, the second had not begun.
+    expect(ids('Persons')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(ids('Customers')).toEqual([1, 2, 3, 4]);
+    // One snapshot: one LSN for every row, before and after the reconnect.
+    const lsn = readOnly(seen)[0]!.metadata!.LSN;
+    expect(new Set(readOnly(seen).map((e) => e.metadata!.LSN))).toEqual(new Set([lsn]));
+    expect(cps(seen).at(-1)).toEqual({ lsn, tables: { 'dbo.Customers': lsn, 'dbo.Persons': lsn } });
+  });
+
+  it('a table without a primary key is read whole, with no checkpoint inside it (a stop re-reads it from the start)', async () => {
     const m = shopModel();
     m.createTable('dbo.Notes', [{ name: 'Body', type: 'nvarchar' }], []);
     m.enableTable('dbo.Notes');
@@ -658,9 +685,10 @@ describe('a snapshot checkpointed per chunk', () => {
     await serve(m);
     const logs: string[] = [];
     const seen = await readUntil(reader(m, { snapshot: true, start: 'latest', tables: ['Notes'], snapshotChunkRows: 2 }, logs).stream, snapshotDone('dbo.Notes'));
-    expect(readOnly(seen)).toHaveLength(5);
-    expect(cps(seen)).toHaveLength(1);
-    expect(logs.join('\n')).toMatch(/dbo\.Notes: no primary key: read whole, in no particular order, with one checkpoint at its end/);
+    expect(seen.map((e) => e.type)).toEqual(['checkpoint', 'cdc', 'cdc', 'cdc', 'cdc', 'cdc', 'checkpoint']);
+    const lsn = readOnly(seen)[0]!.metadata!.LSN;
+    expect(cps(seen)).toEqual([{ lsn, tables: {}, snapshots: { 'dbo.Notes': { lsn, rows: 0, key: [] } } }, { lsn, tables: { 'dbo.Notes': lsn } }]);
+    expect(logs.join('\n')).toMatch(/dbo\.Notes: no primary key: read whole, in no particular order, with no checkpoint inside it/);
   });
 
   it('reads positions without snapshots (as stored before), and rejects a snapshot position it cannot resume from', () => {
@@ -669,6 +697,8 @@ describe('a snapshot checkpointed per chunk', () => {
     expect(readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: [3] } } }).snapshots.get('dbo.Persons')).toEqual({ lsn: lsnFromHex(lsn, 'x'), rows: 3, key: [3] });
     expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: -1, key: [3] } } })).toThrow(/snapshot position of dbo\.Persons/);
     expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: 3 } } })).toThrow(/snapshot position of dbo\.Persons/);
+    expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: [] } } })).toThrow(/snapshot position of dbo\.Persons has no key/);
+    expect(readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 0, key: [] } } }).snapshots.get('dbo.Persons')!.key).toEqual([]);
     // Binary key values survive the JSON round trip.
     const p = positionOf(new Map(), new Map([['dbo.Blobs', { lsn: lsnFromHex(lsn, 'x'), rows: 1, key: [Buffer.from([0, 255])] }]]));
     expect(readPosition(JSON.parse(JSON.stringify(p))).snapshots.get('dbo.Blobs')!.key).toEqual([Buffer.from([0, 255])]);

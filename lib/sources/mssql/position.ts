@@ -21,7 +21,7 @@ export interface StoredSnapshot {
   lsn: string;
   /** Rows emitted so far: the next row's Seq is rows + 1. */
   rows: number;
-  /** The primary-key values of the last row emitted, in key order; binary values as {"binary": "0x.."}. */
+  /** The primary-key values of the last row emitted, in key order; binary values as {"binary": "0x.."}. Empty: from the start. */
   key: unknown[];
 }
 
@@ -67,7 +67,7 @@ export function readSnapshot(table: string, value: unknown): SnapshotProgress {
     invalidOption(`the stored snapshot position of ${table} ${why}: ${JSON.stringify(value)?.slice(0, 200)}; forget it with \`dstream reset <task>\` (the table is snapshotted again)`);
   if (s === null || typeof s !== 'object') throw bad('is not {"lsn","rows","key"}');
   if (!Number.isSafeInteger(s.rows) || s.rows! < 0) throw bad('has no row count');
-  if (!Array.isArray(s.key) || s.key.length === 0) throw bad('has no key');
+  if (!Array.isArray(s.key) || (s.key.length === 0 && s.rows !== 0)) throw bad('has no key');
   const key = s.key.map((v) => {
     if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') return v;
     const hex = (v as { binary?: unknown } | null)?.binary;

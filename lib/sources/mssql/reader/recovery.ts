@@ -20,7 +20,10 @@ export async function* envelopes(r: CdcReader): AsyncGenerator<Envelope | Envelo
     try {
       yield* prepare(r);
     } catch (err) {
-      throw sqlFailure(err, r.q.where, 'checking the database and tables');
+      // The connection went during the initial snapshot: reconnect, and window() goes on with it
+      // after its last chunk handed on.
+      if (r.aborted || r.handedSnapshots.size === 0 || recoveryOf(err) !== 'connection') throw sqlFailure(err, r.q.where, 'checking the database and tables');
+      await recover(r, 'connection', err);
     }
     // Consecutive failures without progress (a checkpoint handed on) between them.
     let failures = 0;

@@ -8,11 +8,12 @@ import type { CdcReader, TableState } from './core.js';
 
 /**
  * Emits every current row of `tables` (OperationType Read) at one LSN, the max LSN when it
- * starts: each table in chunks of `snapshotChunkRows` rows in primary-key order, a checkpoint
- * after each chunk (the snapshot's LSN, the rows so far and the last key) and one when the table
- * is done (its LSN: streaming goes on after it). A table whose snapshot is under way resumes
- * after its last key, at its own snapshot's LSN and row count, so a row read again has the Seq
- * (and MessageId) it had. A table without a primary key is read whole, its checkpoint at its end.
+ * starts: a checkpoint first that says so (each table's snapshot under way from its start), then
+ * each table in chunks of `snapshotChunkRows` rows in primary-key order, a checkpoint after each
+ * chunk (the snapshot's LSN, the rows so far and the last key) and one when the table is done (its
+ * LSN: streaming goes on after it). A table whose snapshot is under way resumes after its last
+ * key, at its own snapshot's LSN and row count, so a row read again has the Seq (and MessageId) it
+ * had. A table without a primary key is read whole, with no checkpoint inside it.
  */
 export async function* snapshot(r: CdcReader, tables: TableState[], why: string): AsyncGenerator<Envelope> {
   let at: Buffer | null = null;
@@ -24,8 +25,12 @@ export async function* snapshot(r: CdcReader, tables: TableState[], why: string)
       if (tables.length === 0) return;
     }
   }
-  // Until its snapshot is done, a table is read through no LSN: a checkpoint meanwhile leaves it out.
+  // Until its snapshot is done, a table is read through no LSN: a checkpoint meanwhile leaves it
+  // out, and says where its snapshot stands instead (from the start, for one not begun).
   for (const t of tables) r.emitted.delete(t.key);
+  const begun = tables.filter((t) => !r.snapshots.has(t.key));
+  for (const t of begun) r.snapshots.set(t.key, { lsn: at!, rows: 0, key: [] });
+  if (begun.length > 0) yield r.checkpoint();
   const keys = new Map((await r.q.tableColumns()).map((c) => [tableKey(c), c.primaryKey]));
   const chunk = r.o.snapshotChunkRows;
   for (const t of tables) {
@@ -33,17 +38,17 @@ export async function* snapshot(r: CdcReader, tables: TableState[], why: string)
     const map = rowMapper(instance.columns);
     const orderBy = keys.get(t.key) ?? [];
     const whole = wholeTableReason(orderBy, instance.columns);
-    const under = r.snapshots.get(t.key);
-    const lsnAt = under?.lsn ?? at!;
+    const under = r.snapshots.get(t.key)!;
+    const lsnAt = under.lsn;
     const lsn = lsnToHex(lsnAt);
-    if (under !== undefined) {
+    if (under.rows > 0) {
       r.log(`${why}: ${t.key}: resuming the snapshot at LSN ${lsn} after key ${JSON.stringify(storedSnapshot(under).key)} (${under.rows} rows read)`);
     } else {
       r.log(`${why}: ${t.key} at LSN ${lsn}`);
-      if (whole !== undefined) r.log(`${why}: ${t.key}: ${whole}: read whole, in no particular order, with one checkpoint at its end (a stop re-reads it from its start)`);
+      if (whole !== undefined) r.log(`${why}: ${t.key}: ${whole}: read whole, in no particular order, with no checkpoint inside it (a stop re-reads it from its start)`);
     }
-    let n = under?.rows ?? 0;
-    let after = under?.key;
+    let n = under.rows;
+    let after = under.key.length > 0 ? under.key : undefined;
     for (;;) {
       const rows = r.q.snapshot(t.ref, instance.columns, orderBy, whole === undefined ? { limit: chunk, ...(after !== undefined ? { after } : {}) } : undefined);
       let read = 0;
