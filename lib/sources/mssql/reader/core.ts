@@ -10,10 +10,16 @@ import { positionOf, type SnapshotProgress } from '../position.js';
 import type { CaptureInstance, CdcQueries, DriverChangeRow } from '../queries.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
-import type { MssqlCdcOptions } from '../reader.js';
-import { LeaseLost } from './leases.js';
+import type { MssqlCdcOptions } from './options.js';
 
 export const MSSQL_SOURCE = 'mssql-cdc';
+
+/** The lease session ended (its locks with it): stop reading leased tables and take them again. */
+export class LeaseLost extends Error {
+  constructor() {
+    super('the lease session ended');
+  }
+}
 
 export interface TableState {
   ref: TableRef;

@@ -11,13 +11,6 @@ import type { CdcReader } from './core.js';
 import { snapshot } from './snapshot.js';
 import { track } from './start.js';
 
-/** The lease session ended (its locks with it): stop reading leased tables and take them again. */
-export class LeaseLost extends Error {
-  constructor() {
-    super('the lease session ended');
-  }
-}
-
 export async function closeLeaseSession(r: CdcReader): Promise<void> {
   const session = r.lockSession;
   r.lockSession = undefined;

@@ -7,8 +7,7 @@ import type { Envelope } from '../../../envelope/types.js';
 import { messageOf } from '../../../errors.js';
 import { compareLsn, lsnToHex } from '../lsn.js';
 import type { DriverChangeRow, Transaction } from '../queries.js';
-import type { CdcReader, Segment } from './core.js';
-import { LeaseLost } from './leases.js';
+import { LeaseLost, type CdcReader, type Segment } from './core.js';
 
 const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'UpdateBefore', 4: 'Update' };
 

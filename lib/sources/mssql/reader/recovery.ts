@@ -8,8 +8,8 @@ import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../../../er
 import { retry } from '../../../retry.js';
 import { isConnectionLost, sqlFailure } from '../errors.js';
 import type { CdcQueries } from '../queries.js';
-import type { CdcReader } from './core.js';
-import { closeLeaseSession, LeaseLost } from './leases.js';
+import { LeaseLost, type CdcReader } from './core.js';
+import { closeLeaseSession } from './leases.js';
 import { FirstRowTimeout } from './merge.js';
 import { prepare } from './start.js';
 import { stream } from './windows.js';
