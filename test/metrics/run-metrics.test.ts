@@ -104,7 +104,6 @@ describe.each(['built-in', 'executable'] as const)('dstream run --metrics-port, 
       expect(total(counted, 'dstream_bytes_delivered_total', { table: `dbo.${t}`, destination: `${t}_cdc_events` })).toBeGreaterThanOrEqual(received(`${t}_cdc_events`) * 50);
     }
     expect(total(counted, 'dstream_bytes_delivered_total')).toBeGreaterThan(frozenAt * 50);
-    expect(total(counted, 'dstream_rows_read_total')).toBeGreaterThanOrEqual(frozenAt);
     expect(total(counted, 'dstream_checkpoints_acknowledged_total', { provider: 'asb-sink' })).toBeGreaterThan(0);
     expect(total(counted, 'dstream_checkpoints_stored_total', { task: 'demo' })).toBeGreaterThan(0);
     expect(total(counted, 'dstream_send_duration_seconds_count')).toBeGreaterThan(0);
@@ -121,6 +120,13 @@ describe.each(['built-in', 'executable'] as const)('dstream run --metrics-port, 
     expect(later).toBeGreaterThan(first);
     broker().thaw();
     await until('seconds behind falling below 1 s after the thaw', async () => (behind((await scrape(run.base)).samples) < 1 ? true : undefined), 60_000);
+    // The input's metrics travel in its data stream, behind the rows the frozen output held back:
+    // flowing again, they catch up, and it has read what was delivered and more.
+    await until('rows read ahead of rows delivered', async () => {
+      const { samples: s } = await scrape(run.base);
+      const delivered = total(s, 'dstream_rows_delivered_total');
+      return delivered > frozenAt && total(s, 'dstream_rows_read_total') >= delivered ? true : undefined;
+    });
     const { text, samples } = await scrape(run.base);
     expect(total(samples, 'dstream_rows_delivered_total')).toBeGreaterThan(frozenAt);
     // Sends held by the freeze and timed out were sent again: duplicate detection dropped the copies.
