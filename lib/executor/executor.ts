@@ -181,8 +181,10 @@ async function runWith(task: TaskConfig, options: RunOptions, telemetry: RunTele
   });
   // Built-in on both sides: composed in process as object streams, with no JSON in between.
   const objectMode = inSpec.builtin !== undefined && outSpec.builtin !== undefined;
-  const output = startProvider(outSpec, { ...options, objectMode });
-  const input = startProvider(inSpec, { ...options, objectMode });
+  // A built-in provider hands its metrics lines over directly; an executable's come on its stdout.
+  const onMetrics = (side: 'input' | 'output') => (telemetry ? { onMetrics: (line: MetricsLine) => telemetry.offer(side, line) } : {});
+  const output = startProvider(outSpec, { ...options, objectMode, ...onMetrics('output') });
+  const input = startProvider(inSpec, { ...options, objectMode, ...onMetrics('input') });
   if (telemetry) {
     void output.exited.then((exit) => telemetry.exited('output', exit));
     void input.exited.then((exit) => telemetry.exited('input', exit));

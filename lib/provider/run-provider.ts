@@ -20,6 +20,7 @@ import {
   READY,
   VERBS,
   type CommandHeader,
+  type MetricsLine,
   type LifecycleVerb,
   type ResourceReport,
   type ResultLine,
@@ -96,6 +97,11 @@ export interface ProviderIO {
   objectMode?: boolean;
   /** Aborting it kills the provider at once, as SIGKILL kills a process: no drain, exit code 137. */
   kill?: AbortSignal;
+  /**
+   * In process: the executor's hand for metrics lines, which then go here instead of stdout and
+   * never wait behind data that the output holds back.
+   */
+  onMetrics?: (line: MetricsLine) => void;
 }
 
 const SIGNAL_CODES = { SIGINT: ExitCodes.INTERRUPTED, SIGTERM: ExitCodes.TERMINATED } as const;
@@ -131,6 +137,7 @@ export async function runProvider<C = Record<string, unknown>>(def: ProviderDefi
     signals: io?.signals === undefined ? process : io.signals,
     objectMode: io?.objectMode === true,
     kill: io?.kill,
+    onMetrics: io?.onMetrics,
   });
   return host.start();
 }
@@ -328,7 +335,11 @@ class ProviderHost<C> {
       this.telemetry = await serveStandalone(ctx.health, this.serveMetrics.port, this.serveMetrics.host, this.log);
     } else if (this.protocolLines && typeof asked === 'object' && asked !== null) {
       const ms = (asked as { interval_ms?: unknown }).interval_ms;
-      this.telemetry = await reportToExecutor(this.out, ctx.health, typeof ms === 'number' && ms > 0 ? ms : undefined);
+      const onMetrics = this.io.onMetrics;
+      const send = onMetrics
+        ? (line: MetricsLine) => (onMetrics(line), true)
+        : (line: MetricsLine) => !this.out.writableEnded && !this.out.destroyed && (this.out.write(line), true);
+      this.telemetry = await reportToExecutor(send, ctx.health, typeof ms === 'number' && ms > 0 ? ms : undefined);
     }
     if (this.settled) this.telemetry?.dispose();
     ctx.metrics = this.telemetry?.metrics;

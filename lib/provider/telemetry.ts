@@ -5,7 +5,6 @@
  *   executor serves them with its own; a provider of one process needs no port of its own.
  * - standalone with `--metrics-port`: it serves `/metrics`, `/healthz` and `/readyz` itself.
  */
-import type { Writable } from 'node:stream';
 import { METRICS_TYPE, type MetricsLine } from '../protocol/messages.js';
 import type { Readiness } from '../metrics/readiness.js';
 import { addReadyGauge, createMetrics, type DstreamMetrics } from '../metrics/registry.js';
@@ -21,8 +20,12 @@ export interface Telemetry {
 
 export const DEFAULT_INTERVAL_MS = 1000;
 
-/** Metrics lines on `out` for the executor. */
-export async function reportToExecutor(out: Writable, health: Readiness, intervalMs = DEFAULT_INTERVAL_MS): Promise<Telemetry> {
+/**
+ * Metrics lines for the executor, handed to `send`: written on stdout, or (a built-in provider in
+ * the executor's process) passed straight to it, so they never wait behind data held back.
+ * `send` answers false once the line can no longer go out.
+ */
+export async function reportToExecutor(send: (line: MetricsLine) => boolean, health: Readiness, intervalMs = DEFAULT_INTERVAL_MS): Promise<Telemetry> {
   const metrics = await createMetrics();
   let stopped = false;
   let writing = false;
@@ -37,9 +40,7 @@ export async function reportToExecutor(out: Writable, health: Readiness, interva
       do {
         again = false;
         const values = await metrics.registry.getMetricsAsJSON();
-        if (out.writableEnded || out.destroyed) return;
-        const m: MetricsLine = { type: METRICS_TYPE, data: { health: health.report().parts, metrics: values } };
-        out.write(m);
+        if (!send({ type: METRICS_TYPE, data: { health: health.report().parts, metrics: values } })) return;
       } while (again);
     } finally {
       writing = false;

@@ -140,6 +140,24 @@ describe('metrics lines of the protocol', () => {
     expect(legacy.map((l) => l.type ?? l.status)).toEqual(['cdc']);
   });
 
+  it('runTask with metrics and an input executable built on runProvider(): its metrics lines are taken out of the data, never delivered as rows', async () => {
+    const out = tmp('o-');
+    const task: TaskConfig = {
+      name: 'demo',
+      type: 'providers',
+      file: 'dstream.hcl',
+      line: 1,
+      input: { providerPath: join(ROOT, 'test/fixtures/echo-provider.mjs'), config: { mode: 'input', count: 40, delay_ms: 40 } },
+      output: { provider: 'files', config: { dir: out } },
+    };
+    const summary = await runTask(task, { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), metrics: { port: 0, host: '127.0.0.1', intervalMs: 100 } });
+    expect(summary.rows).toBe(40);
+    const file = readdirSync(out).find((f) => f.endsWith('.ndjson'))!;
+    const lines = readFileSync(join(out, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type?: string });
+    expect(lines).toHaveLength(40);
+    expect(lines.filter((l) => l.type === 'metrics')).toEqual([]);
+  });
+
   it('runTask with metrics and a provider of the older dstream (no handshake, no metrics): it runs as before, and the endpoints close with the run', async () => {
     const out = tmp('o-');
     const task: TaskConfig = {
