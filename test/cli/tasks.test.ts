@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCodes, type Envelope } from '../../lib/index.js';
 import { generateChanges } from '../../lib/sources/generator/generator.js';
-import { DSTREAM_BIN, ROOT, spawnNode } from '../support/process.js';
+import { DSTREAM_BIN, ROOT, spawnNode, stopped } from '../support/process.js';
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
 
@@ -132,6 +132,21 @@ describe('dstream task commands (spawned)', () => {
     const quiet = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { ...t.env, FAKE_MODE: 'crash-mid' }, timeoutMs: 60_000 });
     expect(quiet.stderr).toContain(`dstream: input ${fake}: failed (exit code 1)\n--- last lines of its stderr ---\nlost connection to the database`);
     expect(quiet.stderr.split('lost connection to the database')).toHaveLength(2);
+  }, 120_000);
+
+  it('a provider that writes rows then crashes, leaving a child that holds its stdout: every row delivered, the child stopped', async () => {
+    const t = taskFile(10);
+    const fake = join(ROOT, 'test/fixtures/fake-provider.mjs');
+    writeFileSync(t.config, readFileSync(t.config, 'utf8').replace('provider = "generator"', `provider_path = "${fake}"`).replace(/config \{\n      count = 10\n      rate = 0\n    \}/, 'config {}'));
+    const pidFile = join(t.state, '..', 'child.pid');
+    const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { ...t.env, FAKE_MODE: 'crash-after-rows', FAKE_ROWS: '3000', FAKE_PID_FILE: pidFile }, timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toContain(`dstream: input ${fake}: failed (exit code 1)\n--- last lines of its stderr ---\nlost connection to the database`);
+    expect(rowsIn(t.out).map((e) => (e.data as { Id: number }).Id)).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1));
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const gone = await stopped(pid);
+    if (!gone) process.kill(pid, 'SIGKILL');
+    expect(gone, `pid ${pid} left running`).toBe(true);
   }, 120_000);
 
   it("the README's demo command works as written (after npm ci)", async () => {
