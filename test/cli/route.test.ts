@@ -122,6 +122,16 @@ describe('dstream route (spawned)', () => {
     expect(none.stderr).toMatch(/Name a command/);
   });
 
+  it('an option without its value (--template at the end) is an argument error before anything is read or written', async () => {
+    const r = await spawnNode(DSTREAM_BIN, ['route', '--template'], { input: ndjson(row('Persons', 1)) });
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('dstream: option --template needs a value; nothing was done. See dstream route --help.\n');
+    const dead = await spawnNode(DSTREAM_BIN, ['route', '--dead-letter', '--quiet'], { input: ndjson(row('Persons', 1)) });
+    expect(dead.code).toBe(ExitCodes.USAGE);
+    expect(dead.stdout).toBe('');
+  });
+
   it('--help shows an example pipe', async () => {
     const r = await spawnNode(DSTREAM_BIN, ['route', '--help']);
     expect(r.code).toBe(0);
