@@ -14,6 +14,8 @@ export interface ProviderArgs {
   version: boolean;
   /** destroy: confirmed on the command line. */
   yes: boolean;
+  /** --log-format text|json, when given. */
+  logFormat?: string;
 }
 
 export function flagName(key: string): string {
@@ -40,6 +42,12 @@ export function parseProviderArgs(schema: ConfigSchema, argv: readonly string[])
       continue;
     }
     if (arg === '--standalone') continue;
+    if ((arg === '--log-format' || arg.startsWith('--log-format=')) && !byFlag.has('--log-format')) {
+      const value = arg.includes('=') ? arg.slice('--log-format='.length) : argv[++i];
+      if (value === undefined) throw usage('option --log-format needs a value (text or json)');
+      out.logFormat = value;
+      continue;
+    }
     if (arg === '--yes' && !byFlag.has('--yes')) {
       out.yes = true;
       continue;
@@ -97,7 +105,12 @@ export function providerHelp(name: string, description: string | undefined, sche
     ].filter((s) => s.length > 0);
     return [flag, notes.join('; ')];
   });
-  rows.push(['--standalone', 'run from options and environment with no options given'], ['--help', 'show this help'], ['--version', 'show the version']);
+  rows.push(
+    ['--standalone', 'run from options and environment with no options given'],
+    ['--log-format <text|json>', 'log lines on stderr as text (default) or one JSON object each; env DSTREAM_LOG_FORMAT'],
+    ['--help', 'show this help'],
+    ['--version', 'show the version'],
+  );
   if (verbs.includes('destroy')) rows.push(['--yes', 'destroy: do not ask (it lists what it removes, then asks on a terminal)']);
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
   for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(width)}${text}`);
