@@ -65,7 +65,9 @@ const URL_PASSWORD = /([a-z][a-z0-9+.-]*:\/\/[^:/@\s]+:)([^@\s]+)@/gi;
 export function redact(text: string, secrets: Iterable<string> = []): string {
   let out = text;
   // Longest first, so that a connection string is masked whole before the password inside it.
-  for (const s of [...secrets].filter((v) => v.length >= 4).sort((a, b) => b.length - a.length)) out = out.split(s).join(MASK);
+  // Each as it is and as it reads inside JSON (a provider logging its config): `a"b` and `a\"b`.
+  const forms = [...secrets].filter((v) => v.length >= 4).flatMap((v) => [v, JSON.stringify(v).slice(1, -1)]);
+  for (const s of [...new Set(forms)].sort((a, b) => b.length - a.length)) out = out.split(s).join(MASK);
   return out.replace(SECRET_PAIR, (_m, k: string, eq: string) => `${k}${eq}${MASK}`).replace(URL_PASSWORD, (_m, head: string) => `${head}${MASK}@`);
 }
 

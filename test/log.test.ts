@@ -10,6 +10,7 @@ describe('redact', () => {
     expect(redact('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=xyz==;')).toBe('DefaultEndpointsProtocol=https;AccountName=a;AccountKey=***;');
     expect(redact('mssql://sa:hunter2@db:1433/app')).toBe('mssql://sa:***@db:1433/app');
     expect(redact('token abcdef and abcdef', ['abcdef'])).toBe('token *** and ***');
+    expect(redact('{"cs":"Endpoint=sb://x/;SharedAccessKey=a\\"b"}', ['Endpoint=sb://x/;SharedAccessKey=a"b'])).toBe('{"cs":"***"}');
   });
 
   it('finds secret values by schema flag or by key name', () => {
