@@ -50,9 +50,11 @@ export interface StartOptions {
 
 /**
  * After a provider process has exited, how long what it started may keep its stdout or stderr open
- * before the rest of its process group is stopped.
+ * before the rest of its process group is stopped: as long as a provider has to drain after
+ * SIGTERM (runProvider's default grace), for a wrapper script that exits on SIGTERM while the
+ * provider it started is still draining.
  */
-const EXIT_GRACE_MS = 2_000;
+const EXIT_GRACE_MS = 10_000;
 
 /** A provider's stderr line is shown up to this many characters (binary garbage can be megabytes). */
 const MAX_LINE = 1000;
