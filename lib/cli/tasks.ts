@@ -205,7 +205,7 @@ function destroyCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
     return withStore(p, async (store) => {
       const state = await store.load(task.name);
       const status = await taskVerb(task, 'status', { ...p.options, onStderr: undefined });
-      await confirmRemoval(io, {
+      await confirmRemoval({ ...io, log }, {
         program: 'dstream',
         action: `destroy task "${task.name}"`,
         items: [...existing(status), ...positionLine(state, whereStored(store, task.name))],
@@ -297,7 +297,7 @@ export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number>
         io.stdout.write(o.json ? `${JSON.stringify({ task: task.name, reset: false })}\n` : `task "${task.name}": no stored position (${whereStored(store, task.name)})\n`);
         return ExitCodes.OK;
       }
-      await confirmRemoval(io, { program: 'dstream', action: `reset task "${task.name}"`, items: positionLine(state, whereStored(store, task.name)), name: task.name, yes: o.yes === true });
+      await confirmRemoval({ ...io, log }, { program: 'dstream', action: `reset task "${task.name}"`, items: positionLine(state, whereStored(store, task.name)), name: task.name, yes: o.yes === true });
       await store.reset(task.name);
       // The output keeps what it holds: say what the next run does with it.
       const status = await taskVerb(task, 'status', { ...p.options, onStderr: undefined });

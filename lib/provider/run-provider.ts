@@ -305,7 +305,7 @@ class ProviderHost<C> {
     const answer = this.def.status === undefined ? undefined : await this.def.status({ ...ctx, command: 'status' });
     const existing = ((answer?.resources ?? []) as ResourceReport[]).filter((r) => r.exists !== false).map((r) => `${r.kind} ${r.name}`);
     const items = [...existing, ...(this.def.destroys ? [this.def.destroys] : [])];
-    await confirmRemoval({ stdin: this.io.stdin, stderr: this.io.stderr }, { program: this.def.name, action: 'destroy', items, name: this.def.name, yes });
+    await confirmRemoval({ stdin: this.io.stdin, stderr: this.io.stderr, log: this.logger }, { program: this.def.name, action: 'destroy', items, name: this.def.name, yes });
   }
 
   private runInBackground(ctx: ProviderContext<C>): void {

@@ -78,6 +78,12 @@ describe('dstream logs', () => {
     const all = records(r.stderr);
     for (const rec of all) expect(rec.task).toBe('demo');
     expect(all.at(-1)!.message).toMatch(/^task "demo": 20 rows delivered/);
+    // What reset and destroy list before removing is a record too.
+    for (const verb of ['reset', 'destroy']) {
+      const v = await spawnNode(DSTREAM_BIN, [verb, 'demo', '--config', config, '--yes'], { env: { DSTREAM_LOG_FORMAT: 'json' }, timeoutMs: 60_000 });
+      expect(v.code, v.stderr).toBe(0);
+      expect(records(v.stderr).map((rec) => rec.message)).toContainEqual(expect.stringMatching(new RegExp(`^${verb} task "demo" removes: `)));
+    }
   }, 60_000);
 
   it('usage errors come in the chosen format too; a format that is not one is an argument error (exit 2)', async () => {
