@@ -96,6 +96,8 @@ export interface LifecycleReport {
   streams: StreamDescriptor[];
   input?: ResultLine;
   output: ResultLine;
+  /** What status or destroy went on without (an input that failed discover): why, and what was used instead. */
+  warnings?: string[];
 }
 
 /**
@@ -104,22 +106,34 @@ export interface LifecycleReport {
  * the reverse of init. `position` (the stored one) goes to the input's status, for its lag.
  * An input that does not speak dstream's protocol is asked nothing (as the original CLI did): the
  * streams then come from the `tables` of the output's config, or of the input's.
+ *
+ * status and destroy are what a user turns to when the source is broken or gone (a table dropped,
+ * CDC turned off, the server unreachable): a failed discover is a warning there, the streams come
+ * from the task file's `tables`, and the input's own failure becomes its error result, so the
+ * output still reports, or removes, what it knows to be the task's.
  */
 export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions & { position?: unknown }): Promise<LifecycleReport> {
   const input = await specOf('input', task.input, options.builtins);
   const output = await specOf('output', task.output, options.builtins);
+  const without = command === 'status' || command === 'destroy';
+  const warnings: string[] = [];
   // Built-ins speak the protocol; only executables are probed at their handshake.
-  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined);
+  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined).catch((err: unknown): null => {
+    if (!without) throw err;
+    warnings.push(`${said(input, err)}; ${command} goes on with the tables the task file names`);
+    return null;
+  });
   const original = discovered === undefined;
-  const streams = original ? streamsFromConfig(task.output.config, task.input.config) : ((discovered.streams as StreamDescriptor[] | undefined) ?? []);
+  const streams = discovered === undefined || discovered === null ? streamsFromConfig(task.output.config, task.input.config) : ((discovered.streams as StreamDescriptor[] | undefined) ?? []);
   const onInput = async (): Promise<ResultLine | undefined> => {
     if (command === 'discover' || original) return undefined;
     const extra = command === 'status' && options.position !== undefined ? { task: task.name, state: options.position } : { task: task.name };
     // Optional for inputs: its stderr goes only into the error (which names it), not to the screen.
-    return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError): undefined => {
+    return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError): ResultLine | undefined => {
       // An input without setup of its own may not support the verb; that is not a failure.
       if (err.details?.providerCode === ErrorCodes.UNSUPPORTED_COMMAND) return undefined;
-      throw err;
+      if (!without) throw err;
+      return { status: 'error', command, message: said(input, err), ...(isDstreamError(err) ? { code: err.code } : {}) };
     });
   };
   const onOutput = async () => (await providerVerb(output, header(command, task.output.config, { task: task.name, streams }), options))!;
@@ -132,7 +146,13 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
     inputResult = await onInput();
     out = await onOutput();
   }
-  return { task: task.name, command, streams, ...(inputResult ? { input: inputResult } : {}), output: out };
+  return { task: task.name, command, streams, ...(inputResult ? { input: inputResult } : {}), output: out, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+/** A provider's failure in one line that names it (its stderr tail, shown live already, left out). */
+function said(spec: ProviderSpec, err: unknown): string {
+  const head = messageOf(err).split('\n')[0]!;
+  return head.startsWith(`${spec.label}: `) ? head : `${spec.label}: ${head}`;
 }
 
 export interface RunSummary {

@@ -112,8 +112,12 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
   });
 
   it('an error handshake: its message, not a green check', async () => {
-    const err = await taskVerb(task(tmp('o-')), 'status', { builtins: BUILTINS, env: env('error') }).catch((e) => e);
+    const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('error') }).catch((e) => e);
     expect(err.message).toBe(`input ${fake}: config.port: expected an integer, got string "x"`);
+    // status still reports the output, with the input's failure as its result.
+    const report = await taskVerb(task(tmp('o-')), 'status', { builtins: BUILTINS, env: env('error') });
+    expect(report.warnings).toEqual([`input ${fake}: config.port: expected an integer, got string "x"; status goes on with the tables the task file names`]);
+    expect(report.input).toMatchObject({ status: 'error', command: 'status', message: `input ${fake}: config.port: expected an integer, got string "x"` });
   });
 
   it('a hang: stopped after the handshake timeout (run); under a lifecycle verb, taken for an original input and asked nothing', async () => {

@@ -116,6 +116,8 @@ export interface CdcQueries {
   enableDatabase(task: string): Promise<void>;
   enableTable(table: TableRef, task: string): Promise<void>;
   disableTable(table: TableRef): Promise<void>;
+  /** Removes only the mark init left on a table (its CDC was already disabled by someone else). */
+  unmarkTable(table: TableRef): Promise<void>;
   disableDatabase(): Promise<void>;
   marks(): Promise<Marks>;
 

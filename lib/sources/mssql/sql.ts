@@ -193,3 +193,8 @@ export function enableDatabaseCall(database: string): string {
 export function enableTableCall(t: TableRef): string {
   return `EXEC sys.sp_cdc_enable_table @source_schema = ${literal(t.schema)}, @source_name = ${literal(t.table)}, @role_name = NULL`;
 }
+
+/** The call that disables CDC on a table, as messages tell users to run it. */
+export function disableTableCall(t: TableRef): string {
+  return `EXEC sys.sp_cdc_disable_table @source_schema = ${literal(t.schema)}, @source_name = ${literal(t.table)}, @capture_instance = N'all'`;
+}

@@ -239,6 +239,10 @@ class SqlServerQueries implements CdcQueries {
     await this.rows(SQL.unmarkTable, p);
   }
 
+  async unmarkTable(t: TableRef) {
+    await this.rows(SQL.unmarkTable, { schema: [mssql.NVarChar(128), t.schema], table: [mssql.NVarChar(128), t.table] });
+  }
+
   async disableDatabase() {
     await this.rows(SQL.unmarkDatabase);
     await this.rows(SQL.disableDatabase);

@@ -563,9 +563,7 @@ class SessionCatalog implements Catalog {
       if (ifExists) return;
       throw new SqlServerError(3701, `Cannot drop the table '${parts.join('.')}', because it does not exist or you do not have permission.`, 11);
     }
-    if (t.tracked) throw new SqlServerError(22999, `Cannot drop table '${t.table}' because it is enabled for change data capture.`);
-    this.m.tables.delete(`${t.schema}.${t.table}`);
-    this.m.extendedProperties.splice(0, this.m.extendedProperties.length, ...this.m.extendedProperties.filter((p) => !(p.class === 1 && p.majorId === t.objectId)));
+    this.m.dropTable(`${t.schema}.${t.table}`);
   }
 
   async touch(names: string[]): Promise<void> {
