@@ -56,12 +56,15 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
     const session = await openSession(handle, h, probe ? { handshakeTimeoutMs: probeMs, silenceIsOriginal: true } : { ...options, endInput: true });
     if (probe) {
       if (!session.dstream) {
+        // The wait the session gave it: the provider's own handshake_timeout, else the probe's.
+        const waited = handle.handshakeTimeoutMs ?? probeMs;
         const why = session.silent
-          ? `sent no handshake within ${probeMs} ms (the original MSSQL ingester reads its config to the end of its input first)`
+          ? `sent no handshake within ${waited} ms (the original MSSQL ingester reads its config to the end of its input first)`
           : session.legacy
             ? 'started with data instead of a handshake'
             : 'answered a handshake without "protocol" (as the original .NET SDK does)';
-        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs`);
+        const fix = session.silent ? `; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its ${spec.label.split(' ')[0]} block` : '';
+        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs${fix}`);
         handle.kill('SIGKILL');
         await handle.exited;
         return undefined;

@@ -129,6 +129,21 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
     expect(notes).toEqual([expect.stringMatching(new RegExp(`^input ${fake} sent no handshake within 300 ms`))]);
   });
 
+  it('a dstream input slower to its handshake than the 5 s probe: the note says it was taken for an original and how to give it longer, and handshake_timeout does', async () => {
+    const notes: string[] = [];
+    const slow = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('slow-start'), onNote: (n) => notes.push(n) });
+    expect(slow.streams).toEqual([]);
+    expect(slow.input).toBeUndefined();
+    expect(notes).toEqual([
+      `input ${fake} sent no handshake within 5000 ms (the original MSSQL ingester reads its config to the end of its input first): taken for a provider of the original dstream and stopped; it is not asked to discover or any lifecycle verb, as the original CLI never asked inputs; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its input block`,
+    ]);
+    const patient = { ...task(tmp('o-')), input: { providerPath: fake, config: { count: 7 }, handshakeTimeoutMs: 30_000 } };
+    const report = await taskVerb(patient, 'plan', { builtins: BUILTINS, env: env('slow-start'), onNote: (n) => notes.push(n) });
+    expect(report.streams).toEqual([{ name: 'Persons' }]);
+    expect(report.input).toMatchObject({ status: 'ok', command: 'plan' });
+    expect(notes).toHaveLength(1);
+  }, 60_000);
+
   it('a provider that declares the protocol but streams instead of answering a lifecycle verb is stopped, not waited for', async () => {
     const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('stream-on-every-verb') }).catch((e) => e);
     expect(err.code).toBe(ErrorCodes.PROVIDER);
