@@ -16,20 +16,24 @@ const SLOW = /^queue "Orders_cdc_events": Service Bus did not answer a send with
 
 const broker = useBroker((b) => b.createQueue('Orders_cdc_events', { requiresDuplicateDetection: true }));
 
+/** A sink with send_timeout_ms 300 and quick retries; its warnings go to `warnings`. */
+const slowSink = (warnings: string[], options: { maxBatchMessages: number; onRetry?: () => void }) =>
+  serviceBusSink({
+    connectionString: broker().connectionString,
+    queue: 'Orders_cdc_events',
+    lingerMs: 1,
+    sendTimeoutMs: 300,
+    retry: { maxRetries: 20, baseDelayMs: 5, maxDelayMs: 20 },
+    onWarning: (w) => warnings.push(w),
+    ...options,
+  });
+
 describe('serviceBusSink with a namespace slower than send_timeout_ms', () => {
   it('every send answered later than send_timeout_ms: one warning, every row delivered', async () => {
     broker().faults.delayMs = { orders_cdc_events: 700 };
     const warnings: string[] = [];
     const input = Array.from({ length: 200 }, (_, i) => change(i));
-    const sink = serviceBusSink({
-      connectionString: broker().connectionString,
-      queue: 'Orders_cdc_events',
-      maxBatchMessages: 25,
-      lingerMs: 1,
-      sendTimeoutMs: 300,
-      retry: { maxRetries: 8, baseDelayMs: 5, maxDelayMs: 20 },
-      onWarning: (w) => warnings.push(w),
-    });
+    const sink = slowSink(warnings, { maxBatchMessages: 25 });
     await pipeline(Readable.from(input), sink);
     expect(warnings).toEqual([expect.stringMatching(SLOW)]);
     expect(broker().bodies('Orders_cdc_events')).toEqual(input);
@@ -43,16 +47,10 @@ describe('serviceBusSink with a namespace slower than send_timeout_ms', () => {
     let retries = 0;
     let givenUpThrice!: () => void;
     const frozenLong = new Promise<void>((r) => (givenUpThrice = r));
-    const sink = serviceBusSink({
-      connectionString: broker().connectionString,
-      queue: 'Orders_cdc_events',
+    const sink = slowSink(warnings, {
       maxBatchMessages: 10,
-      lingerMs: 1,
-      sendTimeoutMs: 300,
-      retry: { maxRetries: 20, baseDelayMs: 5, maxDelayMs: 20 },
-      onWarning: (w) => warnings.push(w),
       // Given up at 300 ms, then (past send_timeout_ms, warned) at 600 and at 1200 ms.
-      onRetry: () => ++retries === 3 && givenUpThrice(),
+      onRetry: () => void (++retries === 3 && givenUpThrice()),
     });
     const source = new PassThrough({ objectMode: true });
     const running = pipeline(source, sink);
