@@ -622,21 +622,27 @@ class CdcReader {
    * did not remove rows of the range while they were read (the change function would have failed
    * with 313; a SELECT on the change table just returns fewer rows).
    */
-  private async verify(positions: ReadonlyMap<string, Buffer>, segments: readonly Segment[]): Promise<void> {
+  private async verify(positions: ReadonlyMap<string, Buffer>, segments: readonly Segment[], cleanupCheck?: Promise<void>): Promise<void> {
     if (this.o.lease && this.tables.size > 0) {
       const session = this.lockSession;
       const first = this.tables.values().next().value!;
       if (this.leaseLost || session === undefined || !(await session.holdsLock(leaseResource(this.o.lease.task, first.ref))) || this.leaseLost) throw new LeaseLost();
     }
+    await (cleanupCheck ?? this.cleanupCheck(segments));
+    this.markHanded(positions);
+  }
+
+  /** Query mode direct: cleanup did not raise a segment's instance start past where it was read from (313 if it did). */
+  private async cleanupCheck(segments: readonly Segment[]): Promise<void> {
     if (this.o.queryMode === 'direct') {
-      for (const s of segments) {
-        const min = await this.q.minLsn(s.instance.name);
+      const mins = await this.q.minLsns(segments.map((s) => s.instance.name));
+      for (const [i, s] of segments.entries()) {
+        const min = mins[i]!;
         if (compareLsn(min, s.from) > 0) {
           throw Object.assign(new Error(`cleanup raised the start of capture instance ${s.instance.name} to ${lsnToHex(min)} while ${lsnToHex(s.from)}.. was read`), { number: 313 });
         }
       }
     }
-    this.markHanded(positions);
   }
 
   private async gap(t: TableState, instance: CaptureInstance, min: Buffer): Promise<void> {
@@ -711,11 +717,15 @@ class CdcReader {
     let batch: Envelope[] = [];
     // The positions of the last checkpoint in `batch`: handed on only once the batch is yielded.
     let batchPositions: Map<string, Buffer> | undefined;
+    // Its cleanup check, sent when the checkpoint was made (every row it covers had been read by
+    // then), so the merge goes on while the statement runs.
+    let batchCleanupCheck: Promise<void> | undefined;
     const handOn = async () => {
       // Not one more row of a table whose lease is gone.
       if (this.leaseLost) throw new LeaseLost();
-      if (batchPositions !== undefined) await this.verify(batchPositions, segments);
+      if (batchPositions !== undefined) await this.verify(batchPositions, segments, batchCleanupCheck);
       batchPositions = undefined;
+      batchCleanupCheck = undefined;
       const out = batch;
       batch = [];
       return out;
@@ -748,6 +758,9 @@ class CdcReader {
             this.advanceTo(prevLsn);
             batch.push(this.checkpoint(false));
             batchPositions = new Map(this.emitted);
+            batchCleanupCheck = this.cleanupCheck(segments);
+            // Awaited at hand-on; a failure before then must not go unhandled.
+            batchCleanupCheck.catch(() => undefined);
             sinceCheckpoint = 0;
           }
           prevLsn = row.__$start_lsn;
