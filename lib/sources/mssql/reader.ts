@@ -18,7 +18,7 @@ import { checkpoint, type Envelope } from '../../envelope/types.js';
 import { didYouMean } from '../../config/schema.js';
 import { isConnectionLost, missingCheckpointTable, sqlFailure } from './errors.js';
 import { compareLsn, lsnFromHex, lsnToHex } from './lsn.js';
-import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, QueryMode, Transaction } from './queries.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, DriverChangeRow, QueryMode, Transaction, WindowRows } from './queries.js';
 import { parseTableRef, tableKey, type TableRef } from './tables.js';
 import { enableDatabaseCall, enableTableCall } from './sql.js';
 import { parsePosition, positionOf } from './position.js';
@@ -204,6 +204,8 @@ class CdcReader {
   private leaseToken: object | undefined;
   /** Rows per table per window; shrinks while a window's first row keeps timing out. */
   private rowLimit: number;
+  /** The next window's commits, asked for while a capped window is read (see transactionsFrom). */
+  private ahead: { from: Promise<Buffer>; max: Buffer; txs: Promise<Transaction[]> } | undefined;
   private readonly log: (m: string) => void;
 
   constructor(options: MssqlCdcOptions) {
@@ -565,18 +567,32 @@ class CdcReader {
       }
       return 'idle';
     }
-    const txs = await q.transactions(low, max, this.o.maxTransactions);
+    const txs = await this.transactionsFrom(low, max);
     let full = txs.length >= this.o.maxTransactions;
     let to = full ? txs[txs.length - 1]!.lsn : max;
     // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
     // change table's clustered index; idle tables open no stream).
+    // The counts are sent all at once (one round trip, not one per table); the loop below takes a
+    // count again only where `to` moved before it, so the window is the one counting in turn gives.
+    const counted = new Map<string, Promise<WindowRows>>();
+    const countOf = (s: Segment, end: Buffer) => `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)}`;
+    for (const t of active) {
+      if (compareLsn(t.from, to) > 0) continue;
+      for (const s of this.segmentsOf(t, to, txs)) {
+        if (compareLsn(s.from, to) > 0) continue;
+        const end = compareLsn(s.to, to) < 0 ? s.to : to;
+        const n = q.windowRows(s.instance.name, s.from, end, this.rowLimit);
+        n.catch(() => undefined);
+        counted.set(countOf(s, end), n);
+      }
+    }
     const found: Segment[] = [];
     for (const t of active) {
       if (compareLsn(t.from, to) > 0) continue;
       for (const s of this.segmentsOf(t, to, txs)) {
         if (compareLsn(s.from, to) > 0) continue;
         const end = compareLsn(s.to, to) < 0 ? s.to : to;
-        const n = await q.windowRows(s.instance.name, s.from, end, this.rowLimit);
+        const n = await (counted.get(countOf(s, end)) ?? q.windowRows(s.instance.name, s.from, end, this.rowLimit));
         if (n.rows === 0) continue;
         if (n.rows >= this.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
           to = n.last;
@@ -595,11 +611,19 @@ class CdcReader {
       t.reading = s.instance.name;
       segments.push(compareLsn(s.to, to) > 0 ? { ...s, to } : s);
     }
+    // Where the next window starts, and (after a capped window: a backlog) its commits, asked for
+    // now so they are there when this window ends.
+    const nextLsn = q.incrementLsn(to);
+    nextLsn.catch(() => undefined);
+    if (full) {
+      this.ahead = { from: nextLsn, max, txs: nextLsn.then((n) => q.transactions(n, max, this.o.maxTransactions)) };
+      this.ahead.txs.catch(() => undefined);
+    }
     const rows = yield* this.merge(segments, txs);
     // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
     if (this.aborted) return 'idle';
     // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
-    const next = await q.incrementLsn(to);
+    const next = await nextLsn;
     for (const t of active) {
       if (compareLsn(t.from, to) <= 0) {
         this.emitted.set(t.key, to);
@@ -613,6 +637,22 @@ class CdcReader {
       yield cp;
     }
     return full ? 'full' : rows > 0 ? 'rows' : 'idle';
+  }
+
+  /**
+   * The first `maxTransactions` commits in [low, max]: the ones asked for ahead when they are the
+   * same (read from the same LSN, and either up to the same max or already that many commits
+   * before it), else asked now.
+   */
+  private async transactionsFrom(low: Buffer, max: Buffer): Promise<Transaction[]> {
+    const limit = this.o.maxTransactions;
+    const ahead = this.ahead;
+    this.ahead = undefined;
+    if (ahead !== undefined && compareLsn(ahead.max, max) <= 0) {
+      const got = await Promise.all([ahead.from, ahead.txs]).catch(() => undefined);
+      if (got !== undefined && got[0].equals(low) && (got[1].length >= limit || ahead.max.equals(max))) return got[1];
+    }
+    return this.q.transactions(low, max, limit);
   }
 
   /**
