@@ -24,21 +24,21 @@ export {
   type OperationType,
 } from './envelope/types.js';
 export { envelopeProblem, isEnvelope } from './envelope/validate.js';
-export { decodeEnvelopes, lineOf, DEFAULT_MAX_LINE_BYTES, type DecodeOptions, type DecodeStats, type EnvelopeDecoder } from './envelope/decode.js';
+export { decodeEnvelopes, lineOf, DEFAULT_MAX_LINE_BYTES, type DecodeOptions, type DecodeStats, type EnvelopeDecoder, type EnvelopeDecoderEvents } from './envelope/decode.js';
 export { encodeEnvelopes, type EncodeOptions, type EnvelopeEncoder } from './envelope/encode.js';
 export { INVALID_POLICIES, type InvalidPolicy, type InvalidRecord, type InvalidRecordOptions } from './envelope/invalid.js';
 export { parseTable, tableKey, displayTable, type TableRef } from './envelope/table.js';
 
-export { route, type RouteOptions, type RouteStats, type Router } from './streams/route.js';
+export { route, type RouteOptions, type RouteStats, type Router, type RouterEvents } from './streams/route.js';
 export { DEFAULT_TEMPLATE, destinationKey, entityNameProblem, planDestinations, type Assignment } from './streams/destination.js';
-export { DURABLE_ACKS, partitionByTable, type PartitionOptions, type PartitionStats, type Partitioner } from './streams/partition.js';
+export { DURABLE_ACKS, partitionByTable, type PartitionOptions, type PartitionStats, type Partitioner, type PartitionerEvents } from './streams/partition.js';
 
 export { toFiles, toServiceBus, type ToFilesOptions, type ToServiceBusOptions } from './sinks/deliver.js';
-export { serviceBusSink, type OversizePolicy, type ServiceBusSinkOptions, type ServiceBusSinkStats, type ServiceBusSink } from './sinks/service-bus/sink.js';
+export { serviceBusSink, type OversizePolicy, type ServiceBusSinkOptions, type ServiceBusSinkStats, type ServiceBusSink, type ServiceBusSinkEvents } from './sinks/service-bus/sink.js';
 export { messageIdOf, type BodyMode } from './sinks/service-bus/message.js';
 export type { RetryOptions } from './sinks/service-bus/errors.js';
 export type { ConnectionOptions } from './sinks/service-bus/client.js';
-export { fileSink, type FileSinkOptions, type FileSinkStats, type FileSink } from './sinks/files/file-sink.js';
+export { fileSink, type FileSinkOptions, type FileSinkStats, type FileSink, type FileSinkEvents } from './sinks/files/file-sink.js';
 
 export { generatorSource, generateChanges, type GeneratorOptions, type GeneratorPosition } from './sources/generator/generator.js';
 export { mssqlCdc, type GapPolicy, type LeaseOptions, type MssqlCdcOptions } from './sources/mssql/reader.js';

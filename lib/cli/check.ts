@@ -11,7 +11,7 @@ import { configError, type Position, type ProviderRef, type TaskConfig } from '.
 import { didYouMean, type ConfigSchema } from '../config/schema.js';
 import { validateProviderConfig, type ProviderDefinition } from '../provider/run-provider.js';
 import { DstreamError, isDstreamError } from '../errors.js';
-import { builtinNamed, type BuiltinProvider } from '../executor/builtins.js';
+import { builtinNamed, type BuiltinProvider } from '../providers/builtins.js';
 
 type Builtins = Record<string, BuiltinProvider>;
 

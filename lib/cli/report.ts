@@ -1,6 +1,6 @@
 /** Terraform-like text for lifecycle reports (the --json form is the report itself), in units people read. */
 import type { LifecycleReport } from '../executor/executor.js';
-import type { StoredState } from '../executor/state-store.js';
+import type { StoredState } from '../state/state-store.js';
 import type { ResourceReport, ResultLine } from '../protocol/messages.js';
 
 const MARK: Record<string, string> = {

@@ -12,6 +12,7 @@ import { InvalidRecords, type InvalidRecord, type InvalidRecordOptions, type Inv
 import type { Envelope } from './types.js';
 import { envelopeProblem } from './validate.js';
 import { checkOptions } from '../options.js';
+import type { DuplexEvents, Listen } from '../events.js';
 
 export const DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024;
 
@@ -53,6 +54,17 @@ export function lineOf(envelope: object): number | undefined {
 }
 
 const LF = 0x0a;
+
+/** `decodeEnvelopes()`'s events besides a Transform's: `'invalid'` with each line refused. */
+export interface EnvelopeDecoderEvents {
+  invalid: [record: InvalidRecord];
+}
+
+export interface EnvelopeDecoder {
+  on: Listen<EnvelopeDecoderEvents, this, DuplexEvents>;
+  once: Listen<EnvelopeDecoderEvents, this, DuplexEvents>;
+  off: Listen<EnvelopeDecoderEvents, this, DuplexEvents>;
+}
 
 export class EnvelopeDecoder extends Transform {
   private readonly maxLineBytes: number;

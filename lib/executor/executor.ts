@@ -11,11 +11,11 @@ import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.j
 import type { TaskConfig, ProviderRef } from '../config/tasks.js';
 import { fromOriginalResult, isOriginalResult, streamsFromConfig } from '../protocol/original.js';
 import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
-import { builtinNamed, type BuiltinProvider } from './builtins.js';
+import { builtinNamed, type BuiltinProvider } from '../providers/builtins.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
-import { latestSaver } from './latest-saver.js';
+import { latestSaver } from '../state/latest-saver.js';
 import { namedError, openSession, providerFailed } from './session.js';
-import type { StateStore } from './state-store.js';
+import type { StateStore } from '../state/state-store.js';
 
 export interface ExecutorOptions extends StartOptions {
   builtins: Record<string, BuiltinProvider>;

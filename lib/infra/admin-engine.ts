@@ -6,8 +6,9 @@
 import type { ServiceBusAdministrationClient, QueueProperties } from '@azure/service-bus';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { DesiredQueue } from './desired.js';
-import type { InfrastructureEngine } from './engine.js';
+import type { InfraResult, InfrastructureEngine } from './engine.js';
 import { queueWarnings, refusal, sameSetting } from './queue-checks.js';
+import { applySteps, diff, limit, removal, type Step } from './reconcile.js';
 import { ensureQueue, FIXED_SETTINGS, managed, MUTABLE_SETTINGS, ownershipOf } from './service-bus-admin.js';
 import type { RetryOptions } from '../sinks/service-bus/errors.js';
 
@@ -31,12 +32,6 @@ export async function listQueues(admin: ServiceBusAdministrationClient, options:
   return found;
 }
 
-export interface InfraResult {
-  resources: ResourceReport[];
-  summary: string;
-  [key: string]: unknown;
-}
-
 export class AdminEngine implements InfrastructureEngine {
   constructor(
     private readonly admin: ServiceBusAdministrationClient,
@@ -51,49 +46,56 @@ export class AdminEngine implements InfrastructureEngine {
     return ownershipOf(q.userMetadata)?.task === this.options.task;
   }
 
-  async plan(desired: DesiredQueue[]): Promise<InfraResult> {
-    const existing = await this.existing();
-    const resources: ResourceReport[] = desired.map((d) => {
-      const q = existing.get(d.name.toLowerCase());
-      // Drift is computed for the task's queues only; the effectively-once warnings hold for any queue written to.
-      const warn = (r: ResourceReport, extra: string[] = []) => {
-        const warnings = [...extra, ...queueWarnings(q ?? d.settings)];
-        if (warnings.length > 0) r.warnings = warnings;
-        return r;
-      };
-      if (q === undefined) return warn({ kind: 'queue', name: d.name, action: 'create', table: display(d) });
-      if (!this.owned(q)) return warn({ kind: 'queue', name: q.name, action: 'exists-unmanaged', table: display(d) });
-      const { changes, fixed } = drift(q, d);
-      const r: ResourceReport = { kind: 'queue', name: q.name, action: changes.length > 0 ? 'update' : 'unchanged', table: display(d) };
-      if (changes.length > 0) r.changes = changes.map((c) => `${c.setting}: ${c.from} -> ${c.to}`);
-      return warn(r, fixed.map((c) => `${c.setting} is ${c.from}, the task asks ${c.to}; Service Bus cannot change it after creation (destroy and init to re-create)`));
-    });
-    const wanted = new Set(desired.map((d) => d.name.toLowerCase()));
-    for (const q of existing.values()) {
+  /** The steps from the namespace's queues to the desired ones. */
+  private async steps(desired: DesiredQueue[]): Promise<Step[]> {
+    return diff(desired, (await this.existing()).values(), {
+      key: (d) => d.name.toLowerCase(),
+      actualKey: (q) => q.name.toLowerCase(),
+      decide: (d, q) => this.decide(d, q),
       // init never deletes: a queue whose table left the task (or a discovery that came back empty) stays.
-      if (this.owned(q) && !wanted.has(q.name.toLowerCase())) resources.push({ kind: 'queue', name: q.name, action: 'unchanged', reason: 'no longer in the task: kept (destroy removes it)' });
+      leftover: (q) => (this.owned(q) ? { report: { kind: 'queue', name: q.name, action: 'unchanged', reason: 'no longer in the task: kept (destroy removes it)' } } : undefined),
+    });
+  }
+
+  private decide(d: DesiredQueue, q: QueueProperties | undefined): Step {
+    // Drift is computed for the task's queues only; the effectively-once warnings hold for any queue written to.
+    const warn = (report: Step['report'], extra: string[] = []) => {
+      const warnings = [...extra, ...queueWarnings(q ?? d.settings)];
+      if (warnings.length > 0) report.warnings = warnings;
+      return report;
+    };
+    if (q === undefined) {
+      const report = warn({ kind: 'queue', name: d.name, action: 'create', table: display(d) });
+      const apply = async () => {
+        const outcome = await ensureQueue(this.admin, d.name, d.settings, this.options);
+        // Another process created it between plan and init: it exists, but it is not ours.
+        if (outcome === 'exists') report.action = 'exists-unmanaged';
+      };
+      return { report, apply };
     }
+    if (!this.owned(q)) return { report: warn({ kind: 'queue', name: q.name, action: 'exists-unmanaged', table: display(d) }) };
+    const { changes, fixed } = drift(q, d);
+    const report: Step['report'] = { kind: 'queue', name: q.name, action: changes.length > 0 ? 'update' : 'unchanged', table: display(d) };
+    if (changes.length > 0) report.changes = changes.map((c) => `${c.setting}: ${c.from} -> ${c.to}`);
+    warn(report, fixed.map((c) => `${c.setting} is ${c.from}, the task asks ${c.to}; Service Bus cannot change it after creation (destroy and init to re-create)`));
+    if (changes.length === 0) return { report };
+    const apply = async () => {
+      const current = await managed(`read queue "${q.name}"`, this.options.endpoint, () => this.admin.getQueue(q.name), this.options.retry);
+      const next = { ...current };
+      for (const c of drift(current, d).changes) (next as unknown as Record<string, unknown>)[c.setting] = c.to;
+      await managed(`update queue "${q.name}"`, this.options.endpoint, () => this.admin.updateQueue(next), this.options.retry);
+    };
+    return { report, apply };
+  }
+
+  async plan(desired: DesiredQueue[]): Promise<InfraResult> {
+    const resources = (await this.steps(desired)).map((s) => s.report);
     return { resources, summary: summarize(resources) };
   }
 
   async init(desired: DesiredQueue[]): Promise<InfraResult> {
-    const planned = await this.plan(desired);
-    const byName = new Map(desired.map((d) => [d.name.toLowerCase(), d]));
-    const creates = planned.resources.filter((r) => r.action === 'create');
-    const updates = planned.resources.filter((r) => r.action === 'update');
-    await limit(this.options.concurrency ?? 4, updates, async (r) => {
-      const d = byName.get(r.name.toLowerCase())!;
-      const current = await managed(`read queue "${r.name}"`, this.options.endpoint, () => this.admin.getQueue(r.name), this.options.retry);
-      const next = { ...current };
-      for (const c of drift(current, d).changes) (next as unknown as Record<string, unknown>)[c.setting] = c.to;
-      await managed(`update queue "${r.name}"`, this.options.endpoint, () => this.admin.updateQueue(next), this.options.retry);
-    });
-    await limit(this.options.concurrency ?? 4, creates, async (r) => {
-      const outcome = await ensureQueue(this.admin, r.name, byName.get(r.name.toLowerCase())!.settings, this.options);
-      // Another process created it between plan and init: it exists, but it is not ours.
-      if (outcome === 'exists') r.action = 'exists-unmanaged';
-    });
-    return { resources: planned.resources, summary: summarize(planned.resources, true) };
+    const resources = await applySteps(await this.steps(desired), { concurrency: this.options.concurrency ?? 4 });
+    return { resources, summary: summarize(resources, true) };
   }
 
   async status(desired: DesiredQueue[]): Promise<InfraResult> {
@@ -112,23 +114,24 @@ export class AdminEngine implements InfrastructureEngine {
   /** Deletes the queues this task created and that hold no messages (all of them with forceDestroy); lists the others it left alone. */
   async destroy(): Promise<InfraResult> {
     const existing = await this.existing();
-    const resources: ResourceReport[] = [];
     const mine: ResourceReport[] = [...existing.values()].filter((q) => this.owned(q)).map((q) => ({ kind: 'queue', name: q.name, exists: true }));
     if (this.options.forceDestroy !== true) await addRuntimeCounts(this.admin, mine, this.options);
-    await limit(this.options.concurrency ?? 4, mine, async (q) => {
-      const held = Number(q.totalMessages ?? 0);
-      if (held > 0) {
-        resources.push({ kind: 'queue', name: q.name, action: 'blocked', warnings: [refusal(q.name, held)] });
-        return;
+    const held = new Map(mine.map((r) => [r.name, Number(r.totalMessages ?? 0)]));
+    const steps = removal(existing.values(), (q): Step | undefined => {
+      if (!this.owned(q)) {
+        const by = ownershipOf(q.userMetadata);
+        return by === undefined ? undefined : { report: { kind: 'queue', name: q.name, action: 'exists-unmanaged', reason: `created by dstream task "${by.task ?? '?'}"` } };
       }
-      await managed(`delete queue "${q.name}"`, this.options.endpoint, () => this.admin.deleteQueue(q.name), this.options.retry);
-      resources.push({ kind: 'queue', name: q.name, action: 'delete' });
+      const messages = held.get(q.name) ?? 0;
+      if (messages > 0) return { report: { kind: 'queue', name: q.name, action: 'blocked', warnings: [refusal(q.name, messages)] } };
+      return {
+        report: { kind: 'queue', name: q.name, action: 'delete' },
+        apply: async () => {
+          await managed(`delete queue "${q.name}"`, this.options.endpoint, () => this.admin.deleteQueue(q.name), this.options.retry);
+        },
+      };
     });
-    for (const q of existing.values()) {
-      if (!this.owned(q) && ownershipOf(q.userMetadata) !== undefined) {
-        resources.push({ kind: 'queue', name: q.name, action: 'exists-unmanaged', reason: `created by dstream task "${ownershipOf(q.userMetadata)!.task ?? '?'}"` });
-      }
-    }
+    const resources = await applySteps(steps, { concurrency: this.options.concurrency ?? 4 });
     resources.sort((a, b) => a.name.localeCompare(b.name));
     const deleted = resources.filter((r) => r.action === 'delete').length;
     const kept = resources.filter((r) => r.action === 'blocked').length;
@@ -178,16 +181,3 @@ export function summarize(resources: ResourceReport[], applied = false): string 
   return `${applied ? 'Applied' : 'Plan'}: ${n('create')} ${verb[0]}, ${n('update')} ${verb[1]}, ${n('delete')} ${verb[2]}${unmanaged > 0 ? `; ${unmanaged} existing queue${unmanaged === 1 ? '' : 's'} not managed by this task` : ''}.`;
 }
 
-/** Runs `fn` over `items` with at most `n` at once, keeping the order of results. */
-async function limit<T, R>(n: number, items: T[], fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
-  return out;
-}

@@ -8,14 +8,14 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServiceBusAdministrationClient } from '@azure/service-bus';
 import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.js';
-import { defaultStateDir } from '../executor/state-store.js';
+import { defaultStateDir } from '../state/state-store.js';
 import type { ResourceReport } from '../protocol/messages.js';
-import { addRuntimeCounts, listQueues, summarize, type InfraResult } from './admin-engine.js';
+import { addRuntimeCounts, listQueues, summarize } from './admin-engine.js';
 import type { DesiredQueue } from './desired.js';
-import type { InfrastructureEngine } from './engine.js';
+import type { InfraResult, InfrastructureEngine } from './engine.js';
 import { queueWarnings } from './queue-checks.js';
-import { checkStackName, destroyPlan, programPlan, QUEUE_TYPE, type LiveQueue, type StackQueue } from './pulumi-plan.js';
-import { queueProgram, type AzureTarget } from './pulumi-program.js';
+import { checkStackName, destroyPlan, programPlan, QUEUE_TYPE, type AzureTarget, type LiveQueue, type StackQueue } from './pulumi-plan.js';
+import { queueProgram } from './pulumi-program.js';
 
 export interface PulumiEngineOptions extends AzureTarget {
   task: string;

@@ -15,11 +15,16 @@
 import { invalidOption } from '../errors.js';
 import type { ResourceReport } from '../protocol/messages.js';
 import type { DesiredQueue } from './desired.js';
-import type { AzureTarget } from './pulumi-program.js';
 import { queueWarnings, refusal } from './queue-checks.js';
 import { FIXED_SETTINGS, ownershipMark, ownershipOf, type QueueSettings } from './service-bus-admin.js';
 
 export const QUEUE_TYPE = 'azure-native:servicebus:Queue';
+
+/** Where the queues live. */
+export interface AzureTarget {
+  resourceGroupName: string;
+  namespaceName: string;
+}
 
 /** A queue as the stack's state records it. */
 export interface StackQueue {

@@ -4,12 +4,7 @@
  * configured resource group and namespace. azure-native is imported through its subpath: the
  * package root costs seconds and hundreds of MB.
  */
-import type { QueueDeclaration } from './pulumi-plan.js';
-
-export interface AzureTarget {
-  resourceGroupName: string;
-  namespaceName: string;
-}
+import type { AzureTarget, QueueDeclaration } from './pulumi-plan.js';
 
 /** `Endpoint=sb://shop-prod.servicebus.windows.net/;...` -> `shop-prod`. */
 export function namespaceNameOf(connectionString: string): string | undefined {

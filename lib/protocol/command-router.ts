@@ -16,6 +16,7 @@ import {
   type ResultLine,
   type Verb,
 } from './messages.js';
+import type { DuplexEvents, Listen } from '../events.js';
 
 export type LifecycleHandler = (header: CommandHeader) => Promise<Omit<Partial<ResultLine>, 'status' | 'command'> | void> | Omit<Partial<ResultLine>, 'status' | 'command'> | void;
 
@@ -30,6 +31,18 @@ export interface RouteCommandsOptions {
 }
 
 type Mode = 'header' | 'run' | 'done';
+
+/** `routeCommands()`'s events besides a Transform's: `'command'` with the command header read; `'result'` with the result line pushed. */
+export interface CommandRouterEvents {
+  command: [header: CommandHeader];
+  result: [line: ResultLine];
+}
+
+export interface CommandRouter {
+  on: Listen<CommandRouterEvents, this, DuplexEvents>;
+  once: Listen<CommandRouterEvents, this, DuplexEvents>;
+  off: Listen<CommandRouterEvents, this, DuplexEvents>;
+}
 
 export class CommandRouter extends Transform {
   /** The parsed header, once read. */

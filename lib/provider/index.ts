@@ -17,6 +17,6 @@ export {
   type StreamDescriptor,
   type Verb,
 } from '../protocol/messages.js';
-export { routeCommands, type CommandHandlers, type CommandRouter, type LifecycleHandler } from '../protocol/command-router.js';
+export { routeCommands, type CommandHandlers, type CommandRouter, type CommandRouterEvents, type LifecycleHandler } from '../protocol/command-router.js';
 export { ExitCodes, exitCodeFor } from '../protocol/exit-codes.js';
 export { validateConfig, type ConfigSchema, type FieldSchema } from '../config/schema.js';

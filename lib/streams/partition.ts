@@ -22,6 +22,7 @@ import { DstreamError, ErrorCodes, invalidOption, isDstreamError } from '../erro
 import { isCheckpoint, type CheckpointEnvelope, type Envelope } from '../envelope/types.js';
 import { checkOptions } from '../options.js';
 import { DEFAULT_SCHEMA, qualifiedName, tableKey, tableOfMetadata } from '../envelope/table.js';
+import type { Listen, WritableEvents } from '../events.js';
 
 /** Marks a sink that reports durability with 'ack' events (count) rather than write callbacks. */
 export const DURABLE_ACKS = Symbol.for('dstream.durableAcks');
@@ -83,6 +84,18 @@ function defaultKey(): (env: Envelope) => string | undefined {
     }
     return name;
   };
+}
+
+/** `partitionByTable()`'s events besides a Writable's: `'partition'` with the key of each new partition; `'checkpoint'` with each checkpoint released (its rows acknowledged by every sink). */
+export interface PartitionerEvents {
+  partition: [key: string];
+  checkpoint: [checkpoint: CheckpointEnvelope];
+}
+
+export interface Partitioner {
+  on: Listen<PartitionerEvents, this, WritableEvents>;
+  once: Listen<PartitionerEvents, this, WritableEvents>;
+  off: Listen<PartitionerEvents, this, WritableEvents>;
 }
 
 export class Partitioner extends Writable {

@@ -5,11 +5,12 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { lineOf } from '../envelope/decode.js';
-import { InvalidRecords, type InvalidRecordOptions, type InvalidStats } from '../envelope/invalid.js';
+import { InvalidRecords, type InvalidRecord, type InvalidRecordOptions, type InvalidStats } from '../envelope/invalid.js';
 import { isCheckpoint, type Envelope } from '../envelope/types.js';
-import { DestinationRegistry, DEFAULT_TEMPLATE } from './destination.js';
+import { DestinationRegistry, DEFAULT_TEMPLATE, type Assignment } from './destination.js';
 import { tableFilter, type TableFilterOptions } from './table-filter.js';
 import { checkOptions } from '../options.js';
+import type { DuplexEvents, Listen } from '../events.js';
 
 export interface RouteOptions extends TableFilterOptions, InvalidRecordOptions {
   /** Default `{table}_cdc_events`; placeholders `{table}`, `{schema}`, `{database}`. */
@@ -22,6 +23,18 @@ export interface RouteStats extends InvalidStats {
   /** Envelopes of tables left out by include/exclude. */
   filtered: number;
   checkpoints: number;
+}
+
+/** `route()`'s events besides a Transform's: `'destination'` the first time a table is given a destination; `'invalid'` with each record refused. */
+export interface RouterEvents {
+  destination: [assignment: Assignment];
+  invalid: [record: InvalidRecord];
+}
+
+export interface Router {
+  on: Listen<RouterEvents, this, DuplexEvents>;
+  once: Listen<RouterEvents, this, DuplexEvents>;
+  off: Listen<RouterEvents, this, DuplexEvents>;
 }
 
 export class Router extends Transform {

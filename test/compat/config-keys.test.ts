@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { ExitCodes } from '../../lib/index.js';
 import { validateConfig } from '../../lib/config/schema.js';
-import { mssqlCdcConfig } from '../../lib/sources/mssql/provider.js';
+import { mssqlCdcConfig } from '../../lib/providers/mssql-cdc.js';
 import { dstream, taskFile } from './support.js';
 
 // The input config of katasec/dstream's own dstream.hcl (task "mssql-to-asb"), on the built-in mssql-cdc,

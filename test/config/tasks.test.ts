@@ -6,7 +6,7 @@ import { ErrorCodes } from '../../lib/index.js';
 import { loadTaskFile, parseTaskFile, taskNamed } from '../../lib/config/tasks.js';
 import { renderTemplate } from '../../lib/config/template.js';
 import { validateConfig } from '../../lib/config/schema.js';
-import { BUILTINS, builtinNamed } from '../../lib/executor/builtins.js';
+import { BUILTINS, builtinNamed } from '../../lib/providers/builtins.js';
 
 const GOOD = `# two tasks
 task "demo" {

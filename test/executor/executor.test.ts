@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, type Envelope } from '../../lib/index.js';
-import { BUILTINS } from '../../lib/executor/builtins.js';
+import { BUILTINS } from '../../lib/providers/builtins.js';
 import { runTask, taskVerb } from '../../lib/executor/executor.js';
 import { startProvider } from '../../lib/executor/provider-handle.js';
 import { openSession } from '../../lib/executor/session.js';
 import { header } from '../../lib/protocol/messages.js';
 import type { ProviderDefinition } from '../../lib/provider/run-provider.js';
-import { FileStateStore } from '../../lib/executor/state-store.js';
+import { FileStateStore } from '../../lib/state/state-store.js';
 import { generateChanges } from '../../lib/sources/generator/generator.js';
 import type { TaskConfig } from '../../lib/config/tasks.js';
 

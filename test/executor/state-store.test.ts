@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../lib/index.js';
-import { defaultStateDir, FileStateStore } from '../../lib/executor/state-store.js';
+import { defaultStateDir, FileStateStore } from '../../lib/state/state-store.js';
 
 describe('FileStateStore', () => {
   it('saves, loads and resets a task position, leaving no temp files', async () => {

@@ -56,7 +56,7 @@ describe('asb-sink (spawned)', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('');
-    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(2));
+    expect(JSON.parse(readFileSync(state, 'utf8'))).toEqual({ position: cp(2).data.position, source: 'mssql-cdc', savedAt: expect.any(String) });
     expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2)]);
   });
 
@@ -71,7 +71,7 @@ describe('asb-sink (spawned)', () => {
     for (let i = 1; i <= 2000; i++) lines.push(row('Persons', i), cp(i));
     const r = await spawnNode(BIN, ['--state-file', state, '--quiet'], { input: ndjson(...lines), env: { ASB_CONNECTION_STRING: broker.connectionString }, timeoutMs: 25_000 });
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(2000));
+    expect(JSON.parse(readFileSync(state, 'utf8'))).toEqual({ position: cp(2000).data.position, source: 'mssql-cdc', savedAt: expect.any(String) });
     expect(broker.queue('Persons_cdc_events')!.messages).toHaveLength(2000);
     expect(existsSync(stale)).toBe(false);
     expect(existsSync(live)).toBe(true); // a running process's temp file is left alone
@@ -89,12 +89,36 @@ describe('asb-sink (spawned)', () => {
     expect(replay.stderr).toContain(`skipped 3 rows up to the checkpoint stored in ${state}`);
     expect(broker.bodies('Persons_cdc_events')).toEqual([row('Persons', 1), row('Persons', 3)]);
     expect(broker.bodies('Orders_cdc_events')).toEqual([row('Orders', 2), row('Orders', 4)]);
-    expect(JSON.parse(readFileSync(state, 'utf8')).checkpoint).toEqual(cp(3));
+    expect(JSON.parse(readFileSync(state, 'utf8'))).toEqual({ position: cp(3).data.position, source: 'mssql-cdc', savedAt: expect.any(String) });
     // Another stream (the stored checkpoint never comes): an error, and nothing sent.
     const other = await spawnNode(BIN, ['--state-file', state, '--skip-acknowledged', '--quiet'], { input: ndjson(row('Orders', 9), cp(9)), env });
     expect(other.code).toBe(ExitCodes.USAGE);
     expect(other.stderr).toContain('the input ended without the checkpoint stored in');
     expect(broker.bodies('Orders_cdc_events')).toHaveLength(2);
+  });
+
+  it('--state-file in the earlier format ({"checkpoint": <envelope>}) is read: skip_acknowledged resumes after it, and the file is written in the one format', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-asb-'));
+    const state = join(dir, 'state.json');
+    writeFileSync(state, `${JSON.stringify({ checkpoint: cp(1), savedAt: '2026-01-01T00:00:00.000Z' })}\n`);
+    const r = await spawnNode(BIN, ['--state-file', state, '--skip-acknowledged'], {
+      input: ndjson(row('Persons', 1), cp(1), row('Persons', 2), cp(2)),
+      env: { ASB_CONNECTION_STRING: broker.connectionString },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`skipped 1 rows up to the checkpoint stored in ${state}`);
+    expect(broker.bodies('Persons_cdc_events')).toEqual([row('Persons', 2)]);
+    expect(JSON.parse(readFileSync(state, 'utf8'))).toEqual({ position: cp(2).data.position, source: 'mssql-cdc', savedAt: expect.any(String) });
+  });
+
+  it('a --state-file that is not a state file is refused, naming it and what to do', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-asb-'));
+    const state = join(dir, 'state.json');
+    writeFileSync(state, '{"checkpoint":{"type":"checkpoint"}}\n');
+    const r = await spawnNode(BIN, ['--state-file', state, '--quiet'], { input: ndjson(row('Persons', 1), cp(1)), env: { ASB_CONNECTION_STRING: broker.connectionString } });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toContain(`${state} is not a dstream state file (no "position"); fix it or remove it`);
+    expect(broker.bodies('Persons_cdc_events')).toEqual([]);
   });
 
   it('a failed state write reports its own error, not the cleanup\'s', async (ctx) => {

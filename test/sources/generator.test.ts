@@ -2,7 +2,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { runProvider, type CheckpointEnvelope, type Envelope } from '../../lib/index.js';
 import { generateChanges, generatorSource, type GeneratorPosition } from '../../lib/sources/generator/generator.js';
-import { generatorProvider } from '../../lib/sources/generator/provider.js';
+import { generatorProvider } from '../../lib/providers/generator.js';
 import { collect } from '../support/streams.js';
 
 const take = (opts: Parameters<typeof generateChanges>[0]) => [...generateChanges(opts)];

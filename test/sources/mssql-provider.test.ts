@@ -1,11 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, ExitCodes } from '../../lib/index.js';
 import { runProvider } from '../../lib/provider/run-provider.js';
-import { mssqlCdcProvider } from '../../lib/sources/mssql/provider.js';
+import { mssqlCdcProvider } from '../../lib/providers/mssql-cdc.js';
+import { storedState, writeStateFile } from '../../lib/state/state-file.js';
 import { ROOT, ndjson, spawnNode } from '../support/process.js';
 import { text } from '../support/streams.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
@@ -45,7 +46,7 @@ async function standalone(m: CdcModel, argv: string[], stopWhen: (lines: Array<R
 }
 
 describe('mssql-cdc provider', () => {
-  it('in a pipe, resumes after the checkpoint in the state file asb-sink writes', async () => {
+  it('in a pipe, resumes after the checkpoint in the state file asb-sink writes, and in one of its earlier format', async () => {
     const m = await serve();
     for (let i = 1; i <= 4; i++) m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]);
     const args = ['--tables', 'Persons', '--start', 'earliest', '--poll-interval-ms', '5', '--progress-ms', '0'];
@@ -54,11 +55,17 @@ describe('mssql-cdc provider', () => {
     const cp = first.lines.at(-1)!;
     const dir = mkdtempSync(join(tmpdir(), 'dstream-mssql-'));
     const stateFile = join(dir, 'state.json');
-    writeFileSync(stateFile, `${JSON.stringify({ checkpoint: cp, savedAt: new Date().toISOString() })}\n`);
+    await writeStateFile(stateFile, storedState((cp.data as { position: unknown }).position, { source: cp.source as string }));
+    expect(JSON.parse(readFileSync(stateFile, 'utf8'))).toMatchObject({ position: (cp.data as { position: unknown }).position, source: 'mssql-cdc' });
     m.commit([{ table: 'Persons', op: 'insert', row: { Id: 5, Name: 'p5' } }]);
     const second = await standalone(m, [...args, '--state-file', stateFile], (l) => l.some((x) => x.type === 'cdc') && l.at(-1)!.type === 'checkpoint');
     expect(second.lines.filter((x) => x.type === 'cdc').map((x) => (x.data as { Id: number }).Id)).toEqual([5]);
     expect(second.stderr).toContain('mssql-cdc: reading Persons after the stored position');
+    // asb-sink's earlier format, {"checkpoint": <envelope>}, is read the same.
+    writeFileSync(stateFile, `${JSON.stringify({ checkpoint: second.lines.at(-1)!, savedAt: new Date().toISOString() })}\n`);
+    m.commit([{ table: 'Persons', op: 'insert', row: { Id: 6, Name: 'p6' } }]);
+    const third = await standalone(m, [...args, '--state-file', stateFile], (l) => l.some((x) => x.type === 'cdc') && l.at(-1)!.type === 'checkpoint');
+    expect(third.lines.filter((x) => x.type === 'cdc').map((x) => (x.data as { Id: number }).Id)).toEqual([6]);
     // A state file of something else is refused with what to do.
     writeFileSync(stateFile, '{"checkpoint":{"data":{"position":{"tx":1}}}}\n');
     const bad = await standalone(m, [...args, '--state-file', stateFile], () => true);

@@ -4,7 +4,7 @@ import { readUntil as readStream, until, watched } from '../support/streams.js';
 import type { Envelope } from '../../lib/envelope/types.js';
 import { ErrorCodes } from '../../lib/errors.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
-import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
+import { SqlCheckpointStore } from '../../lib/state/sql-store.js';
 import { mssqlCdc, parsePosition, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
 import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SqlCheckpointStore } from '../../lib/sources/mssql/checkpoint-store.js';
+import { SqlCheckpointStore } from '../../lib/state/sql-store.js';
 import { compareLsn, incrementLsn, lsnFromHex, lsnOf, lsnToHex } from '../../lib/sources/mssql/lsn.js';
 import { SQL, selectExpression } from '../../lib/sources/mssql/sql.js';
 import { parseTableRef, quoteName } from '../../lib/sources/mssql/tables.js';

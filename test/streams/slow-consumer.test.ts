@@ -16,7 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { decodeEnvelopes, encodeEnvelopes, partitionByTable, route, runProvider, toFiles, type Envelope, type ProviderDefinition } from '../../lib/index.js';
 import { runTask } from '../../lib/executor/executor.js';
-import { FileStateStore } from '../../lib/executor/state-store.js';
+import { FileStateStore } from '../../lib/state/state-store.js';
 
 const N = 20_000;
 const env = (i: number): Envelope => ({

@@ -16,6 +16,7 @@ import { Writable } from 'node:stream';
 import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
 import type { Envelope } from '../../envelope/types.js';
 import { entityNameProblem } from '../../streams/destination.js';
+import type { Listen, WritableEvents } from '../../events.js';
 
 export interface FileSinkOptions {
   /** Directory of the files; created when missing. */
@@ -32,6 +33,18 @@ export interface FileSinkStats {
   records: number;
   bytes: number;
   syncs: number;
+}
+
+/** `fileSink()`'s events besides a Writable's: `'sync'` after each fsync with the records it made durable; `'repaired'` when a torn last line was cut on open. */
+export interface FileSinkEvents {
+  sync: [records: number];
+  repaired: [repair: { path: string; cutBytes: number }];
+}
+
+export interface FileSink {
+  on: Listen<FileSinkEvents, this, WritableEvents>;
+  once: Listen<FileSinkEvents, this, WritableEvents>;
+  off: Listen<FileSinkEvents, this, WritableEvents>;
 }
 
 export class FileSink extends Writable {

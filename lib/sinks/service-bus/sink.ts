@@ -21,6 +21,7 @@ import { acquireClient, type ClientLease, type ConnectionOptions } from './clien
 import { attemptsText, backoffOf, retry } from '../../retry.js';
 import { classify, type RetryOptions } from './errors.js';
 import { describeRecord, toServiceBusMessage, type MessageOptions } from './message.js';
+import type { Listen, WritableEvents } from '../../events.js';
 
 export type OversizePolicy = 'fail' | 'dead-letter';
 
@@ -95,6 +96,17 @@ export const MAX_BATCH_BYTES = 1024 * 1024;
  */
 function refusesBatches(err: unknown): boolean {
   return /Batching brokered messages with distinct SessionId, PartitionKey, or MessageId is not supported/i.test(messageOf(err));
+}
+
+/** `serviceBusSink()`'s events besides a Writable's: `'ack'` with the number of records, in write order, that Service Bus accepted. */
+export interface ServiceBusSinkEvents {
+  ack: [records: number];
+}
+
+export interface ServiceBusSink {
+  on: Listen<ServiceBusSinkEvents, this, WritableEvents>;
+  once: Listen<ServiceBusSinkEvents, this, WritableEvents>;
+  off: Listen<ServiceBusSinkEvents, this, WritableEvents>;
 }
 
 export class ServiceBusSink extends Writable {

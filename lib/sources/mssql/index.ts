@@ -5,7 +5,7 @@
  */
 export { mssqlCdc, MSSQL_SOURCE, type GapPolicy, type LeaseOptions, type MssqlCdcOptions } from './reader.js';
 export { parsePosition, positionOf, type MssqlCdcPosition } from './position.js';
-export { mssqlCdcProvider, mssqlCdcSource, type MssqlCdcConfig } from './provider.js';
+export { mssqlCdcProvider, mssqlCdcSource, type MssqlCdcConfig } from '../../providers/mssql-cdc.js';
 export { sqlServerConnector, describeConnection } from './sqlserver.js';
-export { SqlCheckpointStore, DEFAULT_CHECKPOINT_TABLE } from './checkpoint-store.js';
+export { SqlCheckpointStore, DEFAULT_CHECKPOINT_TABLE } from '../../state/sql-store.js';
 export type { CdcConnector, CdcQueries, CaptureInstance, ChangeReadOptions, ConnectOptions, DriverChangeRow, QueryMode, WindowRows } from './queries.js';

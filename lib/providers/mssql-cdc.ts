@@ -5,21 +5,22 @@
  * and answers discover/plan/init/status/destroy for the CDC setup it reads from.
  */
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
-import { goDurationMs, type ConfigSchema } from '../../config/schema.js';
-import { DstreamError, ErrorCodes, invalidOption } from '../../errors.js';
-import type { ResourceReport } from '../../protocol/messages.js';
-import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
-import { DEFAULT_CHECKPOINT_TABLE } from './checkpoint-store.js';
-import { sqlFailure } from './errors.js';
-import { lsnToHex } from './lsn.js';
-import { resumeCheck } from './retention.js';
-import type { CdcConnector, CdcQueries } from './queries.js';
-import { parsePosition } from './position.js';
-import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from './reader.js';
-import { enableDatabaseCall, enableTableCall } from './sql.js';
-import { describeConnection, sqlServerConnector } from './sqlserver.js';
-import { parseTableRef, tableKey, type TableRef } from './tables.js';
+import { goDurationMs, type ConfigSchema } from '../config/schema.js';
+import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
+import type { ResourceReport } from '../protocol/messages.js';
+import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
+import { applySteps, diff, problemsOf, removal, type Step } from '../infra/reconcile.js';
+import { readStateFile } from '../state/state-file.js';
+import { DEFAULT_CHECKPOINT_TABLE } from '../state/sql-store.js';
+import { sqlFailure } from '../sources/mssql/errors.js';
+import { lsnToHex } from '../sources/mssql/lsn.js';
+import { resumeCheck } from '../sources/mssql/retention.js';
+import type { CdcConnector, CdcQueries } from '../sources/mssql/queries.js';
+import { parsePosition } from '../sources/mssql/position.js';
+import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from '../sources/mssql/reader.js';
+import { enableDatabaseCall, enableTableCall } from '../sources/mssql/sql.js';
+import { describeConnection, sqlServerConnector } from '../sources/mssql/sqlserver.js';
+import { parseTableRef, tableKey, type TableRef } from '../sources/mssql/tables.js';
 
 /** The original ingester's lock_config: `{ type = "none" }` is dstream's default; its Azure Blob locks have no counterpart. */
 const lockConfig = (v: unknown): { value: unknown } | { problem: string } =>
@@ -115,24 +116,17 @@ async function storedPosition(ctx: ProviderContext<MssqlCdcConfig>): Promise<unk
   if (ctx.header.state !== undefined && ctx.header.state !== null) return ctx.header.state;
   const file = ctx.config.state_file;
   if (file === undefined) return undefined;
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      ctx.log(`no state file at ${file} yet: starting at ${ctx.config.start}`);
-      return undefined;
-    }
-    throw new DstreamError(ErrorCodes.IO, `could not read ${file}: ${(err as Error).message}`, { cause: err });
+  const remedy = `remove it to start at ${ctx.config.start}`;
+  const state = await readStateFile(file, remedy);
+  if (state === undefined) {
+    ctx.log(`no state file at ${file} yet: starting at ${ctx.config.start}`);
+    return undefined;
   }
   try {
-    // asb-sink --state-file writes {"checkpoint": <envelope>}; dstream's state store writes {"position": ...}.
-    const v = JSON.parse(text) as { checkpoint?: { data?: { position?: unknown } }; position?: unknown };
-    const position = v.checkpoint?.data?.position ?? v.position;
-    parsePosition(position);
-    return position;
+    parsePosition(state.position);
+    return state.position;
   } catch (err) {
-    throw new DstreamError(ErrorCodes.IO, `${file} holds no mssql-cdc position (${(err as Error).message}); remove it to start at ${ctx.config.start}`, { cause: err });
+    throw new DstreamError(ErrorCodes.IO, `${file} holds no mssql-cdc position (${(err as Error).message}); ${remedy}`, { cause: err });
   }
 }
 
@@ -159,48 +153,49 @@ function refsOf(config: MssqlCdcConfig): TableRef[] {
 }
 
 /** What init would do, from what exists: shared by plan (report) and init (report, then do it). */
-async function setupPlan(q: CdcQueries, config: MssqlCdcConfig, task: string | undefined): Promise<{ resources: ResourceReport[]; apply: Array<() => Promise<void>>; problems: string[] }> {
-  const refs = refsOf(config);
+/** What CDC setup needs: CDC on the database, on each table, and the checkpoint table when init creates it. */
+type SetupItem = { kind: 'cdc database'; name: string } | { kind: 'cdc table'; name: string; ref: TableRef } | { kind: 'checkpoint table'; name: string; ref: TableRef };
+
+/** What is there: `enabled` is CDC on for a database or table (a checkpoint table that exists is). */
+interface SetupFact {
+  kind: SetupItem['kind'];
+  name: string;
+  enabled: boolean;
+}
+
+/** The steps from the server as it is to the CDC setup the config asks for (database first: tables need it). */
+async function setupSteps(q: CdcQueries, config: MssqlCdcConfig, task: string | undefined): Promise<Step[]> {
   const info = await q.databaseInfo();
-  const tables = new Map((await q.sourceTables()).map((t) => [tableKey(t), t]));
-  const resources: ResourceReport[] = [];
-  const apply: Array<() => Promise<void>> = [];
-  const problems: string[] = [];
-  const block = (kind: string, name: string, problem: string) => {
-    problems.push(problem);
-    resources.push({ kind, name, action: 'blocked', warnings: [problem] });
-  };
+  const wanted: SetupItem[] = [{ kind: 'cdc database', name: info.database }, ...refsOf(config).map((ref) => ({ kind: 'cdc table' as const, name: tableKey(ref), ref }))];
+  const facts: SetupFact[] = [{ kind: 'cdc database', name: info.database, enabled: info.cdcEnabled }, ...(await q.sourceTables()).map((t) => ({ kind: 'cdc table' as const, name: tableKey(t), enabled: t.tracked }))];
+  if (config.create_checkpoint_table) {
+    const cp = parseTableRef(config.checkpoint_table);
+    wanted.push({ kind: 'checkpoint table', name: tableKey(cp), ref: cp });
+    if (await q.checkpointTableExists(cp)) facts.push({ kind: 'checkpoint table', name: tableKey(cp), enabled: true });
+  }
   const needTask = () => {
     if (task === undefined) throw invalidOption('enable_cdc needs the task name (config task, or the executor\'s): init marks what it enabled with it');
     return task;
   };
-  if (info.cdcEnabled) resources.push({ kind: 'cdc database', name: info.database, action: 'unchanged' });
-  else if (config.enable_cdc) {
-    resources.push({ kind: 'cdc database', name: info.database, action: 'create', changes: ['EXEC sys.sp_cdc_enable_db'] });
-    apply.push(() => q.enableDatabase(needTask()));
-  } else block('cdc database', info.database, `CDC is not enabled on database ${info.database}: run ${enableDatabaseCall(info.database)}; or set enable_cdc = true`);
-  for (const ref of refs) {
-    const key = tableKey(ref);
-    const t = tables.get(key);
-    if (t === undefined) {
-      block('cdc table', key, `table ${key} does not exist in ${q.where}`);
-      continue;
-    }
-    if (t.tracked) resources.push({ kind: 'cdc table', name: key, action: 'unchanged' });
-    else if (config.enable_cdc) {
-      resources.push({ kind: 'cdc table', name: key, action: 'create', changes: [enableTableCall(ref)] });
-      apply.push(() => q.enableTable(ref, needTask()));
-    } else block('cdc table', key, `CDC is not enabled on table ${key}: run ${enableTableCall(ref)}; or set enable_cdc = true`);
-  }
-  if (config.create_checkpoint_table) {
-    const cp = parseTableRef(config.checkpoint_table);
-    if (await q.checkpointTableExists(cp)) resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'unchanged' });
-    else {
-      resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'create' });
-      apply.push(() => q.createCheckpointTable(cp));
-    }
-  }
-  return { resources, apply, problems };
+  const blocked = (item: SetupItem, problem: string): Step => ({ report: { kind: item.kind, name: item.name, action: 'blocked', warnings: [problem] } });
+  return diff(wanted, facts, {
+    key: (item) => `${item.kind}:${item.name}`,
+    actualKey: (fact) => `${fact.kind}:${fact.name}`,
+    decide: (item, fact): Step => {
+      if (fact?.enabled === true) return { report: { kind: item.kind, name: item.name, action: 'unchanged' } };
+      switch (item.kind) {
+        case 'cdc database':
+          if (!config.enable_cdc) return blocked(item, `CDC is not enabled on database ${item.name}: run ${enableDatabaseCall(item.name)}; or set enable_cdc = true`);
+          return { report: { kind: item.kind, name: item.name, action: 'create', changes: ['EXEC sys.sp_cdc_enable_db'] }, apply: () => q.enableDatabase(needTask()) };
+        case 'cdc table':
+          if (fact === undefined) return blocked(item, `table ${item.name} does not exist in ${q.where}`);
+          if (!config.enable_cdc) return blocked(item, `CDC is not enabled on table ${item.name}: run ${enableTableCall(item.ref)}; or set enable_cdc = true`);
+          return { report: { kind: item.kind, name: item.name, action: 'create', changes: [enableTableCall(item.ref)] }, apply: () => q.enableTable(item.ref, needTask()) };
+        case 'checkpoint table':
+          return { report: { kind: item.kind, name: item.name, action: 'create' }, apply: () => q.createCheckpointTable(item.ref) };
+      }
+    },
+  });
 }
 
 /**
@@ -306,16 +301,19 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
 
     plan: (ctx) =>
       withConnection(ctx, 'planning', async (q) => {
-        const { resources, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
+        const steps = await setupSteps(q, ctx.config, taskOf(ctx));
+        const problems = problemsOf(steps);
+        const resources = steps.map((s) => s.report);
         const changes = resources.filter((r) => r.action === 'create').length;
         return { resources, summary: problems.length > 0 ? `init would stop: ${problems.length} problem(s) to fix first` : `init would make ${changes} change(s)` };
       }),
 
     init: (ctx) =>
       withConnection(ctx, 'init', async (q) => {
-        const { resources, apply, problems } = await setupPlan(q, ctx.config, taskOf(ctx));
+        const steps = await setupSteps(q, ctx.config, taskOf(ctx));
+        const problems = problemsOf(steps);
         if (problems.length > 0) throw new DstreamError(ErrorCodes.CDC_NOT_ENABLED, `init cannot go on: ${problems.join('; ')}`, { details: { problems } });
-        for (const step of apply) await step();
+        const resources = await applySteps(steps);
         const agent = await q.agentState();
         if (agent === 'stopped') resources.push({ kind: 'sql server agent', name: q.where, action: 'exists-unmanaged', warnings: [agentStoppedMessage(q.where)] });
         await checkTables(q, refsOf(ctx.config));
@@ -371,36 +369,33 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
       withConnection(ctx, 'destroy', async (q) => {
         const task = taskOf(ctx);
         const marks = await q.marks();
-        const resources: ResourceReport[] = [];
-        for (const ref of refsOf(ctx.config)) {
-          const key = tableKey(ref);
-          const by = marks.tables.get(key);
-          if (by !== undefined && by === task) {
-            await q.disableTable(ref);
-            resources.push({ kind: 'cdc table', name: key, action: 'delete' });
-          } else {
-            resources.push({ kind: 'cdc table', name: key, action: 'exists-unmanaged', warnings: [by === undefined ? 'CDC was not enabled by dstream: left as it is' : `enabled by task "${by}": left as it is`] });
-          }
-        }
+        // CDC on the tables first: whether the database's goes depends on the capture instances left.
+        const resources = await applySteps(
+          removal(refsOf(ctx.config), (ref): Step => {
+            const key = tableKey(ref);
+            const by = marks.tables.get(key);
+            if (by !== undefined && by === task) return { report: { kind: 'cdc table', name: key, action: 'delete' }, apply: () => q.disableTable(ref) };
+            return { report: { kind: 'cdc table', name: key, action: 'exists-unmanaged', warnings: [by === undefined ? 'CDC was not enabled by dstream: left as it is' : `enabled by task "${by}": left as it is`] } };
+          }),
+        );
         if (marks.database !== null && marks.database === task) {
           const left = (await q.captureInstances()).length;
           const name = (await q.databaseInfo()).database;
-          if (left === 0) {
-            await q.disableDatabase();
-            resources.push({ kind: 'cdc database', name, action: 'delete' });
-          } else {
-            resources.push({ kind: 'cdc database', name, action: 'exists-unmanaged', warnings: [`${left} capture instance(s) remain: CDC stays on for them`] });
-          }
+          const step: Step =
+            left === 0
+              ? { report: { kind: 'cdc database', name, action: 'delete' }, apply: () => q.disableDatabase() }
+              : { report: { kind: 'cdc database', name, action: 'exists-unmanaged', warnings: [`${left} capture instance(s) remain: CDC stays on for them`] } };
+          resources.push(...(await applySteps([step])));
         }
         if (ctx.config.create_checkpoint_table) {
           const cp = parseTableRef(ctx.config.checkpoint_table);
           if (await q.checkpointTableExists(cp)) {
             if (task !== undefined) await q.deleteCheckpoints(cp, task);
-            if ((await q.checkpointRowCount(cp)) > 0) resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'exists-unmanaged', warnings: ['other tasks keep positions in it: left in place (this task\'s rows removed)'] });
-            else {
-              await q.dropCheckpointTable(cp);
-              resources.push({ kind: 'checkpoint table', name: tableKey(cp), action: 'delete' });
-            }
+            const step: Step =
+              (await q.checkpointRowCount(cp)) > 0
+                ? { report: { kind: 'checkpoint table', name: tableKey(cp), action: 'exists-unmanaged', warnings: ['other tasks keep positions in it: left in place (this task\'s rows removed)'] } }
+                : { report: { kind: 'checkpoint table', name: tableKey(cp), action: 'delete' }, apply: () => q.dropCheckpointTable(cp) };
+            resources.push(...(await applySteps([step])));
           }
         }
         return { resources };

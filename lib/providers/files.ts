@@ -2,12 +2,13 @@
 import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
-import type { ResourceReport } from '../../protocol/messages.js';
-import { DEFAULT_TEMPLATE, planDestinations } from '../../streams/destination.js';
-import { tableRefOf } from '../../infra/desired.js';
-import { summarize } from '../../infra/admin-engine.js';
-import { toFiles } from '../deliver.js';
+import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
+import type { ResourceReport } from '../protocol/messages.js';
+import { DEFAULT_TEMPLATE, planDestinations } from '../streams/destination.js';
+import { tableRefOf } from '../infra/desired.js';
+import { summarize } from '../infra/admin-engine.js';
+import { applySteps, diff, removal, type Step } from '../infra/reconcile.js';
+import { toFiles } from '../sinks/deliver.js';
 
 export interface FilesConfig {
   dir: string;
@@ -24,6 +25,29 @@ async function exists(path: string): Promise<{ size: number } | undefined> {
   return stat(path).then((s) => ({ size: s.size }), (err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
     throw err;
+  });
+}
+
+/** The task's files that are there. */
+async function present(wanted: Array<{ path: string }>): Promise<Array<{ path: string; size: number }>> {
+  const found: Array<{ path: string; size: number }> = [];
+  for (const f of wanted) {
+    const s = await exists(f.path);
+    if (s !== undefined) found.push({ path: f.path, size: s.size });
+  }
+  return found;
+}
+
+/** The steps from the files there to the task's: an empty file for each one missing. */
+async function steps(ctx: ProviderContext<FilesConfig>): Promise<Step[]> {
+  const wanted = files(ctx);
+  return diff(wanted, await present(wanted), {
+    key: (f) => f.path,
+    actualKey: (f) => f.path,
+    decide: (f, there) =>
+      there !== undefined
+        ? { report: { kind: 'file', name: f.path, action: 'unchanged' } }
+        : { report: { kind: 'file', name: f.path, action: 'create' }, apply: async () => (await open(f.path, 'a')).close() },
   });
 }
 
@@ -46,18 +70,12 @@ export const filesProvider: ProviderDefinition<FilesConfig> = {
     await pipeline(ctx.input, out);
   },
   async plan(ctx) {
-    const resources: ResourceReport[] = [];
-    for (const f of files(ctx)) resources.push({ kind: 'file', name: f.path, action: (await exists(f.path)) ? 'unchanged' : 'create' });
+    const resources = (await steps(ctx)).map((s) => s.report);
     return { resources, summary: summarize(resources) };
   },
   async init(ctx) {
-    const resources: ResourceReport[] = [];
     await mkdir(resolve(ctx.config.dir), { recursive: true });
-    for (const f of files(ctx)) {
-      const had = await exists(f.path);
-      if (!had) await (await open(f.path, 'a')).close();
-      resources.push({ kind: 'file', name: f.path, action: had ? 'unchanged' : 'create' });
-    }
+    const resources = await applySteps(await steps(ctx));
     return { resources, summary: summarize(resources, true) };
   },
   async status(ctx) {
@@ -70,13 +88,8 @@ export const filesProvider: ProviderDefinition<FilesConfig> = {
     return { resources, summary: `${present} of ${resources.length} files written` };
   },
   async destroy(ctx) {
-    const resources: ResourceReport[] = [];
-    for (const f of files(ctx)) {
-      if (await exists(f.path)) {
-        await rm(f.path);
-        resources.push({ kind: 'file', name: f.path, action: 'delete' });
-      }
-    }
+    const removed = removal(await present(files(ctx)), (f): Step => ({ report: { kind: 'file', name: f.path, action: 'delete' }, apply: () => rm(f.path) }));
+    const resources = await applySteps(removed);
     const dir = resolve(ctx.config.dir);
     const left = await readdir(dir).catch(() => [] as string[]);
     return { resources, summary: `${resources.length} destroyed${left.length > 0 ? `; ${left.length} other file(s) left in ${dir}` : ''}` };

@@ -4,30 +4,30 @@
  *   mssql-cdc ... | dstream route | asb-sink --connection-string "$ASB" --state-file state.json
  */
 import type { WriteStream } from 'node:fs';
-import { openDeadLetterFile } from '../../envelope/invalid.js';
+import { openDeadLetterFile } from '../envelope/invalid.js';
 import { pipeline } from 'node:stream/promises';
 import type { TokenCredential } from '@azure/core-auth';
 import { parseServiceBusConnectionString } from '@azure/service-bus';
-import type { ConfigSchema } from '../../config/schema.js';
-import { DstreamError, ErrorCodes, invalidOption, messageOf } from '../../errors.js';
-import type { CheckpointEnvelope } from '../../envelope/types.js';
-import { readStateText, removeStaleTemps, writeFileAtomic } from '../../executor/atomic-file.js';
-import { latestSaver } from '../../executor/latest-saver.js';
-import { skipAcknowledged } from '../../streams/skip-acknowledged.js';
-import type { ProviderContext, ProviderDefinition } from '../../provider/run-provider.js';
-import { DEFAULT_TEMPLATE } from '../../streams/destination.js';
-import { AdminEngine } from '../../infra/admin-engine.js';
-import type { InfrastructureEngine } from '../../infra/engine.js';
-import { infrastructureVerbs } from '../../infra/provider.js';
-import { PulumiEngine } from '../../infra/pulumi-engine.js';
-import { namespaceNameOf } from '../../infra/pulumi-program.js';
-import { desiredQueues, type DesiredQueue } from '../../infra/desired.js';
-import { queueWarnings, durationMs } from '../../infra/queue-checks.js';
-import { adminClient, endpointOf, ensureQueue, managed, type QueueSettings } from '../../infra/service-bus-admin.js';
-import { toServiceBus } from '../deliver.js';
-import type { ConnectionOptions } from './client.js';
-import type { ServiceBusSink } from './sink.js';
-import { progressLine, summaryLine } from './progress.js';
+import type { ConfigSchema } from '../config/schema.js';
+import { invalidOption } from '../errors.js';
+import { checkpoint, type CheckpointEnvelope } from '../envelope/types.js';
+import { readStateFile, storedState, writeStateFile } from '../state/state-file.js';
+import { latestSaver } from '../state/latest-saver.js';
+import { skipAcknowledged } from '../streams/skip-acknowledged.js';
+import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
+import { DEFAULT_TEMPLATE } from '../streams/destination.js';
+import { AdminEngine } from '../infra/admin-engine.js';
+import type { InfrastructureEngine } from '../infra/engine.js';
+import { infrastructureVerbs } from './infra-verbs.js';
+import { PulumiEngine } from '../infra/pulumi-engine.js';
+import { namespaceNameOf } from '../infra/pulumi-program.js';
+import { desiredQueues, type DesiredQueue } from '../infra/desired.js';
+import { queueWarnings, durationMs } from '../infra/queue-checks.js';
+import { adminClient, endpointOf, ensureQueue, managed, type QueueSettings } from '../infra/service-bus-admin.js';
+import { toServiceBus } from '../sinks/deliver.js';
+import type { ConnectionOptions } from '../sinks/service-bus/client.js';
+import type { ServiceBusSink } from '../sinks/service-bus/sink.js';
+import { progressLine, summaryLine } from '../sinks/service-bus/progress.js';
 
 export const asbSinkConfig = {
   connection_string: { type: 'string', secret: true, env: 'ASB_CONNECTION_STRING', aliases: { connectionString: 'same' }, description: 'Service Bus connection string (Send rights)' },
@@ -143,21 +143,10 @@ async function credentialFor(config: AsbSinkConfig): Promise<TokenCredential | u
   return new DefaultAzureCredential();
 }
 
-/** The checkpoint in asb-sink's state file (and stale temp files of killed saves removed). */
+/** The last acknowledged checkpoint in asb-sink's state file (and stale temp files of killed saves removed). */
 async function loadStateFile(path: string): Promise<CheckpointEnvelope | undefined> {
-  await removeStaleTemps(path);
-  const text = await readStateText(path);
-  if (text === undefined) return undefined;
-  let cp: CheckpointEnvelope | undefined;
-  try {
-    cp = (JSON.parse(text) as { checkpoint?: CheckpointEnvelope } | null)?.checkpoint;
-  } catch (err) {
-    throw new DstreamError(ErrorCodes.IO, `${path} is not an asb-sink state file (${messageOf(err)}); fix it or remove it`, { cause: err, details: { path } });
-  }
-  if (cp === undefined || cp === null || typeof cp !== 'object' || cp.data === undefined) {
-    throw new DstreamError(ErrorCodes.IO, `${path} is not an asb-sink state file (no "checkpoint"); fix it or remove it`, { details: { path } });
-  }
-  return cp;
+  const state = await readStateFile(path, 'fix it or remove it');
+  return state === undefined ? undefined : checkpoint(state.position, state.source);
 }
 
 /** Queue settings for queues asb-sink creates, from its config. */
@@ -205,7 +194,7 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
   const saver =
     stateFile === undefined
       ? undefined
-      : latestSaver((cp: CheckpointEnvelope) => writeFileAtomic(stateFile, `${JSON.stringify({ checkpoint: cp, savedAt: new Date().toISOString() })}\n`));
+      : latestSaver((cp: CheckpointEnvelope) => writeStateFile(stateFile, storedState(cp.data.position, { task: config.task ?? ctx.header.task, source: cp.source })));
   const out = toServiceBus({
     ...connection,
     onMissingQueue: config.on_missing_queue === 'create' ? missingQueueCreator(ctx, connection) : undefined,

@@ -11,10 +11,10 @@ export type BuiltinProvider = ProviderDefinition<never> | (() => Promise<Provide
 const def = (d: unknown) => d as ProviderDefinition<never>;
 
 export const BUILTINS: Record<string, BuiltinProvider> = {
-  generator: () => import('../sources/generator/provider.js').then((m) => def(m.generatorProvider)),
-  'mssql-cdc': () => import('../sources/mssql/provider.js').then((m) => def(m.mssqlCdcSource)),
-  files: () => import('../sinks/files/provider.js').then((m) => def(m.filesProvider)),
-  'asb-sink': () => import('../sinks/service-bus/asb-sink.js').then((m) => def(m.asbSink)),
+  generator: () => import('./generator.js').then((m) => def(m.generatorProvider)),
+  'mssql-cdc': () => import('./mssql-cdc.js').then((m) => def(m.mssqlCdcSource)),
+  files: () => import('./files.js').then((m) => def(m.filesProvider)),
+  'asb-sink': () => import('./asb-sink.js').then((m) => def(m.asbSink)),
 };
 
 /** The definition of a built-in provider, loading it if needed; undefined when `name` is not built in. */

@@ -8,15 +8,9 @@ import { access, mkdir, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
-import { readStateText, removeStaleTemps, writeFileAtomic } from './atomic-file.js';
+import { readStateFile, storedState, writeStateFile, type StoredState } from './state-file.js';
 
-export interface StoredState {
-  task: string;
-  /** The input provider's opaque position. */
-  position: unknown;
-  source?: string;
-  savedAt: string;
-}
+export type { StoredState };
 
 export interface StateStore {
   load(task: string): Promise<StoredState | undefined>;
@@ -54,29 +48,15 @@ export class FileStateStore implements StateStore {
   }
 
   async load(task: string): Promise<StoredState | undefined> {
-    const path = this.pathOf(task);
-    // Saves cut short by a kill leave their temp files: clear them as the task starts.
-    await removeStaleTemps(path);
-    const text = await readStateText(path);
-    if (text === undefined) return undefined;
-    try {
-      const state = JSON.parse(text) as StoredState;
-      if (state === null || typeof state !== 'object' || !('position' in state)) throw new Error('no "position"');
-      return state;
-    } catch (err) {
-      throw new DstreamError(
-        ErrorCodes.IO,
-        `${path} is not a dstream state file (${(err as Error).message}); fix it, or forget the position with \`dstream reset ${task}\``,
-        { cause: err, details: { path } },
-      );
-    }
+    // Saves cut short by a kill leave their temp files: they are cleared as the task starts.
+    return readStateFile(this.pathOf(task), `fix it, or forget the position with \`dstream reset ${task}\``);
   }
 
   async save(task: string, position: unknown, source?: string): Promise<StoredState> {
     const path = this.pathOf(task);
     await mkdir(join(this.dir, 'tasks'), { recursive: true });
-    const state: StoredState = { task, position, ...(source !== undefined ? { source } : {}), savedAt: new Date().toISOString() };
-    await writeFileAtomic(path, `${JSON.stringify(state)}\n`);
+    const state = storedState(position, { task, source });
+    await writeStateFile(path, state);
     return state;
   }
 

@@ -1,7 +1,7 @@
 /** The built-in `generator` input provider: synthetic CDC for demos and tests, resumable. */
 import { pipeline } from 'node:stream/promises';
-import type { ProviderDefinition } from '../../provider/run-provider.js';
-import { generatorSource, type GeneratorPosition } from './generator.js';
+import type { ProviderDefinition } from '../provider/run-provider.js';
+import { generatorSource, type GeneratorPosition } from '../sources/generator/generator.js';
 
 export interface GeneratorConfig {
   tables: string[];

@@ -6,7 +6,7 @@ export async function openStateStore(state: StateConfig | undefined, env: Record
   if (state === undefined || state.store === 'file') return new FileStateStore(state?.dir ?? defaultStateDir(env));
   // Loaded only for tasks that keep their position in SQL Server.
   const [{ SqlCheckpointStore, DEFAULT_CHECKPOINT_TABLE }, { sqlServerConnector }] = await Promise.all([
-    import('../sources/mssql/checkpoint-store.js'),
+    import('./sql-store.js'),
     import('../sources/mssql/sqlserver.js'),
   ]);
   return new SqlCheckpointStore(sqlServerConnector(state.connection_string!), state.table ?? DEFAULT_CHECKPOINT_TABLE);

@@ -3,8 +3,8 @@
  * to exist, and which engine to ask. A provider writes only `resolve`.
  */
 import type { ProviderContext, ProviderDefinition } from '../provider/run-provider.js';
-import type { DesiredQueue } from './desired.js';
-import type { InfrastructureEngine } from './engine.js';
+import type { DesiredQueue } from '../infra/desired.js';
+import type { InfrastructureEngine } from '../infra/engine.js';
 
 export type Resolve<C> = (ctx: ProviderContext<C>) => Promise<{ engine: InfrastructureEngine; desired: DesiredQueue[] }>;
 

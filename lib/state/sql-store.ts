@@ -4,13 +4,13 @@
  * per table (so workers holding different tables never overwrite each other, and a table's LSN only
  * moves forward); any other position is one row with table_name '*'.
  */
-import type { StateStore, StoreDescriptor, StoredState } from '../../executor/state-store.js';
-import { invalidOption } from '../../errors.js';
-import { retry } from '../../retry.js';
-import { isConnectionLost, missingCheckpointTable, sqlFailure } from './errors.js';
-import { positionOf } from './position.js';
-import type { CdcConnector, CdcQueries } from './queries.js';
-import { parseTableRef, tableKey, type TableRef } from './tables.js';
+import type { StateStore, StoreDescriptor, StoredState } from './state-store.js';
+import { invalidOption } from '../errors.js';
+import { retry } from '../retry.js';
+import { isConnectionLost, missingCheckpointTable, sqlFailure } from '../sources/mssql/errors.js';
+import { positionOf } from '../sources/mssql/position.js';
+import type { CdcConnector, CdcQueries } from '../sources/mssql/queries.js';
+import { parseTableRef, tableKey, type TableRef } from '../sources/mssql/tables.js';
 
 export const DEFAULT_CHECKPOINT_TABLE = 'dstream.checkpoints';
 const WHOLE = '*';
