@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { latestSaver } from '../../lib/executor/latest-saver.js';
+import { latestSaver } from '../../lib/state/latest-saver.js';
 
 /** A save that completes when the test says: what was saved, and how many saves are running. */
 function gatedSave() {
