@@ -16,7 +16,7 @@ import { sqlFailure } from '../sources/mssql/errors.js';
 import { lsnToHex } from '../sources/mssql/lsn.js';
 import { resumeCheck } from '../sources/mssql/retention.js';
 import type { CdcConnector, CdcQueries } from '../sources/mssql/queries.js';
-import { parsePosition } from '../sources/mssql/position.js';
+import { parsePosition, readPosition } from '../sources/mssql/position.js';
 import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from '../sources/mssql/reader.js';
 import { enableDatabaseCall, enableTableCall } from '../sources/mssql/sql.js';
 import { describeConnection, sqlServerConnector } from '../sources/mssql/sqlserver.js';
@@ -39,6 +39,7 @@ export const mssqlCdcConfig = {
   tables: { type: 'string[]', required: true, description: 'tables to read: Persons (schema dbo) or sales.Orders' },
   start: { type: 'string', default: 'latest', description: 'without a stored position: latest (new changes only), earliest (all retained), or an LSN (0x...)' },
   snapshot: { type: 'boolean', default: false, description: 'emit the current rows (OperationType Read) before streaming, when there is no stored position' },
+  snapshot_chunk_rows: { type: 'integer', minimum: 1, default: 10_000, description: 'a snapshot reads each table in chunks of this many rows in primary-key order, with a checkpoint after each (a restart resumes after the last key)' },
   update_before: { type: 'boolean', default: false, description: "also emit each update's before-image (OperationType UpdateBefore)" },
   on_gap: { type: 'string', enum: ['fail', 'snapshot', 'skip'], default: 'fail', description: 'when cleanup removed changes not yet read: stop, re-read the current rows, or skip them (with a warning)' },
   poll_interval_ms: { type: 'integer', minimum: 1, default: 500, aliases: { poll_interval: goDurationMs('poll_interval_ms') }, description: 'poll interval while changes keep coming' },
@@ -73,6 +74,7 @@ export interface MssqlCdcConfig {
   tables: string[];
   start: string;
   snapshot: boolean;
+  snapshot_chunk_rows: number;
   update_before: boolean;
   on_gap: GapPolicy;
   poll_interval_ms: number;
@@ -242,6 +244,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         start: c.start,
         after,
         snapshot: c.snapshot,
+        snapshotChunkRows: c.snapshot_chunk_rows,
         updateBefore: c.update_before,
         onGap: c.on_gap,
         pollIntervalMs: c.poll_interval_ms,
@@ -329,7 +332,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         const max = await q.maxLsn();
         const maxTime = max === null ? null : await q.lsnTime(max);
         const stored = await storedPosition(ctx);
-        const positions = stored === undefined ? new Map<string, Buffer>() : parsePosition(stored);
+        const { tables: positions, snapshots } = stored === undefined ? { tables: new Map<string, Buffer>(), snapshots: new Map() } : readPosition(stored);
         const agent = await q.agentState();
         const resources: ResourceReport[] = [];
         for (const ref of refs) {
@@ -351,6 +354,8 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
             position: at === undefined ? null : lsnToHex(at),
             columns: current.columns.length,
           };
+          const under = snapshots.get(key);
+          if (under !== undefined) r.snapshot = { lsn: lsnToHex(under.lsn), rows: under.rows };
           if (at !== undefined && max !== null) {
             const atTime = await q.lsnTime(at);
             r.lagSeconds = maxTime !== null && atTime !== null ? Math.max(0, Math.round((Date.parse(`${maxTime}Z`) - Date.parse(`${atTime}Z`)) / 1000)) : null;

@@ -8,7 +8,7 @@ import type { StateStore, StoreDescriptor, StoredState } from './state-store.js'
 import { invalidOption } from '../errors.js';
 import { retry } from '../retry.js';
 import { isConnectionLost, missingCheckpointTable, sqlFailure } from '../sources/mssql/errors.js';
-import { positionOf } from '../sources/mssql/position.js';
+import { positionOf, readSnapshot, storedSnapshot } from '../sources/mssql/position.js';
 import type { CdcConnector, CdcQueries } from '../sources/mssql/queries.js';
 import { parseTableRef, tableKey, type TableRef } from '../sources/mssql/tables.js';
 
@@ -73,17 +73,23 @@ export class SqlCheckpointStore implements StateStore {
       return { task, position: JSON.parse(whole.position ?? 'null') as unknown, ...(source ? { source } : {}), savedAt };
     }
     const tables = new Map(rows.flatMap((r) => (r.lsn === null ? [] : [[r.table, r.lsn] as const])));
-    return { task, position: positionOf(tables), ...(source ? { source } : {}), savedAt };
+    // A table whose snapshot is under way has no LSN yet: its row holds the snapshot's position.
+    const snapshots = new Map(rows.flatMap((r) => (r.lsn === null && r.position !== null ? [[r.table, readSnapshot(r.table, JSON.parse(r.position))] as const] : [])));
+    return { task, position: positionOf(tables, snapshots), ...(source ? { source } : {}), savedAt };
   }
 
   async save(task: string, position: unknown, source?: string): Promise<StoredState> {
-    const p = position as { tables?: Record<string, string> } | null;
-    let rows: Array<{ table: string; lsn: string | null; position: string | null }>;
+    const p = position as { tables?: Record<string, string>; snapshots?: Record<string, unknown> } | null;
+    let rows: Array<{ table: string; lsn: string | null; position: string | null; snapshotLsn?: string }>;
     if (p !== null && typeof p === 'object' && p.tables !== null && typeof p.tables === 'object') {
       rows = Object.entries(p.tables).map(([table, lsn]) => {
         if (typeof lsn !== 'string' || !/^0x[0-9A-Fa-f]{20}$/.test(lsn)) throw invalidOption(`checkpoint of ${table}: ${JSON.stringify(lsn)} is not an LSN`);
         return { table, lsn, position: null };
       });
+      for (const [table, s] of Object.entries(p.snapshots ?? {})) {
+        const stored = storedSnapshot(readSnapshot(table, s));
+        rows.push({ table, lsn: null, position: JSON.stringify(stored), snapshotLsn: stored.lsn });
+      }
     } else {
       rows = [{ table: WHOLE, lsn: null, position: JSON.stringify(position) }];
     }

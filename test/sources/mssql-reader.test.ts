@@ -6,6 +6,8 @@ import { ErrorCodes } from '../../lib/errors.js';
 import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
 import { SqlCheckpointStore } from '../../lib/state/sql-store.js';
 import { mssqlCdc, parsePosition, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
+import { positionOf, readPosition } from '../../lib/sources/mssql/position.js';
+import { lsnFromHex } from '../../lib/sources/mssql/lsn.js';
 import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
 import { sqlServerForTest, type TestSqlServer } from '../support/sql-server.js';
@@ -218,28 +220,33 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
   it('backs off while idle and polls at the base interval again once changes come', async () => {
     const m = await serve();
     m.tick();
-    const { stream } = reader(m, { start: 'latest', pollIntervalMs: 5, maxPollIntervalMs: 2000, tables: ['Persons'] });
+    // A ceiling far above the base: a reader still backing off once changes come would take minutes for the polls below.
+    const { stream } = reader(m, { start: 'latest', pollIntervalMs: 5, maxPollIntervalMs: 60_000, tables: ['Persons'] });
     const it = stream[Symbol.asyncIterator]();
     await it.next(); // the start checkpoint
     const polls = () => m.calls.get('sys.fn_cdc_get_max_lsn') ?? 0;
-    const idleFrom = polls();
-    await new Promise((r) => setTimeout(r, 400));
-    // 5, 10, 20, 40, 80, 160 ms...: a handful of polls in 400 ms, not 80.
-    expect(polls() - idleFrom).toBeLessThanOrEqual(9);
+    // When each idle poll starts: the waits between them are what backs off.
+    const idle: number[] = [];
+    m.beforeStatement = (name) => void (name === 'sys.fn_cdc_get_max_lsn' && idle.push(Date.now()));
+    await until(() => idle.length >= 8);
+    m.beforeStatement = undefined;
+    // Waits of 10, 20, 40, ... ms: by the eighth idle poll one wait is at least 320 ms (one less
+    // if the first poll counted was already under way). A poll without back-off waits 5 ms plus
+    // its own statements.
+    const gaps = idle.slice(1).map((t, i) => t - idle[i]!);
+    expect(Math.max(...gaps)).toBeGreaterThanOrEqual(300);
     persons(m, 1, 1);
-    await it.next(); // found within the back-off; activity resets it
-    // Still backing off, the next four polls would take 0.6 + 1.3 + 2 + 2 s; at the base interval
-    // they come within one maximum interval even on a loaded machine.
+    await it.next(); // found within the back-off (1.3 s or so by now); activity resets it
+    // At the base interval the next polls come while rows keep coming; still backing off, the
+    // next four would wait 2.6 + 5.1 + 10.2 + 20.5 s, past what until() waits.
     const busyFrom = polls();
-    const started = Date.now();
     let id = 2;
     const committing = setInterval(() => persons(m, id++, 1), 20);
     try {
-      await until(() => polls() - busyFrom >= 4, 10_000);
+      await until(() => polls() - busyFrom >= 4, 15_000);
     } finally {
       clearInterval(committing);
     }
-    expect(Date.now() - started).toBeLessThan(2000);
     await it.return?.();
   });
 
@@ -345,7 +352,7 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     for (;;) {
       const e = (await it.next()).value as Envelope;
       seen.push(e);
-      if (e.type === 'checkpoint') break;
+      if (e.type === 'checkpoint' && (e.data as { position: MssqlCdcPosition }).position.tables['dbo.Persons'] !== undefined) break;
     }
     persons(m, 4, 1);
     for (;;) {
@@ -363,7 +370,7 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     const reads = rowsOf(seen).filter((e) => e.metadata!.OperationType === 'Read');
     expect(reads.map((e) => e.metadata!.Seq)).toEqual(['0x00000000000000000001', '0x00000000000000000002']);
     expect(new Set(reads.map((e) => messageIdOf('Persons_cdc_events', e))).size).toBe(2);
-    expect(cps(seen)[0]!.tables['dbo.Persons']).toBe(rowsOf(seen)[0]!.metadata!.LSN);
+    expect(cps(seen)[1]!.tables['dbo.Persons']).toBe(rowsOf(seen)[0]!.metadata!.LSN);
   });
 
   it('reconnects with back-off after a dropped connection and resumes from the last checkpoint', async () => {
@@ -536,5 +543,164 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     expect(fromB.type).toBe('cdc');
     expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken/);
     await bit.return?.();
+  });
+});
+
+describe('a snapshot checkpointed per chunk', () => {
+  const readOnly = (es: Envelope[]) => rowsOf(es).filter((e) => e.metadata!.OperationType === 'Read');
+  /** Reads until `n` snapshot rows have arrived, then stops the reader there (as a crash would). */
+  async function readThenStop(stream: Readable, n: number): Promise<Envelope[]> {
+    const it = stream[Symbol.asyncIterator]();
+    const seen: Envelope[] = [];
+    while (readOnly(seen).length < n) seen.push((await it.next()).value as Envelope);
+    await it.return?.();
+    return seen;
+  }
+  const snapshotDone = (table: string) => (es: Envelope[]) => cps(es).some((p) => p.tables[table] !== undefined && p.snapshots?.[table] === undefined);
+
+  it('checkpoints at the start, every snapshot_chunk_rows rows with the snapshot LSN, the rows so far and the last key, and once when the table is done', async () => {
+    const m = await serve();
+    persons(m, 1, 10);
+    const seen = await readUntil(reader(m, { snapshot: true, start: 'latest', tables: ['Persons'], snapshotChunkRows: 4 }).stream, snapshotDone('dbo.Persons'));
+    const reads = readOnly(seen);
+    expect(reads.map((e) => (e.data as { Id: number }).Id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const lsn = reads[0]!.metadata!.LSN as string;
+    const positions = cps(seen);
+    expect(positions).toEqual([
+      // Before the first row: a restart takes the same snapshot (its LSN) from the start.
+      { lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 0, key: [] } } },
+      { lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 4, key: [4] } } },
+      { lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 8, key: [8] } } },
+      { lsn, tables: { 'dbo.Persons': lsn } },
+    ]);
+    // Each checkpoint follows exactly the rows it covers.
+    expect(seen.map((e) => (e.type === 'checkpoint' ? 'cp' : (e.data as { Id: number }).Id))).toEqual(['cp', 1, 2, 3, 4, 'cp', 5, 6, 7, 8, 'cp', 9, 10, 'cp']);
+  });
+
+  it('a snapshot stopped in the middle resumes after the last checkpointed key: no row lost, duplicates only after the stored position, with the same MessageIds', async () => {
+    const m = await serve();
+    persons(m, 1, 10);
+    const opts: Opts = { snapshot: true, start: 'latest', tables: ['Persons', 'Customers'], snapshotChunkRows: 3 };
+    const first = await readThenStop(reader(m, opts).stream, 5);
+    const stored = cps(first).at(-1)!;
+    expect(stored.snapshots?.['dbo.Persons']).toMatchObject({ rows: 3, key: [3] });
+    // Changed while dstream was down: a row before the stored key and one after it.
+    m.commit([{ table: 'Persons', op: 'update', row: { Id: 2, Name: 'changed' } }]);
+    m.commit([{ table: 'Persons', op: 'insert', row: { Id: 11, Name: 'new' } }]);
+    const logs: string[] = [];
+    const second = await readUntil(reader(m, { ...opts, after: stored }, logs).stream, (es) => rowsOf(es).some((e) => e.metadata!.OperationType === 'Update'));
+    const reads = readOnly(second);
+    expect(reads.map((e) => (e.data as { Id: number }).Id)).toEqual([4, 5, 6, 7, 8, 9, 10, 11]);
+    // The same snapshot: the same LSN and row numbers, so a row sent before the stop has the same MessageId.
+    const ids = (es: Envelope[]) => new Map(es.map((e) => [(e.data as { Id: number }).Id, messageIdOf('Persons_cdc_events', e)]));
+    const before = ids(readOnly(first));
+    const after = ids(reads);
+    expect([...before.keys()]).toEqual([1, 2, 3, 4, 5]);
+    expect(after.get(4)).toBe(before.get(4));
+    expect(after.get(5)).toBe(before.get(5));
+    expect(reads[0]!.metadata!.LSN).toBe(stored.snapshots!['dbo.Persons']!.lsn);
+    // The change to a row already read arrives as the change it is, after the snapshot.
+    expect(rowsOf(second).at(-1)!.data).toMatchObject({ Id: 2, Name: 'changed' });
+    expect(logs.join('\n')).toMatch(/dbo\.Persons: resuming the snapshot at LSN 0x[0-9A-F]{20} after key \[3\] \(3 rows read\)/);
+    // Customers (empty) and Persons both finished: one position for both.
+    expect(cps(second).at(-1)!.snapshots).toBeUndefined();
+  });
+
+  it('resumes a composite primary key in key order, (k1, k2) > (v1, v2)', async () => {
+    const m = shopModel();
+    m.createTable('dbo.Lines', [{ name: 'Region', type: 'nvarchar', nullable: false }, { name: 'LineNo', type: 'int', nullable: false }, { name: 'Qty', type: 'int' }], ['Region', 'LineNo']);
+    m.enableTable('dbo.Lines');
+    const keys: Array<[string, number]> = [];
+    for (const region of ['east', 'north', 'west']) for (let n = 1; n <= 3; n++) keys.push([region, n]);
+    // Committed out of key order: the snapshot still reads in key order.
+    for (const [region, n] of [...keys].reverse()) m.commit([{ table: 'Lines', op: 'insert', row: { Region: region, LineNo: n, Qty: n } }]);
+    await serve(m);
+    const opts: Opts = { snapshot: true, start: 'latest', tables: ['Lines'], snapshotChunkRows: 2 };
+    const first = await readThenStop(reader(m, opts).stream, 5);
+    const stored = cps(first).at(-1)!;
+    expect(stored.snapshots?.['dbo.Lines']).toMatchObject({ rows: 4, key: ['north', 1] });
+    const second = await readUntil(reader(m, { ...opts, after: stored }).stream, snapshotDone('dbo.Lines'));
+    const keyOf = (e: Envelope) => { const d = e.data as { Region: string; LineNo: number }; return [d.Region, d.LineNo]; };
+    expect(readOnly(first).map(keyOf)).toEqual(keys.slice(0, 5));
+    expect(readOnly(second).map(keyOf)).toEqual(keys.slice(4));
+    expect(readOnly(second).map((e) => e.metadata!.Seq)).toEqual([5, 6, 7, 8, 9].map((n) => `0x${n.toString(16).padStart(20, '0')}`));
+    expect(cps(second).map((p) => p.snapshots?.['dbo.Lines']?.key ?? 'done')).toEqual([['north', 3], ['west', 2], 'done']);
+  });
+
+  it('a snapshot under way is kept by the SQL checkpoint store, and a worker taking the lease resumes it after its last key', async () => {
+    const m = await serve();
+    await createCheckpointTable(m);
+    persons(m, 1, 10);
+    const store = new SqlCheckpointStore(connector(m), 'dstream.checkpoints');
+    const lease = { task: 'shop', checkpointTable: { schema: 'dstream', table: 'checkpoints' }, checkEveryMs: 1 };
+    const opts: Opts = { lease, snapshot: true, start: 'latest', tables: ['Persons'], snapshotChunkRows: 3 };
+    const a = reader(m, opts);
+    const it = a.stream[Symbol.asyncIterator]();
+    const first: Envelope[] = [];
+    while (readOnly(first).length < 5) {
+      const e = (await it.next()).value as Envelope;
+      first.push(e);
+      if (e.type === 'checkpoint') await store.save('shop', (e.data as { position: MssqlCdcPosition }).position, 'mssql-cdc');
+    }
+    await it.return?.();
+    const stored = (await store.load('shop'))!.position as MssqlCdcPosition;
+    expect(stored).toEqual(cps(first).at(-1));
+    expect(stored.snapshots?.['dbo.Persons']).toMatchObject({ rows: 3, key: [3] });
+    const b = reader(m, opts);
+    const second = await readUntil(b.stream, snapshotDone('dbo.Persons'));
+    await store.close();
+    expect(readOnly(second).map((e) => (e.data as { Id: number }).Id)).toEqual([4, 5, 6, 7, 8, 9, 10]);
+    expect(b.logs.join('\n')).toMatch(/lease on dbo\.Persons taken; reading from its snapshot under way/);
+  });
+
+  it('a connection lost during the initial snapshot: the reader reconnects and goes on after the last chunk, at the same LSN, tables not yet begun included', async () => {
+    const m = await serve();
+    persons(m, 1, 10);
+    for (let i = 1; i <= 4; i++) m.commit([{ table: 'Customers', op: 'insert', row: { CustomerId: i, Company: `c${i}` } }]);
+    // The connection goes as the second chunk of Persons is asked for.
+    let chunks = 0;
+    m.beforeStatement = (name) => {
+      if (name === 'dbo.Persons' && ++chunks === 2) m.dropConnections();
+    };
+    const logs: string[] = [];
+    const { stream } = reader(m, { snapshot: true, start: 'latest', tables: ['Persons', 'Customers'], snapshotChunkRows: 4 }, logs);
+    const seen = await readUntil(stream, snapshotDone('dbo.Customers'));
+    expect(logs.join('\n')).toMatch(/lost the connection .*reconnecting/);
+    expect(logs.join('\n')).toMatch(/dbo\.Persons: resuming the snapshot at LSN 0x[0-9A-F]{20} after key \[4\] \(4 rows read\)/);
+    const ids = (table: string) => readOnly(seen).filter((e) => e.metadata!.TableName === table).map((e) => (e.data as Record<string, number>)[table === 'Persons' ? 'Id' : 'CustomerId']);
+    // Every row once: the rows of the first chunk were checkpointed, the second had not begun.
+    expect(ids('Persons')).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(ids('Customers')).toEqual([1, 2, 3, 4]);
+    // One snapshot: one LSN for every row, before and after the reconnect.
+    const lsn = readOnly(seen)[0]!.metadata!.LSN;
+    expect(new Set(readOnly(seen).map((e) => e.metadata!.LSN))).toEqual(new Set([lsn]));
+    expect(cps(seen).at(-1)).toEqual({ lsn, tables: { 'dbo.Customers': lsn, 'dbo.Persons': lsn } });
+  });
+
+  it('a table without a primary key is read whole, with no checkpoint inside it (a stop re-reads it from the start)', async () => {
+    const m = shopModel();
+    m.createTable('dbo.Notes', [{ name: 'Body', type: 'nvarchar' }], []);
+    m.enableTable('dbo.Notes');
+    for (let i = 1; i <= 5; i++) m.commit([{ table: 'Notes', op: 'insert', row: { Body: `n${i}` } }]);
+    await serve(m);
+    const logs: string[] = [];
+    const seen = await readUntil(reader(m, { snapshot: true, start: 'latest', tables: ['Notes'], snapshotChunkRows: 2 }, logs).stream, snapshotDone('dbo.Notes'));
+    expect(seen.map((e) => e.type)).toEqual(['checkpoint', 'cdc', 'cdc', 'cdc', 'cdc', 'cdc', 'checkpoint']);
+    const lsn = readOnly(seen)[0]!.metadata!.LSN;
+    expect(cps(seen)).toEqual([{ lsn, tables: {}, snapshots: { 'dbo.Notes': { lsn, rows: 0, key: [] } } }, { lsn, tables: { 'dbo.Notes': lsn } }]);
+    expect(logs.join('\n')).toMatch(/dbo\.Notes: no primary key: read whole, in no particular order, with no checkpoint inside it/);
+  });
+
+  it('reads positions without snapshots (as stored before), and rejects a snapshot position it cannot resume from', () => {
+    const lsn = '0x0000002A000000010001';
+    expect(readPosition({ lsn, tables: { 'dbo.Persons': lsn } }).snapshots.size).toBe(0);
+    expect(readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: [3] } } }).snapshots.get('dbo.Persons')).toEqual({ lsn: lsnFromHex(lsn, 'x'), rows: 3, key: [3] });
+    expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: -1, key: [3] } } })).toThrow(/snapshot position of dbo\.Persons/);
+    expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: 3 } } })).toThrow(/snapshot position of dbo\.Persons/);
+    expect(() => readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 3, key: [] } } })).toThrow(/snapshot position of dbo\.Persons has no key/);
+    expect(readPosition({ lsn, tables: {}, snapshots: { 'dbo.Persons': { lsn, rows: 0, key: [] } } }).snapshots.get('dbo.Persons')!.key).toEqual([]);
+    // Binary key values survive the JSON round trip.
+    const p = positionOf(new Map(), new Map([['dbo.Blobs', { lsn: lsnFromHex(lsn, 'x'), rows: 1, key: [Buffer.from([0, 255])] }]]));
+    expect(readPosition(JSON.parse(JSON.stringify(p))).snapshots.get('dbo.Blobs')!.key).toEqual([Buffer.from([0, 255])]);
   });
 });

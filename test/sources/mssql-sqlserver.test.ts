@@ -12,7 +12,7 @@ import type { CdcQueries, DriverChangeRow } from '../../lib/sources/mssql/querie
 import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
 import { sqlServerForTest, type TestSqlServer } from '../support/sql-server.js';
-import { readUntil, until } from '../support/streams.js';
+import { collect, readUntil, until } from '../support/streams.js';
 
 async function connected(m: CdcModel = shopModel(), options: { single?: boolean } = {}): Promise<{ db: TestSqlServer; q: CdcQueries }> {
   const db = await sqlServerForTest(m);
@@ -57,6 +57,22 @@ describe('SqlServerQueries through the driver', () => {
         { Id: 1, Name: 'p1' },
         { Id: 3, Name: 'p3' },
       ]);
+    } finally {
+      await q.close();
+    }
+  });
+
+  it('snapshot() in chunks: the first rows up to the limit, then the rows after a key', async () => {
+    const { db, q } = await connected();
+    workload(db.model, 5);
+    const columns = [{ name: 'Id', type: 'int' }];
+    const persons = { schema: 'dbo', table: 'Persons' };
+    try {
+      const ids = async (s: Readable) => (await collect<Record<string, unknown>>(s)).map((r) => r.Id);
+      expect(await ids(q.snapshot(persons, columns, ['Id'], { limit: 2 }))).toEqual([1, 2]);
+      expect(await ids(q.snapshot(persons, columns, ['Id'], { limit: 2, after: [2] }))).toEqual([3, 4]);
+      expect(await ids(q.snapshot(persons, columns, ['Id'], { limit: 2, after: [4] }))).toEqual([5]);
+      expect(await ids(q.snapshot(persons, columns, ['Id'], { limit: 2, after: [5] }))).toEqual([]);
     } finally {
       await q.close();
     }

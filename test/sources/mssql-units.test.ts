@@ -131,6 +131,22 @@ describe('SqlCheckpointStore (through the driver, against the TDS test server)',
       source: 'mssql-cdc',
       position: { lsn: '0x00000000000000000010', tables: { 'dbo.Persons': '0x00000000000000000010', 'dbo.Customers': '0x00000000000000000020', 'sales.Orders': '0x00000000000000000030' } },
     });
+    // A snapshot under way is kept in its table's row, and replaced once the table has an LSN.
+    const snapshot = { lsn: '0x00000000000000000040', rows: 3, key: ['east', { binary: '0x00FF' }] };
+    await store.save('t', { lsn: '0x00000000000000000040', tables: {}, snapshots: { 'dbo.Lines': snapshot } });
+    expect((await store.load('t'))?.position).toMatchObject({ snapshots: { 'dbo.Lines': snapshot } });
+    // A stale snapshot write (a worker that lost its lease, its snapshot older) moves no table back behind its LSN.
+    await store.save('t', { lsn: '0x00000000000000000010', tables: {}, snapshots: { 'dbo.Persons': { ...snapshot, lsn: '0x00000000000000000010' } } });
+    await store.save('t', { lsn: '0x00000000000000000050', tables: { 'dbo.Lines': '0x00000000000000000050' } });
+    expect((await store.load('t'))?.position).toEqual({
+      lsn: '0x00000000000000000010',
+      tables: { 'dbo.Persons': '0x00000000000000000010', 'dbo.Customers': '0x00000000000000000020', 'sales.Orders': '0x00000000000000000030', 'dbo.Lines': '0x00000000000000000050' },
+    });
+    // A later snapshot (on_gap = "snapshot" after cleanup overtook the table) does replace it.
+    const later = { ...snapshot, lsn: '0x00000000000000000060' };
+    await store.save('t', { lsn: '0x00000000000000000060', tables: {}, snapshots: { 'dbo.Customers': later } });
+    expect((await store.load('t'))?.position).toMatchObject({ tables: { 'dbo.Persons': '0x00000000000000000010' }, snapshots: { 'dbo.Customers': later } });
+    expect(((await store.load('t'))?.position as { tables: object }).tables).not.toHaveProperty('dbo.Customers');
     // Any other position is kept whole.
     await store.save('gen', { lsn: '0x1', tx: 3, rows: 9 }, 'generator');
     expect((await store.load('gen'))?.position).toEqual({ lsn: '0x1', tx: 3, rows: 9 });

@@ -142,6 +142,13 @@ describe('mssql-cdc against SQL Server', () => {
       ['Read', 1],
       ['Read', 2],
     ]);
+    // In chunks of one row (keyset pagination on the primary key): a checkpoint after each, and a restart from the first resumes after its key.
+    const chunked = await readUntil({ snapshot: true, start: 'latest', tables: ['Persons'], snapshotChunkRows: 1 }, rows(2));
+    const positions = chunked.filter((e) => e.type === 'checkpoint').map((e) => (e.data as { position: MssqlCdcPosition }).position);
+    const mid = positions.find((p) => p.snapshots?.['dbo.Persons']?.rows === 1)!;
+    expect(mid.snapshots?.['dbo.Persons']).toMatchObject({ rows: 1, key: [1] });
+    const resumed = await readUntil({ after: mid, tables: ['Persons'] }, rows(1));
+    expect(rowsOf(resumed).map((r) => [r.metadata!.OperationType, (r.data as { Id: number }).Id])).toEqual([['Read', 2]]);
 
     const discovered = await taskVerb(t, 'discover', { builtins: BUILTINS });
     expect(discovered.streams[1]).toMatchObject({ name: 'Orders', schema: 'sales', keys: ['OrderId'] });

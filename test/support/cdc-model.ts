@@ -298,7 +298,8 @@ export class CdcModel {
         }
         continue;
       }
-      const pk = t.primaryKey.map((k) => String(c.row[k])).join('|');
+      // A table without a primary key (a heap): its rows told apart by all their columns.
+      const pk = (t.primaryKey.length > 0 ? t.primaryKey : t.columns.map((col) => col.name)).map((k) => String(c.row[k])).join('|');
       const before = t.rows.get(pk);
       seq++;
       const seqval = lsnOf(this.lsnCounter * 0x10000n + BigInt(seq));

@@ -73,6 +73,11 @@ export interface WindowRows {
   last: Buffer | null;
 }
 
+export interface SnapshotChunk {
+  limit: number;
+  after?: readonly unknown[];
+}
+
 export interface CheckpointRow {
   table: string;
   lsn: Buffer | null;
@@ -112,8 +117,12 @@ export interface CdcQueries {
   windowRows(instance: string, from: Buffer, to: Buffer, limit: number): Promise<WindowRows>;
   /** Streamed rows in commit order (see QueryMode); destroying it cancels the request. */
   changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable;
-  /** Current rows of a table, streamed, in the order of `orderBy` (its primary key) when given. */
-  snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable;
+  /**
+   * Current rows of a table, streamed, in the order of `orderBy` (its primary key) when given;
+   * with `chunk`, its first `limit` rows after the key `after` (values of `orderBy`'s columns, as
+   * a snapshot row carries them).
+   */
+  snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[], chunk?: SnapshotChunk): Readable;
 
   enableDatabase(task: string): Promise<void>;
   enableTable(table: TableRef, task: string): Promise<void>;
@@ -125,7 +134,8 @@ export interface CdcQueries {
   createCheckpointTable(table: TableRef): Promise<void>;
   dropCheckpointTable(table: TableRef): Promise<void>;
   loadCheckpoints(table: TableRef, task: string): Promise<CheckpointRow[]>;
-  saveCheckpoints(table: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null }>): Promise<void>;
+  /** `snapshotLsn`: a snapshot under way (lsn null), the LSN it reads at. */
+  saveCheckpoints(table: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null; snapshotLsn?: string }>): Promise<void>;
   deleteCheckpoints(table: TableRef, task: string): Promise<number>;
   /** Rows of every task. */
   checkpointRowCount(table: TableRef): Promise<number>;

@@ -85,9 +85,14 @@ FROM cdc.${quoteName(`${instance}_CT`)}
 WHERE __$start_lsn >= @from AND __$start_lsn <= @to${updateOld ? '' : ' AND __$operation <> 3'}
 ORDER BY __$start_lsn, __$command_id, __$seqval, __$operation`,
 
-  /** Ordered by the primary key, so the n-th row (its Seq, and so its MessageId) is the same row when a snapshot is read again. */
-  snapshot: (table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]) =>
-    `SELECT ${columns.map(selectExpression).join(', ')} FROM ${quoteName(table.schema)}.${quoteName(table.table)}${orderBy.length > 0 ? ` ORDER BY ${orderBy.map(quoteName).join(', ')}` : ''}`,
+  /**
+   * Ordered by the primary key, so the n-th row (its Seq, and so its MessageId) is the same row when
+   * a snapshot is read again. In chunks: TOP (@limit) rows, after the last key read (@k0, @k1, ...)
+   * when given (keyset pagination, a seek on the key's index).
+   */
+  snapshot: (table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[], chunk?: { after: boolean }) =>
+    `SELECT ${chunk ? 'TOP (@limit) ' : ''}${columns.map(selectExpression).join(', ')} FROM ${quoteName(table.schema)}.${quoteName(table.table)}` +
+    `${chunk?.after ? `\nWHERE ${keyAfter(orderBy)}` : ''}${orderBy.length > 0 ? `\nORDER BY ${orderBy.map(quoteName).join(', ')}` : ''}`,
 
   enableDatabase: `EXEC sys.sp_cdc_enable_db`,
   disableDatabase: `EXEC sys.sp_cdc_disable_db`,
@@ -130,13 +135,16 @@ CREATE TABLE ${quoteName(t.schema)}.${quoteName(t.table)} (
     `SELECT table_name, lsn, position, source, CONVERT(varchar(30), saved_at, 126) AS saved_at FROM ${quoteName(t.schema)}.${quoteName(t.table)} WITH (READCOMMITTEDLOCK) WHERE task = @task`,
   /**
    * One statement for all tables of a save. A table's LSN only moves forward, so a worker that
-   * lost a lease cannot move a table back behind its new owner.
+   * lost a lease cannot move a table back behind its new owner. A snapshot under way (lsn NULL,
+   * its position in `position`) replaces a stored LSN only when its own LSN is later (on_gap =
+   * "snapshot" re-reads a table whose position cleanup overtook; a stale worker's snapshot is older).
    */
   saveCheckpoints: (t: TableRef) => `MERGE ${quoteName(t.schema)}.${quoteName(t.table)} WITH (HOLDLOCK) AS target
-USING (SELECT @task AS task, r.table_name, CONVERT(binary(10), r.lsn, 1) AS lsn, r.position, @source AS source
-       FROM OPENJSON(@rows) WITH (table_name nvarchar(300) '$.table', lsn varchar(22) '$.lsn', position nvarchar(max) '$.position') AS r) AS src
+USING (SELECT @task AS task, r.table_name, CONVERT(binary(10), r.lsn, 1) AS lsn, CONVERT(binary(10), r.snapshot_lsn, 1) AS snapshot_lsn,
+         r.position, @source AS source
+       FROM OPENJSON(@rows) WITH (table_name nvarchar(300) '$.table', lsn varchar(22) '$.lsn', position nvarchar(max) '$.position', snapshot_lsn varchar(22) '$.snapshotLsn') AS r) AS src
 ON target.task = src.task AND target.table_name = src.table_name
-WHEN MATCHED AND (src.lsn IS NULL OR target.lsn IS NULL OR src.lsn >= target.lsn) THEN
+WHEN MATCHED AND (target.lsn IS NULL OR src.lsn >= target.lsn OR src.snapshot_lsn > target.lsn) THEN
   UPDATE SET lsn = src.lsn, position = src.position, source = src.source, saved_at = SYSUTCDATETIME()
 WHEN NOT MATCHED THEN INSERT (task, table_name, lsn, position, source) VALUES (src.task, src.table_name, src.lsn, src.position, src.source);`,
   checkpointRowCount: (t: TableRef) => `SELECT COUNT(*) AS n FROM ${quoteName(t.schema)}.${quoteName(t.table)}`,
@@ -148,6 +156,17 @@ EXEC @result = sys.sp_getapplock @Resource = @resource, @LockMode = N'Exclusive'
 SELECT @result AS result`,
   holdsLock: `SELECT APPLOCK_MODE(N'public', @resource, N'Session') AS mode`,
 } as const;
+
+/**
+ * (k1, k2, ..., kn) > (@k0, @k1, ...) in T-SQL, which has no row-value comparison: k1 >= @k0 AND
+ * (k1 > @k0 OR (k2 > @k1 OR (k2 = @k1 AND ...))). The leading k1 >= @k0 lets SQL Server seek.
+ */
+export function keyAfter(keys: readonly string[]): string {
+  const k = keys.map(quoteName);
+  let rest = `${k[k.length - 1]} > @k${k.length - 1}`;
+  for (let i = k.length - 2; i >= 1; i--) rest = `${k[i]} > @k${i} OR (${k[i]} = @k${i} AND ${rest})`;
+  return k.length === 1 ? rest : `${k[0]} >= @k0 AND (${k[0]} > @k0 OR ${rest.includes(' OR ') ? `(${rest})` : rest})`;
+}
 
 /** The CDC columns and the captured ones; __$update_mask only where a (max) column needs it. */
 function changeColumns(columns: readonly ColumnInfo[], commandId: boolean): string {

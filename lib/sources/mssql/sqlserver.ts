@@ -4,7 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import type mssqlModule from 'mssql';
-import type { CaptureInstance, CdcConnector, CdcQueries, ChangeReadOptions, CheckpointRow, ConnectOptions, TableColumns } from './queries.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, ChangeReadOptions, CheckpointRow, ConnectOptions, SnapshotChunk, TableColumns } from './queries.js';
 import { SQL } from './sql.js';
 import { tableKey, type TableRef } from './tables.js';
 import type { ColumnInfo } from './types.js';
@@ -15,6 +15,45 @@ type Params = Record<string, [mssqlModule.ISqlType | (() => mssqlModule.ISqlType
 let mssql: Mssql;
 const qualified = (t: TableRef) => `[${t.schema.replace(/]/g, ']]')}].[${t.table.replace(/]/g, ']]')}]`;
 const lsnParam = (v: Buffer): [mssqlModule.ISqlType, Buffer] => [mssql.VarBinary(10), v];
+
+/**
+ * The parameter type for a key value as a snapshot row carries it (sql.ts selectExpression), so
+ * that SQL Server converts the parameter to the column's type, never the column (which would
+ * change the order, or the collation, and lose the seek): numbers, bits and bytes as the column's
+ * own type; exact numbers, dates and times as their text, which SQL Server converts to the column's
+ * type; strings as varchar or nvarchar like the column.
+ */
+function keyParamType(sqlType: string): mssqlModule.ISqlType {
+  const t = sqlType.toLowerCase();
+  switch (t) {
+    case 'tinyint':
+      return mssql.TinyInt();
+    case 'smallint':
+      return mssql.SmallInt();
+    case 'int':
+      return mssql.Int();
+    case 'bigint':
+      return mssql.BigInt();
+    case 'real':
+      return mssql.Real();
+    case 'float':
+      return mssql.Float();
+    case 'bit':
+      return mssql.Bit();
+    case 'uniqueidentifier':
+      return mssql.UniqueIdentifier();
+    case 'char':
+    case 'varchar':
+      return mssql.VarChar(8000);
+    case 'binary':
+    case 'varbinary':
+    case 'timestamp':
+    case 'rowversion':
+      return mssql.VarBinary(8000);
+    default:
+      return mssql.NVarChar(4000);
+  }
+}
 
 /**
  * `host:port/database` of an ADO-style connection string, for messages: only the Server (Data
@@ -230,8 +269,14 @@ class SqlServerQueries implements CdcQueries {
     return this.stream(text, { from: lsnParam(from), to: lsnParam(to) });
   }
 
-  snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[]): Readable {
-    return this.stream(SQL.snapshot(table, columns, orderBy));
+  snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[], chunk?: SnapshotChunk): Readable {
+    if (chunk === undefined) return this.stream(SQL.snapshot(table, columns, orderBy));
+    const params: Params = { limit: [mssql.Int, chunk.limit] };
+    chunk.after?.forEach((value, i) => {
+      const column = columns.find((c) => c.name === orderBy[i]);
+      params[`k${i}`] = [keyParamType(column?.type ?? ''), value];
+    });
+    return this.stream(SQL.snapshot(table, columns, orderBy, { after: chunk.after !== undefined }), params);
   }
 
   async enableDatabase(task: string) {
@@ -287,7 +332,7 @@ class SqlServerQueries implements CdcQueries {
     return rows.map((r) => ({ table: r.table_name, lsn: r.lsn, position: r.position, source: r.source, savedAt: r.saved_at }));
   }
 
-  async saveCheckpoints(t: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null }>) {
+  async saveCheckpoints(t: TableRef, task: string, source: string | null, rows: Array<{ table: string; lsn: string | null; position: string | null; snapshotLsn?: string }>) {
     await this.rows(SQL.saveCheckpoints(t), {
       task: [mssql.NVarChar(200), task],
       source: [mssql.NVarChar(200), source],

@@ -1,0 +1,218 @@
+/**
+ * The poll loop and its windows: each window reads the LSNs from the tables' positions to the max
+ * LSN (bounded by commits and rows), after checking retention (gaps) and capture instances.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Envelope } from '../../../envelope/types.js';
+import { DstreamError, ErrorCodes } from '../../../errors.js';
+import { compareLsn, lsnToHex } from '../lsn.js';
+import type { CaptureInstance, Transaction, WindowRows } from '../queries.js';
+import { resumeCheck } from '../retention.js';
+import { rowMapper, unavailableColumns } from '../types.js';
+import type { CdcReader, Segment, TableState } from './core.js';
+import { leases } from './leases.js';
+import { merge } from './merge.js';
+import { snapshot } from './snapshot.js';
+import { forTable } from './start.js';
+
+export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[]> {
+  let idle = 0;
+  while (!r.aborted) {
+    if (r.o.lease) yield* leases(r);
+    const result = yield* window(r);
+    if (r.aborted) return;
+    if (result === 'full') {
+      idle = 0;
+      continue;
+    }
+    if (result === 'rows') idle = 0;
+    else idle++;
+    const wait = Math.min(r.o.pollIntervalMs * 2 ** Math.min(idle, 16), r.o.maxPollIntervalMs);
+    await sleep(result === 'rows' ? r.o.pollIntervalMs : wait, undefined, { signal: r.o.signal }).catch(() => undefined);
+  }
+}
+
+/** Reads one window. 'full': the window was capped (more is waiting); 'rows': some rows; 'idle': none. */
+export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[], 'full' | 'rows' | 'idle'> {
+  const q = r.q;
+  if (r.tables.size === 0) return 'idle';
+  const max = await q.maxLsn();
+  if (max === null) return 'idle';
+  const all = await q.captureInstances();
+  for (const t of r.tables.values()) {
+    const instances = forTable(all, t.ref);
+    if (instances.length === 0) {
+      throw new DstreamError(ErrorCodes.CDC_NOT_ENABLED, `CDC was disabled on ${t.key} while dstream was reading it (no capture instance left); enable it again, then decide whether to re-read it (on_gap = "snapshot")`, { details: { table: t.key } });
+    }
+    t.instances = instances;
+  }
+  // A snapshot under way when reading failed goes on after its last chunk handed on.
+  const resuming = [...r.tables.values()].filter((t) => r.snapshots.has(t.key));
+  if (resuming.length > 0) yield* snapshot(r, resuming, 'snapshot');
+  // Where each table resumes: from its position, or its instance's start when that came later;
+  // tables whose cleanup overtook their position: fail, skip or snapshot (onGap).
+  const gaps: TableState[] = [];
+  for (const t of r.tables.values()) {
+    const readable = t.instances.some((i) => i.startLsn !== null);
+    if (!readable && t.readable) r.log(`${t.key}: its capture instance has no start LSN yet (the capture job has not established it); reading it once it has`);
+    t.readable = readable;
+    if (!readable || compareLsn(t.from, max) > 0) continue;
+    const check = await resumeCheck(q, t.instances, t.from, r.emitted.get(t.key) ?? t.startAt);
+    if (check.state === 'ok') t.from = check.from;
+    else if (check.state === 'gap') {
+      gaps.push(t);
+      await gap(r, t, check.instance, check.min);
+    }
+  }
+  if (gaps.length > 0 && r.o.onGap === 'snapshot') {
+    yield* snapshot(r, gaps, 'on_gap = "snapshot"');
+  }
+  const active = [...r.tables.values()].filter((t) => t.readable);
+  let low: Buffer | undefined;
+  for (const t of active) if (low === undefined || compareLsn(t.from, low) < 0) low = t.from;
+  if (low === undefined || compareLsn(low, max) > 0) {
+    if (Date.now() - r.lastCheckpointAt >= r.o.heartbeatMs && r.emitted.size > 0) {
+      const cp = r.checkpoint(false);
+      await r.verify(r.emitted, []);
+      yield cp;
+    }
+    return 'idle';
+  }
+  const txs = await transactionsFrom(r, low, max);
+  let full = txs.length >= r.o.maxTransactions;
+  let to = full ? txs[txs.length - 1]!.lsn : max;
+  // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
+  // change table's clustered index; idle tables open no stream).
+  // The counts are sent all at once (one round trip, not one per table); the loop below takes a
+  // count again only where `to` moved before it, so the window is the one counting in turn gives.
+  const counted = new Map<string, Promise<WindowRows>>();
+  const countOf = (s: Segment, end: Buffer) => `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)}`;
+  for (const t of active) {
+    if (compareLsn(t.from, to) > 0) continue;
+    for (const s of segmentsOf(r, t, to, txs)) {
+      if (compareLsn(s.from, to) > 0) continue;
+      const end = compareLsn(s.to, to) < 0 ? s.to : to;
+      const n = q.windowRows(s.instance.name, s.from, end, r.rowLimit);
+      n.catch(() => undefined);
+      counted.set(countOf(s, end), n);
+    }
+  }
+  const found: Segment[] = [];
+  for (const t of active) {
+    if (compareLsn(t.from, to) > 0) continue;
+    for (const s of segmentsOf(r, t, to, txs)) {
+      if (compareLsn(s.from, to) > 0) continue;
+      const end = compareLsn(s.to, to) < 0 ? s.to : to;
+      const n = await (counted.get(countOf(s, end)) ?? q.windowRows(s.instance.name, s.from, end, r.rowLimit));
+      if (n.rows === 0) continue;
+      if (n.rows >= r.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
+        to = n.last;
+        full = true;
+      }
+      found.push(s);
+    }
+  }
+  const segments: Segment[] = [];
+  for (const s of found) {
+    if (compareLsn(s.from, to) > 0) continue;
+    const t = s.table;
+    if (t.reading !== undefined && t.reading !== s.instance.name) {
+      r.log(`${t.key}: switching from capture instance ${t.reading} to ${s.instance.name}, which starts at LSN ${lsnToHex(s.instance.startLsn!)}`);
+    }
+    t.reading = s.instance.name;
+    segments.push(compareLsn(s.to, to) > 0 ? { ...s, to } : s);
+  }
+  // Where the next window starts, and (after a capped window: a backlog) its commits, asked for
+  // now so they are there when this window ends.
+  const nextLsn = q.incrementLsn(to);
+  nextLsn.catch(() => undefined);
+  if (full) {
+    r.ahead = { from: nextLsn, max, txs: nextLsn.then((n) => q.transactions(n, max, r.o.maxTransactions)) };
+    r.ahead.txs.catch(() => undefined);
+  }
+  const rows = yield* merge(r, segments, txs);
+  // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
+  if (r.aborted) return 'idle';
+  // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
+  const next = await nextLsn;
+  for (const t of active) {
+    if (compareLsn(t.from, to) <= 0) {
+      r.emitted.set(t.key, to);
+      t.from = next;
+    }
+  }
+  if (r.rowLimit < r.o.maxRows) r.rowLimit = Math.min(r.o.maxRows, r.rowLimit * 2);
+  if (rows > 0 || Date.now() - r.lastCheckpointAt >= r.o.heartbeatMs) {
+    const cp = r.checkpoint(false);
+    await r.verify(r.emitted, segments);
+    yield cp;
+  }
+  return full ? 'full' : rows > 0 ? 'rows' : 'idle';
+}
+
+/**
+ * The first `maxTransactions` commits in [low, max]: the ones asked for ahead when they are the
+ * same (read from the same LSN, and either up to the same max or already that many commits before
+ * it), else asked now.
+ */
+async function transactionsFrom(r: CdcReader, low: Buffer, max: Buffer): Promise<Transaction[]> {
+  const limit = r.o.maxTransactions;
+  const ahead = r.ahead;
+  r.ahead = undefined;
+  if (ahead !== undefined && compareLsn(ahead.max, max) <= 0) {
+    const got = await Promise.all([ahead.from, ahead.txs]).catch(() => undefined);
+    if (got !== undefined && got[0].equals(low) && (got[1].length >= limit || ahead.max.equals(max))) return got[1];
+  }
+  return r.q.transactions(low, max, limit);
+}
+
+export async function gap(r: CdcReader, t: TableState, instance: CaptureInstance, min: Buffer): Promise<void> {
+  const stored = r.emitted.get(t.key);
+  const what =
+    `${t.key}: SQL Server's CDC cleanup has removed changes dstream had not read: the position is ${stored ? lsnToHex(stored) : `the start ${lsnToHex(t.from)}`}, ` +
+    `but capture instance ${instance.name} now starts at ${lsnToHex(min)} (changes are kept for the cleanup job's retention, 3 days unless changed)`;
+  if (r.o.onGap === 'fail') {
+    throw new DstreamError(
+      ErrorCodes.CDC_GAP,
+      `${what}. Changes in between are lost to dstream. Choose how to go on: on_gap = "snapshot" re-reads the table's current rows and streams from there; ` +
+        `on_gap = "skip" continues from ${lsnToHex(min)} accepting the loss; or \`dstream reset <task>\` starts over from \`start\`. ` +
+        `To prevent it, keep dstream running or raise retention: EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = <minutes>`,
+      { details: { table: t.key, position: stored ? lsnToHex(stored) : null, minLsn: lsnToHex(min), instance: instance.name } },
+    );
+  }
+  if (r.o.onGap === 'skip') {
+    r.log(`WARNING: ${what}. on_gap = "skip": continuing from ${lsnToHex(min)}; the changes in between are LOST`);
+    t.from = min;
+  } else {
+    r.log(`${what}. on_gap = "snapshot": re-reading the table's current rows`);
+  }
+}
+
+/**
+ * The reads of one table in a window. With two capture instances (after a schema change), the
+ * older is read up to the newer one's start LSN and the newer from there on.
+ */
+export function segmentsOf(r: CdcReader, t: TableState, to: Buffer, txs: Transaction[]): Segment[] {
+  const out: Segment[] = [];
+  const list = t.instances.filter((i): i is CaptureInstance & { startLsn: Buffer } => i.startLsn !== null);
+  for (let i = 0; i < list.length; i++) {
+    const instance = list[i]!;
+    const next = list[i + 1];
+    if (next !== undefined && compareLsn(t.from, next.startLsn) >= 0) continue; // already past it
+    const from = compareLsn(t.from, instance.startLsn) >= 0 ? t.from : instance.startLsn;
+    if (compareLsn(from, to) > 0) break;
+    let end = to;
+    if (next !== undefined && compareLsn(next.startLsn, to) <= 0) {
+      // The last commit before the newer instance starts.
+      let last: Buffer | undefined;
+      for (const tx of txs) {
+        if (compareLsn(tx.lsn, next.startLsn) >= 0) break;
+        if (compareLsn(tx.lsn, from) >= 0) last = tx.lsn;
+      }
+      if (last === undefined) continue;
+      end = last;
+    }
+    out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), map: rowMapper(instance.columns), unavailable: unavailableColumns(instance.columns) });
+  }
+  return out;
+}
