@@ -106,6 +106,8 @@ export interface CdcQueries {
   /** null before the capture process has recorded anything. */
   maxLsn(): Promise<Buffer | null>;
   minLsn(instance: string): Promise<Buffer>;
+  /** minLsn() of several instances in one statement, in the order given. */
+  minLsns(instances: readonly string[]): Promise<Buffer[]>;
   incrementLsn(lsn: Buffer): Promise<Buffer>;
   lsnTime(lsn: Buffer): Promise<string | null>;
   transactions(from: Buffer, to: Buffer, limit: number): Promise<Transaction[]>;
