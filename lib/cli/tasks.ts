@@ -172,7 +172,7 @@ export async function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOption
       const report = await taskVerb(p.task, verb, { ...p.options, ...(state ? { position: state.position } : {}) });
       io.stdout.write(o.json ? `${JSON.stringify({ ...report, ...(verb === 'status' ? { position: state ?? null } : {}) })}\n` : formatReport(report, state, { colors: colorsFor(io.stdout, io.env) }));
       changes = hasChanges(report);
-      return ExitCodes.OK;
+      return report.input?.status === 'error' ? ExitCodes.FAILURE : ExitCodes.OK;
     },
     () => shownLive,
   );
@@ -217,7 +217,8 @@ function destroyCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
       const forgot = await store.reset(task.name);
       if (o.json) io.stdout.write(`${JSON.stringify({ ...report, position: { forgotten: forgot } })}\n`);
       else io.stdout.write(`${formatReport(report, undefined, { colors: colorsFor(io.stdout, io.env) })}${forgot ? `Position: forgotten (${whereStored(store, task.name)}); the next run starts where the input starts.\n` : 'Position: none was stored.\n'}`);
-      return ExitCodes.OK;
+      // The output's part is done; the input's setup that could not be undone makes it a failure to see.
+      return report.input?.status === 'error' ? ExitCodes.FAILURE : ExitCodes.OK;
     });
   });
 }

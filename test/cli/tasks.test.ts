@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -166,5 +167,30 @@ describe('dstream task commands (spawned)', () => {
     expect(code, stderr).toBe(0);
     expect(stdout).toContain('3 of 3 files written');
     expect(stderr).toMatch(/task "demo": 1000 rows delivered/);
+  }, 180_000);
+  it('destroy with the source server unreachable: the output\'s files still go, the input\'s failure is reported, exit 1', async () => {
+    const dir = tmp('dstream-cli-');
+    const out = join(dir, 'out');
+    const config = join(dir, 'dstream.hcl');
+    // A port nobody listens on: the SQL Server is gone.
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    writeFileSync(
+      config,
+      `task "gone" {\n  input {\n    provider = "mssql-cdc"\n    config {\n      connection_string = "Server=127.0.0.1,${port};Database=shop;User Id=dstream;Password=x;Encrypt=false"\n      tables = ["Persons", "sales.Orders"]\n    }\n  }\n  output {\n    provider = "files"\n    config {\n      dir = "${out}"\n    }\n  }\n}\n`,
+    );
+    // What earlier runs wrote.
+    mkdirSync(out);
+    for (const f of ['Persons_cdc_events.ndjson', 'Orders_cdc_events.ndjson']) writeFileSync(join(out, f), '{"data":{}}\n');
+    const destroyed = await spawnNode(DSTREAM_BIN, ['destroy', 'gone', '--config', config, '--yes'], { env: { DSTREAM_STATE_DIR: join(dir, 'state') } });
+    expect(destroyed.code).toBe(ExitCodes.FAILURE);
+    expect(readdirSync(out)).toEqual([]);
+    expect(destroyed.stdout).toMatch(/^Task gone: 2 streams \(Persons, Orders\)\n  warning: input mssql-cdc: discover failed: could not connect to SQL Server at [^\n]*; destroy goes on with the tables the task file names\n/);
+    expect(destroyed.stdout).toContain(`\nInput:\n  error: input mssql-cdc: destroy failed: could not connect to SQL Server at 127.0.0.1:${port}/shop: `);
+    expect(destroyed.stdout).toContain(`  - destroy file ${join(out, 'Persons_cdc_events.ndjson')}\n  - destroy file ${join(out, 'Orders_cdc_events.ndjson')}\n`);
   }, 180_000);
 });
