@@ -87,6 +87,7 @@ function connector(transactions: number): CdcConnector {
     tableColumns: async () => [],
     maxLsn: async () => lsn(transactions),
     minLsn: async () => lsn(1),
+    minLsns: async (names) => names.map(() => lsn(1)),
     incrementLsn: async (b) => incrementLsn(b),
     lsnTime: async () => null,
     transactions: async (from, to, limit) => {

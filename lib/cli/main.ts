@@ -14,6 +14,7 @@ import { ExitCodes } from '../protocol/exit-codes.js';
 import { DEFAULT_TEMPLATE } from '../streams/destination.js';
 import { dstreamVersion } from '../version.js';
 import { reportError } from './output.js';
+import { LOG_FORMAT_ENV, LOG_FORMATS, Logger, logFormatArg, logFormatOf, type LogFormat } from '../log.js';
 import { DEFAULT_MAX_LINE_BYTES, routeCommand } from './route.js';
 import type { TaskCommandOptions, TaskIO } from './tasks.js';
 
@@ -55,13 +56,16 @@ const examples = (...lines: string[]) => `Examples:\n${lines.map((l) => `  ${l}`
 
 function taskOptions<T>(y: Argv<T>) {
   return y
-    .option('config', { alias: 'c', type: 'string', describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
+    .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'task file (default ./dstream.hcl, or DSTREAM_CONFIG)' })
     // The original dstream's flag, accepted so its scripts keep working; dstream has nothing to set.
     .option('log-level', { alias: 'l', type: 'string', hidden: true })
     .option('json', { type: 'boolean', default: false, describe: 'print results (and errors) as JSON on stdout, for scripts' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress or provider log lines (errors are still printed)' })
-    .option('verbose', { type: 'boolean', default: false, describe: "errors keep a provider's last stderr lines even when they were shown live" });
+    .option('verbose', { type: 'boolean', default: false, describe: "errors keep a provider's last stderr lines even when they were shown live" })
+    .option('log-format', LOG_FORMAT_OPTION);
 }
+
+const LOG_FORMAT_OPTION = { choices: LOG_FORMATS, requiresArg: true, describe: `log lines on stderr as text (default) or one JSON object each (time, level, task, provider, message, code); env ${LOG_FORMAT_ENV}` } as const;
 
 type Action = () => Promise<number>;
 
@@ -70,13 +74,23 @@ export async function main(
   io: TaskIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env },
 ): Promise<number> {
   const json = argv.includes('--json');
+  // The log format first: every line after this, usage errors included, is in it.
+  let logFormat: LogFormat;
+  try {
+    const flag = logFormatArg(argv);
+    logFormat = flag !== undefined ? logFormatOf(flag) : logFormatOf(io.env[LOG_FORMAT_ENV], LOG_FORMAT_ENV);
+  } catch (err) {
+    return reportError(io, { json }, err);
+  }
+  io = { ...io, logFormat };
+  const log = new Logger({ stream: io.stderr, format: logFormat, name: 'dstream' });
   const logLevel = argv.findIndex((a) => a === '-l' || a === '--log-level' || a.startsWith('--log-level='));
   if (logLevel >= 0) {
     const value = argv[logLevel]!.includes('=') ? argv[logLevel]!.split('=')[1] : argv[logLevel + 1];
-    io.stderr.write(`dstream: note: --log-level ${value ?? ''}: dstream has no log levels; providers' stderr is shown unless --quiet, which hides progress and provider lines\n`);
+    log.info(`note: --log-level ${value ?? ''}: dstream has no log levels; providers' stderr is shown unless --quiet, which hides progress and provider lines`);
   }
   const usage = (message: string): number => {
-    return reportError(io, { json }, invalidOption(message));
+    return reportError(io, { json }, invalidOption(message), undefined, log);
   };
   // A word that is not a command: say which one it resembles, before yargs prints all of them.
   const first = argv.find((a) => !a.startsWith('-'));
@@ -105,15 +119,17 @@ export async function main(
         y
           .option('template', {
             type: 'string',
+            requiresArg: true,
             default: DEFAULT_TEMPLATE,
             describe: 'destination name; placeholders {table}, {schema}, {database}',
           })
-          .option('include', { type: 'string', array: true, describe: 'only these tables (name, schema.name, * wildcard); repeat or comma-separate' })
-          .option('exclude', { type: 'string', array: true, describe: 'leave out these tables' })
+          .option('include', { type: 'string', array: true, requiresArg: true, describe: 'only these tables (name, schema.name, * wildcard); repeat or comma-separate' })
+          .option('exclude', { type: 'string', array: true, requiresArg: true, describe: 'leave out these tables' })
           .option('on-invalid', { choices: INVALID_POLICIES, describe: 'what to do with a line that is not an envelope (default fail; dead-letter when --dead-letter is given)' })
-          .option('dead-letter', { type: 'string', describe: 'append invalid records (raw line, reason, line number) to this file' })
-          .option('max-line-bytes', { type: 'number', default: DEFAULT_MAX_LINE_BYTES, describe: 'longest accepted line' })
+          .option('dead-letter', { type: 'string', requiresArg: true, describe: 'append invalid records (raw line, reason, line number) to this file' })
+          .option('max-line-bytes', { type: 'number', requiresArg: true, default: DEFAULT_MAX_LINE_BYTES, describe: 'longest accepted line' })
           .option('quiet', { type: 'boolean', default: false, describe: 'no notes on stderr (errors are still printed)' })
+          .option('log-format', LOG_FORMAT_OPTION)
           .epilog(
             [
               'Examples:',
@@ -139,7 +155,7 @@ export async function main(
               maxLineBytes: args['max-line-bytes'],
               quiet: args.quiet,
             },
-            io,
+            { ...io, logFormat },
           );
       },
     )
@@ -247,12 +263,14 @@ export async function main(
   return action();
 }
 
-const KNOWN_OPTIONS = ['config', 'json', 'quiet', 'verbose', 'yes', 'skip-env', 'detailed-exitcode', 'template', 'include', 'exclude', 'on-invalid', 'dead-letter', 'max-line-bytes', 'metrics-port', 'metrics-host', 'help', 'version'];
+const KNOWN_OPTIONS = ['config', 'json', 'quiet', 'verbose', 'log-format', 'yes', 'skip-env', 'detailed-exitcode', 'template', 'include', 'exclude', 'on-invalid', 'dead-letter', 'max-line-bytes', 'metrics-port', 'metrics-host', 'help', 'version'];
 
 /** yargs' messages, said the way the rest of dstream says things (with a did-you-mean for options). */
 function explain(message: string, command: string | undefined): string {
   if (/^Not enough non-option arguments/.test(message) && command !== undefined) return `dstream ${command} needs a task name: dstream ${command} <task>.`;
   if (/^Missing required argument: task/.test(message) && command !== undefined) return `dstream ${command} needs a task name: dstream ${command} <task>.`;
+  const valueless = /^Not enough arguments following: (.+)$/.exec(message);
+  if (valueless) return `option --${valueless[1]} needs a value; nothing was done.`;
   const unknown = /^Unknown arguments?: (.+)$/.exec(message);
   if (unknown) {
     const names = unknown[1]!.split(', ');

@@ -75,14 +75,15 @@ function resourceLine(r: ResourceReport, c: Colors): string {
     const color = COLOR_OF[r.action];
     return [`  ${color ? c[color](mark) : mark} ${r.kind} ${r.name}${changes}`, ...warnings].join('\n');
   }
-  if (r.exists === false) return `  ${c.red('x')} ${r.kind} ${r.name}: missing`;
+  if (r.exists === false) return [`  ${c.red('x')} ${r.kind} ${r.name}: missing`, ...warnings].join('\n');
   const facts = resourceFacts(r);
   return [`  ${c.green('ok')} ${r.kind} ${r.name}${facts.length ? `  (${facts.join(', ')})` : ''}`, ...warnings].join('\n');
 }
 
 function section(title: string, result: ResultLine, c: Colors): string[] {
   const resources = (result.resources ?? []) as ResourceReport[];
-  return [title, ...resources.map((r) => resourceLine(r, c)), ...(typeof result.summary === 'string' ? [result.summary] : [])];
+  const failed = result.status === 'error' ? [`  ${c.red('error:')} ${result.message ?? 'no message'}`] : [];
+  return [title, ...failed, ...resources.map((r) => resourceLine(r, c)), ...(typeof result.summary === 'string' ? [result.summary] : [])];
 }
 
 /** Whether a plan would change anything (plan --detailed-exitcode). */
@@ -94,7 +95,8 @@ export function formatReport(report: LifecycleReport, state?: StoredState, optio
   const c = options.colors ?? plain;
   const now = options.now ?? Date.now();
   const lines = [`Task ${report.task}: ${report.streams.length} stream${report.streams.length === 1 ? '' : 's'} (${report.streams.map((s) => s.name).join(', ')})`];
-  if (report.input !== undefined && ((report.input.resources as unknown[] | undefined)?.length ?? 0) > 0) lines.push('', ...section('Input:', report.input, c));
+  for (const w of report.warnings ?? []) lines.push(`  ${c.yellow('warning:')} ${w}`);
+  if (report.input !== undefined && (report.input.status === 'error' || ((report.input.resources as unknown[] | undefined)?.length ?? 0) > 0)) lines.push('', ...section('Input:', report.input, c));
   lines.push('', ...section(report.input !== undefined ? 'Output:' : `${report.command}:`, report.output, c));
   if (report.command === 'status') {
     lines.push('', state === undefined ? 'Position: none stored yet (run starts where the input starts)' : `Position: ${JSON.stringify(state.position)}, saved ${age(now - Date.parse(state.savedAt))} ago`);

@@ -11,6 +11,8 @@ import { invalidOption, messageOf } from '../errors.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import { displayTable, type Assignment } from '../streams/destination.js';
 import { route } from '../streams/route.js';
+import { isDstreamError } from '../errors.js';
+import { Logger, type LogFormat } from '../log.js';
 
 export interface RouteCommandOptions {
   template?: string;
@@ -26,10 +28,12 @@ export interface CommandIO {
   stdin: Readable;
   stdout: Writable;
   stderr: Writable;
+  logFormat?: LogFormat;
 }
 
 export async function routeCommand(options: RouteCommandOptions, io: CommandIO): Promise<number> {
-  const say = (line: string) => io.stderr.write(`dstream route: ${line}\n`);
+  const log = new Logger({ stream: io.stderr, format: io.logFormat ?? 'text', name: 'dstream route' });
+  const say = (line: string) => log.info(line);
   let deadLetter: WriteStream | undefined;
   try {
     if (options.deadLetter !== undefined && options.onInvalid !== 'dead-letter' && options.onInvalid !== undefined) {
@@ -55,7 +59,7 @@ export async function routeCommand(options: RouteCommandOptions, io: CommandIO):
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EPIPE') return ExitCodes.OK;
     if (deadLetter !== undefined && !deadLetter.closed) deadLetter.destroy();
-    say(messageOf(err).replace(KEEP_GOING, 'choose --on-invalid skip or dead-letter to keep going'));
+    log.error(messageOf(err).replace(KEEP_GOING, 'choose --on-invalid skip or dead-letter to keep going'), isDstreamError(err) ? { code: err.code } : {});
     return exitCodeFor(err);
   }
 }

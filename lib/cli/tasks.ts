@@ -15,6 +15,7 @@ import { openStateStore } from '../state/stores.js';
 import { ExitCodes } from '../protocol/exit-codes.js';
 import type { LifecycleVerb, ResourceReport } from '../protocol/messages.js';
 import { confirmRemoval } from '../provider/confirm.js';
+import { Logger, secretValues, LOG_FORMAT_ENV, type LogFormat } from '../log.js';
 import { checkTask } from './check.js';
 import { reportError } from './output.js';
 import { colorsFor, formatReport, hasChanges, resourceFacts } from './report.js';
@@ -42,15 +43,23 @@ export interface TaskIO {
   env: Record<string, string | undefined>;
   /** Where SIGINT/SIGTERM come from during run. */
   signals?: NodeJS.EventEmitter;
+  /** How log lines on stderr look (--log-format); default text. */
+  logFormat?: LogFormat;
+}
+
+/** dstream's logger for one command (its task, when named), on the command's stderr. */
+export function commandLogger(io: TaskIO, task?: string): Logger {
+  return new Logger({ stream: io.stderr, format: io.logFormat ?? 'text', name: 'dstream', ...(task === undefined ? {} : { task }) });
 }
 
 const configPath = (o: TaskCommandOptions, env: TaskIO['env']) => o.config ?? env.DSTREAM_CONFIG ?? 'dstream.hcl';
 
-async function guarded(io: TaskIO, o: TaskCommandOptions, fn: () => Promise<number>, shownLive: () => boolean = () => false): Promise<number> {
+async function guarded(io: TaskIO, o: TaskCommandOptions, fn: (log: Logger) => Promise<number>, shownLive: () => boolean = () => false): Promise<number> {
+  const log = commandLogger(io, o.task);
   try {
-    return await fn();
+    return await fn(log);
   } catch (err) {
-    return reportError(io, o, err, once(messageOf(err), shownLive() && !o.verbose, o.verbose ? [] : [...SAID_LIVE]));
+    return reportError(io, o, err, once(messageOf(err), shownLive() && !o.verbose, o.verbose ? [] : [...SAID_LIVE]), log);
   }
 }
 
@@ -99,25 +108,28 @@ export function stateDirOf(task: TaskConfig, env: TaskIO['env']): string {
   return task.state?.dir ?? (env.DSTREAM_STATE_DIR || join(task.dir ?? process.cwd(), '.dstream'));
 }
 
-async function prepare(o: TaskCommandOptions, io: TaskIO): Promise<Prepared> {
+async function prepare(o: TaskCommandOptions, io: TaskIO, log: Logger): Promise<Prepared> {
   const file = await loadTaskFile(configPath(o, io.env), io.env, { task: o.task });
   const task = taskNamed(file, o.task!);
+  // The task's secrets (connection strings, keys) are masked in every line logged from here on.
+  log.addSecrets(secretValues([task.input.config, task.output.config, task.state]));
   await checkTask(task, BUILTINS, io.env);
   const stateDir = stateDirOf(task, io.env);
   const shownLive = !o.quiet;
   const onStderr = (line: string, label: string) => {
     // Each line under the provider's name, unless it already says it (`asb-sink: ...`, `count-provider: ...` from count-provider.mjs).
     const name = label.split(' ').slice(1).join(' ').split('/').pop()!;
+    log.forward(line, name, name);
     const own = [name, name.replace(/\.(m?js|cjs)$/, '')].find((n) => line.startsWith(`${n}: `));
-    io.stderr.write(own ? `${line}\n` : `${name}: ${line}\n`);
     saidLive(own ? line.slice(own.length + 2) : line);
   };
   const options: ExecutorOptions = {
     builtins: BUILTINS,
-    env: { ...io.env, DSTREAM_STATE_DIR: stateDir },
+    // Providers log in the same form as dstream (they read DSTREAM_LOG_FORMAT).
+    env: { ...io.env, DSTREAM_STATE_DIR: stateDir, [LOG_FORMAT_ENV]: log.format },
     ...(task.dir ? { cwd: task.dir } : {}),
     ...(shownLive ? { onStderr } : {}),
-    onNote: (text: string) => void io.stderr.write(`dstream: note: ${text}\n`),
+    onNote: (text: string) => log.info(`note: ${text}`),
   };
   return { file, task, stateDir, options, shownLive };
 }
@@ -138,7 +150,7 @@ function whereStored(store: StateStore, task: string): string {
 }
 
 export function validateCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
-  return guarded(io, o, async () => {
+  return guarded(io, o, async (log) => {
     const file = await loadTaskFile(configPath(o, io.env), io.env, { skipEnv: o.skipEnv === true, task: o.task });
     const tasks = o.task === undefined ? file.tasks : [taskNamed(file, o.task)];
     // With --skip-env the secrets are not there: variables that fill config fall back to nothing.
@@ -157,14 +169,14 @@ export async function lifecycleCommand(verb: LifecycleVerb, o: TaskCommandOption
   const code = await guarded(
     io,
     o,
-    async () => {
-      const p = await prepare(o, io);
+    async (log) => {
+      const p = await prepare(o, io, log);
       shownLive = p.shownLive;
       const state = verb === 'status' ? await withStore(p, (store) => store.load(p.task.name)) : undefined;
       const report = await taskVerb(p.task, verb, { ...p.options, ...(state ? { position: state.position } : {}) });
       io.stdout.write(o.json ? `${JSON.stringify({ ...report, ...(verb === 'status' ? { position: state ?? null } : {}) })}\n` : formatReport(report, state, { colors: colorsFor(io.stdout, io.env) }));
       changes = hasChanges(report);
-      return ExitCodes.OK;
+      return report.input?.status === 'error' ? ExitCodes.FAILURE : ExitCodes.OK;
     },
     () => shownLive,
   );
@@ -191,13 +203,13 @@ function positionLine(state: StoredState | undefined, where: string): string[] {
 }
 
 function destroyCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
-  return guarded(io, o, async () => {
-    const p = await prepare(o, io);
+  return guarded(io, o, async (log) => {
+    const p = await prepare(o, io, log);
     const { task } = p;
     return withStore(p, async (store) => {
       const state = await store.load(task.name);
       const status = await taskVerb(task, 'status', { ...p.options, onStderr: undefined });
-      await confirmRemoval(io, {
+      await confirmRemoval({ ...io, log }, {
         program: 'dstream',
         action: `destroy task "${task.name}"`,
         items: [...existing(status), ...positionLine(state, whereStored(store, task.name))],
@@ -209,7 +221,8 @@ function destroyCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
       const forgot = await store.reset(task.name);
       if (o.json) io.stdout.write(`${JSON.stringify({ ...report, position: { forgotten: forgot } })}\n`);
       else io.stdout.write(`${formatReport(report, undefined, { colors: colorsFor(io.stdout, io.env) })}${forgot ? `Position: forgotten (${whereStored(store, task.name)}); the next run starts where the input starts.\n` : 'Position: none was stored.\n'}`);
-      return ExitCodes.OK;
+      // The output's part is done; the input's setup that could not be undone makes it a failure to see.
+      return report.input?.status === 'error' ? ExitCodes.FAILURE : ExitCodes.OK;
     });
   });
 }
@@ -219,8 +232,8 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
   return guarded(
     io,
     o,
-    async () => {
-      const p = await prepare(o, io);
+    async (log) => {
+      const p = await prepare(o, io, log);
       shownLive = p.shownLive;
       const { task } = p;
       const abort = new AbortController();
@@ -228,7 +241,7 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
       const onSignal = (sig: NodeJS.Signals) => {
         if (stoppedBy !== undefined) return;
         stoppedBy = sig;
-        io.stderr.write(`dstream: ${sig}: stopping task "${task.name}"; delivering what is in flight\n`);
+        log.warn(`${sig}: stopping task "${task.name}"; delivering what is in flight`);
         abort.abort();
       };
       const signals = io.signals ?? process;
@@ -244,19 +257,19 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
             const rate = ((acked.rows - shown.rows) * 1000) / Math.max(1, now - shown.at);
             shown = { rows: acked.rows, at: now };
             const lag = acked.acks === 0 ? 'none acknowledged yet' : `last ${((now - acked.at) / 1000).toFixed(1)} s ago`;
-            io.stderr.write(`dstream: ${task.name}: ${acked.rows} rows (${Math.round(rate)} rows/s), ${acked.acks} checkpoints acknowledged (${lag}), ${((now - started) / 1000).toFixed(0)} s\n`);
+            log.info(`${task.name}: ${acked.rows} rows (${Math.round(rate)} rows/s), ${acked.acks} checkpoints acknowledged (${lag}), ${((now - started) / 1000).toFixed(0)} s`);
           }, 2000).unref();
       const store = await openStateStore(task.state, p.options.env);
       try {
         const stored = await store.load(task.name);
-        if (stored === undefined && !o.quiet) io.stderr.write(`dstream: task "${task.name}": no stored position (${whereStored(store, task.name)}); the input starts where it starts\n`);
+        if (stored === undefined && !o.quiet) log.info(`task "${task.name}": no stored position (${whereStored(store, task.name)}); the input starts where it starts`);
         const metrics = metricsOf(task, o);
         const summary = await runTask(task, {
           ...p.options,
           store,
           signal: abort.signal,
           ...(metrics
-            ? { metrics: { ...metrics, onListening: (server: OpsServer) => void io.stderr.write(`dstream: metrics at ${server.url}/metrics (probes: /healthz, /readyz)\n`) } }
+            ? { metrics: { ...metrics, onListening: (server: OpsServer) => log.info(`metrics at ${server.url}/metrics (probes: /healthz, /readyz)`) } }
             : {}),
           onAck: (_cp, rows) => (acked = { rows, acks: acked.acks + 1, at: Date.now() }),
         });
@@ -265,10 +278,10 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
           io.stdout.write(`${JSON.stringify({ ...summary, durationMs: Date.now() - started, stoppedBy: stoppedBy ?? null, stopReason: stoppedBy ? `stopped by ${stoppedBy}` : 'input ended' })}\n`);
         } else {
           const took = `${seconds.toFixed(1)} s${stoppedBy ? ` (stopped by ${stoppedBy})` : ''}`;
-          io.stderr.write(
+          log.info(
             summary.positionsNotStored === undefined
-              ? `dstream: task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints acknowledged (the last one stored) in ${took}\n`
-              : `dstream: task "${task.name}": ${summary.rows} rows sent, positions not stored: ${summary.positionsNotStored}; the next run starts where the input starts without a stored position, in ${took}\n`,
+              ? `task "${task.name}": ${summary.rows} rows delivered, ${summary.checkpointsAcked} checkpoints acknowledged (the last one stored) in ${took}`
+              : `task "${task.name}": ${summary.rows} rows sent, positions not stored: ${summary.positionsNotStored}; the next run starts where the input starts without a stored position, in ${took}`,
           );
         }
         return stoppedBy === 'SIGINT' ? ExitCodes.INTERRUPTED : stoppedBy === 'SIGTERM' ? ExitCodes.TERMINATED : ExitCodes.OK;
@@ -293,8 +306,8 @@ function metricsOf(task: TaskConfig, o: TaskCommandOptions): { port: number; hos
 }
 
 export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
-  return guarded(io, o, async () => {
-    const p = await prepare(o, io);
+  return guarded(io, o, async (log) => {
+    const p = await prepare(o, io, log);
     const { task } = p;
     return withStore(p, async (store) => {
       const state = await store.load(task.name);
@@ -302,7 +315,7 @@ export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number>
         io.stdout.write(o.json ? `${JSON.stringify({ task: task.name, reset: false })}\n` : `task "${task.name}": no stored position (${whereStored(store, task.name)})\n`);
         return ExitCodes.OK;
       }
-      await confirmRemoval(io, { program: 'dstream', action: `reset task "${task.name}"`, items: positionLine(state, whereStored(store, task.name)), name: task.name, yes: o.yes === true });
+      await confirmRemoval({ ...io, log }, { program: 'dstream', action: `reset task "${task.name}"`, items: positionLine(state, whereStored(store, task.name)), name: task.name, yes: o.yes === true });
       await store.reset(task.name);
       // The output keeps what it holds: say what the next run does with it.
       const status = await taskVerb(task, 'status', { ...p.options, onStderr: undefined });

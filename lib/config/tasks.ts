@@ -1,7 +1,7 @@
 /**
- * dstream.hcl -> tasks. Templating first (template.ts), then HCL 2 through @cdktn/hcl2json (HCL's
- * own parser in WASM: syntax errors come with file:line,column; hcl2-parser gave an empty error and
- * no position), then the task structure, checked with positions and did-you-mean:
+ * dstream.hcl -> tasks. Templating first (template.ts), then HCL 2: a file of literals through
+ * hcl-literal.ts, anything else through @cdktn/hcl2json (HCL's own parser in WASM: syntax errors
+ * come with file:line,column; hcl2-parser gave an empty error and no position), then the task structure, checked with positions and did-you-mean:
  *
  *   task "name" {
  *     type = "providers"
@@ -14,6 +14,7 @@ import { dirname, resolve } from 'node:path';
 import { DstreamError, ErrorCodes } from '../errors.js';
 import { didYouMean, validateConfig, type ConfigSchema } from './schema.js';
 import { renderTemplate } from './template.js';
+import { parseLiteralHcl } from './hcl-literal.js';
 
 export interface Position {
   line: number;
@@ -163,13 +164,16 @@ export async function parseTaskFile(source: string, file: string, env: Record<st
   const text = renderTemplate(source, env, file, { placeholders: options.skipEnv === true, onMissing: (err, line) => missing.push({ err, line }) });
   if (options.task === undefined && missing.length > 0) throw missing[0]!.err;
   const at = new Locator(file, text);
-  let doc: Block;
-  try {
-    // The HCL parser (Go in WebAssembly, ~100 MB) loads only when a task file is read.
-    const { parse } = await import('@cdktn/hcl2json');
-    doc = (await parse(file, text)) as Block;
-  } catch (err) {
-    throw hclError(err, file);
+  // A file of literals (most task files) is read in JavaScript; anything else, and every error,
+  // goes to the HCL parser (Go in WebAssembly, ~100 MB), loaded only then.
+  let doc = parseLiteralHcl(text) as Block | undefined;
+  if (doc === undefined) {
+    try {
+      const { parse } = await import('@cdktn/hcl2json');
+      doc = (await parse(file, text)) as Block;
+    } catch (err) {
+      throw hclError(err, file);
+    }
   }
   for (const key of Object.keys(doc)) {
     if (key !== 'task' && !ORIGINAL_TOP_LEVEL.includes(key)) throw at.error(at.find(key), `unknown block or attribute "${key}"${hint(key, ['task'])}; a task file holds task "<name>" { ... } blocks`);

@@ -4,8 +4,10 @@
  * Lines are found by scanning Buffers for 0x0A, which never occurs inside a multi-byte UTF-8
  * sequence, so a character split across chunks is decoded whole once its line is complete; no
  * StringDecoder is needed on the hot path. The partial line is carried as a list of Buffers and
- * capped by `maxLineBytes`.
+ * capped by `maxLineBytes`. A line that is not valid UTF-8 is an invalid record like any other
+ * (never silently decoded with U+FFFD in place of its bad bytes).
  */
+import { isUtf8 } from 'node:buffer';
 import { Transform, type TransformCallback } from 'node:stream';
 import { DstreamError, ErrorCodes, invalidOption } from '../errors.js';
 import { InvalidRecords, type InvalidRecord, type InvalidRecordOptions, type InvalidStats } from './invalid.js';
@@ -76,6 +78,10 @@ export class EnvelopeDecoder extends Transform {
   private lineNo = 0;
   private envelopes = 0;
   private pending: Promise<void>[] = [];
+  /** The bytes of the line being read (`src` from `srcStart` to `srcEnd`), for the UTF-8 check. */
+  private src: Buffer = Buffer.alloc(0);
+  private srcStart = 0;
+  private srcEnd = 0;
 
   constructor(options: DecodeOptions = {}) {
     super({ writableObjectMode: false, readableObjectMode: true, readableHighWaterMark: options.highWaterMark ?? 16 });
@@ -109,6 +115,9 @@ export class EnvelopeDecoder extends Transform {
       }
       while (nl !== -1) {
         this.checkLength(nl - start);
+        this.src = buf;
+        this.srcStart = start;
+        this.srcEnd = nl;
         this.line(buf.toString('utf8', start, nl));
         start = nl + 1;
         nl = buf.indexOf(LF, start);
@@ -145,10 +154,13 @@ export class EnvelopeDecoder extends Transform {
       this.carry.push(rest);
       this.carryBytes += rest.length;
     }
-    const text = Buffer.concat(this.carry, this.carryBytes).toString('utf8');
+    const bytes = Buffer.concat(this.carry, this.carryBytes);
     this.carry = [];
     this.carryBytes = 0;
-    return text;
+    this.src = bytes;
+    this.srcStart = 0;
+    this.srcEnd = bytes.length;
+    return bytes.toString('utf8');
   }
 
   /**
@@ -183,6 +195,16 @@ export class EnvelopeDecoder extends Transform {
 
   private line(text: string): void {
     const n = ++this.lineNo;
+    // Bad bytes decode to U+FFFD, which valid text may hold too: only then are the bytes checked.
+    if (text.includes('\uFFFD')) {
+      const bytes = this.src.subarray(this.srcStart, this.srcEnd);
+      if (!isUtf8(bytes)) {
+        const reason = `not valid UTF-8 (byte ${firstBadByte(bytes) + 1} of the line)`;
+        if (this.expectHeader) throw this.badHeader(n, text, reason);
+        this.refuse({ stage: 'decode', line: n, reason, raw: text, rawBase64: bytes.toString('base64') });
+        return;
+      }
+    }
     if (n === 1 && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
     if (text.charCodeAt(text.length - 1) === 0x0d) text = text.slice(0, -1);
     // Fast path: nearly every line starts with '{'. Anything else may be blank or whitespace.
@@ -227,6 +249,23 @@ export class EnvelopeDecoder extends Transform {
       { details: { line, excerpt: text.slice(0, 80) } },
     );
   }
+}
+
+/** Index of the first byte of `b` that does not belong to a well-formed UTF-8 sequence (RFC 3629). */
+export function firstBadByte(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    const [n, lo, hi] = c < 0x80 ? [0, 0, 0] : c >= 0xc2 && c <= 0xdf ? [1, 0x80, 0xbf] : c === 0xe0 ? [2, 0xa0, 0xbf] : c === 0xed ? [2, 0x80, 0x9f] : c >= 0xe1 && c <= 0xef ? [2, 0x80, 0xbf] : c === 0xf0 ? [3, 0x90, 0xbf] : c >= 0xf1 && c <= 0xf3 ? [3, 0x80, 0xbf] : c === 0xf4 ? [3, 0x80, 0x8f] : [-1, 0, 0];
+    if (n < 0 || i + n >= b.length) return i;
+    // The second byte has the narrower range (no overlongs, no surrogates, nothing past U+10FFFF).
+    for (let k = 1; k <= n; k++) {
+      const x = b[i + k]!;
+      if (k === 1 ? x < lo || x > hi : x < 0x80 || x > 0xbf) return i;
+    }
+    i += n + 1;
+  }
+  return b.length;
 }
 
 /** Bytes -> envelopes. See `DecodeOptions` for line limits, headers and invalid-record policy. */

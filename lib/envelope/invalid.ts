@@ -25,6 +25,8 @@ export interface InvalidRecord {
   reason: string;
   /** The record as it arrived (the raw line, or the envelope re-encoded). */
   raw: string;
+  /** A line that is not valid UTF-8: its exact bytes (`raw` has U+FFFD in place of the bad ones). */
+  rawBase64?: string;
 }
 
 export interface InvalidStats {
@@ -74,7 +76,7 @@ export class InvalidRecords {
       return new DstreamError(
         ErrorCodes.INVALID_RECORD,
         `${where(rec)}${rec.reason}: ${excerpt(rec.raw)} (${KEEP_GOING})`,
-        { details: { ...rec, raw: excerpt(rec.raw) } },
+        { details: { stage: rec.stage, line: rec.line, reason: rec.reason, raw: excerpt(rec.raw) } },
       );
     }
     this.stats.first ??= rec;

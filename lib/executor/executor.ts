@@ -57,12 +57,15 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
     const session = await openSession(handle, h, probe ? { handshakeTimeoutMs: probeMs, silenceIsOriginal: true } : { ...options, endInput: true });
     if (probe) {
       if (!session.dstream) {
+        // The wait the session gave it: the provider's own handshake_timeout, else the probe's.
+        const waited = handle.handshakeTimeoutMs ?? probeMs;
         const why = session.silent
-          ? `sent no handshake within ${probeMs} ms (the original MSSQL ingester reads its config to the end of its input first)`
+          ? `sent no handshake within ${waited} ms (the original MSSQL ingester reads its config to the end of its input first)`
           : session.legacy
             ? 'started with data instead of a handshake'
             : 'answered a handshake without "protocol" (as the original .NET SDK does)';
-        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs`);
+        const fix = session.silent ? `; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its ${spec.label.split(' ')[0]} block` : '';
+        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs${fix}`);
         handle.kill('SIGKILL');
         await handle.exited;
         return undefined;
@@ -97,6 +100,8 @@ export interface LifecycleReport {
   streams: StreamDescriptor[];
   input?: ResultLine;
   output: ResultLine;
+  /** What status or destroy went on without (an input that failed discover): why, and what was used instead. */
+  warnings?: string[];
 }
 
 /**
@@ -105,22 +110,34 @@ export interface LifecycleReport {
  * the reverse of init. `position` (the stored one) goes to the input's status, for its lag.
  * An input that does not speak dstream's protocol is asked nothing (as the original CLI did): the
  * streams then come from the `tables` of the output's config, or of the input's.
+ *
+ * status and destroy are what a user turns to when the source is broken or gone (a table dropped,
+ * CDC turned off, the server unreachable): a failed discover is a warning there, the streams come
+ * from the task file's `tables`, and the input's own failure becomes its error result, so the
+ * output still reports, or removes, what it knows to be the task's.
  */
 export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options: ExecutorOptions & { position?: unknown }): Promise<LifecycleReport> {
   const input = await specOf('input', task.input, options.builtins);
   const output = await specOf('output', task.output, options.builtins);
+  const without = command === 'status' || command === 'destroy';
+  const warnings: string[] = [];
   // Built-ins speak the protocol; only executables are probed at their handshake.
-  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined);
+  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined).catch((err: unknown): null => {
+    if (!without) throw err;
+    warnings.push(`${said(input, err)}; ${command} goes on with the tables the task file names`);
+    return null;
+  });
   const original = discovered === undefined;
-  const streams = original ? streamsFromConfig(task.output.config, task.input.config) : ((discovered.streams as StreamDescriptor[] | undefined) ?? []);
+  const streams = discovered === undefined || discovered === null ? streamsFromConfig(task.output.config, task.input.config) : ((discovered.streams as StreamDescriptor[] | undefined) ?? []);
   const onInput = async (): Promise<ResultLine | undefined> => {
     if (command === 'discover' || original) return undefined;
     const extra = command === 'status' && options.position !== undefined ? { task: task.name, state: options.position } : { task: task.name };
     // Optional for inputs: its stderr goes only into the error (which names it), not to the screen.
-    return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError): undefined => {
+    return providerVerb(input, header(command, task.input.config, extra), { ...options, onStderr: undefined }).catch((err: DstreamError): ResultLine | undefined => {
       // An input without setup of its own may not support the verb; that is not a failure.
       if (err.details?.providerCode === ErrorCodes.UNSUPPORTED_COMMAND) return undefined;
-      throw err;
+      if (!without) throw err;
+      return { status: 'error', command, message: said(input, err), ...(isDstreamError(err) ? { code: err.code } : {}) };
     });
   };
   const onOutput = async () => (await providerVerb(output, header(command, task.output.config, { task: task.name, streams }), options))!;
@@ -133,7 +150,13 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
     inputResult = await onInput();
     out = await onOutput();
   }
-  return { task: task.name, command, streams, ...(inputResult ? { input: inputResult } : {}), output: out };
+  return { task: task.name, command, streams, ...(inputResult ? { input: inputResult } : {}), output: out, ...(warnings.length > 0 ? { warnings } : {}) };
+}
+
+/** A provider's failure in one line that names it (its stderr tail, shown live already, left out). */
+function said(spec: ProviderSpec, err: unknown): string {
+  const head = messageOf(err).split('\n')[0]!;
+  return head.startsWith(`${spec.label}: `) ? head : `${spec.label}: ${head}`;
 }
 
 export interface RunSummary {
@@ -154,6 +177,13 @@ export interface RunOptions extends ExecutorOptions {
   /** Serve /metrics, /healthz and /readyz while the task runs (the providers report theirs over the protocol). */
   metrics?: RunMetricsOptions;
 }
+
+/**
+ * Least time between the starts of two saves of a run's position. Each save fsyncs a file and its
+ * directory; back to back they compete with the output's own fsyncs all run long. A crash loses at
+ * most this much more of the acknowledged progress, which is read again (at least once).
+ */
+export const SAVE_INTERVAL_MS = 200;
 
 /** Streams a task until its input ends or `signal` aborts; stores each acknowledged checkpoint. */
 export async function runTask(task: TaskConfig, options: RunOptions): Promise<RunSummary> {
@@ -204,12 +234,16 @@ async function runWith(task: TaskConfig, options: RunOptions, telemetry: RunTele
   };
   const onAbort = () => stop('SIGTERM');
   // Acknowledgements can come faster than a durable save: only the latest is saved (each save
-  // atomic), so the store never lags more than one save behind nor holds an unacknowledged position.
-  const saver = latestSaver(async (cp: CheckpointEnvelope) => {
-    await options.store.save(task.name, cp.data.position, cp.source);
-    summary.lastPosition = cp.data.position;
-    telemetry?.metrics.checkpointsStored.inc({ task: task.name });
-  });
+  // atomic), at most every SAVE_INTERVAL_MS, so the store never lags more than that and one save
+  // behind nor holds an unacknowledged position; the last acknowledgement is saved at the end.
+  const saver = latestSaver(
+    async (cp: CheckpointEnvelope) => {
+      await options.store.save(task.name, cp.data.position, cp.source);
+      summary.lastPosition = cp.data.position;
+      telemetry?.metrics.checkpointsStored.inc({ task: task.name });
+    },
+    { minIntervalMs: SAVE_INTERVAL_MS },
+  );
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     // What an output prints that is not a protocol line is its own output (the original .NET console

@@ -51,6 +51,14 @@ export interface StartOptions {
   onMetrics?: (line: MetricsLine) => void;
 }
 
+/**
+ * After a provider process has exited, how long what it started may keep its stdout or stderr open
+ * before the rest of its process group is stopped: as long as a provider has to drain after
+ * SIGTERM (runProvider's default grace), for a wrapper script that exits on SIGTERM while the
+ * provider it started is still draining.
+ */
+const EXIT_GRACE_MS = 10_000;
+
 /** A provider's stderr line is shown up to this many characters (binary garbage can be megabytes). */
 const MAX_LINE = 1000;
 /** A stderr "line" without a newline is cut into pieces of this size rather than held forever. */
@@ -104,16 +112,44 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
 
   const path = spec.path!;
   const [command, args] = /\.(m?js|cjs)$/.test(path) ? [process.execPath, [path]] : [path, []];
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, ...(options.cwd ? { cwd: options.cwd } : {}) });
+  // Its own process group, so that stopping it stops whatever it started too (a wrapper script's
+  // children, a helper it forked). dstream forwards SIGINT/SIGTERM itself (the executor stops its
+  // providers), so a terminal's Ctrl-C reaching dstream's group alone loses nothing.
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, detached: true, ...(options.cwd ? { cwd: options.cwd } : {}) });
   child.stderr.on('data', onStderr);
+  const group = (sig: NodeJS.Signals): boolean => {
+    if (child.pid === undefined) return false;
+    try {
+      process.kill(-child.pid, sig);
+      return true;
+    } catch (err) {
+      // ESRCH: nothing of the group is left. EPERM: a member changed its user; nothing more to do.
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH' && (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+      return false;
+    }
+  };
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('error', (err) => {
       onStderr(`could not start ${path}: ${err.message}\n`);
       resolve({ code: 127, signal: null });
     });
-    child.on('close', (code, signal) => resolve({ code, signal }));
+    // Its own exit comes first; its stdout is read to the end before it counts as exited (its last
+    // lines are rows), and only then is what it left behind in its group stopped. A process of the
+    // group that holds the pipe open after the provider has gone gets EXIT_GRACE_MS to let go.
+    let grace: NodeJS.Timeout | undefined;
+    child.once('exit', () => {
+      grace = setTimeout(() => group('SIGKILL'), EXIT_GRACE_MS);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(grace);
+      group('SIGKILL');
+      resolve({ code, signal });
+    });
   });
   // A provider that exits without reading all its input must not crash dstream with EPIPE.
   child.stdin.on('error', () => undefined);
-  return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, objectMode: false, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill: (sig = 'SIGTERM') => void child.kill(sig) };
+  const kill = (sig: NodeJS.Signals = 'SIGTERM') => {
+    if (!group(sig) && child.exitCode === null && child.signalCode === null) child.kill(sig);
+  };
+  return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, objectMode: false, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill };
 }

@@ -145,7 +145,7 @@ export function namedError(handle: ProviderHandle, err: unknown): unknown {
   const quoted = JSON.stringify(raw.slice(0, 40)).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return providerFailed(
     handle,
-    `wrote${line} on stdout that is not a protocol line (${err.code === ErrorCodes.LINE_TOO_LONG ? 'too long' : 'not JSON'}), starting ${quoted}${raw.length > 40 ? '...' : ''}; a provider writes only protocol JSON on stdout and its logs on stderr`,
+    `wrote${line} on stdout that is not a protocol line (${err.code === ErrorCodes.LINE_TOO_LONG ? 'too long' : typeof err.details.reason === 'string' && err.details.reason.startsWith('not valid UTF-8') ? err.details.reason : 'not JSON'}), starting ${quoted}${raw.length > 40 ? '...' : ''}; a provider writes only protocol JSON on stdout and its logs on stderr`,
   );
 }
 

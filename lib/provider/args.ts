@@ -18,6 +18,8 @@ export interface ProviderArgs {
   metricsPort?: number;
   /** With metricsPort: the address to listen on (default every interface). */
   metricsHost?: string;
+  /** --log-format text|json, when given. */
+  logFormat?: string;
 }
 
 export function flagName(key: string): string {
@@ -54,6 +56,12 @@ export function parseProviderArgs(schema: ConfigSchema, argv: readonly string[])
         if (!Number.isInteger(port) || port < 0 || port > 65535) throw usage(`option --metrics-port must be a port number (0-65535); got ${JSON.stringify(raw)}`);
         out.metricsPort = port;
       }
+      continue;
+    }
+    if ((arg === '--log-format' || arg.startsWith('--log-format=')) && !byFlag.has('--log-format')) {
+      const value = arg.includes('=') ? arg.slice('--log-format='.length) : argv[++i];
+      if (value === undefined) throw usage('option --log-format needs a value (text or json)');
+      out.logFormat = value;
       continue;
     }
     if (arg === '--yes' && !byFlag.has('--yes')) {
@@ -113,7 +121,10 @@ export function providerHelp(name: string, description: string | undefined, sche
     ].filter((s) => s.length > 0);
     return [flag, notes.join('; ')];
   });
-  rows.push(['--standalone', 'run from options and environment with no options given']);
+  rows.push(
+    ['--standalone', 'run from options and environment with no options given'],
+    ['--log-format <text|json>', 'log lines on stderr as text (default) or one JSON object each; env DSTREAM_LOG_FORMAT'],
+  );
   if (verbs.includes('run')) {
     rows.push(['--metrics-port <integer>', 'run: serve Prometheus metrics at /metrics, and /healthz, /readyz for probes, on this port'], ['--metrics-host <address>', 'with --metrics-port: listen on this address only (default every interface)']);
   }

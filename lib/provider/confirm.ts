@@ -6,10 +6,13 @@
 import { createInterface } from 'node:readline/promises';
 import type { Readable, Writable } from 'node:stream';
 import { invalidOption } from '../errors.js';
+import type { Logger } from '../log.js';
 
 export interface ConfirmIO {
   stdin: Readable & { isTTY?: boolean };
   stderr: Writable;
+  /** With --log-format json, the list is one log record (the question, on a terminal, stays text). */
+  log?: Logger;
 }
 
 export interface Removal {
@@ -25,7 +28,8 @@ export interface Removal {
 }
 
 export async function confirmRemoval(io: ConfirmIO, r: Removal): Promise<void> {
-  io.stderr.write(r.items.length === 0 ? `${r.program}: ${r.action}: nothing to remove was found\n` : `${r.program}: ${r.action} removes:\n${r.items.map((i) => `  - ${i}\n`).join('')}`);
+  if (io.log?.format === 'json') io.log.warn(r.items.length === 0 ? `${r.action}: nothing to remove was found` : `${r.action} removes: ${r.items.join('; ')}`);
+  else io.stderr.write(r.items.length === 0 ? `${r.program}: ${r.action}: nothing to remove was found\n` : `${r.program}: ${r.action} removes:\n${r.items.map((i) => `  - ${i}\n`).join('')}`);
   if (r.yes) return;
   if (!io.stdin.isTTY) throw invalidOption(`${r.action}: not confirmed, nothing removed; pass --yes (or run it on a terminal and type ${JSON.stringify(r.name)})`);
   const rl = createInterface({ input: io.stdin, output: io.stderr });

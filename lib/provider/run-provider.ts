@@ -12,7 +12,7 @@ import { format } from 'node:util';
 import { validateConfig, type ConfigOf, type ConfigSchema, type ValidateOptions } from '../config/schema.js';
 import { decodeEnvelopes, type EnvelopeDecoder } from '../envelope/decode.js';
 import { encodeEnvelopes, type EnvelopeEncoder } from '../envelope/encode.js';
-import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.js';
 import { okLine, routeCommands, type CommandHandlers, type CommandRouter } from '../protocol/command-router.js';
 import { exitCodeFor, ExitCodes } from '../protocol/exit-codes.js';
 import {
@@ -27,6 +27,7 @@ import {
   type Verb,
 } from '../protocol/messages.js';
 import { dstreamVersion } from '../version.js';
+import { LOG_FORMAT_ENV, Logger, logFormatOf, secretValues } from '../log.js';
 import { confirmRemoval } from './confirm.js';
 import { Readiness } from '../metrics/readiness.js';
 import type { DstreamMetrics } from '../metrics/registry.js';
@@ -45,7 +46,7 @@ export interface ProviderContext<C = Record<string, unknown>> {
   output: Writable;
   /** Aborted on SIGINT/SIGTERM or when stdout's reader has gone: stop producing, flush, return. */
   signal: AbortSignal;
-  /** A line on stderr, prefixed with the provider name. */
+  /** A line on stderr: prefixed with the provider name, or a JSON record (--log-format json); secrets masked. */
   log(message: string): void;
   /**
    * run: this provider's readiness by part (`source`, `sink`), for `/readyz`. Always there;
@@ -161,6 +162,9 @@ class ProviderHost<C> {
   private telemetry: Telemetry | undefined;
   /** Standalone `--metrics-port` / `--metrics-host`. */
   private serveMetrics: { port: number; host?: string } | undefined;
+  private logger: Logger;
+  /** DSTREAM_LOG_FORMAT held a value that is not a format: said once the host has started. */
+  private badLogFormat: unknown;
 
   constructor(
     private readonly def: ProviderDefinition<C>,
@@ -168,6 +172,13 @@ class ProviderHost<C> {
   ) {
     this.out = io.objectMode ? io.stdout : encodeEnvelopes();
     this.verbs = VERBS.filter((v) => typeof def[v] === 'function');
+    let format: ReturnType<typeof logFormatOf> = 'text';
+    try {
+      format = logFormatOf(io.env[LOG_FORMAT_ENV], LOG_FORMAT_ENV);
+    } catch (err) {
+      this.badLogFormat = err;
+    }
+    this.logger = new Logger({ stream: io.stderr, format, name: def.name, provider: def.name, skipNamedPrefix: true });
   }
 
   start(): Promise<number> {
@@ -193,8 +204,9 @@ class ProviderHost<C> {
       signals.on('SIGINT', onSignal);
       signals.on('SIGTERM', onSignal);
     }
-    const restoreConsole = this.io.stdout === process.stdout ? consoleToStderr(this.io.stderr) : () => {};
+    const restoreConsole = this.io.stdout === process.stdout ? consoleToStderr((line) => (this.logger.format === 'json' ? this.logger.info(line) : void this.io.stderr.write(`${line}\n`))) : () => {};
     try {
+      if (this.badLogFormat !== undefined) throw this.badLogFormat;
       if (this.io.argv.length > 0) this.standalone();
       else this.providerMode();
     } catch (err) {
@@ -210,14 +222,15 @@ class ProviderHost<C> {
     });
   }
 
-  private log = (message: string): void => {
-    // A message that already starts with the name (`asb-sink needs ...`) is not prefixed twice.
-    const named = message.startsWith(`${this.def.name} `) || message.startsWith(`${this.def.name}:`);
-    this.io.stderr.write(named ? `${message}\n` : `${this.def.name}: ${message}\n`);
-  };
+  private log = (message: string): void => this.logger.info(message);
 
   private context(header: CommandHeader, input: Readable, standalone: boolean): ProviderContext<C> {
+    if (typeof header.task === 'string') this.logger = this.logger.child({ task: header.task });
+    // Secrets given inline are masked even when the config is refused.
+    const schema = this.def.config ?? {};
+    this.logger.addSecrets(secretValues(header.config, (key) => schema[key]?.secret === true));
     const config = validateProviderConfig(this.def, header.config, { env: this.io.env });
+    this.logger.addSecrets(secretValues(config, (key) => schema[key]?.secret === true));
     return { command: header.command, config, header, standalone, input, output: this.out, signal: this.abort.signal, log: this.log, health: new Readiness() };
   }
 
@@ -240,7 +253,7 @@ class ProviderHost<C> {
       this.io.stdin.pipe(decoder).pipe(router);
     }
     router.on('result', (line: ResultLine) => {
-      if (line.status === 'error') this.log(line.message ?? 'failed');
+      if (line.status === 'error') this.logger.error(line.message ?? 'failed', typeof line.code === 'string' ? { code: line.code } : {});
       if (this.protocolLines) this.out.write(line);
       this.finish(router.exitCode);
     });
@@ -276,6 +289,7 @@ class ProviderHost<C> {
     // asked for, whose answer is a result line.
     this.protocolLines = false;
     const args = parseProviderArgs(schema, this.io.argv);
+    if (args.logFormat !== undefined) this.logger = new Logger({ stream: this.io.stderr, format: logFormatOf(args.logFormat), name: this.def.name, provider: this.def.name, skipNamedPrefix: true });
     this.protocolLines = args.verb !== 'run';
     if (args.metricsPort !== undefined) this.serveMetrics = { port: args.metricsPort, ...(args.metricsHost !== undefined ? { host: args.metricsHost } : {}) };
     if (args.help) {
@@ -315,7 +329,7 @@ class ProviderHost<C> {
     const answer = this.def.status === undefined ? undefined : await this.def.status({ ...ctx, command: 'status' });
     const existing = ((answer?.resources ?? []) as ResourceReport[]).filter((r) => r.exists !== false).map((r) => `${r.kind} ${r.name}`);
     const items = [...existing, ...(this.def.destroys ? [this.def.destroys] : [])];
-    await confirmRemoval({ stdin: this.io.stdin, stderr: this.io.stderr }, { program: this.def.name, action: 'destroy', items, name: this.def.name, yes });
+    await confirmRemoval({ stdin: this.io.stdin, stderr: this.io.stderr, log: this.logger }, { program: this.def.name, action: 'destroy', items, name: this.def.name, yes });
   }
 
   private runInBackground(ctx: ProviderContext<C>): void {
@@ -348,12 +362,12 @@ class ProviderHost<C> {
   /** SIGINT/SIGTERM: stop reading, let the provider drain, exit within the grace period. */
   private stop(sig: keyof typeof SIGNAL_CODES): void {
     if (this.stopCode !== undefined) {
-      this.log(`${sig} again: exiting without waiting for the drain`);
+      this.logger.warn(`${sig} again: exiting without waiting for the drain`);
       this.finish(ExitCodes.FAILURE, true);
       return;
     }
     this.stopCode = SIGNAL_CODES[sig];
-    this.log(`${sig}: stopping; draining what is in flight (send it again to exit at once)`);
+    this.logger.warn(`${sig}: stopping; draining what is in flight (send it again to exit at once)`);
     this.abort.abort();
     if (this.inlet !== undefined) {
       this.io.stdin.unpipe(this.inlet);
@@ -361,7 +375,7 @@ class ProviderHost<C> {
     }
     const grace = this.def.graceMs ?? 10_000;
     setTimeout(() => {
-      this.log(`did not stop within ${grace} ms; exiting`);
+      this.logger.error(`did not stop within ${grace} ms; exiting`);
       this.finish(ExitCodes.FAILURE, true);
     }, grace).unref();
   }
@@ -379,7 +393,7 @@ class ProviderHost<C> {
 
   private fail(err: unknown, command?: string): void {
     if (this.settled) return;
-    this.log(messageOf(err));
+    this.logger.error(messageOf(err), isDstreamError(err) ? { code: err.code } : {});
     if (this.protocolLines && !this.stdoutGone && !this.out.writableEnded) this.out.write(errorLine(err, command));
     this.finish(exitCodeFor(err));
   }
@@ -414,11 +428,11 @@ function unsupported(provider: string, verb: Verb, supported: Verb[]): DstreamEr
 
 /**
  * stdout belongs to the protocol: a stray console.log in provider code would corrupt it, so while
- * a provider runs, console.log/info/debug write to stderr. Returns the undo.
+ * a provider runs, console.log/info/debug go to its log on stderr. Returns the undo.
  */
-function consoleToStderr(stderr: Writable): () => void {
+function consoleToStderr(log: (line: string) => void): () => void {
   const saved = { log: console.log, info: console.info, debug: console.debug };
-  const toStderr = (...args: unknown[]) => void stderr.write(`${format(...args)}\n`);
+  const toStderr = (...args: unknown[]) => log(format(...args));
   console.log = console.info = console.debug = toStderr;
   return () => Object.assign(console, saved);
 }

@@ -15,10 +15,10 @@ import { DEFAULT_CHECKPOINT_TABLE } from '../state/sql-store.js';
 import { sqlFailure } from '../sources/mssql/errors.js';
 import { lsnToHex } from '../sources/mssql/lsn.js';
 import { resumeCheck } from '../sources/mssql/retention.js';
-import type { CdcConnector, CdcQueries } from '../sources/mssql/queries.js';
+import type { CdcConnector, CdcQueries, SourceTable } from '../sources/mssql/queries.js';
 import { parsePosition, readPosition } from '../sources/mssql/position.js';
 import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, type GapPolicy } from '../sources/mssql/reader.js';
-import { enableDatabaseCall, enableTableCall } from '../sources/mssql/sql.js';
+import { disableTableCall, enableDatabaseCall, enableTableCall } from '../sources/mssql/sql.js';
 import { describeConnection, sqlServerConnector } from '../sources/mssql/sqlserver.js';
 import { parseTableRef, tableKey, type TableRef } from '../sources/mssql/tables.js';
 import { rowCounter } from '../metrics/rows.js';
@@ -222,6 +222,33 @@ function checkLeaseSetup(ctx: ProviderContext<MssqlCdcConfig>, task: string | un
   }
 }
 
+/**
+ * destroy's step for one table: CDC off where this task's init turned it on. A table dropped since
+ * (its capture instance went with it) or whose CDC someone else turned off needs no disabling; a
+ * table that cannot be done is reported with what to run, and the other tables still go.
+ */
+function tableRemoval(q: CdcQueries, ref: TableRef, table: SourceTable | undefined, by: string | undefined, task: string | undefined): Step {
+  const key = tableKey(ref);
+  if (table === undefined) {
+    return { report: { kind: 'cdc table', name: key, action: 'unchanged', exists: false, warnings: [`table ${key} no longer exists in ${q.where}: its capture instance was dropped with it, nothing to undo`] } };
+  }
+  if (by === undefined || by !== task) {
+    return { report: { kind: 'cdc table', name: key, action: 'exists-unmanaged', warnings: [by === undefined ? 'CDC was not enabled by dstream: left as it is' : `enabled by task "${by}": left as it is`] } };
+  }
+  if (!table.tracked) {
+    return { report: { kind: 'cdc table', name: key, action: 'delete', changes: ['CDC was already off: only the mark init left is removed'] }, apply: () => q.unmarkTable(ref) };
+  }
+  const step: Step = {
+    report: { kind: 'cdc table', name: key, action: 'delete' },
+    apply: () =>
+      q.disableTable(ref).catch((err: unknown) => {
+        step.report.action = 'blocked';
+        step.report.warnings = [`CDC could not be disabled: ${(err as Error).message}; run ${disableTableCall(ref)}`];
+      }),
+  };
+  return step;
+}
+
 export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
   return {
     name: 'mssql-cdc',
@@ -340,11 +367,15 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         const { tables: positions, snapshots } = stored === undefined ? { tables: new Map<string, Buffer>(), snapshots: new Map() } : readPosition(stored);
         const agent = await q.agentState();
         const resources: ResourceReport[] = [];
+        let tables: Map<string, SourceTable> | undefined;
         for (const ref of refs) {
           const key = tableKey(ref);
           const own = forTable(instances, ref);
           if (own.length === 0) {
-            resources.push({ kind: 'cdc table', name: key, exists: false });
+            // Which of the two: the table is gone (dropped, with its capture instance), or CDC is off on it.
+            tables ??= new Map((await q.sourceTables()).map((t) => [tableKey(t), t]));
+            const why = tables.has(key) ? `CDC is not enabled on table ${key}: run ${enableTableCall(ref)}` : `table ${key} does not exist in ${q.where}: dropped or renamed? remove it from tables`;
+            resources.push({ kind: 'cdc table', name: key, exists: false, warnings: [why] });
             continue;
           }
           const current = own[own.length - 1]!;
@@ -379,15 +410,9 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
       withConnection(ctx, 'destroy', async (q) => {
         const task = taskOf(ctx);
         const marks = await q.marks();
+        const tables = new Map((await q.sourceTables()).map((t) => [tableKey(t), t]));
         // CDC on the tables first: whether the database's goes depends on the capture instances left.
-        const resources = await applySteps(
-          removal(refsOf(ctx.config), (ref): Step => {
-            const key = tableKey(ref);
-            const by = marks.tables.get(key);
-            if (by !== undefined && by === task) return { report: { kind: 'cdc table', name: key, action: 'delete' }, apply: () => q.disableTable(ref) };
-            return { report: { kind: 'cdc table', name: key, action: 'exists-unmanaged', warnings: [by === undefined ? 'CDC was not enabled by dstream: left as it is' : `enabled by task "${by}": left as it is`] } };
-          }),
-        );
+        const resources = await applySteps(removal(refsOf(ctx.config), (ref) => tableRemoval(q, ref, tables.get(tableKey(ref)), marks.tables.get(tableKey(ref)), task)));
         if (marks.database !== null && marks.database === task) {
           const left = (await q.captureInstances()).length;
           const name = (await q.databaseInfo()).database;

@@ -1,11 +1,11 @@
 /** What dstream says when a provider misbehaves (issue 13, point 6): once, short, named, flushed. */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCodes } from '../../lib/index.js';
-import { DSTREAM_BIN, fixture, spawnNode } from '../support/process.js';
+import { DSTREAM_BIN, fixture, spawnNode, stopped } from '../support/process.js';
 
 function task(extra = ''): { dir: string; config: string } {
   const dir = mkdtempSync(join(tmpdir(), 'dstream-messages-'));
@@ -14,23 +14,21 @@ function task(extra = ''): { dir: string; config: string } {
   return { dir, config };
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 describe('provider trouble, said once and briefly', () => {
   it('garbage on stdout: the message names the provider, quotes a short excerpt, and suggests no option run lacks', async () => {
     const t = task();
     const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { GARBAGE_MODE: 'stdout' }, timeoutMs: 60_000 });
     expect(r.code).toBe(ExitCodes.FAILURE);
-    expect(r.stderr).toMatch(new RegExp(`^dstream: input ${fixture('garbage-provider.mjs')}: wrote line 1 on stdout that is not a protocol line \\(not JSON\\), starting ".{1,400}"\\.\\.\\.; a provider writes only protocol JSON on stdout`, 'm'));
+    expect(r.stderr).toMatch(new RegExp(`^dstream: input ${fixture('garbage-provider.mjs')}: wrote line 1 on stdout that is not a protocol line \\((not JSON|not valid UTF-8 \\(byte \\d+ of the line\\))\\), starting ".{1,400}"\\.\\.\\.; a provider writes only protocol JSON on stdout`, 'm'));
     expect(r.stderr).not.toContain('--on-invalid');
     expect(r.stderr.length).toBeLessThan(2000);
+  }, 60_000);
+
+  it('a row that is not valid UTF-8: the message names the provider and the line', async () => {
+    const t = task();
+    const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { GARBAGE_MODE: 'utf8' }, timeoutMs: 60_000 });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toMatch(new RegExp(`^dstream: input ${fixture('garbage-provider.mjs')}: wrote line 3 on stdout that is not a protocol line \\(not valid UTF-8 \\(byte 46 of the line\\)\\), starting "`, 'm'));
   }, 60_000);
 
   it('a provider error is said once, shown live or (--quiet) in the error', async () => {
@@ -61,14 +59,16 @@ describe('provider trouble, said once and briefly', () => {
     expect(out).not.toMatch(/[\u0000-\u0008\u000b-\u001f]/);
   }, 60_000);
 
-  it('a provider that never hands-shakes is stopped after its own handshake_timeout', async () => {
+  it('a provider that never hands-shakes is stopped after its own handshake_timeout, with the child it started', async () => {
     const t = task('    handshake_timeout = "2s"\n');
     const pidFile = join(t.dir, 'child.pid');
     const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { GARBAGE_MODE: 'hang', GARBAGE_PID_FILE: pidFile }, timeoutMs: 60_000 });
     expect(r.code).toBe(ExitCodes.FAILURE);
     expect(r.stderr).toContain(': no handshake within 2000 ms (stopped; handshake_timeout in its block allows it longer)');
-    // What it started is not stopped yet (no process group, see provider-handle.ts): clean up here.
-    const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8')) : undefined;
-    if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+    // The child (holding the provider's stdout and stderr) went with its process group.
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const gone = await stopped(pid);
+    if (!gone) process.kill(pid, 'SIGKILL');
+    expect(gone, `pid ${pid} left running`).toBe(true);
   }, 60_000);
 });

@@ -52,6 +52,17 @@ describe('dstream route (spawned)', () => {
     expect(r.stderr).toMatch(/^dstream route: line 2: not valid JSON \(.+\): \{oops \(choose --on-invalid skip or dead-letter to keep going\)\n$/);
   });
 
+  it('a piped line that is not valid UTF-8 is an invalid record: fails with its line, or is skipped and counted', async () => {
+    const input = Buffer.concat([Buffer.from(ndjson(row('Persons', 1))), Buffer.from('{"type":"cdc","data":{"N":"\xff"},"metadata":{"TableName":"T"}}\n', 'latin1'), Buffer.from(ndjson(row('Orders', 2)))]);
+    const r = await spawnNode(DSTREAM_BIN, ['route'], { input });
+    expect(r.code).toBe(ExitCodes.INVALID_DATA);
+    expect(r.stderr).toMatch(/^dstream route: line 2: not valid UTF-8 \(byte 28 of the line\): /);
+    const skip = await spawnNode(DSTREAM_BIN, ['route', '--on-invalid', 'skip'], { input });
+    expect(skip.code).toBe(0);
+    expect(skip.lines()).toHaveLength(2);
+    expect(skip.stderr).toContain('dstream route: decode: skipped 1 invalid record (first: line 2: not valid UTF-8 (byte 28 of the line))');
+  });
+
   it('--on-invalid skip keeps going and reports the count at the end', async () => {
     const r = await spawnNode(DSTREAM_BIN, ['route', '--on-invalid', 'skip'], {
       input: `${ndjson(row('Persons', 1))}{oops\n{"data":1}\n${ndjson(row('Orders', 2))}`,
@@ -109,6 +120,16 @@ describe('dstream route (spawned)', () => {
     const none = await spawnNode(DSTREAM_BIN, []);
     expect(none.code).toBe(ExitCodes.USAGE);
     expect(none.stderr).toMatch(/Name a command/);
+  });
+
+  it('an option without its value (--template at the end) is an argument error before anything is read or written', async () => {
+    const r = await spawnNode(DSTREAM_BIN, ['route', '--template'], { input: ndjson(row('Persons', 1)) });
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('dstream: option --template needs a value; nothing was done. See dstream route --help.\n');
+    const dead = await spawnNode(DSTREAM_BIN, ['route', '--dead-letter', '--quiet'], { input: ndjson(row('Persons', 1)) });
+    expect(dead.code).toBe(ExitCodes.USAGE);
+    expect(dead.stdout).toBe('');
   });
 
   it('--help shows an example pipe', async () => {

@@ -62,6 +62,17 @@ describe('argument errors stop the command before it touches anything', () => {
     expect(reset.code).toBe(ExitCodes.USAGE);
     expect(reset.stderr).toContain('no task "dmeo" in dstream.hcl; did you mean "demo"?');
   }, 120_000);
+
+  it('reset without a task file: exit 2 naming the file it looked for, as every verb, and no state written', async () => {
+    const dir = tmp('dstream-empty-');
+    const none = await dstream(['reset', 'demo', '--yes'], { cwd: dir });
+    expect(none.code).toBe(ExitCodes.USAGE);
+    expect(none.stderr).toBe('dstream: no task file at dstream.hcl: create dstream.hcl, or name one with --config FILE (or DSTREAM_CONFIG)\n');
+    const named = await dstream(['reset', 'demo', '--yes', '--config', 'elsewhere.hcl'], { cwd: dir });
+    expect(named.code).toBe(ExitCodes.USAGE);
+    expect(named.stderr).toContain('no task file at elsewhere.hcl');
+    expect(readdirSync(dir)).toEqual([]);
+  }, 60_000);
 });
 
 describe('state per task file', () => {

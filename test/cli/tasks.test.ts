@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCodes, type Envelope } from '../../lib/index.js';
 import { generateChanges } from '../../lib/sources/generator/generator.js';
-import { DSTREAM_BIN, ROOT, spawnNode } from '../support/process.js';
+import { DSTREAM_BIN, ROOT, spawnNode, stopped } from '../support/process.js';
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
 
@@ -134,6 +135,21 @@ describe('dstream task commands (spawned)', () => {
     expect(quiet.stderr.split('lost connection to the database')).toHaveLength(2);
   }, 120_000);
 
+  it('a provider that writes rows then crashes, leaving a child that holds its stdout: every row delivered, the child stopped', async () => {
+    const t = taskFile(10);
+    const fake = join(ROOT, 'test/fixtures/fake-provider.mjs');
+    writeFileSync(t.config, readFileSync(t.config, 'utf8').replace('provider = "generator"', `provider_path = "${fake}"`).replace(/config \{\n      count = 10\n      rate = 0\n    \}/, 'config {}'));
+    const pidFile = join(t.state, '..', 'child.pid');
+    const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', t.config, '--quiet'], { env: { ...t.env, FAKE_MODE: 'crash-after-rows', FAKE_ROWS: '3000', FAKE_PID_FILE: pidFile }, timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).toContain(`dstream: input ${fake}: failed (exit code 1)\n--- last lines of its stderr ---\nlost connection to the database`);
+    expect(rowsIn(t.out).map((e) => (e.data as { Id: number }).Id)).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1));
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const gone = await stopped(pid);
+    if (!gone) process.kill(pid, 'SIGKILL');
+    expect(gone, `pid ${pid} left running`).toBe(true);
+  }, 120_000);
+
   it("the README's demo command works as written (after npm ci)", async () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const first = /```sh\n(.+?)\s+#/.exec(readme)![1]!;
@@ -151,5 +167,30 @@ describe('dstream task commands (spawned)', () => {
     expect(code, stderr).toBe(0);
     expect(stdout).toContain('3 of 3 files written');
     expect(stderr).toMatch(/task "demo": 1000 rows delivered/);
+  }, 180_000);
+  it('destroy with the source server unreachable: the output\'s files still go, the input\'s failure is reported, exit 1', async () => {
+    const dir = tmp('dstream-cli-');
+    const out = join(dir, 'out');
+    const config = join(dir, 'dstream.hcl');
+    // A port nobody listens on: the SQL Server is gone.
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    writeFileSync(
+      config,
+      `task "gone" {\n  input {\n    provider = "mssql-cdc"\n    config {\n      connection_string = "Server=127.0.0.1,${port};Database=shop;User Id=dstream;Password=x;Encrypt=false"\n      tables = ["Persons", "sales.Orders"]\n    }\n  }\n  output {\n    provider = "files"\n    config {\n      dir = "${out}"\n    }\n  }\n}\n`,
+    );
+    // What earlier runs wrote.
+    mkdirSync(out);
+    for (const f of ['Persons_cdc_events.ndjson', 'Orders_cdc_events.ndjson']) writeFileSync(join(out, f), '{"data":{}}\n');
+    const destroyed = await spawnNode(DSTREAM_BIN, ['destroy', 'gone', '--config', config, '--yes'], { env: { DSTREAM_STATE_DIR: join(dir, 'state') } });
+    expect(destroyed.code).toBe(ExitCodes.FAILURE);
+    expect(readdirSync(out)).toEqual([]);
+    expect(destroyed.stdout).toMatch(/^Task gone: 2 streams \(Persons, Orders\)\n  warning: input mssql-cdc: discover failed: could not connect to SQL Server at [^\n]*; destroy goes on with the tables the task file names\n/);
+    expect(destroyed.stdout).toContain(`\nInput:\n  error: input mssql-cdc: destroy failed: could not connect to SQL Server at 127.0.0.1:${port}/shop: `);
+    expect(destroyed.stdout).toContain(`  - destroy file ${join(out, 'Persons_cdc_events.ndjson')}\n  - destroy file ${join(out, 'Orders_cdc_events.ndjson')}\n`);
   }, 180_000);
 });

@@ -1,6 +1,8 @@
 /** Task files written for the original dstream, under dstream's CLI. */
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { ExitCodes } from '../../lib/index.js';
+import { parseTaskFile } from '../../lib/config/tasks.js';
 import { DSTREAM_BIN, spawnNode } from '../support/process.js';
 import { compatFixture, dstream, taskFile } from './support.js';
 
@@ -120,7 +122,12 @@ ${consoleOutput('      outputFormat = "simple"')}
     const t = taskFile(originalFile.slice(0, originalFile.indexOf('task "oci-counter-demo"')));
     const r = await dstream(['init', 'mssql-to-asb'], t, { ASB_CONNECTION_STRING: 'Endpoint=sb://x/;SharedAccessKey=a\\"b' });
     expect(r.code, r.stderr).toBe(0);
-    // The .NET host logs the envelope it received: the value is a"b, as the original CLI made it.
-    expect(r.stderr).toContain('"connectionString":"Endpoint=sb://x/;SharedAccessKey=a\\"b"');
+    // The value is a"b, as the original CLI made it.
+    const parsed = await parseTaskFile(readFileSync(t.config, 'utf8'), t.config, { ASB_CONNECTION_STRING: 'Endpoint=sb://x/;SharedAccessKey=a\\"b' });
+    expect(parsed.tasks.find((x) => x.name === 'mssql-to-asb')!.output.config.connectionString).toBe('Endpoint=sb://x/;SharedAccessKey=a"b');
+    // The .NET host logs the envelope it received: that same value, which dstream masks as a secret
+    // (only the whole value as it reads in JSON, a"b escaped once, is masked whole).
+    expect(r.stderr).toContain('"connectionString":"***"');
+    expect(r.stderr).not.toContain('a\\"b');
   });
 });

@@ -1,7 +1,10 @@
 import { PassThrough, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
+import { isUtf8 } from 'node:buffer';
+import { randomBytes } from 'node:crypto';
 import { decodeEnvelopes, ErrorCodes, lineOf, type Envelope } from '../../lib/index.js';
+import { firstBadByte } from '../../lib/envelope/decode.js';
 import { bytes, collect, rechunk, text } from '../support/streams.js';
 
 const rows: Envelope[] = [
@@ -179,5 +182,54 @@ describe('decodeEnvelopes', () => {
     expect(written).toBeLessThan(5);
     expect(d.readableLength).toBeLessThanOrEqual(100 + 16);
     d.destroy();
+  });
+
+  describe('a line that is not valid UTF-8', () => {
+    const good = JSON.stringify(rows[0]);
+    // "Zo" + a lone continuation byte + "e": JSON-wise a fine line, byte-wise not UTF-8.
+    const bad = Buffer.concat([Buffer.from('{"type":"cdc","data":{"Name":"Zo'), Buffer.from([0x80]), Buffer.from('e"},"metadata":{"TableName":"Persons"}}')]);
+    const stream = Buffer.concat([Buffer.from(`${good}\n`), bad, Buffer.from(`\n${good}\n`)]);
+
+    it('fails with its line number and the position of the bad byte, whatever the chunk size', async () => {
+      for (const size of [1, 7, stream.length]) {
+        const err = await collect(bytes(rechunk(stream, size)).pipe(decodeEnvelopes())).catch((e) => e);
+        expect(err.code).toBe(ErrorCodes.INVALID_RECORD);
+        expect(err.message).toMatch(/^line 2: not valid UTF-8 \(byte 33 of the line\): /);
+      }
+    });
+
+    it('is skipped and counted, or dead-lettered with its exact bytes', async () => {
+      const d = decodeEnvelopes({ onInvalid: 'skip' });
+      expect(await collect(bytes([stream]).pipe(d))).toEqual([rows[0], rows[0]]);
+      expect(d.summary()).toBe('decode: skipped 1 invalid record (first: line 2: not valid UTF-8 (byte 33 of the line))');
+      const letters: string[] = [];
+      const dead = new Writable({ write: (c: Buffer, _e, done) => (letters.push(c.toString()), done()) });
+      await collect(bytes([stream]).pipe(decodeEnvelopes({ onInvalid: 'dead-letter', deadLetter: dead })));
+      expect(letters).toHaveLength(1);
+      const letter = JSON.parse(letters[0]!);
+      expect(letter).toMatchObject({ stage: 'decode', line: 2, reason: 'not valid UTF-8 (byte 33 of the line)' });
+      expect(Buffer.from(letter.rawBase64, 'base64').equals(bad)).toBe(true);
+    });
+
+    it('U+FFFD written as valid UTF-8 is text like any other', async () => {
+      const row = { ...rows[0]!, data: { Name: 'a\uFFFDb' } };
+      expect(await collect(bytes([Buffer.from(`${JSON.stringify(row)}\n`)]).pipe(decodeEnvelopes()))).toEqual([row]);
+    });
+
+    it('a bad command header is a protocol error saying so', async () => {
+      const err = await collect(bytes([Buffer.concat([Buffer.from('{"command":"run","x":"'), Buffer.from([0xff]), Buffer.from('"}\n')])]).pipe(decodeEnvelopes({ header: true, onInvalid: 'skip' }))).catch((e) => e);
+      expect(err.code).toBe(ErrorCodes.PROTOCOL);
+      expect(err.message).toMatch(/^line 1: the command header is not valid UTF-8 \(byte 23 of the line\)/);
+    });
+
+    it('firstBadByte agrees with Node on random and edge-case bytes', () => {
+      const cases = [[0xc0, 0x80], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xf0, 0x9f, 0x9a], [0xe2, 0x82, 0xac], [0xf0, 0x9f, 0x9a, 0x80]].map((b) => Buffer.from(b));
+      for (let i = 0; i < 2000; i++) cases.push(randomBytes(1 + (i % 12)));
+      for (const b of cases) {
+        const at = firstBadByte(b);
+        expect(at === b.length, b.toString('hex')).toBe(isUtf8(b));
+        if (at < b.length) expect(isUtf8(b.subarray(0, at)), b.toString('hex')).toBe(true);
+      }
+    });
   });
 });

@@ -112,8 +112,12 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
   });
 
   it('an error handshake: its message, not a green check', async () => {
-    const err = await taskVerb(task(tmp('o-')), 'status', { builtins: BUILTINS, env: env('error') }).catch((e) => e);
+    const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('error') }).catch((e) => e);
     expect(err.message).toBe(`input ${fake}: config.port: expected an integer, got string "x"`);
+    // status still reports the output, with the input's failure as its result.
+    const report = await taskVerb(task(tmp('o-')), 'status', { builtins: BUILTINS, env: env('error') });
+    expect(report.warnings).toEqual([`input ${fake}: config.port: expected an integer, got string "x"; status goes on with the tables the task file names`]);
+    expect(report.input).toMatchObject({ status: 'error', command: 'status', message: `input ${fake}: config.port: expected an integer, got string "x"` });
   });
 
   it('a hang: stopped after the handshake timeout (run); under a lifecycle verb, taken for an original input and asked nothing', async () => {
@@ -124,6 +128,21 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
     expect(report.streams).toEqual([]);
     expect(notes).toEqual([expect.stringMatching(new RegExp(`^input ${fake} sent no handshake within 300 ms`))]);
   });
+
+  it('a dstream input slower to its handshake than the 5 s probe: the note says it was taken for an original and how to give it longer, and handshake_timeout does', async () => {
+    const notes: string[] = [];
+    const slow = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('slow-start'), onNote: (n) => notes.push(n) });
+    expect(slow.streams).toEqual([]);
+    expect(slow.input).toBeUndefined();
+    expect(notes).toEqual([
+      `input ${fake} sent no handshake within 5000 ms (the original MSSQL ingester reads its config to the end of its input first): taken for a provider of the original dstream and stopped; it is not asked to discover or any lifecycle verb, as the original CLI never asked inputs; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its input block`,
+    ]);
+    const patient = { ...task(tmp('o-')), input: { providerPath: fake, config: { count: 7 }, handshakeTimeoutMs: 30_000 } };
+    const report = await taskVerb(patient, 'plan', { builtins: BUILTINS, env: env('slow-start'), onNote: (n) => notes.push(n) });
+    expect(report.streams).toEqual([{ name: 'Persons' }]);
+    expect(report.input).toMatchObject({ status: 'ok', command: 'plan' });
+    expect(notes).toHaveLength(1);
+  }, 60_000);
 
   it('a provider that declares the protocol but streams instead of answering a lifecycle verb is stopped, not waited for', async () => {
     const err = await taskVerb(task(tmp('o-')), 'plan', { builtins: BUILTINS, env: env('stream-on-every-verb') }).catch((e) => e);

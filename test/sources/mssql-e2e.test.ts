@@ -272,4 +272,44 @@ describe('task: mssql-cdc (TDS test server) -> asb-sink (test broker)', () => {
     expect(model.instances.map((i) => i.name)).not.toContain('dbo_Audit');
     expect(model.instances.map((i) => i.name)).toContain('dbo_Persons');
   }, 30_000);
+  it('destroy with a source table dropped since init: every queue the task made goes, and the report says what became of the table', async () => {
+    for (const t of ['dbo.Audit', 'dbo.Notes', 'dbo.Tags']) model.createTable(t, [{ name: 'Id', type: 'int', nullable: false }], ['Id']);
+    const task = await shopTask();
+    task.input.config = { ...task.input.config, tables: ['Audit', 'Notes', 'Tags'], create_checkpoint_table: false, enable_cdc: true };
+    const made = ['Audit_cdc_events', 'Notes_cdc_events', 'Tags_cdc_events'];
+    await taskVerb(task, 'init', { builtins });
+    for (const q of made) expect(broker.queue(q)).toBeDefined();
+    expect(model.instances.map((i) => i.name)).toEqual(expect.arrayContaining(['dbo_Audit', 'dbo_Notes', 'dbo_Tags']));
+
+    // Notes is dropped (its capture instance goes with it); someone turns CDC off on Tags by hand.
+    model.dropTable('dbo.Notes');
+    model.disableInstance('dbo_Tags');
+    await expect(taskVerb(task, 'plan', { builtins })).rejects.toThrow(/dbo\.Notes/);
+
+    const status = await taskVerb(task, 'status', { builtins });
+    expect(status.warnings).toEqual([expect.stringMatching(/^input mssql-cdc: discover failed: table dbo\.Notes does not exist in [^\n]*; status goes on with the tables the task file names$/)]);
+    expect(status.input!.resources).toEqual(
+      expect.arrayContaining([
+        { kind: 'cdc table', name: 'dbo.Notes', exists: false, warnings: [expect.stringMatching(/^table dbo\.Notes does not exist in /)] },
+        { kind: 'cdc table', name: 'dbo.Tags', exists: false, warnings: [expect.stringMatching(/^CDC is not enabled on table dbo\.Tags: run EXEC sys\.sp_cdc_enable_table/)] },
+      ]),
+    );
+    expect(status.output.resources!.map((r) => `${r.name} ${String(r.exists)}`)).toEqual(made.map((q) => `${q} true`));
+
+    const destroyed = await taskVerb(task, 'destroy', { builtins });
+    for (const q of made) expect(broker.queue(q)).toBeUndefined();
+    expect(destroyed.output.resources!.map((r) => `${r.action} ${r.name}`)).toEqual(made.map((q) => `delete ${q}`));
+    expect(destroyed.warnings).toEqual([expect.stringMatching(/^input mssql-cdc: discover failed: table dbo\.Notes does not exist in [^\n]*; destroy goes on with the tables the task file names$/)]);
+    expect(destroyed.input!.resources).toEqual([
+      { kind: 'cdc table', name: 'dbo.Audit', action: 'delete' },
+      { kind: 'cdc table', name: 'dbo.Notes', action: 'unchanged', exists: false, warnings: [expect.stringMatching(/^table dbo\.Notes no longer exists in .*: its capture instance was dropped with it, nothing to undo$/)] },
+      { kind: 'cdc table', name: 'dbo.Tags', action: 'delete', changes: ['CDC was already off: only the mark init left is removed'] },
+    ]);
+    expect(model.instances.map((i) => i.name)).not.toContain('dbo_Audit');
+    // Nothing of the task's marks is left: init can start over.
+    expect(model.extendedProperties.filter((p) => p.class === 1)).toEqual([]);
+    const text = formatReport(destroyed);
+    expect(text).toContain('  = unchanged cdc table dbo.Notes\n      warning: table dbo.Notes no longer exists in ');
+    expect(text).toMatch(/^Task shop: 3 streams \(Audit, Notes, Tags\)\n  warning: input mssql-cdc: discover failed/);
+  }, 30_000);
 });

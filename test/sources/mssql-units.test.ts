@@ -36,20 +36,20 @@ describe('value mapping (every SQL type class)', () => {
     ['tinyint', 'number', '[c]'],
     ['float', 'number', '[c]'],
     ['bigint', 'bigint', '[c]'],
-    ['decimal', 'decimal', 'CONVERT(varchar(64), [c]) AS [c]'],
-    ['numeric', 'decimal', 'CONVERT(varchar(64), [c]) AS [c]'],
-    ['money', 'decimal', 'CONVERT(varchar(64), [c], 2) AS [c]'],
-    ['smallmoney', 'decimal', 'CONVERT(varchar(64), [c], 2) AS [c]'],
+    ['decimal', 'decimal', 'CONVERT(nvarchar(64), [c]) AS [c]'],
+    ['numeric', 'decimal', 'CONVERT(nvarchar(64), [c]) AS [c]'],
+    ['money', 'decimal', 'CONVERT(nvarchar(64), [c], 2) AS [c]'],
+    ['smallmoney', 'decimal', 'CONVERT(nvarchar(64), [c], 2) AS [c]'],
     ['bit', 'boolean', '[c]'],
     ['nvarchar', 'string', '[c]'],
     ['xml', 'string', 'CONVERT(nvarchar(max), [c]) AS [c]'],
     ['uniqueidentifier', 'guid', '[c]'],
-    ['date', 'date', 'CONVERT(char(10), [c], 23) AS [c]'],
-    ['datetime2', 'datetime', 'CONVERT(varchar(40), [c], 126) AS [c]'],
-    ['datetime', 'datetime', 'CONVERT(varchar(40), [c], 126) AS [c]'],
-    ['smalldatetime', 'datetime', 'CONVERT(varchar(40), [c], 126) AS [c]'],
-    ['datetimeoffset', 'datetimeoffset', 'CONVERT(varchar(40), [c], 126) AS [c]'],
-    ['time', 'time', 'CONVERT(varchar(16), [c]) AS [c]'],
+    ['date', 'date', 'CONVERT(nchar(10), [c], 23) AS [c]'],
+    ['datetime2', 'datetime', 'CONVERT(nvarchar(40), [c], 126) AS [c]'],
+    ['datetime', 'datetime', 'CONVERT(nvarchar(40), [c], 126) AS [c]'],
+    ['smalldatetime', 'datetime', 'CONVERT(nvarchar(40), [c], 126) AS [c]'],
+    ['datetimeoffset', 'datetimeoffset', 'CONVERT(nvarchar(40), [c], 126) AS [c]'],
+    ['time', 'time', 'CONVERT(nvarchar(16), [c]) AS [c]'],
     ['varbinary', 'binary', '[c]'],
     ['timestamp', 'binary', '[c]'],
     ['geography', 'spatial', '[c].STAsText() AS [c]'],
@@ -85,7 +85,7 @@ describe('value mapping (every SQL type class)', () => {
     const text = SQL.changes("dbo_Per]sons", [{ name: 'Id', type: 'int' }, { name: 'Total', type: 'money' }], false);
     expect(text).toContain('FROM cdc.[fn_cdc_get_all_changes_dbo_Per]]sons](@from, @to, N\'all\')');
     expect(text).toContain('ORDER BY __$start_lsn, __$seqval, __$operation');
-    expect(text).toContain('CONVERT(varchar(64), [Total], 2) AS [Total]');
+    expect(text).toContain('CONVERT(nvarchar(64), [Total], 2) AS [Total]');
     expect(SQL.changes('x', [], true)).toContain("N'all update old'");
   });
 });

@@ -236,6 +236,17 @@ export class CdcModel {
     gone!.table.tracked = this.instances.some((x) => x.table === gone!.table);
   }
 
+  /**
+   * DROP TABLE: allowed on a tracked table too; SQL Server's CDC DDL trigger then drops the table's
+   * capture instances and change tables, and the table's extended properties go with it.
+   */
+  dropTable(name: string): void {
+    const t = this.table(name);
+    for (const i of this.instances.filter((x) => x.table === t)) this.disableInstance(i.name);
+    this.tables.delete(`${t.schema}.${t.table}`);
+    this.extendedProperties.splice(0, this.extendedProperties.length, ...this.extendedProperties.filter((p) => !(p.class === 1 && p.majorId === t.objectId)));
+  }
+
   /** sys.sp_cdc_disable_db: every capture instance goes, and the cdc schema's objects with them. */
   disableDatabase(): void {
     for (const i of [...this.instances]) this.disableInstance(i.name);

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -63,4 +64,31 @@ export const ndjson = (...values: unknown[]) => values.map((v) => `${JSON.string
 /** An env entry set to undefined is removed (a test that must run without DSTREAM_STATE_DIR, say). */
 function withoutUnset(env: Record<string, string | undefined>): Record<string, string> {
   return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
+}
+
+/** Whether a process is still running (a zombie, dead but not yet reaped by its parent, is not). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+  try {
+    // Field 3 of /proc/<pid>/stat, after the parenthesised command name, is the state.
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    // No /proc (not Linux): process.kill answered, so it exists.
+    return true;
+  }
+}
+
+/** Waits until `pid` is no longer running, up to `ms`; returns whether it stopped. */
+export async function stopped(pid: number, ms = 5_000): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (alive(pid)) {
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
 }

@@ -367,12 +367,15 @@ export class ServiceBusSink extends Writable {
   /**
    * One send, given up after the attempt's wait: the first waits a few times the slowest answer so
    * far (at least `firstSendTimeoutMs`, at most `sendTimeoutMs`), each timed-out one twice the last.
+   * A namespace that has answered slower than `sendTimeoutMs` gets twice its slowest answer from
+   * the first attempt on: a shorter wait is known to fail, and each send given up is sent again
+   * (a duplicate on a queue without duplicate detection).
    */
   private async sendWithTimeout(batch: ServiceBusMessageBatch | ServiceBusMessage, timeoutsSoFar: number): Promise<void> {
     const max = this.options.sendTimeoutMs ?? 30_000;
     // Before any answer the link is still to be opened and authorised: a cold start gets longer.
     const floor = (this.options.firstSendTimeoutMs ?? 2000) * (this.slowestSendMs === 0 ? 5 : 1);
-    const first = Math.min(max, Math.max(floor, 4 * this.slowestSendMs));
+    const first = this.slowestSendMs > max ? 2 * this.slowestSendMs : Math.min(max, Math.max(floor, 4 * this.slowestSendMs));
     const ms = first * 2 ** timeoutsSoFar;
     if (ms > max && !this.warnedSlow) {
       this.warnedSlow = true;

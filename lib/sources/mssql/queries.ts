@@ -106,6 +106,8 @@ export interface CdcQueries {
   /** null before the capture process has recorded anything. */
   maxLsn(): Promise<Buffer | null>;
   minLsn(instance: string): Promise<Buffer>;
+  /** minLsn() of several instances in one statement, in the order given. */
+  minLsns(instances: readonly string[]): Promise<Buffer[]>;
   incrementLsn(lsn: Buffer): Promise<Buffer>;
   lsnTime(lsn: Buffer): Promise<string | null>;
   transactions(from: Buffer, to: Buffer, limit: number): Promise<Transaction[]>;
@@ -125,6 +127,8 @@ export interface CdcQueries {
   enableDatabase(task: string): Promise<void>;
   enableTable(table: TableRef, task: string): Promise<void>;
   disableTable(table: TableRef): Promise<void>;
+  /** Removes only the mark init left on a table (its CDC was already disabled by someone else). */
+  unmarkTable(table: TableRef): Promise<void>;
   disableDatabase(): Promise<void>;
   marks(): Promise<Marks>;
 

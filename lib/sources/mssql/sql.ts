@@ -46,11 +46,13 @@ ORDER BY s.name, t.name, c.column_id`,
 
   maxLsn: `SELECT sys.fn_cdc_get_max_lsn() AS lsn`,
   minLsn: `SELECT sys.fn_cdc_get_min_lsn(@instance) AS lsn`,
+  /** The min LSN of `count` instances (@instance0, @instance1, ...) in one row: lsn0, lsn1, ... */
+  minLsns: (count: number) => `SELECT ${Array.from({ length: count }, (_, i) => `sys.fn_cdc_get_min_lsn(@instance${i}) AS lsn${i}`).join(', ')}`,
   incrementLsn: `SELECT sys.fn_cdc_increment_lsn(@lsn) AS lsn`,
   lsnTime: `SELECT CONVERT(varchar(30), sys.fn_cdc_map_lsn_to_time(@lsn), 126) AS commit_time`,
 
   /** The next @limit commits from @from: a poll's window ends at the last one when there are that many. */
-  transactions: `SELECT TOP (@limit) start_lsn, CONVERT(varchar(30), tran_end_time, 126) AS commit_time
+  transactions: `SELECT TOP (@limit) start_lsn, CONVERT(nvarchar(30), tran_end_time, 126) AS commit_time
 FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY start_lsn`,
 
   countTransactions: `SELECT COUNT_BIG(*) AS n FROM cdc.lsn_time_mapping WHERE start_lsn > @after AND start_lsn <= @to AND tran_id <> 0x00`,
@@ -172,21 +174,25 @@ function changeColumns(columns: readonly ColumnInfo[], commandId: boolean): stri
   return [...cdc.map((c) => `${c} AS [${c}]`), ...columns.map(selectExpression)].join(', ');
 }
 
-/** The select-list expression for one captured column: SQL Server converts what JavaScript would round. */
+/**
+ * The select-list expression for one captured column: SQL Server converts what JavaScript would
+ * round. To Unicode text: the driver decodes nvarchar with a plain UTF-16 read, varchar through a
+ * code-page decoder looked up for every value (the text is ASCII digits either way).
+ */
 export function selectExpression(column: ColumnInfo): string {
   const c = quoteName(column.name);
   const as = ` AS ${c}`;
   switch (typeClassOf(column.type)) {
     case 'decimal':
       // Style 2 keeps money's four decimals (the default style rounds to two).
-      return /money$/i.test(column.type) ? `CONVERT(varchar(64), ${c}, 2)${as}` : `CONVERT(varchar(64), ${c})${as}`;
+      return /money$/i.test(column.type) ? `CONVERT(nvarchar(64), ${c}, 2)${as}` : `CONVERT(nvarchar(64), ${c})${as}`;
     case 'date':
-      return `CONVERT(char(10), ${c}, 23)${as}`;
+      return `CONVERT(nchar(10), ${c}, 23)${as}`;
     case 'datetime':
     case 'datetimeoffset':
-      return `CONVERT(varchar(40), ${c}, 126)${as}`;
+      return `CONVERT(nvarchar(40), ${c}, 126)${as}`;
     case 'time':
-      return `CONVERT(varchar(16), ${c})${as}`;
+      return `CONVERT(nvarchar(16), ${c})${as}`;
     case 'string':
       return /^xml$/i.test(column.type) ? `CONVERT(nvarchar(max), ${c})${as}` : c;
     case 'spatial':
@@ -211,4 +217,9 @@ export function enableDatabaseCall(database: string): string {
 /** The call that enables CDC on a table, as messages tell users to run it. */
 export function enableTableCall(t: TableRef): string {
   return `EXEC sys.sp_cdc_enable_table @source_schema = ${literal(t.schema)}, @source_name = ${literal(t.table)}, @role_name = NULL`;
+}
+
+/** The call that disables CDC on a table, as messages tell users to run it. */
+export function disableTableCall(t: TableRef): string {
+  return `EXEC sys.sp_cdc_disable_table @source_schema = ${literal(t.schema)}, @source_name = ${literal(t.table)}, @capture_instance = N'all'`;
 }

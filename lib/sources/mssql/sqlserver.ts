@@ -91,6 +91,10 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
       requestTimeout: options.requestTimeoutMs ?? config.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT_MS,
       // Keep connection errors as errors: no unhandled 'error' events from idle connections.
       pool: { min: options.single ? 1 : 0, max, idleTimeoutMillis: options.single ? 2 ** 31 - 1 : 30_000 },
+      // A connection lent by the pool is checked by its socket, not by a SELECT 1 round trip before
+      // every statement (the driver's default): a connection that broke anyway fails its statement,
+      // and the reader reconnects as for any lost connection.
+      validateConnection: 'socket',
       options: { ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
       // The pool replaces a dead connection without a word; a session's owner must hear of it,
       // since the session's locks died with it. A connection the server or network broke reports
@@ -222,6 +226,14 @@ class SqlServerQueries implements CdcQueries {
     return r!.lsn;
   }
 
+  async minLsns(instances: readonly string[]) {
+    if (instances.length === 0) return [];
+    const params: Params = {};
+    instances.forEach((name, i) => (params[`instance${i}`] = [mssql.NVarChar(128), name]));
+    const [r] = await this.rows<Record<string, Buffer>>(SQL.minLsns(instances.length), params);
+    return instances.map((_, i) => r![`lsn${i}`]!);
+  }
+
   async incrementLsn(lsn: Buffer) {
     const [r] = await this.rows<{ lsn: Buffer }>(SQL.incrementLsn, { lsn: lsnParam(lsn) });
     return r!.lsn;
@@ -282,6 +294,10 @@ class SqlServerQueries implements CdcQueries {
     const p: Params = { schema: [mssql.NVarChar(128), t.schema], table: [mssql.NVarChar(128), t.table] };
     await this.rows(SQL.disableTable, p);
     await this.rows(SQL.unmarkTable, p);
+  }
+
+  async unmarkTable(t: TableRef) {
+    await this.rows(SQL.unmarkTable, { schema: [mssql.NVarChar(128), t.schema], table: [mssql.NVarChar(128), t.table] });
   }
 
   async disableDatabase() {

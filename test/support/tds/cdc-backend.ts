@@ -71,6 +71,18 @@ function declaredType(c: { type: string; sqlType?: SqlType }): SqlType {
 }
 
 const isoDate = (text: string) => new Date(/[zZ]$/.test(text) ? text : `${text}Z`);
+
+/** A cdc.lsn_time_mapping row, built once per entry (an entry does not change once committed; rows are only read). */
+const mappingRows = new WeakMap<object, Row>();
+function mappingRow(e: { lsn: Buffer; commitTime: string; tranId: number }): Row {
+  let row = mappingRows.get(e);
+  if (row === undefined) {
+    const time = isoDate(e.commitTime);
+    row = [e.lsn, time, time, e.tranId === 0 ? Buffer.from([0]) : Buffer.from(e.tranId.toString(16).padStart(20, '0'), 'hex'), e.lsn];
+    mappingRows.set(e, row);
+  }
+  return row;
+}
 const lower = (parts: string[]) => parts.map((p) => p.toLowerCase());
 
 /** Splits `[a].[b]` or `a.b` (an OBJECT_ID argument) into its parts; null when it is not a name. */
@@ -235,8 +247,7 @@ const VIEWS: Record<string, ViewFactory> = {
       const from = lo?.value;
       for (const e of m.visibleMapping(Buffer.isBuffer(from) ? from : undefined, lo?.inclusive ?? true)) {
         if (hi && Buffer.isBuffer(hi.value) && compareLsn(e.lsn, hi.value) > (hi.inclusive ? 0 : -1)) return;
-        const time = isoDate(e.commitTime);
-        yield [e.lsn, time, time, e.tranId === 0 ? Buffer.from([0]) : Buffer.from(e.tranId.toString(16).padStart(20, '0'), 'hex'), e.lsn];
+        yield mappingRow(e);
       }
     };
     return {
@@ -337,6 +348,8 @@ class SessionCatalog implements Catalog {
     if (ct !== undefined) {
       const m = this.m;
       const columns = changeColumns(ct, true);
+      // A CDC column the row does not carry (such as __$command_id of a model row) reads as NULL.
+      const getters = columns.map((c) => (c.name.startsWith('__$') ? (r: Record<string, unknown>) => (c.name in r ? ((r[c.name] as SqlValue | undefined) ?? null) : null) : (r: Record<string, unknown>) => (r[c.name] as SqlValue | undefined) ?? null));
       const rows = function* (lo?: SeekBound, hi?: SeekBound): Generator<Row> {
         const from = Buffer.isBuffer(lo?.value) ? firstAtOrAfter(ct.changes, (r) => r.__$start_lsn, lo.value, lo.inclusive) : 0;
         m.openStreams++;
@@ -345,7 +358,7 @@ class SessionCatalog implements Catalog {
           for (let i = from; i < ct.changes.length; i++) {
             const r = ct.changes[i]!;
             if (hi && Buffer.isBuffer(hi.value) && compareLsn(r.__$start_lsn, hi.value) > (hi.inclusive ? 0 : -1)) return;
-            yield columns.map((c) => (c.name.startsWith('__$') && !(c.name in r) ? null : ((r[c.name] as SqlValue | undefined) ?? null)));
+            yield getters.map((get) => get(r));
           }
         } finally {
           m.openStreams--;
@@ -563,9 +576,7 @@ class SessionCatalog implements Catalog {
       if (ifExists) return;
       throw new SqlServerError(3701, `Cannot drop the table '${parts.join('.')}', because it does not exist or you do not have permission.`, 11);
     }
-    if (t.tracked) throw new SqlServerError(22999, `Cannot drop table '${t.table}' because it is enabled for change data capture.`);
-    this.m.tables.delete(`${t.schema}.${t.table}`);
-    this.m.extendedProperties.splice(0, this.m.extendedProperties.length, ...this.m.extendedProperties.filter((p) => !(p.class === 1 && p.majorId === t.objectId)));
+    this.m.dropTable(`${t.schema}.${t.table}`);
   }
 
   async touch(names: string[]): Promise<void> {

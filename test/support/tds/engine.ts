@@ -58,6 +58,15 @@ const isText = (t: SqlType) => ['varchar', 'nvarchar', 'char', 'nchar'].includes
 const isBinary = (t: SqlType) => t.name === 'binary' || t.name === 'varbinary';
 const isDate = (t: SqlType) => ['datetime2', 'datetime', 'date', 'time', 'datetimeoffset'].includes(t.name);
 
+const COMPARISONS: Record<string, (cmp: number) => boolean> = {
+  '=': (cmp) => cmp === 0,
+  '<>': (cmp) => cmp !== 0,
+  '<': (cmp) => cmp < 0,
+  '>': (cmp) => cmp > 0,
+  '<=': (cmp) => cmp <= 0,
+  '>=': (cmp) => cmp >= 0,
+};
+
 /** SQL comparison (default collation: case-insensitive, trailing spaces ignored); null when either side is NULL. */
 export function compare(a: SqlValue, b: SqlValue): number | null {
   if (a === null || b === null) return null;
@@ -447,6 +456,12 @@ export class Batch {
           yield { rows: [], ...(outer ? { outer } : {}) };
           return;
         }
+        if (opens.length === 1) {
+          // One source (no joins): each of its rows is a match, without the nested loop's steps.
+          if (outer) for (const r of opens[0]!()) yield { rows: [r], outer };
+          else for (const r of opens[0]!()) yield { rows: [r] };
+          return;
+        }
         // Inner sources are materialised once per statement (nested loops over small catalog views).
         const inner = opens.slice(1).map((o) => [...o()]);
         const walk = function* (level: number, acc: Row[]): Generator<Ctx> {
@@ -634,12 +649,13 @@ export class Batch {
         if (e.op === 'OR') return { type: { name: 'bit' }, eval: (c) => (l.eval(c) === true || r.eval(c) === true ? true : l.eval(c) === false && r.eval(c) === false ? false : null) };
         if (['=', '<>', '<', '>', '<=', '>='].includes(e.op)) {
           if ((isBinary(l.type) && isDate(r.type)) || (isDate(l.type) && isBinary(r.type))) throw new SqlServerError(206, `Operand type clash: ${l.type.name} is incompatible with ${r.type.name}`);
+          // The operator is resolved once here, not for every row.
+          const holds = COMPARISONS[e.op]!;
           return {
             type: { name: 'bit' },
             eval: (c) => {
               const cmp = compare(l.eval(c), r.eval(c));
-              if (cmp === null) return null;
-              return e.op === '=' ? cmp === 0 : e.op === '<>' ? cmp !== 0 : e.op === '<' ? cmp < 0 : e.op === '>' ? cmp > 0 : e.op === '<=' ? cmp <= 0 : cmp >= 0;
+              return cmp === null ? null : holds(cmp);
             },
           };
         }

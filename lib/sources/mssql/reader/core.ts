@@ -7,7 +7,7 @@ import { checkpoint, type Envelope } from '../../../envelope/types.js';
 import { invalidOption } from '../../../errors.js';
 import { lsnFromHex, lsnToHex, compareLsn } from '../lsn.js';
 import { positionOf, type SnapshotProgress } from '../position.js';
-import type { CaptureInstance, CdcQueries, DriverChangeRow } from '../queries.js';
+import type { CaptureInstance, CdcQueries, DriverChangeRow, Transaction } from '../queries.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
 import type { MssqlCdcOptions, ReaderState } from './options.js';
@@ -74,6 +74,8 @@ export class CdcReader {
   leaseToken: object | undefined;
   /** Rows per table per window; shrinks while a window's first row keeps timing out. */
   rowLimit: number;
+  /** The next window's commits, asked for while a capped window is read (see transactionsFrom in windows.ts). */
+  ahead: { from: Promise<Buffer>; max: Buffer; txs: Promise<Transaction[]> } | undefined;
   readonly log: (m: string) => void;
 
   constructor(options: MssqlCdcOptions) {
@@ -164,20 +166,25 @@ export class CdcReader {
    * did not remove rows of the range while they were read (the change function would have failed
    * with 313; a SELECT on the change table just returns fewer rows).
    */
-  async verify(positions: ReadonlyMap<string, Buffer>, segments: readonly Segment[]): Promise<void> {
+  async verify(positions: ReadonlyMap<string, Buffer>, segments: readonly Segment[], cleanupCheck?: Promise<void>): Promise<void> {
     if (this.o.lease && this.tables.size > 0) {
       const session = this.lockSession;
       const first = this.tables.values().next().value!;
       if (this.leaseLost || session === undefined || !(await session.holdsLock(leaseResource(this.o.lease.task, first.ref))) || this.leaseLost) throw new LeaseLost();
     }
-    if (this.o.queryMode === 'direct') {
-      for (const s of segments) {
-        const min = await this.q.minLsn(s.instance.name);
-        if (compareLsn(min, s.from) > 0) {
-          throw Object.assign(new Error(`cleanup raised the start of capture instance ${s.instance.name} to ${lsnToHex(min)} while ${lsnToHex(s.from)}.. was read`), { number: 313 });
-        }
+    await (cleanupCheck ?? this.cleanupCheck(segments));
+    this.markHanded(positions);
+  }
+
+  /** Query mode direct: cleanup did not raise a segment's instance start past where it was read from (313 if it did). */
+  async cleanupCheck(segments: readonly Segment[]): Promise<void> {
+    if (this.o.queryMode !== 'direct') return;
+    const mins = await this.q.minLsns(segments.map((s) => s.instance.name));
+    for (const [i, s] of segments.entries()) {
+      const min = mins[i]!;
+      if (compareLsn(min, s.from) > 0) {
+        throw Object.assign(new Error(`cleanup raised the start of capture instance ${s.instance.name} to ${lsnToHex(min)} while ${lsnToHex(s.from)}.. was read`), { number: 313 });
       }
     }
-    this.markHanded(positions);
   }
 }

@@ -35,11 +35,15 @@ export async function* merge(r: CdcReader, segments: Segment[], txs: Transaction
   let batch: Envelope[] = [];
   // The positions of the last checkpoint in `batch`: handed on only once the batch is yielded.
   let batchPositions: Map<string, Buffer> | undefined;
+  // Its cleanup check, sent when the checkpoint was made (every row it covers had been read by
+  // then), so the merge goes on while the statement runs.
+  let batchCleanupCheck: Promise<void> | undefined;
   const handOn = async () => {
     // Not one more row of a table whose lease is gone.
     if (r.leaseLost) throw new LeaseLost();
-    if (batchPositions !== undefined) await r.verify(batchPositions, segments);
+    if (batchPositions !== undefined) await r.verify(batchPositions, segments, batchCleanupCheck);
     batchPositions = undefined;
+    batchCleanupCheck = undefined;
     const out = batch;
     batch = [];
     return out;
@@ -72,6 +76,9 @@ export async function* merge(r: CdcReader, segments: Segment[], txs: Transaction
           advanceTo(r, prevLsn);
           batch.push(r.checkpoint(false));
           batchPositions = new Map(r.emitted);
+          batchCleanupCheck = r.cleanupCheck(segments);
+          // Awaited at hand-on; a failure before then must not go unhandled.
+          batchCleanupCheck.catch(() => undefined);
           sinceCheckpoint = 0;
         }
         prevLsn = row.__$start_lsn;

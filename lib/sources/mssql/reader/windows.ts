@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Envelope } from '../../../envelope/types.js';
 import { DstreamError, ErrorCodes } from '../../../errors.js';
 import { compareLsn, lsnToHex } from '../lsn.js';
-import type { CaptureInstance, Transaction } from '../queries.js';
+import type { CaptureInstance, Transaction, WindowRows } from '../queries.js';
 import { resumeCheck } from '../retention.js';
 import { rowMapper, unavailableColumns } from '../types.js';
 import type { CdcReader, Segment, TableState } from './core.js';
@@ -78,18 +78,32 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     }
     return 'idle';
   }
-  const txs = await q.transactions(low, max, r.o.maxTransactions);
+  const txs = await transactionsFrom(r, low, max);
   let full = txs.length >= r.o.maxTransactions;
   let to = full ? txs[txs.length - 1]!.lsn : max;
   // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
   // change table's clustered index; idle tables open no stream).
+  // The counts are sent all at once (one round trip, not one per table); the loop below takes a
+  // count again only where `to` moved before it, so the window is the one counting in turn gives.
+  const counted = new Map<string, Promise<WindowRows>>();
+  const countOf = (s: Segment, end: Buffer) => `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)}`;
+  for (const t of active) {
+    if (compareLsn(t.from, to) > 0) continue;
+    for (const s of segmentsOf(r, t, to, txs)) {
+      if (compareLsn(s.from, to) > 0) continue;
+      const end = compareLsn(s.to, to) < 0 ? s.to : to;
+      const n = q.windowRows(s.instance.name, s.from, end, r.rowLimit);
+      n.catch(() => undefined);
+      counted.set(countOf(s, end), n);
+    }
+  }
   const found: Segment[] = [];
   for (const t of active) {
     if (compareLsn(t.from, to) > 0) continue;
     for (const s of segmentsOf(r, t, to, txs)) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
-      const n = await q.windowRows(s.instance.name, s.from, end, r.rowLimit);
+      const n = await (counted.get(countOf(s, end)) ?? q.windowRows(s.instance.name, s.from, end, r.rowLimit));
       if (n.rows === 0) continue;
       if (n.rows >= r.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
         to = n.last;
@@ -108,11 +122,19 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     t.reading = s.instance.name;
     segments.push(compareLsn(s.to, to) > 0 ? { ...s, to } : s);
   }
+  // Where the next window starts, and (after a capped window: a backlog) its commits, asked for
+  // now so they are there when this window ends.
+  const nextLsn = q.incrementLsn(to);
+  nextLsn.catch(() => undefined);
+  if (full) {
+    r.ahead = { from: nextLsn, max, txs: nextLsn.then((n) => q.transactions(n, max, r.o.maxTransactions)) };
+    r.ahead.txs.catch(() => undefined);
+  }
   const rows = yield* merge(r, segments, txs);
   // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
   if (r.aborted) return 'idle';
   // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
-  const next = await q.incrementLsn(to);
+  const next = await nextLsn;
   for (const t of active) {
     if (compareLsn(t.from, to) <= 0) {
       r.emitted.set(t.key, to);
@@ -126,6 +148,22 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     yield cp;
   }
   return full ? 'full' : rows > 0 ? 'rows' : 'idle';
+}
+
+/**
+ * The first `maxTransactions` commits in [low, max]: the ones asked for ahead when they are the
+ * same (read from the same LSN, and either up to the same max or already that many commits before
+ * it), else asked now.
+ */
+async function transactionsFrom(r: CdcReader, low: Buffer, max: Buffer): Promise<Transaction[]> {
+  const limit = r.o.maxTransactions;
+  const ahead = r.ahead;
+  r.ahead = undefined;
+  if (ahead !== undefined && compareLsn(ahead.max, max) <= 0) {
+    const got = await Promise.all([ahead.from, ahead.txs]).catch(() => undefined);
+    if (got !== undefined && got[0].equals(low) && (got[1].length >= limit || ahead.max.equals(max))) return got[1];
+  }
+  return r.q.transactions(low, max, limit);
 }
 
 export async function gap(r: CdcReader, t: TableState, instance: CaptureInstance, min: Buffer): Promise<void> {
