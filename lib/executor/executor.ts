@@ -260,6 +260,9 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
       } catch (err) {
         // The output stopped reading: its own failure (exit code, stderr) says why, not the broken pipe.
         if (rows.failed === undefined) await acknowledge;
+        // The input failed: the output's input has ended, so it drains and finishes (not stopped,
+        // nor blamed), and what it acknowledges is stored before the input's failure is reported.
+        else await acknowledge.catch(() => undefined);
         throw rows.failed === undefined ? namedError(input, err) : providerFailed(input, rows.failed, await input.exited);
       }
       const exit = await input.exited;

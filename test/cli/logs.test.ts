@@ -50,12 +50,15 @@ describe('dstream logs', () => {
     const all = records(r.stderr);
     for (const rec of all) expect(rec.task).toBe('leak');
     const own = all.filter((rec) => rec.provider === 'leaky-provider.mjs');
+    // Its lines, then dstream's error naming it (once: the output it was feeding is not blamed).
     expect(own.map((rec) => [rec.level, rec.message])).toEqual([
       ['info', 'connecting with ***'],
       ['warn', 'retrying ***'],
+      ['error', expect.stringContaining('leaky-provider.mjs: login failed for ')],
     ]);
+    expect(all.filter((rec) => rec.level === 'error')).toHaveLength(1);
     const last = all.at(-1)!;
-    expect(last).toMatchObject({ level: 'error', code: 'DSTREAM_ERR_PROVIDER' });
+    expect(last).toMatchObject({ level: 'error', code: 'DSTREAM_ERR_PROVIDER', provider: 'leaky-provider.mjs' });
     expect(last.message).toContain('leaky-provider.mjs: login failed for ');
   }, 60_000);
 
