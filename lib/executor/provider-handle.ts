@@ -169,7 +169,7 @@ function pipeEnd(stdin: PassThrough): Writable {
       stdin.end(done);
     },
     destroy(err, done) {
-      if (!stdin.writableEnded) stdin.end();
+      if (!stdin.writableEnded && !stdin.destroyed) stdin.end();
       done(err);
     },
   });
