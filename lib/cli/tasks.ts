@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { loadTaskFile, taskNamed, type TaskConfig, type TaskFile } from '../config/tasks.js';
-import { messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import type { OpsServer } from '../metrics/server.js';
 import { BUILTINS } from '../providers/builtins.js';
 import { runTask, taskVerb, type ExecutorOptions, type LifecycleReport } from '../executor/executor.js';
 import { FileStateStore, type StateStore, type StoredState } from '../state/state-store.js';
@@ -30,6 +31,9 @@ export interface TaskCommandOptions {
   skipEnv?: boolean;
   /** plan: exit 0 without changes, 2 with changes (and 1 on any error), as Terraform's. */
   detailedExitcode?: boolean;
+  /** run: serve metrics and health on this port (over the task file's metrics { port }). */
+  metricsPort?: number;
+  metricsHost?: string;
 }
 
 export interface TaskIO {
@@ -259,10 +263,14 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
       try {
         const stored = await store.load(task.name);
         if (stored === undefined && !o.quiet) log.info(`task "${task.name}": no stored position (${whereStored(store, task.name)}); the input starts where it starts`);
+        const metrics = metricsOf(task, o);
         const summary = await runTask(task, {
           ...p.options,
           store,
           signal: abort.signal,
+          ...(metrics
+            ? { metrics: { ...metrics, onListening: (server: OpsServer) => log.info(`metrics at ${server.url}/metrics (probes: /healthz, /readyz)`) } }
+            : {}),
           onAck: (_cp, rows) => (acked = { rows, acks: acked.acks + 1, at: Date.now() }),
         });
         const seconds = (Date.now() - started) / 1000;
@@ -286,6 +294,15 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
     },
     () => shownLive,
   );
+}
+
+/** --metrics-port/--metrics-host over the task file's metrics block. */
+function metricsOf(task: TaskConfig, o: TaskCommandOptions): { port: number; host?: string } | undefined {
+  const port = o.metricsPort ?? task.metrics?.port;
+  if (port === undefined) return undefined;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new DstreamError(ErrorCodes.CONFIG, `--metrics-port must be a port number (0-65535); got ${port}`);
+  const host = o.metricsHost ?? task.metrics?.host;
+  return { port, ...(host !== undefined ? { host } : {}) };
 }
 
 export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {

@@ -53,6 +53,18 @@ export const STATE_SCHEMA = {
   table: { type: 'string', description: 'sqlserver: checkpoint table (default dstream.checkpoints)' },
 } satisfies ConfigSchema;
 
+/** `metrics { port = 9464 }`: serve /metrics, /healthz and /readyz while the task runs. */
+export interface MetricsConfig {
+  port: number;
+  /** The address to listen on (default every interface, so probes reach the pod's address). */
+  host?: string;
+}
+
+export const METRICS_SCHEMA = {
+  port: { type: 'integer', minimum: 0, maximum: 65535, required: true, description: 'port for /metrics, /healthz and /readyz (0: any free port)' },
+  host: { type: 'string', description: 'address to listen on (default every interface; 127.0.0.1 for this machine only)' },
+} satisfies ConfigSchema;
+
 export interface TaskConfig {
   name: string;
   /** The directory of the task file: relative paths and the default state directory are taken from here. */
@@ -61,6 +73,7 @@ export interface TaskConfig {
   input: ProviderRef;
   output: ProviderRef;
   state?: StateConfig;
+  metrics?: MetricsConfig;
   /** Where the task is declared, for messages. */
   file: string;
   line: number;
@@ -217,7 +230,7 @@ function readTask(at: Locator, name: string, block: Block, line: number, baseDir
     }
   }
   for (const key of Object.keys(block)) {
-    if (!['type', 'input', 'output', 'state'].includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, ['type', 'input', 'output', 'state'])}`);
+    if (!TASK_KEYS.includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, TASK_KEYS)}`);
   }
   const type = block.type ?? 'providers';
   if (type !== 'providers') {
@@ -230,7 +243,22 @@ function readTask(at: Locator, name: string, block: Block, line: number, baseDir
     return readProvider(at, `task "${name}" ${which}`, blocks[0]!, at.find(which, line), baseDir);
   };
   const state = readState(at, name, block.state, line, baseDir);
-  return { name, dir: baseDir, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), file: at.file, line };
+  const metrics = readMetrics(at, name, block.metrics, line);
+  return { name, dir: baseDir, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), ...(metrics ? { metrics } : {}), file: at.file, line };
+}
+
+const TASK_KEYS = ['type', 'input', 'output', 'state', 'metrics'];
+
+function readMetrics(at: Locator, task: string, value: unknown, line: number): MetricsConfig | undefined {
+  if (value === undefined) return undefined;
+  const blocks = Array.isArray(value) ? (value as Block[]) : [value as Block];
+  const pos = at.find('metrics', line);
+  if (blocks.length > 1) throw at.error(at.find('metrics', pos.line + 1), `task "${task}" has more than one metrics block`);
+  try {
+    return validateConfig(METRICS_SCHEMA, blocks[0] ?? {}, { path: `task "${task}" metrics` }) as unknown as MetricsConfig;
+  } catch (err) {
+    throw at.error(pos, (err as Error).message);
+  }
 }
 
 function readState(at: Locator, task: string, value: unknown, line: number, baseDir: string): StateConfig | undefined {

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { runProvider, type ProviderDefinition } from '../provider/run-provider.js';
+import type { MetricsLine } from '../protocol/messages.js';
 
 export interface ProviderSpec {
   /** For messages: `input generator`, `output ./bin/asb-sink`. */
@@ -46,6 +47,8 @@ export interface StartOptions {
    * built in; with a process on the other side the bytes go through its decoder, limits included.
    */
   objectMode?: boolean;
+  /** A built-in provider's metrics lines, straight to the executor (not through its stdout). */
+  onMetrics?: (line: MetricsLine) => void;
 }
 
 /**
@@ -96,7 +99,7 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
     // SIGINT/SIGTERM ask for a drain, as they do to a process; SIGKILL ends it at once.
     const signals = new EventEmitter();
     const killed = new AbortController();
-    const exited = runProvider(spec.builtin, { stdin, stdout, stderr, argv: [], env: options.env ?? process.env, signals, objectMode, kill: killed.signal }).then((code) => {
+    const exited = runProvider(spec.builtin, { stdin, stdout, stderr, argv: [], env: options.env ?? process.env, signals, objectMode, kill: killed.signal, ...(options.onMetrics ? { onMetrics: options.onMetrics } : {}) }).then((code) => {
       if (!stdout.writableEnded) stdout.end();
       return killed.signal.aborted ? { code: null, signal: 'SIGKILL' as const } : { code, signal: null };
     });
