@@ -45,12 +45,12 @@ export const PROBE_TIMEOUT_MS = 5_000;
  * Runs one lifecycle verb on one provider and returns its result line; a failure throws. Results
  * of the original .NET SDK (`"status":"Success"|"Failed"`) are read as ok and error.
  *
- * With `probe` (inputs), stdin stays open until the handshake, and a provider that does not declare
+ * With `probe` (inputs; the verb the user ran, for the note), stdin stays open until the handshake, and a provider that does not declare
  * dstream's protocol in it is stopped there and `undefined` comes back: an original input routes
  * every verb it does not know to run and would start streaming (the .NET SDK), or waits for the
  * end of its input and then streams (the Go ingester), so it must never get past its handshake.
  */
-export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe = false): Promise<ResultLine | undefined> {
+export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe: LifecycleVerb | false = false): Promise<ResultLine | undefined> {
   const probeMs = options.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
   const handle = startProvider(spec, options);
   return withHandle(handle, async () => {
@@ -65,7 +65,7 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
             ? 'started with data instead of a handshake'
             : 'answered a handshake without "protocol" (as the original .NET SDK does)';
         const fix = session.silent ? `; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its ${spec.label.split(' ')[0]} block` : '';
-        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs${fix}`);
+        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${probe === h.command ? probe : `${h.command} or ${probe}`}, as the original CLI never asked inputs${fix}`);
         handle.kill('SIGKILL');
         await handle.exited;
         return undefined;
@@ -122,7 +122,7 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
   const without = command === 'status' || command === 'destroy';
   const warnings: string[] = [];
   // Built-ins speak the protocol; only executables are probed at their handshake.
-  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined).catch((err: unknown): null => {
+  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined && command).catch((err: unknown): null => {
     if (!without) throw err;
     warnings.push(`${said(input, err)}; ${command} goes on with the tables the task file names`);
     return null;
@@ -300,6 +300,9 @@ async function runWith(task: TaskConfig, options: RunOptions, telemetry: RunTele
       } catch (err) {
         // The output stopped reading: its own failure (exit code, stderr) says why, not the broken pipe.
         if (failed.message === undefined) await acknowledge;
+        // The input failed: the output's input has ended, so it drains and finishes (not stopped,
+        // nor blamed), and what it acknowledges is stored before the input's failure is reported.
+        else await acknowledge.catch(() => undefined);
         throw failed.message === undefined ? namedError(input, err) : providerFailed(input, failed.message, await input.exited);
       }
       const exit = await input.exited;
