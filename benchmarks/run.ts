@@ -2,10 +2,11 @@
  * npm run bench: runs every *.bench.ts, prints one table per run and writes benchmarks/RESULTS.md.
  * BENCH_LINES (default 200000) sizes the in-process runs; BENCH_ROUTE_LINES (default 1000000) the
  * process runs; BENCH_ROUNDS (default 5 in-process, 3 for processes) the timed rounds; BENCH_ONLY
- * (codec,route,mssql,mssql-tds,service-bus,runner,state-file) picks sections; BENCH_CDC_COMMITS (default 150000) sizes the in-process
+ * (codec,route,mssql,mssql-tds,service-bus,runner,state-file,latency) picks sections; BENCH_CDC_COMMITS (default 150000) sizes the in-process
  * CDC reader runs; BENCH_TDS_ROWS (default 200000) the reader over the TDS test server, BENCH_TDS_BACKLOG
  * (default 1000000) its RSS run; BENCH_RUN_ROWS (default 500000) sizes the task runner runs; BENCH_STATE_LINES
- * (default 1000000) the asb-sink --state-file runs.
+ * (default 1000000) the asb-sink --state-file runs; BENCH_LATENCY_SECONDS (default 20) each steady rate of the
+ * end-to-end latency runs, BENCH_LATENCY_RATES (default 1000,10000) their rates.
  */
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -18,6 +19,7 @@ import * as mssql from './mssql.bench.js';
 import * as mssqlTds from './mssql-tds.bench.js';
 import * as runner from './runner.bench.js';
 import * as stateFile from './state-file.bench.js';
+import * as latency from './latency.bench.js';
 
 const lines = Number(process.env.BENCH_LINES ?? 200_000);
 const routeLines = Number(process.env.BENCH_ROUTE_LINES ?? 1_000_000);
@@ -45,6 +47,9 @@ await step('delivery to Service Bus (AMQP test broker in its own process)', () =
 
 const stateLines = Number(process.env.BENCH_STATE_LINES ?? 1_000_000);
 await step(`asb-sink --state-file over ${stateLines.toLocaleString('en-US')} lines`, () => stateFile.run(stateLines, Math.max(1, Math.min(rounds, 2))), 'state-file');
+
+const latencyRates = (process.env.BENCH_LATENCY_RATES ?? '1000,10000').split(',').map(Number);
+await step('end-to-end latency: commit in SQL Server to message accepted by Service Bus (TDS test server, dstream run, AMQP test broker: three processes)', () => latency.run(latencyRates, Number(process.env.BENCH_LATENCY_SECONDS ?? 20)), 'latency');
 
 const verdicts = sections.flatMap((s) => evaluate(s.result));
 const targetTable = markdown([['target', 'measured', 'met'], ...verdicts.map((v) => [v.target.text, v.value, v.pass ? 'yes' : 'NO'])]);

@@ -4,7 +4,8 @@
  *   await pipeline(process.stdin, decodeEnvelopes(), route(), encodeEnvelopes(), process.stdout);
  *   await pipeline(mssqlCdc(opts), toServiceBus(opts));
  *
- * This entry is the data path: envelopes, stages, sinks, sources, error codes. The rest has its
+ * This entry is the data path: envelopes, stages, sinks, sources, error codes, and what an operator
+ * watches it with (metrics, readiness, the /metrics /healthz /readyz endpoints). The rest has its
  * own entry: `dstream/provider` (writing a provider: the protocol host and its messages),
  * `dstream/mssql` (the SQL Server CDC source's parts: positions, checkpoint store, connector),
  * `dstream/infra` (queues, provisioning engines, the built-in provider definitions). Anything not
@@ -42,6 +43,17 @@ export { fileSink, type FileSinkOptions, type FileSinkStats, type FileSink, type
 
 export { generatorSource, generateChanges, type GeneratorOptions, type GeneratorPosition } from './sources/generator/generator.js';
 export { mssqlCdc, type GapPolicy, type LeaseOptions, type MssqlCdcOptions } from './sources/mssql/reader.js';
+
+// Operations: Prometheus metrics on a registry of their own (prom-client loads on first use),
+// readiness by part, and the endpoints (docs/operations.md).
+export { createMetrics, type CreateMetricsOptions, type DstreamMetrics } from './metrics/registry.js';
+export { serveOps, type OpsServer, type OpsServerOptions } from './metrics/server.js';
+export { Readiness, type ReadinessReport } from './metrics/readiness.js';
+export { deliveryObserver, type DeliveryObserverOptions } from './metrics/delivery.js';
+export { sourceObserver, type SourceObserverOptions } from './metrics/source.js';
+export { countRows } from './metrics/rows.js';
+export type { RetryKind, SinkObserver } from './sinks/service-bus/sink.js';
+export type { ReaderState } from './sources/mssql/reader.js';
 
 // A provider is one call; the protocol's parts are in `dstream/provider`.
 export { runProvider, type ProviderContext, type ProviderDefinition } from './provider/run-provider.js';

@@ -64,6 +64,7 @@ export const FACTORY_OPTIONS = {
     onWarning: { type: 'function' },
     onMissingQueue: { type: 'function' },
     onRetry: { type: 'function' },
+    observer: { type: 'object' },
   },
 } satisfies Record<string, OptionRules>;
 

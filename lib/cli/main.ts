@@ -212,9 +212,13 @@ export async function main(
     .command(
       'run <task>',
       'Stream the task until its input ends or SIGINT/SIGTERM; stores each acknowledged checkpoint',
-      (y) => taskPositional(y).epilog(examples('dstream run demo', 'dstream run demo --quiet --json   # one JSON summary line at the end')),
+      (y) =>
+        taskPositional(y)
+          .option('metrics-port', { type: 'number', describe: 'serve Prometheus metrics at /metrics, and /healthz, /readyz for probes, on this port (overrides metrics { port } in the task file)' })
+          .option('metrics-host', { type: 'string', describe: 'with a metrics port: listen on this address only (default every interface)' })
+          .epilog(examples('dstream run demo', 'dstream run demo --quiet --json   # one JSON summary line at the end', 'dstream run demo --metrics-port 9464   # curl localhost:9464/metrics')),
       (a) => {
-        action = async () => (await tasks()).runCommand(task(a), io);
+        action = async () => (await tasks()).runCommand({ ...task(a), metricsPort: a['metrics-port'] as number | undefined, metricsHost: a['metrics-host'] as string | undefined }, io);
       },
     )
     .command(
@@ -259,7 +263,7 @@ export async function main(
   return action();
 }
 
-const KNOWN_OPTIONS = ['config', 'json', 'quiet', 'verbose', 'log-format', 'yes', 'skip-env', 'detailed-exitcode', 'template', 'include', 'exclude', 'on-invalid', 'dead-letter', 'max-line-bytes', 'help', 'version'];
+const KNOWN_OPTIONS = ['config', 'json', 'quiet', 'verbose', 'log-format', 'yes', 'skip-env', 'detailed-exitcode', 'template', 'include', 'exclude', 'on-invalid', 'dead-letter', 'max-line-bytes', 'metrics-port', 'metrics-host', 'help', 'version'];
 
 /** yargs' messages, said the way the rest of dstream says things (with a did-you-mean for options). */
 function explain(message: string, command: string | undefined): string {

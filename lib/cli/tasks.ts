@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { loadTaskFile, taskNamed, type TaskConfig, type TaskFile } from '../config/tasks.js';
-import { messageOf } from '../errors.js';
+import { DstreamError, ErrorCodes, messageOf } from '../errors.js';
+import type { OpsServer } from '../metrics/server.js';
 import { BUILTINS } from '../providers/builtins.js';
 import { runTask, taskVerb, type ExecutorOptions, type LifecycleReport } from '../executor/executor.js';
 import { FileStateStore, type StateStore, type StoredState } from '../state/state-store.js';
@@ -14,7 +15,7 @@ import { openStateStore } from '../state/stores.js';
 import { ExitCodes } from '../protocol/exit-codes.js';
 import type { LifecycleVerb, ResourceReport } from '../protocol/messages.js';
 import { confirmRemoval } from '../provider/confirm.js';
-import { Logger, secretValues, LOG_FORMAT_ENV, type LogFormat } from '../log.js';
+import { Logger, secretValues, LOG_FORMAT_ENV, STDERR_TAIL_HEADING, type LogFormat } from '../log.js';
 import { checkTask } from './check.js';
 import { reportError } from './output.js';
 import { colorsFor, formatReport, hasChanges, resourceFacts } from './report.js';
@@ -30,6 +31,9 @@ export interface TaskCommandOptions {
   skipEnv?: boolean;
   /** plan: exit 0 without changes, 2 with changes (and 1 on any error), as Terraform's. */
   detailedExitcode?: boolean;
+  /** run: serve metrics and health on this port (over the task file's metrics { port }). */
+  metricsPort?: number;
+  metricsHost?: string;
 }
 
 export interface TaskIO {
@@ -88,7 +92,7 @@ function once(message: string, shownLive: boolean, live: string[] = []): string 
     .filter((line) => !head.includes(line.replace(/^[\w.-]+: /, '').trim()));
   return rest.length === 0 ? head : `${head}${TAIL_MARK}\n${rest.join('\n')}`;
 }
-const TAIL_MARK = '\n--- last lines of its stderr ---';
+const TAIL_MARK = `\n${STDERR_TAIL_HEADING}`;
 
 interface Prepared {
   file: TaskFile;
@@ -259,10 +263,14 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
       try {
         const stored = await store.load(task.name);
         if (stored === undefined && !o.quiet) log.info(`task "${task.name}": no stored position (${whereStored(store, task.name)}); the input starts where it starts`);
+        const metrics = metricsOf(task, o);
         const summary = await runTask(task, {
           ...p.options,
           store,
           signal: abort.signal,
+          ...(metrics
+            ? { metrics: { ...metrics, onListening: (server: OpsServer) => log.info(`metrics at ${server.url}/metrics (probes: /healthz, /readyz)`) } }
+            : {}),
           onAck: (_cp, rows) => (acked = { rows, acks: acked.acks + 1, at: Date.now() }),
         });
         const seconds = (Date.now() - started) / 1000;
@@ -286,6 +294,15 @@ export function runCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {
     },
     () => shownLive,
   );
+}
+
+/** --metrics-port/--metrics-host over the task file's metrics block. */
+function metricsOf(task: TaskConfig, o: TaskCommandOptions): { port: number; host?: string } | undefined {
+  const port = o.metricsPort ?? task.metrics?.port;
+  if (port === undefined) return undefined;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new DstreamError(ErrorCodes.CONFIG, `--metrics-port must be a port number (0-65535); got ${port}`);
+  const host = o.metricsHost ?? task.metrics?.host;
+  return { port, ...(host !== undefined ? { host } : {}) };
 }
 
 export function resetCommand(o: TaskCommandOptions, io: TaskIO): Promise<number> {

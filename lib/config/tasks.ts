@@ -53,6 +53,18 @@ export const STATE_SCHEMA = {
   table: { type: 'string', description: 'sqlserver: checkpoint table (default dstream.checkpoints)' },
 } satisfies ConfigSchema;
 
+/** `metrics { port = 9464 }`: serve /metrics, /healthz and /readyz while the task runs. */
+export interface MetricsConfig {
+  port: number;
+  /** The address to listen on (default every interface, so probes reach the pod's address). */
+  host?: string;
+}
+
+export const METRICS_SCHEMA = {
+  port: { type: 'integer', minimum: 0, maximum: 65535, required: true, description: 'port for /metrics, /healthz and /readyz (0: any free port)' },
+  host: { type: 'string', description: 'address to listen on (default every interface; 127.0.0.1 for this machine only)' },
+} satisfies ConfigSchema;
+
 export interface TaskConfig {
   name: string;
   /** The directory of the task file: relative paths and the default state directory are taken from here. */
@@ -61,6 +73,7 @@ export interface TaskConfig {
   input: ProviderRef;
   output: ProviderRef;
   state?: StateConfig;
+  metrics?: MetricsConfig;
   /** Where the task is declared, for messages. */
   file: string;
   line: number;
@@ -83,8 +96,15 @@ class Locator {
   constructor(
     readonly file: string,
     text: string,
+    /** Lines where validate --skip-env put a placeholder for a missing variable. */
+    private readonly placeholders: ReadonlySet<number> = new Set(),
   ) {
     this.lines = text.split('\n');
+  }
+
+  /** The value on this line is (partly) a placeholder: it stands for a secret, not checked here. */
+  placeholderOn(line: number): boolean {
+    return this.placeholders.has(line);
   }
 
   /** The first line at or after `from` (1-based) where `key` starts an attribute or block. */
@@ -148,9 +168,10 @@ const ORIGINAL_TOP_LEVEL = ['locals', 'dstream'];
 
 export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Promise<TaskFile> {
   const missing: Array<{ err: DstreamError; line: number }> = [];
-  const text = renderTemplate(source, env, file, { placeholders: options.skipEnv === true, onMissing: (err, line) => missing.push({ err, line }) });
+  const placeholders = new Set<number>();
+  const text = renderTemplate(source, env, file, { placeholders: options.skipEnv === true, onPlaceholder: (line) => placeholders.add(line), onMissing: (err, line) => missing.push({ err, line }) });
   if (options.task === undefined && missing.length > 0) throw missing[0]!.err;
-  const at = new Locator(file, text);
+  const at = new Locator(file, text, placeholders);
   // A file of literals (most task files) is read in JavaScript; anything else, and every error,
   // goes to the HCL parser (Go in WebAssembly, ~100 MB), loaded only then.
   let doc = parseLiteralHcl(text) as Block | undefined;
@@ -209,7 +230,7 @@ function readTask(at: Locator, name: string, block: Block, line: number, baseDir
     }
   }
   for (const key of Object.keys(block)) {
-    if (!['type', 'input', 'output', 'state'].includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, ['type', 'input', 'output', 'state'])}`);
+    if (!TASK_KEYS.includes(key)) throw at.error(at.find(key, line), `task "${name}": unknown "${key}"${hint(key, TASK_KEYS)}`);
   }
   const type = block.type ?? 'providers';
   if (type !== 'providers') {
@@ -222,7 +243,22 @@ function readTask(at: Locator, name: string, block: Block, line: number, baseDir
     return readProvider(at, `task "${name}" ${which}`, blocks[0]!, at.find(which, line), baseDir);
   };
   const state = readState(at, name, block.state, line, baseDir);
-  return { name, dir: baseDir, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), file: at.file, line };
+  const metrics = readMetrics(at, name, block.metrics, line);
+  return { name, dir: baseDir, type: 'providers', input: side('input'), output: side('output'), ...(state ? { state } : {}), ...(metrics ? { metrics } : {}), file: at.file, line };
+}
+
+const TASK_KEYS = ['type', 'input', 'output', 'state', 'metrics'];
+
+function readMetrics(at: Locator, task: string, value: unknown, line: number): MetricsConfig | undefined {
+  if (value === undefined) return undefined;
+  const blocks = Array.isArray(value) ? (value as Block[]) : [value as Block];
+  const pos = at.find('metrics', line);
+  if (blocks.length > 1) throw at.error(at.find('metrics', pos.line + 1), `task "${task}" has more than one metrics block`);
+  try {
+    return validateConfig(METRICS_SCHEMA, blocks[0] ?? {}, { path: `task "${task}" metrics` }) as unknown as MetricsConfig;
+  } catch (err) {
+    throw at.error(pos, (err as Error).message);
+  }
 }
 
 function readState(at: Locator, task: string, value: unknown, line: number, baseDir: string): StateConfig | undefined {
@@ -236,7 +272,9 @@ function readState(at: Locator, task: string, value: unknown, line: number, base
   } catch (err) {
     throw at.error(pos, (err as Error).message);
   }
-  if (state.store === 'sqlserver' && !state.connection_string) {
+  // validate --skip-env: a connection string from an unset variable is there, only not known.
+  const fromEnv = 'connection_string' in (blocks[0] ?? {}) && at.placeholderOn(at.find('connection_string', pos.line).line);
+  if (state.store === 'sqlserver' && !state.connection_string && !fromEnv) {
     throw at.error(pos, `task "${task}" state: store = "sqlserver" needs connection_string (for example "{{ env "MSSQL_CONNECTION_STRING" }}")`);
   }
   if (state.dir !== undefined) state.dir = resolve(baseDir, state.dir);

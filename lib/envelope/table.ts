@@ -82,6 +82,12 @@ export function qualifiedName(ref: TableRef): string {
   return `${ref.schema ?? DEFAULT_SCHEMA}.${ref.table}`;
 }
 
+/** `schema.table` of an envelope's metadata (a metric label), '' when it names no table. */
+export function tableLabel(env: { metadata?: { TableName?: unknown; Schema?: unknown } }): string {
+  const ref = tableOfMetadata(env.metadata);
+  return ref === undefined ? '' : qualifiedName(ref);
+}
+
 /** For people: `schema.table`, with the database in front when known. */
 export function displayTable(ref: TableRef): string {
   const base = qualifiedName(ref);

@@ -10,12 +10,13 @@ import { CHECKPOINT_TYPE, type CheckpointEnvelope } from '../envelope/types.js';
 import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../errors.js';
 import type { TaskConfig, ProviderRef } from '../config/tasks.js';
 import { fromOriginalResult, isOriginalResult, streamsFromConfig } from '../protocol/original.js';
-import { header, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
+import { header, isMetricsLine, PROTOCOL_VERSION, readHandshake, type CommandHeader, type LifecycleVerb, type MetricsLine, type ResultLine, type StreamDescriptor } from '../protocol/messages.js';
 import { builtinNamed, type BuiltinProvider } from '../providers/builtins.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
 import { latestSaver } from '../state/latest-saver.js';
 import { namedError, openSession, providerFailed } from './session.js';
 import type { StateStore } from '../state/state-store.js';
+import { RunTelemetry, type RunMetricsOptions } from './telemetry.js';
 
 export interface ExecutorOptions extends StartOptions {
   builtins: Record<string, BuiltinProvider>;
@@ -44,12 +45,12 @@ export const PROBE_TIMEOUT_MS = 5_000;
  * Runs one lifecycle verb on one provider and returns its result line; a failure throws. Results
  * of the original .NET SDK (`"status":"Success"|"Failed"`) are read as ok and error.
  *
- * With `probe` (inputs), stdin stays open until the handshake, and a provider that does not declare
+ * With `probe` (inputs; the verb the user ran, for the note), stdin stays open until the handshake, and a provider that does not declare
  * dstream's protocol in it is stopped there and `undefined` comes back: an original input routes
  * every verb it does not know to run and would start streaming (the .NET SDK), or waits for the
  * end of its input and then streams (the Go ingester), so it must never get past its handshake.
  */
-export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe = false): Promise<ResultLine | undefined> {
+export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe: LifecycleVerb | false = false): Promise<ResultLine | undefined> {
   const probeMs = options.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
   const handle = startProvider(spec, options);
   return withHandle(handle, async () => {
@@ -64,7 +65,7 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
             ? 'started with data instead of a handshake'
             : 'answered a handshake without "protocol" (as the original .NET SDK does)';
         const fix = session.silent ? `; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its ${spec.label.split(' ')[0]} block` : '';
-        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs${fix}`);
+        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${probe === h.command ? probe : `${h.command} or ${probe}`}, as the original CLI never asked inputs${fix}`);
         handle.kill('SIGKILL');
         await handle.exited;
         return undefined;
@@ -121,7 +122,7 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
   const without = command === 'status' || command === 'destroy';
   const warnings: string[] = [];
   // Built-ins speak the protocol; only executables are probed at their handshake.
-  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined).catch((err: unknown): null => {
+  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined && command).catch((err: unknown): null => {
     if (!without) throw err;
     warnings.push(`${said(input, err)}; ${command} goes on with the tables the task file names`);
     return null;
@@ -173,6 +174,8 @@ export interface RunOptions extends ExecutorOptions {
   /** Stops the run: the input is asked to stop, the output drains, the last acknowledgement is stored. */
   signal?: AbortSignal;
   onAck?: (checkpoint: CheckpointEnvelope, rows: number) => void;
+  /** Serve /metrics, /healthz and /readyz while the task runs (the providers report theirs over the protocol). */
+  metrics?: RunMetricsOptions;
 }
 
 /**
@@ -184,15 +187,38 @@ export const SAVE_INTERVAL_MS = 200;
 
 /** Streams a task until its input ends or `signal` aborts; stores each acknowledged checkpoint. */
 export async function runTask(task: TaskConfig, options: RunOptions): Promise<RunSummary> {
+  const telemetry = options.metrics === undefined ? undefined : await RunTelemetry.start(options.metrics);
+  try {
+    return await runWith(task, options, telemetry);
+  } finally {
+    await telemetry?.close();
+  }
+}
+
+async function runWith(task: TaskConfig, options: RunOptions, telemetry: RunTelemetry | undefined): Promise<RunSummary> {
   const stored = await options.store.load(task.name);
   const inSpec = await specOf('input', task.input, options.builtins);
   const outSpec = await specOf('output', task.output, options.builtins);
   // Config keys also at the top level: a provider of the older dstream reads its first line as config.
-  const runHeader = (ref: ProviderRef, extra: Partial<CommandHeader>): CommandHeader => ({ ...ref.config, command: 'run', config: ref.config, protocol: PROTOCOL_VERSION, task: task.name, ...extra });
+  const runHeader = (ref: ProviderRef, extra: Partial<CommandHeader>): CommandHeader => ({
+    ...ref.config,
+    command: 'run',
+    config: ref.config,
+    protocol: PROTOCOL_VERSION,
+    task: task.name,
+    ...(telemetry ? { metrics: telemetry.ask } : {}),
+    ...extra,
+  });
   // Built-in on both sides: composed in process as object streams, with no JSON in between.
   const objectMode = inSpec.builtin !== undefined && outSpec.builtin !== undefined;
-  const output = startProvider(outSpec, { ...options, objectMode });
-  const input = startProvider(inSpec, { ...options, objectMode });
+  // A built-in provider hands its metrics lines over directly; an executable's come on its stdout.
+  const onMetrics = (side: 'input' | 'output') => (telemetry ? { onMetrics: (line: MetricsLine) => telemetry.offer(side, line) } : {});
+  const output = startProvider(outSpec, { ...options, objectMode, ...onMetrics('output') });
+  const input = startProvider(inSpec, { ...options, objectMode, ...onMetrics('input') });
+  if (telemetry) {
+    void output.exited.then((exit) => telemetry.exited('output', exit));
+    void input.exited.then((exit) => telemetry.exited('input', exit));
+  }
   const summary: RunSummary = { task: task.name, rows: 0, checkpointsAcked: 0 };
   // One SIGTERM per provider: a second one means "exit at once" to a provider draining its work.
   const terminated = new Set<ProviderHandle>();
@@ -214,6 +240,7 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     async (cp: CheckpointEnvelope) => {
       await options.store.save(task.name, cp.data.position, cp.source);
       summary.lastPosition = cp.data.position;
+      telemetry?.metrics.checkpointsStored.inc({ task: task.name });
     },
     { minIntervalMs: SAVE_INTERVAL_MS },
   );
@@ -226,13 +253,19 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     const out = await openSession(output, runHeader(task.output, stored === undefined ? {} : { savedAt: stored.savedAt }), { ...options, onStrayLine: stray });
     // An output of the original dstream takes every line for data and acknowledges nothing: it gets
     // data only, and no position can be stored.
+    telemetry?.started('output');
     if (!out.dstream) summary.positionsNotStored = `${output.label} does not speak dstream's protocol (it never acknowledges)`;
     // The input learns where positions are kept (an input sharing a task between workers needs a shared store).
     const store = options.store.describe?.();
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
+    telemetry?.started('input');
     const acknowledge = (async () => {
       for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
         const v = n.value as { type?: string };
+        if (telemetry && isMetricsLine(v)) {
+          telemetry.offer('output', v);
+          continue;
+        }
         const line = readHandshake(v);
         if (line.kind === 'error') throw providerFailed(output, line.message, await output.exited);
         if (v?.type !== CHECKPOINT_TYPE || !out.dstream) {
@@ -254,12 +287,15 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
     const forward = (async () => {
       const toOutput = objectMode ? [] : [encodeEnvelopes()];
       // An output of the original dstream would take checkpoint markers for data: it gets none.
-      const rows = forwarder(inp.first, () => summary.rows++, (message) => providerFailed(input, message), out.dstream);
+      const rows = forwarder(inp.first, () => summary.rows++, (message) => providerFailed(input, message), out.dstream, telemetry && ((line) => telemetry.offer('input', line)));
       try {
         await pipeline(inp.values, rows, ...toOutput, output.stdin);
       } catch (err) {
         // The output stopped reading: its own failure (exit code, stderr) says why, not the broken pipe.
         if (rows.failed === undefined) await acknowledge;
+        // The input failed: the output's input has ended, so it drains and finishes (not stopped,
+        // nor blamed), and what it acknowledges is stored before the input's failure is reported.
+        else await acknowledge.catch(() => undefined);
         throw rows.failed === undefined ? namedError(input, err) : providerFailed(input, rows.failed, await input.exited);
       }
       const exit = await input.exited;
@@ -297,12 +333,24 @@ export async function runTask(task: TaskConfig, options: RunOptions): Promise<Ru
  * The input's values on their way to the output: counts data rows and stops at an error line (the
  * input failing mid-stream).
  */
-function forwarder(first: { value: unknown } | undefined, onRow: () => void, failed: (message: string) => Error, checkpoints = true): Transform & { failed?: string } {
+function forwarder(
+  first: { value: unknown } | undefined,
+  onRow: () => void,
+  failed: (message: string) => Error,
+  checkpoints = true,
+  onMetrics?: (line: MetricsLine) => void,
+): Transform & { failed?: string } {
   const t: Transform & { failed?: string } = new Transform({
     objectMode: true,
     transform(v: { type?: string } | null, _enc, callback: TransformCallback) {
       if (v?.type === CHECKPOINT_TYPE) {
         callback(null, checkpoints ? v : undefined);
+        return;
+      }
+      // The input's metrics are the executor's to serve, not data (only sent when asked for).
+      if (onMetrics !== undefined && isMetricsLine(v)) {
+        onMetrics(v);
+        callback();
         return;
       }
       const line = readHandshake(v);

@@ -45,7 +45,28 @@ export interface CommandHeader {
    * (`... | dstream route | asb-sink`) and runs standalone, from its environment; that line is data.
    */
   inPipe?: boolean;
+  /**
+   * run: the executor serves metrics and asks for a metrics line this often. Optional: a provider
+   * that does not know it ignores it, and is then simply not in the metrics.
+   */
+  metrics?: { interval_ms?: number };
   [key: string]: unknown;
+}
+
+/** The `type` of a metrics line, which a provider writes only when its header asked for them. */
+export const METRICS_TYPE = 'metrics';
+
+/**
+ * `{"type":"metrics","data":{"health":{...},"metrics":[...]}}`: a provider's readiness by part and
+ * its metrics as prom-client JSON (cumulative, so a lost or late line loses nothing).
+ */
+export interface MetricsLine {
+  type: typeof METRICS_TYPE;
+  data: { health?: Record<string, { ready: boolean; reason?: string }>; metrics?: unknown[] };
+}
+
+export function isMetricsLine(v: unknown): v is MetricsLine {
+  return typeof v === 'object' && v !== null && (v as { type?: unknown }).type === METRICS_TYPE && typeof (v as { data?: unknown }).data === 'object';
 }
 
 export interface ReadyLine {

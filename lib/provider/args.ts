@@ -14,6 +14,10 @@ export interface ProviderArgs {
   version: boolean;
   /** destroy: confirmed on the command line. */
   yes: boolean;
+  /** run: serve /metrics, /healthz and /readyz on this port. */
+  metricsPort?: number;
+  /** With metricsPort: the address to listen on (default every interface). */
+  metricsHost?: string;
   /** --log-format text|json, when given. */
   logFormat?: string;
 }
@@ -42,6 +46,18 @@ export function parseProviderArgs(schema: ConfigSchema, argv: readonly string[])
       continue;
     }
     if (arg === '--standalone') continue;
+    const hostOption = /^--metrics-(port|host)(?:=(.*))?$/.exec(arg);
+    if (hostOption !== null && !byFlag.has(`--metrics-${hostOption[1]}`)) {
+      const raw = hostOption[2] ?? argv[++i];
+      if (raw === undefined || raw === '') throw usage(`option --metrics-${hostOption[1]} needs a value`);
+      if (hostOption[1] === 'host') out.metricsHost = raw;
+      else {
+        const port = Number(raw);
+        if (!Number.isInteger(port) || port < 0 || port > 65535) throw usage(`option --metrics-port must be a port number (0-65535); got ${JSON.stringify(raw)}`);
+        out.metricsPort = port;
+      }
+      continue;
+    }
     if ((arg === '--log-format' || arg.startsWith('--log-format=')) && !byFlag.has('--log-format')) {
       const value = arg.includes('=') ? arg.slice('--log-format='.length) : argv[++i];
       if (value === undefined) throw usage('option --log-format needs a value (text or json)');
@@ -108,9 +124,11 @@ export function providerHelp(name: string, description: string | undefined, sche
   rows.push(
     ['--standalone', 'run from options and environment with no options given'],
     ['--log-format <text|json>', 'log lines on stderr as text (default) or one JSON object each; env DSTREAM_LOG_FORMAT'],
-    ['--help', 'show this help'],
-    ['--version', 'show the version'],
   );
+  if (verbs.includes('run')) {
+    rows.push(['--metrics-port <integer>', 'run: serve Prometheus metrics at /metrics, and /healthz, /readyz for probes, on this port'], ['--metrics-host <address>', 'with --metrics-port: listen on this address only (default every interface)']);
+  }
+  rows.push(['--help', 'show this help'], ['--version', 'show the version']);
   if (verbs.includes('destroy')) rows.push(['--yes', 'destroy: do not ask (it lists what it removes, then asks on a terminal)']);
   const width = Math.max(...rows.map(([f]) => f.length)) + 2;
   for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(width)}${text}`);

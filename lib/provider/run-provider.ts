@@ -20,6 +20,7 @@ import {
   READY,
   VERBS,
   type CommandHeader,
+  type MetricsLine,
   type LifecycleVerb,
   type ResourceReport,
   type ResultLine,
@@ -28,6 +29,9 @@ import {
 import { dstreamVersion } from '../version.js';
 import { LOG_FORMAT_ENV, Logger, logFormatOf, secretValues } from '../log.js';
 import { confirmRemoval } from './confirm.js';
+import { Readiness } from '../metrics/readiness.js';
+import type { DstreamMetrics } from '../metrics/registry.js';
+import { reportToExecutor, serveStandalone, type Telemetry } from './telemetry.js';
 import { parseProviderArgs, providerHelp } from './args.js';
 
 export interface ProviderContext<C = Record<string, unknown>> {
@@ -44,6 +48,16 @@ export interface ProviderContext<C = Record<string, unknown>> {
   signal: AbortSignal;
   /** A line on stderr: prefixed with the provider name, or a JSON record (--log-format json); secrets masked. */
   log(message: string): void;
+  /**
+   * run: this provider's readiness by part (`source`, `sink`), for `/readyz`. Always there;
+   * it goes somewhere only when metrics were asked for.
+   */
+  health: Readiness;
+  /**
+   * run: the metrics to keep, when asked for (the executor's run header carries `metrics`, or
+   * `--metrics-port` standalone); undefined otherwise, so a run without metrics pays nothing.
+   */
+  metrics?: DstreamMetrics;
 }
 
 type Answer = Omit<Partial<ResultLine>, 'status' | 'command'> | void;
@@ -84,6 +98,11 @@ export interface ProviderIO {
   objectMode?: boolean;
   /** Aborting it kills the provider at once, as SIGKILL kills a process: no drain, exit code 137. */
   kill?: AbortSignal;
+  /**
+   * In process: the executor's hand for metrics lines, which then go here instead of stdout and
+   * never wait behind data that the output holds back.
+   */
+  onMetrics?: (line: MetricsLine) => void;
 }
 
 const SIGNAL_CODES = { SIGINT: ExitCodes.INTERRUPTED, SIGTERM: ExitCodes.TERMINATED } as const;
@@ -119,6 +138,7 @@ export async function runProvider<C = Record<string, unknown>>(def: ProviderDefi
     signals: io?.signals === undefined ? process : io.signals,
     objectMode: io?.objectMode === true,
     kill: io?.kill,
+    onMetrics: io?.onMetrics,
   });
   return host.start();
 }
@@ -139,6 +159,9 @@ class ProviderHost<C> {
   private settled = false;
   private stopCode: number | undefined;
   private stdoutGone = false;
+  private telemetry: Telemetry | undefined;
+  /** Standalone `--metrics-port` / `--metrics-host`. */
+  private serveMetrics: { port: number; host?: string } | undefined;
   private logger: Logger;
   /** DSTREAM_LOG_FORMAT held a value that is not a format: said once the host has started. */
   private badLogFormat: unknown;
@@ -208,7 +231,7 @@ class ProviderHost<C> {
     this.logger.addSecrets(secretValues(header.config, (key) => schema[key]?.secret === true));
     const config = validateProviderConfig(this.def, header.config, { env: this.io.env });
     this.logger.addSecrets(secretValues(config, (key) => schema[key]?.secret === true));
-    return { command: header.command, config, header, standalone, input, output: this.out, signal: this.abort.signal, log: this.log };
+    return { command: header.command, config, header, standalone, input, output: this.out, signal: this.abort.signal, log: this.log, health: new Readiness() };
   }
 
   /** Started by an executor: the first stdin line is the command header. */
@@ -268,6 +291,7 @@ class ProviderHost<C> {
     const args = parseProviderArgs(schema, this.io.argv);
     if (args.logFormat !== undefined) this.logger = new Logger({ stream: this.io.stderr, format: logFormatOf(args.logFormat), name: this.def.name, provider: this.def.name, skipNamedPrefix: true });
     this.protocolLines = args.verb !== 'run';
+    if (args.metricsPort !== undefined) this.serveMetrics = { port: args.metricsPort, ...(args.metricsHost !== undefined ? { host: args.metricsHost } : {}) };
     if (args.help) {
       this.out.end();
       this.io.stdout.write(providerHelp(this.def.name, this.def.description, schema, this.verbs, this.def.examples), () => this.finish(ExitCodes.OK));
@@ -309,10 +333,30 @@ class ProviderHost<C> {
   }
 
   private runInBackground(ctx: ProviderContext<C>): void {
-    this.def.run!(ctx).then(
-      () => this.finish(this.stopCode ?? ExitCodes.OK),
-      (err: unknown) => this.fail(err, 'run'),
-    );
+    const ended = () => this.telemetry?.end() ?? Promise.resolve();
+    this.startTelemetry(ctx)
+      .then(() => this.def.run!(ctx))
+      .then(
+        () => ended().then(() => this.finish(this.stopCode ?? ExitCodes.OK)),
+        (err: unknown) => ended().then(() => this.fail(err, 'run'), () => this.fail(err, 'run')),
+      );
+  }
+
+  /** Metrics and readiness, when asked for: lines for the executor, or endpoints of its own standalone. */
+  private async startTelemetry(ctx: ProviderContext<C>): Promise<void> {
+    const asked = ctx.header.metrics;
+    if (this.serveMetrics !== undefined) {
+      this.telemetry = await serveStandalone(ctx.health, this.serveMetrics.port, this.serveMetrics.host, this.log);
+    } else if (this.protocolLines && typeof asked === 'object' && asked !== null) {
+      const ms = (asked as { interval_ms?: unknown }).interval_ms;
+      const onMetrics = this.io.onMetrics;
+      const send = onMetrics
+        ? (line: MetricsLine) => (onMetrics(line), true)
+        : (line: MetricsLine) => !this.out.writableEnded && !this.out.destroyed && (this.out.write(line), true);
+      this.telemetry = await reportToExecutor(send, ctx.health, typeof ms === 'number' && ms > 0 ? ms : undefined);
+    }
+    if (this.settled) this.telemetry?.dispose();
+    ctx.metrics = this.telemetry?.metrics;
   }
 
   /** SIGINT/SIGTERM: stop reading, let the provider drain, exit within the grace period. */
@@ -358,6 +402,7 @@ class ProviderHost<C> {
   private finish(code: number, now = false): void {
     if (this.settled) return;
     this.settled = true;
+    this.telemetry?.dispose();
     if (now || this.stdoutGone) {
       this.settle(code);
       return;

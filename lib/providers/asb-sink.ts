@@ -25,6 +25,7 @@ import { desiredQueues, type DesiredQueue } from '../infra/desired.js';
 import { queueWarnings, durationMs } from '../infra/queue-checks.js';
 import { adminClient, endpointOf, ensureQueue, managed, type QueueSettings } from '../infra/service-bus-admin.js';
 import { toServiceBus } from '../sinks/deliver.js';
+import { deliveryObserver } from '../metrics/delivery.js';
 import type { ConnectionOptions } from '../sinks/service-bus/client.js';
 import type { ServiceBusSink } from '../sinks/service-bus/sink.js';
 import { progressLine, summaryLine } from '../sinks/service-bus/progress.js';
@@ -210,8 +211,10 @@ export async function runAsbSink(ctx: ProviderContext<AsbSinkConfig>): Promise<v
     onRetry: (r) => ctx.log(`queue ${r.queue}: ${(r.error as Error).message}; retry ${r.attempt} of ${config.max_retries} in ${r.delayMs} ms`),
     onWarning: ctx.log,
     onSink: (queue, sink) => sinks.set(queue, sink as ServiceBusSink),
+    observer: deliveryObserver({ metrics: ctx.metrics, health: ctx.health }),
     onCheckpoint: (cp: CheckpointEnvelope) => {
       acked++;
+      ctx.metrics?.checkpointsAcknowledged.inc({ provider: 'asb-sink' });
       saver?.offer(cp);
       // In a pipe, stdout is the end of the line; to an executor, each ack is a protocol line.
       if (!ctx.standalone) ctx.output.write(cp);

@@ -1,6 +1,7 @@
 /** The built-in `generator` input provider: synthetic CDC for demos and tests, resumable. */
 import { pipeline } from 'node:stream/promises';
 import type { ProviderDefinition } from '../provider/run-provider.js';
+import { countRows } from '../metrics/rows.js';
 import { generatorSource, type GeneratorPosition } from '../sources/generator/generator.js';
 
 export interface GeneratorConfig {
@@ -38,6 +39,6 @@ export const generatorProvider: ProviderDefinition<GeneratorConfig> = {
       signal: ctx.signal,
     });
     // The host ends the output, after whatever it writes last.
-    await pipeline(source, ctx.output, { end: false });
+    await (ctx.metrics ? pipeline(source, countRows(ctx.metrics), ctx.output, { end: false }) : pipeline(source, ctx.output, { end: false }));
   },
 };

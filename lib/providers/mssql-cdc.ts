@@ -21,6 +21,8 @@ import { agentStoppedMessage, checkTables, forTable, mssqlCdc, tableNotFound, ty
 import { disableTableCall, enableDatabaseCall, enableTableCall } from '../sources/mssql/sql.js';
 import { describeConnection, sqlServerConnector } from '../sources/mssql/sqlserver.js';
 import { parseTableRef, tableKey, type TableRef } from '../sources/mssql/tables.js';
+import { rowCounter } from '../metrics/rows.js';
+import { sourceObserver } from '../metrics/source.js';
 
 /** The original ingester's lock_config: `{ type = "none" }` is dstream's default; its Azure Blob locks have no counterpart. */
 const lockConfig = (v: unknown): { value: unknown } | { problem: string } =>
@@ -289,7 +291,9 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         ...(c.lease ? { lease: { task: task!, checkpointTable: parseTableRef(c.checkpoint_table), ...(c.max_tables_per_worker ? { maxTables: c.max_tables_per_worker } : {}) } } : {}),
         signal: ctx.signal,
         log: ctx.log,
+        onState: sourceObserver({ metrics: ctx.metrics, health: ctx.health, provider: 'mssql-cdc', ...(c.lease ? { leaseTables: c.tables.map((t) => tableKey(parseTableRef(t))) } : {}) }),
       });
+      const count = ctx.metrics ? rowCounter(ctx.metrics) : undefined;
       ctx.log(`reading ${c.tables.join(', ')} ${after === undefined ? `(no stored position: start = ${c.start})` : 'after the stored position'}`);
       let rows = 0;
       let lsn = '';
@@ -307,6 +311,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
           if (envelope.type === 'cdc') {
             rows++;
             lsn = envelope.metadata.LSN;
+            count?.(envelope);
           }
           if (!ctx.output.write(envelope)) await once(ctx.output, 'drain');
         }

@@ -140,6 +140,16 @@ describe('dstream.hcl', () => {
     expect(await fail(text('  state {\n    store = "redis"\n  }\n'))).toMatch(/^dstream\.hcl:4:3: task "a" state\.store: expected one of "file", "sqlserver", got string "redis"$/);
   });
 
+  it('reads a metrics block: port, and host when given; a bad one is named with its position', async () => {
+    const text = (block: string) => `task "a" {\n  input { provider = "generator" }\n  output { provider = "files" }\n${block}}\n`;
+    expect((await parseTaskFile(text(''), 'dstream.hcl')).tasks[0]!.metrics).toBeUndefined();
+    expect((await parseTaskFile(text('  metrics {\n    port = 9464\n  }\n'), 'dstream.hcl')).tasks[0]!.metrics).toEqual({ port: 9464 });
+    expect((await parseTaskFile(text('  metrics {\n    port = 0\n    host = "127.0.0.1"\n  }\n'), 'dstream.hcl')).tasks[0]!.metrics).toEqual({ port: 0, host: '127.0.0.1' });
+    expect(await fail(text('  metrics {\n    port = 70000\n  }\n'))).toMatch(/^dstream\.hcl:4:3: task "a" metrics\.port: must be at most 65535, got 70000$/);
+    expect(await fail(text('  metrics {\n    host = "::"\n  }\n'))).toMatch(/^dstream\.hcl:4:3: task "a" metrics\.port: /);
+    expect(await fail(text('  metric {\n    port = 1\n  }\n'))).toMatch(/^dstream\.hcl:4:3: task "a": unknown "metric"; did you mean "metrics"\?/);
+  });
+
   it('says where to put the file when there is none', async () => {
     const err = await loadTaskFile('/nonexistent/dstream.hcl').catch((e) => e);
     expect(err.message).toBe('no task file at /nonexistent/dstream.hcl: create dstream.hcl, or name one with --config FILE (or DSTREAM_CONFIG)');

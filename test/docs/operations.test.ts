@@ -13,9 +13,6 @@ import { DSTREAM_BIN, ROOT, spawnNode } from '../support/process.js';
 const doc = readFileSync(join(ROOT, 'docs/operations.md'), 'utf8');
 const blocks = [...doc.matchAll(/```(\w*)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1]!, text: m[2]! }));
 
-/** Flags of the metrics endpoint, documented here and built beside this page (lib/ gains them with it). */
-const METRICS_FLAGS = ['--metrics-port'];
-
 const BINS: Record<string, string> = { dstream: DSTREAM_BIN, 'mssql-cdc': join(ROOT, 'dist/bin/mssql-cdc.js'), 'asb-sink': join(ROOT, 'dist/bin/asb-sink.js') };
 
 /** Each command line of the page as words: shell lines (each part of a pipe), ExecStart=, and YAML args lists. */
@@ -46,7 +43,6 @@ describe('docs/operations.md', () => {
       }
       const help = helps.get(key)!;
       for (const flag of args.filter((a) => a.startsWith('--'))) {
-        if (METRICS_FLAGS.includes(flag)) continue;
         expect(help, `${bin} ${args.join(' ')}: ${flag}`).toMatch(new RegExp(`${flag}\\b`));
       }
     }

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
-import { checkpoint, envelopeProblem } from '../../lib/index.js';
+import { checkpoint, createMetrics, envelopeProblem } from '../../lib/index.js';
 import { READY } from '../../lib/protocol/messages.js';
 
 const dir = fileURLToPath(new URL('../../lib/protocol/schemas/', import.meta.url));
@@ -17,6 +17,7 @@ describe('protocol JSON Schemas', () => {
       'command-header.schema.json',
       'envelope.schema.json',
       'handshake.schema.json',
+      'metrics.schema.json',
       'result.schema.json',
     ]);
     for (const f of readdirSync(dir)) expect(ajv.getSchema(f), f).toBeTypeOf('function');
@@ -55,5 +56,17 @@ describe('protocol JSON Schemas', () => {
     expect(check('command-header.schema.json', { command: 'init', config: {}, protocol: 1, streams: [{ name: 'Persons', keys: ['Id'] }] })).toBe(true);
     expect(check('command-header.schema.json', { command: 'migrate', config: {} })).toBe(false);
     expect(check('checkpoint.schema.json', checkpoint('0x00000027000001a80003'))).toBe(true);
+  });
+
+  it('a metrics line as runProvider() writes it matches its schema; it has the shape of an envelope, which is why a provider sends it only when asked', async () => {
+    const m = await createMetrics();
+    m.rowsDelivered.inc({ table: 'dbo.Persons', destination: 'Persons_cdc_events' }, 3);
+    m.sendSeconds.observe({ destination: 'Persons_cdc_events' }, 0.01);
+    const line = { type: 'metrics', data: { health: { sink: { ready: false, reason: 'retrying' } }, metrics: await m.registry.getMetricsAsJSON() } };
+    expect(check('metrics.schema.json', line), JSON.stringify(ajv.errors)).toBe(true);
+    expect(check('envelope.schema.json', line)).toBe(true);
+    expect(check('metrics.schema.json', { type: 'metrics', data: { health: { sink: { reason: 'no ready' } } } })).toBe(false);
+    expect(check('command-header.schema.json', { command: 'run', config: {}, protocol: 1, metrics: { interval_ms: 1000 } })).toBe(true);
+    expect(check('command-header.schema.json', { command: 'run', config: {}, protocol: 1, metrics: { interval_ms: 0 } })).toBe(false);
   });
 });

@@ -192,9 +192,12 @@ export class CdcModel {
     return t;
   }
 
-  /** The server clock now: one second per commit; enables come half-way between two commits. */
+  /** Commit times from the machine's clock instead of one second per commit (latency benchmarks). */
+  wallClock = false;
+
+  /** The server clock now: one second per commit (or the machine's clock); enables come half-way between two commits. */
   private timeAt(offsetMs: number): string {
-    return new Date(this.clock + this.tx * 1000 + offsetMs).toISOString().slice(0, 23);
+    return new Date((this.wallClock ? Date.now() : this.clock + this.tx * 1000) + offsetMs).toISOString().slice(0, 23);
   }
 
   private newLsn(): Buffer {

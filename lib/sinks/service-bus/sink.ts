@@ -19,7 +19,8 @@ import type { Envelope } from '../../envelope/types.js';
 import { DURABLE_ACKS } from '../../streams/partition.js';
 import { acquireClient, type ClientLease, type ConnectionOptions } from './client.js';
 import { attemptsText, backoffOf, retry } from '../../retry.js';
-import { classify, type RetryOptions } from './errors.js';
+import { classify, connectionCause, type RetryOptions } from './errors.js';
+import { tableLabel } from '../../envelope/table.js';
 import { describeRecord, toServiceBusMessage, type MessageOptions } from './message.js';
 import type { Listen, WritableEvents } from '../../events.js';
 
@@ -57,6 +58,26 @@ export interface ServiceBusSinkOptions extends ConnectionOptions, MessageOptions
   onMissingQueue?: (queue: string) => Promise<void>;
   /** Called before each retry, for logs. */
   onRetry?: (info: { queue: string; attempt: number; delayMs: number; error: unknown }) => void;
+  /** What happens to records and sends, for metrics and readiness (lib/metrics/delivery.ts). */
+  observer?: SinkObserver;
+}
+
+/** Kinds of failed attempts, for metrics: a fixed set, so label values stay few. */
+export type RetryKind = 'throttled' | 'timeout' | 'connection' | 'other';
+
+/**
+ * Reports of a sink's work, in order per queue: `received` for each record taken into a batch,
+ * then `delivered` once Service Bus accepted it (`records` of them, oldest first).
+ */
+export interface SinkObserver {
+  received(queue: string, table: string, commitTime: string | undefined, bytes: number): void;
+  /** `fill`: the batch's size over the largest one the queue takes (absent when nothing was sent, only set aside). */
+  delivered(queue: string, info: { records: number; fill?: number }): void;
+  /** One send accepted, in seconds. */
+  sent(queue: string, seconds: number): void;
+  retried(queue: string, kind: RetryKind): void;
+  /** A record set aside (dead-lettered) instead of sent. */
+  setAside(queue: string): void;
 }
 
 export interface ServiceBusSinkStats {
@@ -186,14 +207,18 @@ export class ServiceBusSink extends Writable {
     if (this.failed) throw this.failed;
     const message = toServiceBusMessage(this.queue, env, this.options);
     let open = this.open ?? (await this.newBatch());
+    let before = open.batch.sizeInBytes;
     if (open.batch.tryAddMessage(message)) {
+      this.observe(env, open.batch.sizeInBytes - before);
       await this.recordAdded(open, message);
       return;
     }
     if (open.batch.count > 0) {
       await this.sendFull();
       open = await this.newBatch();
+      before = open.batch.sizeInBytes;
       if (open.batch.tryAddMessage(message)) {
+        this.observe(env, open.batch.sizeInBytes - before);
         await this.recordAdded(open, message);
         return;
       }
@@ -203,6 +228,7 @@ export class ServiceBusSink extends Writable {
       const probe = await this.withRetry('open a batch', () => this.sender.createMessageBatch({ abortSignal: this.abort.signal }));
       if (probe.tryAddMessage(message)) {
         open.alone = { message, size: probe.sizeInBytes };
+        this.observe(env, probe.sizeInBytes);
         open.records++;
         this.counts.records++;
         await this.sendFull();
@@ -210,6 +236,12 @@ export class ServiceBusSink extends Writable {
       }
     }
     await this.oversize(env, message, open);
+  }
+
+  private observe(env: Envelope, bytes: number): void {
+    const o = this.options.observer;
+    if (o === undefined) return;
+    o.received(this.queue, tableLabel(env), typeof env.metadata?.CommitTime === 'string' ? env.metadata.CommitTime : undefined, bytes);
   }
 
   private async recordAdded(open: OpenBatch, message: ServiceBusMessage): Promise<void> {
@@ -244,6 +276,8 @@ export class ServiceBusSink extends Writable {
     await new Promise<void>((resolve, reject) => this.options.deadLetter!.write(line, (err) => (err ? reject(err) : resolve())));
     this.counts.deadLettered++;
     this.counts.records++;
+    this.observe(env, 0);
+    this.options.observer?.setAside(this.queue);
     // Acknowledged in its place in the order: with the batch it sits in.
     open.records++;
     this.armLinger();
@@ -318,6 +352,9 @@ export class ServiceBusSink extends Writable {
           this.counts.messages += open.alone ? 1 : open.batch.count;
           this.counts.bytes += open.alone?.size ?? open.batch.sizeInBytes;
           this.counts.fill += open.alone ? 1 : open.batch.sizeInBytes / open.batch.maxSizeInBytes;
+          this.options.observer?.delivered(this.queue, { records: open.records, fill: open.alone ? 1 : open.batch.sizeInBytes / open.batch.maxSizeInBytes });
+        } else {
+          this.options.observer?.delivered(this.queue, { records: open.records });
         }
         this.emit('ack', open.records);
       } catch (err) {
@@ -349,6 +386,7 @@ export class ServiceBusSink extends Writable {
     try {
       await this.sender.sendMessages(batch, { abortSignal: AbortSignal.any([timeout, this.abort.signal]) });
       this.slowestSendMs = Math.max(this.slowestSendMs, Date.now() - started);
+      this.options.observer?.sent(this.queue, (Date.now() - started) / 1000);
     } catch (err) {
       if (timeout.aborted && !this.abort.signal.aborted) throw new SendTimeout(`no answer from Service Bus within ${ms} ms`, err);
       throw err;
@@ -389,6 +427,7 @@ export class ServiceBusSink extends Writable {
         classify: (err) => (err instanceof SendTimeout ? true : classify(err)),
         onRetry: ({ attempt, delayMs, error }) => {
           this.counts.retries++;
+          this.options.observer?.retried(this.queue, retryKind(error));
           this.options.onRetry?.({ queue: this.queue, attempt, delayMs, error });
         },
         fail: (err, attempts, info) => this.explain(err, what, attemptsText(attempts, info)),
@@ -423,6 +462,13 @@ export class ServiceBusSink extends Writable {
 /** A Writable of envelopes for one Service Bus queue; emits 'ack' (count) as records become durable. */
 export function serviceBusSink(options: ServiceBusSinkOptions): ServiceBusSink {
   return new ServiceBusSink(options);
+}
+
+function retryKind(err: unknown): RetryKind {
+  if (err instanceof SendTimeout) return 'timeout';
+  if (connectionCause(err) !== undefined) return 'connection';
+  const verdict = classify(err);
+  return typeof verdict === 'object' ? 'throttled' : 'other';
 }
 
 /** A send that got no answer in time: the connection may be gone; the sink retries it (no Azure code faked). */

@@ -3,6 +3,8 @@
  * deterministic: the same seed gives the same changes, so a restart from a checkpoint position
  * continues exactly where the stream left off. Inserts, updates and deletes (only of rows that
  * exist) over several tables, grouped in transactions of 1-3 rows, each followed by a checkpoint.
+ * Unpaced, commit times are synthetic (a second per transaction from 2026-01-01); paced (a rate),
+ * each change's commit time is when it is emitted.
  */
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -145,6 +147,9 @@ export function generatorSource(options: GeneratorOptions = {}): Readable {
           if (err.name !== 'AbortError') throw err;
         });
         emitted++;
+        // Paced, it stands for a live source: a change is committed when it is emitted (seconds
+        // behind the source are then real); only the time differs from the unpaced changes.
+        e.metadata!.CommitTime = new Date().toISOString();
       }
       yield e;
     }

@@ -19,7 +19,7 @@ import { envelopes } from './reader/recovery.js';
 import { generatorStream } from './reader/stream.js';
 
 export { MSSQL_SOURCE } from './reader/core.js';
-export type { GapPolicy, LeaseOptions, MssqlCdcOptions } from './reader/options.js';
+export type { GapPolicy, LeaseOptions, MssqlCdcOptions, ReaderState } from './reader/options.js';
 export { parsePosition, positionOf, type MssqlCdcPosition } from './position.js';
 export { agentStoppedMessage, checkTables, forTable, tableNotFound } from './reader/start.js';
 

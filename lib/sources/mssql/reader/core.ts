@@ -10,7 +10,7 @@ import { positionOf, type SnapshotProgress } from '../position.js';
 import type { CaptureInstance, CdcQueries, DriverChangeRow, WindowCommits } from '../queries.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
-import type { MssqlCdcOptions } from './options.js';
+import type { MssqlCdcOptions, ReaderState } from './options.js';
 
 export const MSSQL_SOURCE = 'mssql-cdc';
 
@@ -51,7 +51,7 @@ export interface Segment {
 }
 
 export class CdcReader {
-  readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'start' | 'connectionString' | 'requestTimeoutMs'>> & MssqlCdcOptions;
+  readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'onState' | 'start' | 'connectionString' | 'requestTimeoutMs'>> & MssqlCdcOptions;
   readonly refs: TableRef[];
   q!: CdcQueries;
   lockSession: CdcQueries | undefined;
@@ -114,6 +114,12 @@ export class CdcReader {
     if (this.o.requestTimeoutMs !== undefined && !(this.o.requestTimeoutMs >= 0)) throw invalidOption('requestTimeoutMs must be 0 (no limit) or more');
     this.rowLimit = this.o.maxRows;
     this.log = options.log ?? (() => {});
+  }
+
+  /** Tells onState where the reader stands (`recovering`: going back to its last checkpoint, and why). */
+  report(connected: boolean, recovering?: ReaderState['recovering']): void {
+    const leases = this.o.lease ? (recovering === 'lease' || this.leaseLost ? [] : [...this.tables.keys()]) : undefined;
+    this.o.onState?.({ connected, standby: this.standby, ...(leases ? { leases } : {}), ...(recovering ? { recovering } : {}) });
   }
 
   get aborted(): boolean {

@@ -34,7 +34,9 @@ export async function* leases(r: CdcReader): AsyncGenerator<Envelope> {
       single: true,
       ...(r.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: r.o.requestTimeoutMs } : {}),
       onSessionLost: () => {
-        if (r.leaseToken === token) r.leaseLost = true;
+        if (r.leaseToken !== token) return;
+        r.leaseLost = true;
+        r.report(true);
       },
     });
     r.tables.clear();
@@ -80,4 +82,5 @@ export async function* leases(r: CdcReader): AsyncGenerator<Envelope> {
   const standby = r.tables.size === 0;
   if (standby && !r.standby) r.log(`standby: every table is leased by another worker; taking over when one is released`);
   r.standby = standby;
+  r.report(true);
 }

@@ -62,4 +62,16 @@ export interface MssqlCdcOptions {
   source?: string;
   signal?: AbortSignal;
   log?: (message: string) => void;
+  /** Where the reader stands, on each change of connection or leases (metrics, readiness). */
+  onState?: (state: ReaderState) => void;
+}
+
+export interface ReaderState {
+  connected: boolean;
+  /** Lease mode: the tables (`schema.table`) whose leases this worker holds. */
+  leases?: string[];
+  /** Lease mode: every table is leased by another worker. */
+  standby: boolean;
+  /** Set when the reader goes back to its last checkpoint: why. */
+  recovering?: 'connection' | 'moved' | 'timeout' | 'lease';
 }

@@ -25,6 +25,7 @@ export async function* envelopes(r: CdcReader): AsyncGenerator<Envelope | Envelo
       if (r.aborted || r.handedSnapshots.size === 0 || recoveryOf(err) !== 'connection') throw sqlFailure(err, r.q.where, 'checking the database and tables');
       await recover(r, 'connection', err);
     }
+    r.report(true);
     // Consecutive failures without progress (a checkpoint handed on) between them.
     let failures = 0;
     let progressAt = r.checkpointsHanded;
@@ -58,6 +59,7 @@ export async function* envelopes(r: CdcReader): AsyncGenerator<Envelope | Envelo
  * the last checkpoint handed on; rows after it are read again (at least once).
  */
 export async function recover(r: CdcReader, kind: Recovery, err: unknown): Promise<void> {
+  r.report(kind !== 'connection', kind);
   switch (kind) {
     case 'moved':
       // 313: cleanup moved an instance's start between the gap check and the read; the next
@@ -91,6 +93,7 @@ export async function recover(r: CdcReader, kind: Recovery, err: unknown): Promi
     else r.emitted.delete(key);
     t.from = at !== undefined ? await r.q.incrementLsn(at) : t.start;
   }
+  r.report(true);
 }
 
 /** A window's first row did not come in time (SQL Server sorts the range first): read smaller windows, down to one commit. */

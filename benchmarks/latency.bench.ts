@@ -1,0 +1,226 @@
+/**
+ * End-to-end latency of `dstream run` with default settings: from a commit in the CDC model (the
+ * TDS test server, its own process, commit times from the machine's clock) to the message accepted
+ * by the AMQP test broker (its own process, which stamps the time it accepted each message), at a
+ * steady 1,000 and 10,000 rows/s over three tables. The same figures come from dstream's own
+ * metric (`dstream_delivery_latency_seconds`, scraped from /metrics of the run) so the metric is
+ * checked against an outside measurement. Target: p99 <= poll interval (500 ms) + linger (20 ms)
+ * + 250 ms at both rates; RSS of the dstream process flat (second half's peak < first half's + 16 MB).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { BenchResult, Measurement, Target } from './harness.js';
+
+const TSX = fileURLToPath(new URL('./node_modules/tsx/dist/cli.mjs', import.meta.url));
+const DSTREAM = fileURLToPath(new URL('../dist/bin/dstream.js', import.meta.url));
+const POLL_MS = 500;
+const LINGER_MS = 20;
+const TARGET_MS = POLL_MS + LINGER_MS + 250;
+const WARMUP_S = 3;
+
+/** A child that answers one JSON line per line it is sent. */
+interface Talker {
+  child: ChildProcess;
+  first: Record<string, unknown>;
+  ask(v: unknown): Promise<Record<string, unknown>>;
+}
+
+async function talker(script: string): Promise<Talker> {
+  const child = spawn(process.execPath, [TSX, fileURLToPath(new URL(script, import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: Interface = createInterface({ input: child.stdout! });
+  const queue: Array<{ resolve: (v: Record<string, unknown>) => void; reject: (err: Error) => void }> = [];
+  lines.on('line', (l) => queue.shift()?.resolve(JSON.parse(l) as Record<string, unknown>));
+  child.once('exit', (code) => {
+    for (const w of queue.splice(0)) w.reject(new Error(`${script} exited with ${code}`));
+  });
+  const next = () => new Promise<Record<string, unknown>>((resolve, reject) => queue.push({ resolve, reject }));
+  const first = await next();
+  return {
+    child,
+    first,
+    ask: (v) => {
+      const answer = next();
+      child.stdin!.write(`${JSON.stringify(v)}\n`);
+      return answer;
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  if (process.env.BENCH_DEBUG) process.stderr.write(`latency: waiting for ${what}\n`);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`latency bench: timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+interface Scrape {
+  buckets: Array<{ le: number; count: number }>;
+  behind: number;
+}
+
+/** The delivery latency histogram (summed over destinations) and the largest seconds-behind. */
+async function scrape(base: string): Promise<Scrape> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const byLe = new Map<number, number>();
+  let behind = 0;
+  for (const line of text.split('\n')) {
+    const b = /^dstream_delivery_latency_seconds_bucket\{.*le="([^"]+)".*\} (\S+)$/.exec(line);
+    if (b) byLe.set(b[1] === '+Inf' ? Infinity : Number(b[1]), (byLe.get(b[1] === '+Inf' ? Infinity : Number(b[1])) ?? 0) + Number(b[2]));
+    const g = /^dstream_seconds_behind_source\{.*\} (\S+)$/.exec(line);
+    if (g) behind = Math.max(behind, Number(g[1]));
+  }
+  return { buckets: [...byLe].map(([le, count]) => ({ le, count })).sort((a, b) => a.le - b.le), behind };
+}
+
+/** Prometheus' histogram_quantile over the bucket counts of (to - from), in ms. */
+function quantileMs(from: Scrape, to: Scrape, q: number): number {
+  const before = new Map(from.buckets.map((b) => [b.le, b.count]));
+  const buckets = to.buckets.map((b) => ({ le: b.le, count: b.count - (before.get(b.le) ?? 0) }));
+  const total = buckets.at(-1)?.count ?? 0;
+  if (total === 0) return NaN;
+  const rank = q * total;
+  let prevLe = 0;
+  let prevCount = 0;
+  for (const b of buckets) {
+    if (b.count >= rank) {
+      if (b.le === Infinity) return prevLe * 1000;
+      return (prevLe + ((b.le - prevLe) * (rank - prevCount)) / Math.max(1, b.count - prevCount)) * 1000;
+    }
+    prevLe = b.le;
+    prevCount = b.count;
+  }
+  return NaN;
+}
+
+function rssMB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function oneRate(rate: number, seconds: number): Promise<{ measurements: Measurement[]; group: string; notes: string[] }> {
+  const group = `steady ${rate.toLocaleString('en-US')} rows/s over 3 tables for ${seconds} s (after ${WARMUP_S} s warm-up), defaults (poll 500 ms, linger 20 ms)`;
+  const source = await talker('./latency-source.ts');
+  const broker = await talker('./latency-broker.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'dstream-latency-'));
+  let run: ChildProcess | undefined;
+  try {
+    writeFileSync(
+      join(dir, 'dstream.hcl'),
+      `task "latency" {
+  input {
+    provider = "mssql-cdc"
+    config {
+      connection_string = "{{ env "MSSQL_CONNECTION_STRING" }}"
+      tables = ["Persons", "sales.Orders", "Customers"]
+      start = "earliest"
+      progress_ms = 0
+    }
+  }
+  output {
+    provider = "asb-sink"
+    config {
+      connection_string = "{{ env "ASB_CONNECTION_STRING" }}"
+      progress_ms = 0
+      quiet = true
+    }
+  }
+}
+`,
+    );
+    const asb = `Endpoint=sb://127.0.0.1:${broker.first.port as number};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true`;
+    run = spawn(process.execPath, [DSTREAM, 'run', 'latency', '--metrics-port', '0', '--metrics-host', '127.0.0.1', ...(process.env.BENCH_DEBUG ? [] : ['--quiet'])], {
+      cwd: dir,
+      env: { ...process.env, MSSQL_CONNECTION_STRING: source.first.connectionString as string, ASB_CONNECTION_STRING: asb },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    run.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const base = await until('the metrics address', async () => /metrics at (http:\/\/\S+)\/metrics/.exec(stderr)?.[1], 30_000);
+    await until('the run to be ready', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined), 30_000);
+    // Warm-up: links attach, the JIT settles; not measured.
+    const warm = await source.ask({ rate, seconds: WARMUP_S });
+    const from = Date.now();
+    const before = await scrape(base);
+    const rss: Array<{ at: number; mb: number }> = [];
+    let behindMax = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        rss.push({ at: Date.now(), mb: rssMB(run!.pid!) });
+        behindMax = Math.max(behindMax, (await scrape(base).catch(() => ({ behind: 0 }))).behind);
+        await sleep(500);
+      }
+    })();
+    const load = loadavg()[0]!;
+    const committed = await source.ask({ rate, seconds });
+    const total = (warm.rows as number) + (committed.rows as number);
+    const drainedAt = await until('every row at the broker', async () => {
+      const got = (await broker.ask({})).received as number;
+      if (process.env.BENCH_DEBUG) process.stderr.write(`latency: ${got} of ${total} rows at the broker\n`);
+      return got >= total ? Date.now() : undefined;
+    }, 300_000);
+    // The metric's last line reaches the executor within its interval (1 s).
+    await sleep(1500);
+    sampling = false;
+    await sampler;
+    const after = await scrape(base);
+    const outside = await broker.ask({ from });
+    const half = from + (seconds * 1000) / 2;
+    const firstHalf = Math.max(...rss.filter((r) => r.at < half).map((r) => r.mb));
+    const secondHalf = Math.max(...rss.filter((r) => r.at >= half).map((r) => r.mb));
+    const at = (name: string, value: number): Measurement => ({ group, name, ms: 0, rounds: [], lines: 0, bytes: 0, value });
+    const measurements = [
+      at('broker: rows measured', outside.count as number),
+      at('broker: p50 latency (ms)', outside.p50 as number),
+      at('broker: p99 latency (ms)', outside.p99 as number),
+      at('broker: max latency (ms)', outside.max as number),
+      at('metric: p50 latency (ms, histogram_quantile)', quantileMs(before, after, 0.5)),
+      at('metric: p99 latency (ms, histogram_quantile)', quantileMs(before, after, 0.99)),
+      at('metric: max seconds behind, sampled every 0.5 s (ms)', behindMax * 1000),
+      at('drained after the last commit (ms)', drainedAt - (from + seconds * 1000)),
+      at('committer fell behind its schedule by at most (ms)', committed.lagMs as number),
+      at('dstream peak RSS, first half (MB)', firstHalf),
+      at('dstream peak RSS, second half (MB)', secondHalf),
+      at('RSS growth, second half over first (MB)', secondHalf - firstHalf),
+      at('load average (1 min) at the start', load),
+    ];
+    return { measurements, group, notes: [] };
+  } finally {
+    run?.kill('SIGTERM');
+    await new Promise((r) => (run && run.exitCode === null ? run.once('exit', r) : r(undefined)));
+    for (const t of [source, broker]) {
+      t.child.stdin!.end();
+      t.child.kill('SIGTERM');
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function run(rates: number[] = [1000, 10_000], seconds = 20): Promise<BenchResult> {
+  const measurements: Measurement[] = [];
+  const targets: Target[] = [];
+  const notes: string[] = [];
+  for (const rate of rates) {
+    const r = await oneRate(rate, seconds);
+    measurements.push(...r.measurements);
+    targets.push(
+      { group: r.group, subject: 'broker: p99 latency (ms)', max: TARGET_MS, text: `${rate.toLocaleString('en-US')} rows/s: p99 commit-to-accepted <= poll + linger + 250 ms (${TARGET_MS} ms)` },
+      { group: r.group, subject: 'RSS growth, second half over first (MB)', max: 16, text: `${rate.toLocaleString('en-US')} rows/s: dstream's RSS flat (second-half peak < first-half peak + 16 MB)` },
+    );
+  }
+  notes.push(
+    'Three processes besides the harness: the TDS test server with the CDC model and its committer, `dstream run` (mssql-cdc -> asb-sink, both built in, all defaults), the AMQP test broker. Latency per row: the time the broker accepted the message minus the CommitTime in its body (cdc.lsn_time_mapping, from the machine clock; SQL Server datetime, so +-3 ms).',
+    "The metric's p50/p99 are interpolated within histogram buckets (as Prometheus' histogram_quantile does), so they are as coarse as the buckets around them (100 ms apart between 0.1 and 1 s).",
+  );
+  return { measurements, targets, notes };
+}
