@@ -39,14 +39,15 @@ const touches = (tx: number, t: number) => tx % 3 === t || (tx % 4 === 0 && (tx 
 const NAMES = ['Ada Lovelace', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Liskov', 'Ken Thompson', 'Zoë Quinn', 'Jürgen Schmidhuber'];
 const TOKENS = Array.from({ length: 256 }, (_, i) => Buffer.from([i, 1, 2, 3, 4, 5, 6, 7]));
 const STRINGS = Array.from({ length: 1000 }, (_, i) => ({ email: `user${i}@example.com`, money: `${i * 37}.4500`, balance: `${i * 101}.${String(i % 100).padStart(2, '0')}`, version: String(i * 7919) }));
+const COMMIT_TIME = '2026-11-26T09:01:02.123';
 /** One driver row (a fresh object per row, as the driver makes), values in the form dstream selects them. */
 function row(t: number, tx: number, seq: number): Record<string, unknown> {
   const name = NAMES[tx % NAMES.length]!;
   const v = STRINGS[tx % 1000]!;
   const op = tx % 7 === 0 ? 4 : 2;
-  if (t === 0) return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, Id: tx, Name: name, Email: v.email, Balance: v.balance, Active: tx % 2 === 0, CreatedAt: '2026-11-26T09:01:02.1234567', Country: 'NZ ', Version: v.version };
-  if (t === 1) return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, OrderId: v.version, CustomerId: tx % 5000, Total: v.money, Status: 'paid', PlacedAt: '2026-11-26T09:01:02.1234567+13:00', Notes: 'leave at the door, ring twice', Token: TOKENS[tx & 255] };
-  return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, CustomerId: tx, Company: name, Country: 'DE ', Since: '2019-04-01', Score: (tx % 1000) / 7, Tags: 'wholesale,priority' };
+  if (t === 0) return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, __$commit_time: COMMIT_TIME, Id: tx, Name: name, Email: v.email, Balance: v.balance, Active: tx % 2 === 0, CreatedAt: '2026-11-26T09:01:02.1234567', Country: 'NZ ', Version: v.version };
+  if (t === 1) return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, __$commit_time: COMMIT_TIME, OrderId: v.version, CustomerId: tx % 5000, Total: v.money, Status: 'paid', PlacedAt: '2026-11-26T09:01:02.1234567+13:00', Notes: 'leave at the door, ring twice', Token: TOKENS[tx & 255] };
+  return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, __$commit_time: COMMIT_TIME, CustomerId: tx, Company: name, Country: 'DE ', Since: '2019-04-01', Score: (tx % 1000) / 7, Tags: 'wholesale,priority' };
 }
 
 /** Rows of table `t` for transactions [from, to], produced as read (nothing is held). */
@@ -90,10 +91,10 @@ function connector(transactions: number): CdcConnector {
     minLsns: async (names) => names.map(() => lsn(1)),
     incrementLsn: async (b) => incrementLsn(b),
     lsnTime: async () => null,
-    transactions: async (from, to, limit) => {
-      const out = [];
-      for (let tx = Math.ceil(txOf(from)); tx <= txOf(to) && out.length < limit; tx++) out.push({ lsn: lsn(tx), commitTime: '2026-11-26T09:01:02.123' });
-      return out;
+    windowCommits: async (from, to, limit) => {
+      const first = Math.ceil(txOf(from));
+      const commits = Math.max(0, Math.min(limit, Math.floor(txOf(to)) - first + 1));
+      return { commits, last: commits > 0 ? lsn(first + commits - 1) : null };
     },
     countTransactions: async (after, to) => Math.max(0, Math.floor(txOf(to)) - Math.floor(txOf(after))),
     // Every table has changes in every window, fewer than a window's row limit.

@@ -82,7 +82,8 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
       metadata: expect.objectContaining({ TableName: 'Orders', Schema: 'sales', Database: 'shop', OperationType: 'Insert', OperationID: 2, LSN: lsn1, CaptureInstance: 'sales_Orders' }),
     });
     expect(rows[0]!.metadata!.Seq).toMatch(/^0x[0-9A-F]{20}$/);
-    expect(rows[0]!.metadata!.CommitTime).toMatch(/^2026-01-01T12:00:01/);
+    // Each row's commit time, exactly as SQL Server's CONVERT(..., 126) prints cdc.lsn_time_mapping.tran_end_time.
+    expect(rows.map((r) => r.metadata!.CommitTime)).toEqual(['2026-01-01T12:00:01', '2026-01-01T12:00:01', '2026-01-01T12:00:02', '2026-01-01T12:00:03', '2026-01-01T12:00:03']);
     expect(rows[3]!.data).toEqual({ Id: 1, Name: 'Ada Lovelace', Email: 'ada@example.com' });
     expect(rows[3]!.metadata!.OperationID).toBe(4);
     expect(rows[4]!.metadata).toMatchObject({ LSN: lsn3, OperationID: 1 });

@@ -42,6 +42,12 @@ describe('SqlServerQueries through the driver', () => {
         [4, 2, 'two'],
       ]);
       expect(lsnToHex(rows[0]!.__$start_lsn)).toMatch(/^0x[0-9A-F]{20}$/);
+      // Each row carries its commit's time (cdc.lsn_time_mapping), as sys.fn_cdc_map_lsn_to_time gives it, in both query modes.
+      const times = await Promise.all(rows.map((r) => q.lsnTime(r.__$start_lsn)));
+      expect(times.every((t) => typeof t === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(t))).toBe(true);
+      expect(rows.map((r) => r.__$commit_time)).toEqual(times);
+      const direct = await readUntil<DriverChangeRow>(q.changes(persons!, persons!.startLsn!, (await q.maxLsn())!, { updateOld: true, mode: 'direct' }), (s) => s.length >= 5, 3000);
+      expect(direct.map((r) => [r.__$operation, r.Id, r.__$commit_time])).toEqual(rows.map((r) => [r.__$operation, r.Id, r.__$commit_time]));
     } finally {
       await q.close();
     }
@@ -147,11 +153,8 @@ describe('SqlServerQueries through the driver', () => {
       expect(lsnToHex(await q.incrementLsn(lsnFromHex('0x00000000002A000000FF')))).toBe('0x00000000002A00000100');
       expect(await q.lsnTime(max)).toBe('2026-01-01T12:00:03');
       expect(await q.lsnTime(min)).toBeNull();
-      const txs = await q.transactions(min, max, 2);
-      expect(txs.map((t) => [lsnToHex(t.lsn), t.commitTime])).toEqual([
-        ['0x00000000002A00000010', '2026-01-01T12:00:01'],
-        ['0x00000000002A00000020', '2026-01-01T12:00:02'],
-      ]);
+      expect(await q.windowCommits(min, max, 2)).toEqual({ commits: 2, last: Buffer.from('00000000002A00000020', 'hex') });
+      expect(await q.windowCommits(min, max, 10)).toEqual({ commits: 3, last: max });
       // The quiet-period entry (tran_id 0x00) is not a transaction.
       expect(await q.countTransactions(min, max)).toBe(2);
       expect(await q.windowRows('dbo_Persons', min, max, 10)).toEqual({ rows: 2, last: Buffer.from('00000000002A00000020', 'hex') });

@@ -437,6 +437,14 @@ export class CdcModel {
     return at > 0 ? this.lsnTimeMapping[at - 1]!.commitTime : null;
   }
 
+  /** The cdc.lsn_time_mapping entry of exactly `lsn`, if the capture job has written it. */
+  mappingEntry(lsn: Buffer): { lsn: Buffer; commitTime: string; tranId: number } | undefined {
+    const max = this.maxCaptured;
+    if (max === null || compareLsn(lsn, max) > 0) return undefined;
+    const e = this.lsnTimeMapping[firstAtOrAfter(this.lsnTimeMapping, (x) => x.lsn, lsn, true)];
+    return e !== undefined && e.lsn.equals(lsn) ? e : undefined;
+  }
+
   /** cdc.lsn_time_mapping as the capture job has written it so far, from `from` (a seek on start_lsn). */
   *visibleMapping(from?: Buffer, inclusive = true): Generator<{ lsn: Buffer; commitTime: string; tranId: number }> {
     const max = this.maxCaptured;

@@ -43,6 +43,19 @@ export function incrementLsn(lsn: Uint8Array): Buffer {
   throw invalidOption(`LSN ${lsnToHex(lsn)} has no successor`);
 }
 
+/** The LSN before `lsn`: the 10 bytes read as one unsigned integer, minus one. */
+export function decrementLsn(lsn: Uint8Array): Buffer {
+  const out = Buffer.from(lsn);
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i] !== 0) {
+      out[i]! -= 1;
+      return out;
+    }
+    out[i] = 0xff;
+  }
+  throw invalidOption(`LSN ${lsnToHex(lsn)} has no predecessor`);
+}
+
 /** An LSN from a number (tests and the in-memory model). */
 export function lsnOf(n: number | bigint): Buffer {
   const out = Buffer.alloc(LSN_BYTES);

@@ -33,10 +33,11 @@ export interface TableColumns extends TableRef {
   primaryKey: string[];
 }
 
-export interface Transaction {
-  lsn: Buffer;
-  /** cdc.lsn_time_mapping.tran_end_time, ISO 8601 (server time, no offset). */
-  commitTime: string | null;
+/** The first commits of a range, counted up to a limit. */
+export interface WindowCommits {
+  commits: number;
+  /** The LSN of the last counted commit: where a window of `limit` commits ends. */
+  last: Buffer | null;
 }
 
 /** A change row (the change function's or the change table's), columns already in their selected form. */
@@ -49,6 +50,8 @@ export interface DriverChangeRow {
   __$command_id?: number;
   /** One bit per captured column (column_ordinal), set for the columns an update changed. */
   __$update_mask?: Buffer | null;
+  /** The commit's cdc.lsn_time_mapping.tran_end_time, ISO 8601 (server time, no offset); null without a mapping row. */
+  __$commit_time?: string | null;
   [column: string]: unknown;
 }
 
@@ -110,7 +113,8 @@ export interface CdcQueries {
   minLsns(instances: readonly string[]): Promise<Buffer[]>;
   incrementLsn(lsn: Buffer): Promise<Buffer>;
   lsnTime(lsn: Buffer): Promise<string | null>;
-  transactions(from: Buffer, to: Buffer, limit: number): Promise<Transaction[]>;
+  /** Commits (cdc.lsn_time_mapping rows) in [from, to], counted up to `limit`. */
+  windowCommits(from: Buffer, to: Buffer, limit: number): Promise<WindowCommits>;
   /** How many commits lie in (after, to]: the backlog `status` reports. */
   countTransactions(after: Buffer, to: Buffer): Promise<number>;
   /** Rows of an instance's change table in [from, to], counted up to `limit` (a seek on its clustered index). */

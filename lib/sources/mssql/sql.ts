@@ -51,9 +51,13 @@ ORDER BY s.name, t.name, c.column_id`,
   incrementLsn: `SELECT sys.fn_cdc_increment_lsn(@lsn) AS lsn`,
   lsnTime: `SELECT CONVERT(varchar(30), sys.fn_cdc_map_lsn_to_time(@lsn), 126) AS commit_time`,
 
-  /** The next @limit commits from @from: a poll's window ends at the last one when there are that many. */
-  transactions: `SELECT TOP (@limit) start_lsn, CONVERT(nvarchar(30), tran_end_time, 126) AS commit_time
-FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY start_lsn`,
+  /**
+   * The next @limit commits from @from, counted, and the LSN of the last one: a poll's window ends
+   * there when there are that many. A seek on cdc.lsn_time_mapping's clustered index (start_lsn);
+   * the commit times come with the change rows (COMMIT_TIME below), so no mapping row is fetched.
+   */
+  windowCommits: `SELECT COUNT_BIG(*) AS n, MAX(w.start_lsn) AS last FROM (SELECT TOP (@limit) start_lsn
+FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY start_lsn) AS w`,
 
   countTransactions: `SELECT COUNT_BIG(*) AS n FROM cdc.lsn_time_mapping WHERE start_lsn > @after AND start_lsn <= @to AND tran_id <> 0x00`,
 
@@ -171,8 +175,18 @@ export function keyAfter(keys: readonly string[]): string {
 /** The CDC columns and the captured ones; __$update_mask only where a (max) column needs it. */
 function changeColumns(columns: readonly ColumnInfo[], commandId: boolean): string {
   const cdc = ['__$start_lsn', '__$seqval', '__$operation', ...(commandId ? ['__$command_id'] : []), ...(columns.some((c) => c.max) ? ['__$update_mask'] : [])];
-  return [...cdc.map((c) => `${c} AS [${c}]`), ...columns.map(selectExpression)].join(', ');
+  return [...cdc.map((c) => `${c} AS [${c}]`), COMMIT_TIME, ...columns.map(selectExpression)].join(', ');
 }
+
+/**
+ * Each change row's commit time (cdc.lsn_time_mapping.tran_end_time, as ISO 8601 text), in the row,
+ * so a window never fetches the mapping rows of its commits. A correlated subquery on the mapping's
+ * unique clustered key (start_lsn): SQL Server turns it into a left outer join (a merge join or a
+ * seek per row, both inputs already in start_lsn order, so no sort is added to the change read's
+ * ORDER BY). Not sys.fn_cdc_map_lsn_to_time(__$start_lsn): a T-SQL scalar function runs once per
+ * row as a call of its own (it is not inlined) and keeps the plan serial.
+ */
+const COMMIT_TIME = `(SELECT CONVERT(nvarchar(30), m.tran_end_time, 126) FROM cdc.lsn_time_mapping AS m WHERE m.start_lsn = __$start_lsn) AS [__$commit_time]`;
 
 /**
  * The select-list expression for one captured column: SQL Server converts what JavaScript would

@@ -244,13 +244,9 @@ class SqlServerQueries implements CdcQueries {
     return r?.commit_time ?? null;
   }
 
-  async transactions(from: Buffer, to: Buffer, limit: number) {
-    const rows = await this.rows<{ start_lsn: Buffer; commit_time: string | null }>(SQL.transactions, {
-      from: lsnParam(from),
-      to: lsnParam(to),
-      limit: [mssql.Int, limit],
-    });
-    return rows.map((r) => ({ lsn: r.start_lsn, commitTime: r.commit_time }));
+  async windowCommits(from: Buffer, to: Buffer, limit: number) {
+    const [r] = await this.rows<{ n: string | number; last: Buffer | null }>(SQL.windowCommits, { from: lsnParam(from), to: lsnParam(to), limit: [mssql.Int, limit] });
+    return { commits: Number(r?.n ?? 0), last: r?.last ?? null };
   }
 
   async countTransactions(after: Buffer, to: Buffer) {

@@ -158,7 +158,7 @@ async function* afterSort(rows: Iterable<SqlValue[]> | AsyncIterable<SqlValue[]>
   yield* all;
 }
 
-type ViewFactory = (m: CdcModel, s: SessionInfo) => { columns: ColumnDef[]; rows: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek'] };
+type ViewFactory = (m: CdcModel, s: SessionInfo) => { columns: ColumnDef[]; rows: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek']; get?: Relation['get'] };
 
 /** Catalog views and CDC tables by 'schema.name'. */
 const VIEWS: Record<string, ViewFactory> = {
@@ -255,6 +255,11 @@ const VIEWS: Record<string, ViewFactory> = {
       rows: () => mapping(),
       orderedBy: ['start_lsn'],
       seek: mapping,
+      // start_lsn is the unique clustered key.
+      get: (key) => {
+        const e = Buffer.isBuffer(key) ? m.mappingEntry(key) : undefined;
+        return e === undefined ? undefined : mappingRow(e);
+      },
     };
   },
 };
@@ -342,7 +347,7 @@ class SessionCatalog implements Catalog {
     if (view !== undefined) {
       if (schema.toLowerCase() === 'cdc' && !this.m.cdcEnabled) throw invalid();
       const v = view(this.m, this.session);
-      return { columns: v.columns, open: v.rows, ...(v.orderedBy ? { orderedBy: v.orderedBy } : {}), ...(v.seek ? { seek: v.seek } : {}) };
+      return { columns: v.columns, open: v.rows, ...(v.orderedBy ? { orderedBy: v.orderedBy } : {}), ...(v.seek ? { seek: v.seek } : {}), ...(v.get ? { get: v.get } : {}) };
     }
     const ct = schema.toLowerCase() === 'cdc' ? this.cdcInstance('', '_ct', name) : undefined;
     if (ct !== undefined) {

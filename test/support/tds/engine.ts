@@ -18,6 +18,8 @@ export interface Relation {
   orderedBy?: string[];
   /** Rows whose first `orderedBy` column lies within the bounds (a clustered index seek). */
   seek?(lo: SeekBound | undefined, hi: SeekBound | undefined): Iterable<Row>;
+  /** The row whose first `orderedBy` column equals the value, when that column is unique (a singleton seek). */
+  get?(key: SqlValue): Row | undefined;
 }
 
 /** One end of a seek range. */
@@ -322,7 +324,7 @@ export class Batch {
     return v;
   }
 
-  private bindSource(src: Source, scope: Scope): { bound: Bound; open: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek'] } {
+  private bindSource(src: Source, scope: Scope): { bound: Bound; open: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek']; get?: Relation['get'] } {
     switch (src.k) {
       case 'table': {
         const rel = this.catalog.relation(src.name, undefined, undefined);
@@ -333,6 +335,7 @@ export class Batch {
           open: () => rel.open(),
           ...(rel.orderedBy ? { orderedBy: rel.orderedBy } : {}),
           ...(rel.seek ? { seek: rel.seek.bind(rel) } : {}),
+          ...(rel.get ? { get: rel.get.bind(rel) } : {}),
         };
       }
       case 'tvf': {
@@ -383,9 +386,11 @@ export class Batch {
     }
   }
 
-  private select(q: Select, parent: Scope | undefined): { columns: ColumnDef[]; rows: (outer?: Ctx) => Iterable<Row> } {
+  private select(q: Select, parent: Scope | undefined): { columns: ColumnDef[]; rows: (outer?: Ctx) => Iterable<Row>; lookup?: (outer?: Ctx) => Row | undefined } {
     const scope: Scope = { sources: [], ...(parent ? { parent } : {}) };
-    const opens: Array<() => Iterable<Row>> = [];
+    const opens: Array<(outer?: Ctx) => Iterable<Row>> = [];
+    // key = x on a unique key of the only source: at most one row, found by `lookup` below.
+    let singleton: ((outer?: Ctx) => Row | undefined) | undefined;
     let orderedBy: string[] | undefined;
     const joins: Array<{ kind: 'inner' | 'left'; on: Compiled }> = [];
     if (q.from) {
@@ -394,11 +399,21 @@ export class Batch {
       opens.push(b.open);
       orderedBy = b.orderedBy;
       if (b.seek && orderedBy && q.joins.length === 0 && q.where) {
-        // WHERE key >= x AND key <= y on the clustered key: read only that range (WHERE still applies).
+        // WHERE key >= x AND key <= y (or key = x) on the clustered key: read only that range (WHERE
+        // still applies). x may be a column of an outer query: a correlated subquery seeks per row.
         const range = this.keyRange(q.where, orderedBy[0]!.toLowerCase(), b.bound.alias, scope);
-        if (range.lo || range.hi) {
+        const get = b.get;
+        if (range.eq && get) {
+          // key = x on a unique key: at most one row, looked up without a range scan.
+          const eq = range.eq;
+          singleton = (outer) => get(eq(outer).value);
+          opens[0] = (outer) => {
+            const row = get(eq(outer).value);
+            return row === undefined ? [] : [row];
+          };
+        } else if (range.lo || range.hi) {
           const seek = b.seek;
-          opens[0] = () => seek(range.lo?.(), range.hi?.());
+          opens[0] = (outer) => seek(range.lo?.(outer), range.hi?.(outer));
         }
       }
       for (const j of q.joins) {
@@ -458,7 +473,7 @@ export class Batch {
         }
         if (opens.length === 1) {
           // One source (no joins): each of its rows is a match, without the nested loop's steps.
-          if (outer) for (const r of opens[0]!()) yield { rows: [r], outer };
+          if (outer) for (const r of opens[0]!(outer)) yield { rows: [r], outer };
           else for (const r of opens[0]!()) yield { rows: [r] };
           return;
         }
@@ -479,7 +494,7 @@ export class Batch {
           }
           if (!any && j.kind === 'left') yield* walk(level + 1, [...acc, scope.sources[level]!.columns.map(() => null)]);
         };
-        for (const r of opens[0]!()) yield* walk(1, [r]);
+        for (const r of opens[0]!(outer)) yield* walk(1, [r]);
       };
       const filtered = function* (): Generator<Ctx> {
         for (const c of matches()) if (where === undefined || where.eval(c) === true) yield c;
@@ -528,12 +543,24 @@ export class Batch {
         }
       })();
     };
+    if (singleton !== undefined && !aggregate && order.length === 0 && top === undefined) {
+      // A scalar subquery on a unique key (as a correlated lookup is, once per outer row): no iterators.
+      const find = singleton;
+      const lookup = (outer?: Ctx): Row | undefined => {
+        const row = find(outer);
+        if (row === undefined) return undefined;
+        const c: Ctx = outer ? { rows: [row], outer } : { rows: [row] };
+        if (where !== undefined && where.eval(c) !== true) return undefined;
+        return items.map((x) => x.c.eval(c));
+      };
+      return { columns, rows, lookup };
+    }
     return { columns, rows };
   }
 
   /** Bounds on `key` from the AND-ed comparisons of a WHERE clause with a variable or literal. */
-  private keyRange(where: Expr, key: string, alias: string, scope: Scope): { lo?: () => SeekBound; hi?: () => SeekBound } {
-    const out: { lo?: () => SeekBound; hi?: () => SeekBound } = {};
+  private keyRange(where: Expr, key: string, alias: string, scope: Scope): { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SeekBound } {
+    const out: { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SeekBound } = {};
     const conjuncts: Expr[] = [];
     const flatten = (e: Expr): void => {
       if (e.k === 'bin' && e.op === 'AND') {
@@ -543,8 +570,15 @@ export class Batch {
     };
     flatten(where);
     const isKey = (e: Expr) => e.k === 'col' && e.parts.at(-1)!.toLowerCase() === key && (e.parts.length === 1 || e.parts[0]!.toLowerCase() === alias);
-    const isValue = (e: Expr) => e.k === 'var' || e.k === 'lit';
-    const flip: Record<string, string> = { '>=': '<=', '>': '<', '<=': '>=', '<': '>' };
+    // A column none of this query's sources has: the outer query's (a correlated subquery).
+    const isOuter = (e: Expr) => {
+      if (e.k !== 'col' || scope.parent === undefined) return false;
+      const name = e.parts.at(-1)!.toLowerCase();
+      const qualifier = e.parts.length > 1 ? e.parts.slice(0, -1).join('.').toLowerCase() : undefined;
+      return !scope.sources.some((s) => (qualifier === undefined || s.alias === qualifier || s.names.includes(qualifier)) && s.columns.some((c) => c.name.toLowerCase() === name));
+    };
+    const isValue = (e: Expr) => e.k === 'var' || e.k === 'lit' || isOuter(e);
+    const flip: Record<string, string> = { '>=': '<=', '>': '<', '<=': '>=', '<': '>', '=': '=' };
     for (const c of conjuncts) {
       if (c.k !== 'bin' || !(c.op in flip)) continue;
       let op = c.op;
@@ -553,9 +587,10 @@ export class Batch {
       else if (isKey(c.r) && isValue(c.l)) (value = c.l), (op = flip[op]!);
       else continue;
       const v = this.expr(value, scope);
-      const bound = () => ({ value: v.eval({ rows: [] }), inclusive: op.endsWith('=') });
-      if (op.startsWith('>')) out.lo = bound;
-      else out.hi = bound;
+      const bound = (outer?: Ctx) => ({ value: v.eval(outer ? { rows: [], outer } : { rows: [] }), inclusive: op.endsWith('=') });
+      if (op !== '<' && op !== '<=') out.lo = bound;
+      if (op !== '>' && op !== '>=') out.hi = bound;
+      if (op === '=') out.eq = bound;
     }
     return out;
   }
@@ -714,6 +749,8 @@ export class Batch {
       case 'sub': {
         const sub = this.select(e.q, scope);
         if (sub.columns.length !== 1) throw new SqlServerError(116, 'Only one expression can be specified in the select list when the subquery is not introduced with EXISTS.');
+        const lookup = sub.lookup;
+        if (lookup !== undefined) return { type: sub.columns[0]!.type, eval: (c) => lookup(c)?.[0] ?? null };
         return {
           type: sub.columns[0]!.type,
           eval: (c) => {

@@ -7,7 +7,7 @@ import { checkpoint, type Envelope } from '../../../envelope/types.js';
 import { invalidOption } from '../../../errors.js';
 import { lsnFromHex, lsnToHex, compareLsn } from '../lsn.js';
 import { positionOf, type SnapshotProgress } from '../position.js';
-import type { CaptureInstance, CdcQueries, DriverChangeRow, Transaction } from '../queries.js';
+import type { CaptureInstance, CdcQueries, DriverChangeRow, WindowCommits } from '../queries.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
 import type { MssqlCdcOptions, ReaderState } from './options.js';
@@ -74,8 +74,8 @@ export class CdcReader {
   leaseToken: object | undefined;
   /** Rows per table per window; shrinks while a window's first row keeps timing out. */
   rowLimit: number;
-  /** The next window's commits, asked for while a capped window is read (see transactionsFrom in windows.ts). */
-  ahead: { from: Promise<Buffer>; max: Buffer; txs: Promise<Transaction[]> } | undefined;
+  /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
+  ahead: { from: Promise<Buffer>; max: Buffer; commits: Promise<WindowCommits> } | undefined;
   readonly log: (m: string) => void;
 
   constructor(options: MssqlCdcOptions) {

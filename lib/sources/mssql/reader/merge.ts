@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import type { Envelope } from '../../../envelope/types.js';
 import { messageOf } from '../../../errors.js';
 import { compareLsn, lsnToHex } from '../lsn.js';
-import type { DriverChangeRow, Transaction } from '../queries.js';
+import type { DriverChangeRow } from '../queries.js';
 import { LeaseLost, type CdcReader, type Segment } from './core.js';
 
 const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'UpdateBefore', 4: 'Update' };
@@ -19,10 +19,8 @@ const BATCH = 256;
  * leave in batches (up to BATCH, or whatever is ready before a wait for the driver), so the
  * per-item cost of an async generator is paid once per batch, not once per row.
  */
-export async function* merge(r: CdcReader, segments: Segment[], txs: Transaction[]): AsyncGenerator<Envelope[], number> {
+export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<Envelope[], number> {
   if (segments.length === 0) return 0;
-  const times = new Map<string, string | null>();
-  for (const tx of txs) times.set(lsnToHex(tx.lsn), tx.commitTime);
   const read = { updateOld: r.o.updateBefore, mode: r.o.queryMode };
   const cursors = segments.map((s) => new RowCursor(r.q.changes(s.instance, s.from, s.to, read), s));
   const every = r.o.checkpointEveryRows;
@@ -83,7 +81,8 @@ export async function* merge(r: CdcReader, segments: Segment[], txs: Transaction
         }
         prevLsn = row.__$start_lsn;
         prevHex = lsnToHex(prevLsn);
-        commitTime = times.get(prevHex) ?? null;
+        // Every row of a commit carries its time (sql.ts COMMIT_TIME).
+        commitTime = row.__$commit_time ?? null;
       }
       const s = c.segment;
       const op = row.__$operation;

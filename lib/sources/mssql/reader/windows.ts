@@ -5,8 +5,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Envelope } from '../../../envelope/types.js';
 import { DstreamError, ErrorCodes } from '../../../errors.js';
-import { compareLsn, lsnToHex } from '../lsn.js';
-import type { CaptureInstance, Transaction, WindowRows } from '../queries.js';
+import { compareLsn, decrementLsn, lsnToHex } from '../lsn.js';
+import type { CaptureInstance, WindowCommits, WindowRows } from '../queries.js';
 import { resumeCheck } from '../retention.js';
 import { rowMapper, unavailableColumns } from '../types.js';
 import type { CdcReader, Segment, TableState } from './core.js';
@@ -78,9 +78,9 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     }
     return 'idle';
   }
-  const txs = await transactionsFrom(r, low, max);
-  let full = txs.length >= r.o.maxTransactions;
-  let to = full ? txs[txs.length - 1]!.lsn : max;
+  const commits = await commitsFrom(r, low, max);
+  let full = commits.commits >= r.o.maxTransactions && commits.last !== null;
+  let to = full ? commits.last! : max;
   // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
   // change table's clustered index; idle tables open no stream).
   // The counts are sent all at once (one round trip, not one per table); the loop below takes a
@@ -89,7 +89,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   const countOf = (s: Segment, end: Buffer) => `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)}`;
   for (const t of active) {
     if (compareLsn(t.from, to) > 0) continue;
-    for (const s of segmentsOf(r, t, to, txs)) {
+    for (const s of segmentsOf(t, to)) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
       const n = q.windowRows(s.instance.name, s.from, end, r.rowLimit);
@@ -100,7 +100,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   const found: Segment[] = [];
   for (const t of active) {
     if (compareLsn(t.from, to) > 0) continue;
-    for (const s of segmentsOf(r, t, to, txs)) {
+    for (const s of segmentsOf(t, to)) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
       const n = await (counted.get(countOf(s, end)) ?? q.windowRows(s.instance.name, s.from, end, r.rowLimit));
@@ -127,10 +127,10 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   const nextLsn = q.incrementLsn(to);
   nextLsn.catch(() => undefined);
   if (full) {
-    r.ahead = { from: nextLsn, max, txs: nextLsn.then((n) => q.transactions(n, max, r.o.maxTransactions)) };
-    r.ahead.txs.catch(() => undefined);
+    r.ahead = { from: nextLsn, max, commits: nextLsn.then((n) => q.windowCommits(n, max, r.o.maxTransactions)) };
+    r.ahead.commits.catch(() => undefined);
   }
-  const rows = yield* merge(r, segments, txs);
+  const rows = yield* merge(r, segments);
   // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
   if (r.aborted) return 'idle';
   // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
@@ -151,19 +151,19 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
 }
 
 /**
- * The first `maxTransactions` commits in [low, max]: the ones asked for ahead when they are the
- * same (read from the same LSN, and either up to the same max or already that many commits before
- * it), else asked now.
+ * The first `maxTransactions` commits in [low, max], counted: the ones asked for ahead when they
+ * are the same (counted from the same LSN, and either up to the same max or already that many
+ * commits before it), else asked now.
  */
-async function transactionsFrom(r: CdcReader, low: Buffer, max: Buffer): Promise<Transaction[]> {
+async function commitsFrom(r: CdcReader, low: Buffer, max: Buffer): Promise<WindowCommits> {
   const limit = r.o.maxTransactions;
   const ahead = r.ahead;
   r.ahead = undefined;
   if (ahead !== undefined && compareLsn(ahead.max, max) <= 0) {
-    const got = await Promise.all([ahead.from, ahead.txs]).catch(() => undefined);
-    if (got !== undefined && got[0].equals(low) && (got[1].length >= limit || ahead.max.equals(max))) return got[1];
+    const got = await Promise.all([ahead.from, ahead.commits]).catch(() => undefined);
+    if (got !== undefined && got[0].equals(low) && (got[1].commits >= limit || ahead.max.equals(max))) return got[1];
   }
-  return r.q.transactions(low, max, limit);
+  return r.q.windowCommits(low, max, limit);
 }
 
 export async function gap(r: CdcReader, t: TableState, instance: CaptureInstance, min: Buffer): Promise<void> {
@@ -192,7 +192,7 @@ export async function gap(r: CdcReader, t: TableState, instance: CaptureInstance
  * The reads of one table in a window. With two capture instances (after a schema change), the
  * older is read up to the newer one's start LSN and the newer from there on.
  */
-export function segmentsOf(r: CdcReader, t: TableState, to: Buffer, txs: Transaction[]): Segment[] {
+export function segmentsOf(t: TableState, to: Buffer): Segment[] {
   const out: Segment[] = [];
   const list = t.instances.filter((i): i is CaptureInstance & { startLsn: Buffer } => i.startLsn !== null);
   for (let i = 0; i < list.length; i++) {
@@ -201,17 +201,9 @@ export function segmentsOf(r: CdcReader, t: TableState, to: Buffer, txs: Transac
     if (next !== undefined && compareLsn(t.from, next.startLsn) >= 0) continue; // already past it
     const from = compareLsn(t.from, instance.startLsn) >= 0 ? t.from : instance.startLsn;
     if (compareLsn(from, to) > 0) break;
-    let end = to;
-    if (next !== undefined && compareLsn(next.startLsn, to) <= 0) {
-      // The last commit before the newer instance starts.
-      let last: Buffer | undefined;
-      for (const tx of txs) {
-        if (compareLsn(tx.lsn, next.startLsn) >= 0) break;
-        if (compareLsn(tx.lsn, from) >= 0) last = tx.lsn;
-      }
-      if (last === undefined) continue;
-      end = last;
-    }
+    // The older instance up to the newer one's start: its last commit before it, or none (then
+    // its row count is 0 and it is not read).
+    const end = next !== undefined && compareLsn(next.startLsn, to) <= 0 ? decrementLsn(next.startLsn) : to;
     out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), map: rowMapper(instance.columns), unavailable: unavailableColumns(instance.columns) });
   }
   return out;
