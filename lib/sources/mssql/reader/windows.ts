@@ -19,6 +19,7 @@ export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   let idle = 0;
   while (!r.aborted) {
     if (r.o.lease) yield* leases(r);
+    const started = Date.now();
     const result = yield* window(r);
     if (r.aborted) return;
     if (result === 'full') {
@@ -27,8 +28,10 @@ export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     }
     if (result === 'rows') idle = 0;
     else idle++;
-    const wait = Math.min(r.o.pollIntervalMs * 2 ** Math.min(idle, 16), r.o.maxPollIntervalMs);
-    await sleep(result === 'rows' ? r.o.pollIntervalMs : wait, undefined, { signal: r.o.signal }).catch(() => undefined);
+    // Changes keep coming: polls start every interval, so a window that took longer (the rows
+    // waited for the sink, or there were many) is followed by the next at once, not an interval later.
+    const wait = result === 'rows' ? r.o.pollIntervalMs - (Date.now() - started) : Math.min(r.o.pollIntervalMs * 2 ** Math.min(idle, 16), r.o.maxPollIntervalMs);
+    if (wait > 0) await sleep(wait, undefined, { signal: r.o.signal }).catch(() => undefined);
   }
 }
 
