@@ -39,9 +39,12 @@ export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[
 export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[], 'full' | 'rows' | 'idle'> {
   const q = r.q;
   if (r.tables.size === 0) return 'idle';
+  // Both asked at once: one round trip before the window, not two.
+  const instances = q.captureInstances();
+  instances.catch(() => undefined);
   const max = await q.maxLsn();
   if (max === null) return 'idle';
-  const all = await q.captureInstances();
+  const all = await instances;
   for (const t of r.tables.values()) {
     const instances = forTable(all, t.ref);
     if (instances.length === 0) {
