@@ -4,7 +4,8 @@
  *
  * - `text` (the default): `name: message`, for people (`dstream: ...`, `asb-sink: ...`).
  * - `json`: one object per line, `{"time","level","task","provider","message"}` and `code` when
- *   an error has one, for log collectors. `provider` is null on dstream's own lines.
+ *   an error has one, for log collectors. `provider` is null on dstream's own lines. A failing
+ *   provider's last stderr lines come as a `stderr` array, never as JSON text inside `message`.
  *
  * Neither form carries secrets: values given as secrets are masked wherever they appear, and so
  * are the secret parts of connection strings (Password=, SharedAccessKey=, ...) and URLs.
@@ -25,6 +26,27 @@ export interface LogFields {
   task?: string;
   provider?: string;
   code?: string;
+  /**
+   * A failing provider's last stderr lines. Text: under a heading after the message. JSON: an array
+   * field, each line that is a JSON record (a provider logging JSON) as that object, others as strings.
+   */
+  stderr?: string[];
+}
+
+/** The heading of a provider's stderr tail inside an error message (text form). */
+export const STDERR_TAIL_HEADING = '--- last lines of its stderr ---';
+
+/** Stderr lines as data: a line that is a JSON object (a provider logging JSON) as that object, others as strings. */
+export function stderrValues(lines: string[]): unknown[] {
+  return lines.map((line) => parseJsonObject(line) ?? line);
+}
+
+/** A message without its stderr tail, and the tail's lines. */
+export function splitStderrTail(message: string): { message: string; stderr: string[] } {
+  const at = message.indexOf(`\n${STDERR_TAIL_HEADING}`);
+  if (at === -1) return { message, stderr: [] };
+  const rest = message.slice(at + STDERR_TAIL_HEADING.length + 2);
+  return { message: message.slice(0, at), stderr: rest === '' ? [] : rest.split('\n') };
 }
 
 export interface LoggerOptions extends LogFields {
@@ -153,13 +175,15 @@ export class Logger {
   }
 
   private write(level: LogLevel, message: string, fields: LogFields = {}): void {
-    const text = redact(message, this.secrets);
+    const tail = (fields.stderr ?? []).map((line) => redact(line, this.secrets));
     if (this.format === 'json') {
       const f = { ...this.fields, ...fields };
-      const record = { time: this.now().toISOString(), level, task: f.task ?? null, provider: f.provider ?? null, message: text, ...(f.code === undefined ? {} : { code: f.code }) };
+      const stderr = tail.length === 0 ? {} : { stderr: stderrValues(tail) };
+      const record = { time: this.now().toISOString(), level, task: f.task ?? null, provider: f.provider ?? null, message: redact(message, this.secrets), ...(f.code === undefined ? {} : { code: f.code }), ...stderr };
       this.stream.write(`${JSON.stringify(record)}\n`);
       return;
     }
+    const text = redact(message, this.secrets) + (tail.length === 0 ? '' : `\n${STDERR_TAIL_HEADING}\n${tail.join('\n')}`);
     // A message that already starts with the name (`asb-sink needs ...`) is not prefixed twice.
     const named = this.skipNamedPrefix && (text.startsWith(`${this.name} `) || text.startsWith(`${this.name}:`));
     this.stream.write(named ? `${text}\n` : `${this.name}: ${text}\n`);
@@ -167,10 +191,15 @@ export class Logger {
 }
 
 function parseRecord(line: string): { level?: unknown; message: unknown; code?: unknown } | undefined {
+  const v = parseJsonObject(line);
+  return v !== undefined && 'message' in v ? (v as { message: unknown }) : undefined;
+}
+
+function parseJsonObject(line: string): Record<string, unknown> | undefined {
   if (!line.startsWith('{')) return undefined;
   try {
     const v = JSON.parse(line) as unknown;
-    return typeof v === 'object' && v !== null && !Array.isArray(v) && 'message' in v ? (v as { message: unknown }) : undefined;
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
   } catch {
     // Not JSON after all: a plain line that happens to start with a brace.
     return undefined;

@@ -31,4 +31,26 @@ describe('redact', () => {
       { time: '1970-01-01T00:00:00.000Z', level: 'warn', task: 't', provider: 'asb-sink', message: 'retry ***', code: 'Y' },
     ]);
   });
+
+  it('a provider\'s stderr tail: a JSON array of its records (secrets masked) beside the message, or text under a heading', () => {
+    const lines = ['connecting with s3cr3t', '{"level":"warn","message":"retry s3cr3t"}', '{not json'];
+    const written = (format: 'json' | 'text') => {
+      const out = new PassThrough();
+      let text = '';
+      out.on('data', (d) => (text += d));
+      new Logger({ stream: out, format, name: 'dstream', secrets: ['s3cr3t'], now: () => new Date(0) }).error('input x: failed (exit code 1)', { stderr: lines });
+      return text;
+    };
+    const json = written('json');
+    expect(json.split('\n')).toHaveLength(2);
+    expect(JSON.parse(json)).toEqual({
+      time: '1970-01-01T00:00:00.000Z',
+      level: 'error',
+      task: null,
+      provider: null,
+      message: 'input x: failed (exit code 1)',
+      stderr: ['connecting with ***', { level: 'warn', message: 'retry ***' }, '{not json'],
+    });
+    expect(written('text')).toBe('dstream: input x: failed (exit code 1)\n--- last lines of its stderr ---\nconnecting with ***\n{"level":"warn","message":"retry ***"}\n{not json\n');
+  });
 });

@@ -243,6 +243,7 @@ export async function main(
     .fail((msg, err) => {
       usageError ??= msg ?? messageOf(err);
     });
+  skipHelpCache(cli);
   let out: string;
   try {
     out = await new Promise<string>((resolve, reject) => {
@@ -261,6 +262,17 @@ export async function main(
     return ExitCodes.OK;
   }
   return action();
+}
+
+/**
+ * yargs renders the whole help text after every command it runs, in case it is shown later; dstream
+ * never shows it after a command (--help and usage errors render it themselves), and rendering it
+ * is a good part of every start-up. Left as it is when yargs has no such hook.
+ */
+function skipHelpCache(cli: Argv<unknown>): void {
+  type Internals = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } };
+  const usage = (cli as unknown as Internals).getInternalMethods?.().getUsageInstance?.();
+  if (typeof usage?.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => undefined;
 }
 
 const KNOWN_OPTIONS = ['config', 'json', 'quiet', 'verbose', 'log-format', 'yes', 'skip-env', 'detailed-exitcode', 'template', 'include', 'exclude', 'on-invalid', 'dead-letter', 'max-line-bytes', 'metrics-port', 'metrics-host', 'help', 'version'];

@@ -15,7 +15,7 @@ import { openStateStore } from '../state/stores.js';
 import { ExitCodes } from '../protocol/exit-codes.js';
 import type { LifecycleVerb, ResourceReport } from '../protocol/messages.js';
 import { confirmRemoval } from '../provider/confirm.js';
-import { Logger, secretValues, LOG_FORMAT_ENV, type LogFormat } from '../log.js';
+import { Logger, secretValues, LOG_FORMAT_ENV, STDERR_TAIL_HEADING, type LogFormat } from '../log.js';
 import { checkTask } from './check.js';
 import { reportError } from './output.js';
 import { colorsFor, formatReport, hasChanges, resourceFacts } from './report.js';
@@ -92,7 +92,7 @@ function once(message: string, shownLive: boolean, live: string[] = []): string 
     .filter((line) => !head.includes(line.replace(/^[\w.-]+: /, '').trim()));
   return rest.length === 0 ? head : `${head}${TAIL_MARK}\n${rest.join('\n')}`;
 }
-const TAIL_MARK = '\n--- last lines of its stderr ---';
+const TAIL_MARK = `\n${STDERR_TAIL_HEADING}`;
 
 interface Prepared {
   file: TaskFile;

@@ -96,8 +96,15 @@ class Locator {
   constructor(
     readonly file: string,
     text: string,
+    /** Lines where validate --skip-env put a placeholder for a missing variable. */
+    private readonly placeholders: ReadonlySet<number> = new Set(),
   ) {
     this.lines = text.split('\n');
+  }
+
+  /** The value on this line is (partly) a placeholder: it stands for a secret, not checked here. */
+  placeholderOn(line: number): boolean {
+    return this.placeholders.has(line);
   }
 
   /** The first line at or after `from` (1-based) where `key` starts an attribute or block. */
@@ -161,9 +168,10 @@ const ORIGINAL_TOP_LEVEL = ['locals', 'dstream'];
 
 export async function parseTaskFile(source: string, file: string, env: Record<string, string | undefined> = process.env, options: LoadOptions = {}): Promise<TaskFile> {
   const missing: Array<{ err: DstreamError; line: number }> = [];
-  const text = renderTemplate(source, env, file, { placeholders: options.skipEnv === true, onMissing: (err, line) => missing.push({ err, line }) });
+  const placeholders = new Set<number>();
+  const text = renderTemplate(source, env, file, { placeholders: options.skipEnv === true, onPlaceholder: (line) => placeholders.add(line), onMissing: (err, line) => missing.push({ err, line }) });
   if (options.task === undefined && missing.length > 0) throw missing[0]!.err;
-  const at = new Locator(file, text);
+  const at = new Locator(file, text, placeholders);
   // A file of literals (most task files) is read in JavaScript; anything else, and every error,
   // goes to the HCL parser (Go in WebAssembly, ~100 MB), loaded only then.
   let doc = parseLiteralHcl(text) as Block | undefined;
@@ -264,7 +272,9 @@ function readState(at: Locator, task: string, value: unknown, line: number, base
   } catch (err) {
     throw at.error(pos, (err as Error).message);
   }
-  if (state.store === 'sqlserver' && !state.connection_string) {
+  // validate --skip-env: a connection string from an unset variable is there, only not known.
+  const fromEnv = 'connection_string' in (blocks[0] ?? {}) && at.placeholderOn(at.find('connection_string', pos.line).line);
+  if (state.store === 'sqlserver' && !state.connection_string && !fromEnv) {
     throw at.error(pos, `task "${task}" state: store = "sqlserver" needs connection_string (for example "{{ env "MSSQL_CONNECTION_STRING" }}")`);
   }
   if (state.dir !== undefined) state.dir = resolve(baseDir, state.dir);

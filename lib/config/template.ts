@@ -22,6 +22,8 @@ export interface RenderOptions {
    * its secrets): an empty string inside quotes, `null` (HCL's "not set") elsewhere.
    */
   placeholders?: boolean;
+  /** Each placeholder put for a missing variable, by line (1-based): what it fills was not checked. */
+  onPlaceholder?: (line: number) => void;
   /** Hands a missing variable's error over instead of throwing it (the value is left empty): a task file fails only the task that uses it. */
   onMissing?: (err: DstreamError, line: number) => void;
 }
@@ -48,6 +50,7 @@ export function renderTemplate(text: string, env: Record<string, string | undefi
         const fallback = parsed[3] ?? parsed[4];
         const value = env[name] !== undefined && env[name] !== '' ? env[name]! : fallback;
         if (value === undefined && options.placeholders) {
+          options.onPlaceholder?.(i + 1);
           out += line.slice(last, at) + (insideString(line, at) ? '' : 'null');
           last = at + tag.length;
           continue;

@@ -3,7 +3,7 @@
  * plan/init/status/destroy) and run (input data -> output, acknowledged checkpoints -> state
  * store). Providers are handles (provider-handle.ts), so built-ins and executables behave alike.
  */
-import { Transform, type TransformCallback } from 'node:stream';
+import { finished, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { encodeEnvelopes } from '../envelope/encode.js';
 import { CHECKPOINT_TYPE, type CheckpointEnvelope } from '../envelope/types.js';
@@ -14,7 +14,7 @@ import { header, isMetricsLine, PROTOCOL_VERSION, readHandshake, type CommandHea
 import { builtinNamed, type BuiltinProvider } from '../providers/builtins.js';
 import { startProvider, type ProviderHandle, type ProviderSpec, type StartOptions } from './provider-handle.js';
 import { latestSaver } from '../state/latest-saver.js';
-import { namedError, openSession, providerFailed } from './session.js';
+import { namedError, openSession, providerFailed, type Session } from './session.js';
 import type { StateStore } from '../state/state-store.js';
 import { RunTelemetry, type RunMetricsOptions } from './telemetry.js';
 
@@ -45,12 +45,12 @@ export const PROBE_TIMEOUT_MS = 5_000;
  * Runs one lifecycle verb on one provider and returns its result line; a failure throws. Results
  * of the original .NET SDK (`"status":"Success"|"Failed"`) are read as ok and error.
  *
- * With `probe` (inputs), stdin stays open until the handshake, and a provider that does not declare
+ * With `probe` (inputs; the verb the user ran, for the note), stdin stays open until the handshake, and a provider that does not declare
  * dstream's protocol in it is stopped there and `undefined` comes back: an original input routes
  * every verb it does not know to run and would start streaming (the .NET SDK), or waits for the
  * end of its input and then streams (the Go ingester), so it must never get past its handshake.
  */
-export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe = false): Promise<ResultLine | undefined> {
+export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options: ExecutorOptions, probe: LifecycleVerb | false = false): Promise<ResultLine | undefined> {
   const probeMs = options.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
   const handle = startProvider(spec, options);
   return withHandle(handle, async () => {
@@ -65,7 +65,7 @@ export async function providerVerb(spec: ProviderSpec, h: CommandHeader, options
             ? 'started with data instead of a handshake'
             : 'answered a handshake without "protocol" (as the original .NET SDK does)';
         const fix = session.silent ? `; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its ${spec.label.split(' ')[0]} block` : '';
-        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${h.command} or any lifecycle verb, as the original CLI never asked inputs${fix}`);
+        options.onNote?.(`${handle.label} ${why}: taken for a provider of the original dstream and stopped; it is not asked to ${probe === h.command ? probe : `${h.command} or ${probe}`}, as the original CLI never asked inputs${fix}`);
         handle.kill('SIGKILL');
         await handle.exited;
         return undefined;
@@ -122,7 +122,7 @@ export async function taskVerb(task: TaskConfig, command: LifecycleVerb, options
   const without = command === 'status' || command === 'destroy';
   const warnings: string[] = [];
   // Built-ins speak the protocol; only executables are probed at their handshake.
-  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined).catch((err: unknown): null => {
+  const discovered = await providerVerb(input, header('discover', task.input.config, { task: task.name }), options, input.builtin === undefined && command).catch((err: unknown): null => {
     if (!without) throw err;
     warnings.push(`${said(input, err)}; ${command} goes on with the tables the task file names`);
     return null;
@@ -260,23 +260,25 @@ async function runWith(task: TaskConfig, options: RunOptions, telemetry: RunTele
     const inp = await openSession(input, runHeader(task.input, { ...(stored === undefined ? {} : { state: stored.position }), ...(store ? { store } : {}) }), { ...options, endInput: true });
     telemetry?.started('input');
     const acknowledge = (async () => {
-      for (let n = await out.lines.next(); !n.done; n = await out.lines.next()) {
-        const v = n.value as { type?: string };
+      const error = await readEach(out, (value) => {
+        const v = value as { type?: string };
         if (telemetry && isMetricsLine(v)) {
           telemetry.offer('output', v);
-          continue;
+          return undefined;
         }
         const line = readHandshake(v);
-        if (line.kind === 'error') throw providerFailed(output, line.message, await output.exited);
+        if (line.kind === 'error') return line.message;
         if (v?.type !== CHECKPOINT_TYPE || !out.dstream) {
           stray(JSON.stringify(v));
-          continue;
+          return undefined;
         }
         const cp = v as CheckpointEnvelope;
         summary.checkpointsAcked++;
         options.onAck?.(cp, summary.rows);
         saver.offer(cp);
-      }
+        return undefined;
+      });
+      if (error !== undefined) throw providerFailed(output, error, await output.exited);
       await saver.flush();
       const exit = await output.exited;
       if (exit.code !== 0) {
@@ -285,15 +287,23 @@ async function runWith(task: TaskConfig, options: RunOptions, telemetry: RunTele
       }
     })();
     const forward = (async () => {
-      const toOutput = objectMode ? [] : [encodeEnvelopes()];
-      // An output of the original dstream would take checkpoint markers for data: it gets none.
-      const rows = forwarder(inp.first, () => summary.rows++, (message) => providerFailed(input, message), out.dstream, telemetry && ((line) => telemetry.offer('input', line)));
+      // Rows are counted and error lines caught on the way, without a stream of their own in between.
+      const failed: { message?: string } = {};
+      const pass = passer(() => summary.rows++, (message) => ((failed.message = message), providerFailed(input, message)), out.dstream, telemetry && ((line) => telemetry.offer('input', line)));
       try {
-        await pipeline(inp.values, rows, ...toOutput, output.stdin);
+        if (objectMode) await pump(inp.values, inp.first, output.stdin, pass);
+        else {
+          // Bytes for a process: the encoder between, piped to its stdin.
+          const encoder = encodeEnvelopes();
+          await Promise.all([pump(inp.values, inp.first, encoder, pass), pipeline(encoder, output.stdin)]);
+        }
       } catch (err) {
         // The output stopped reading: its own failure (exit code, stderr) says why, not the broken pipe.
-        if (rows.failed === undefined) await acknowledge;
-        throw rows.failed === undefined ? namedError(input, err) : providerFailed(input, rows.failed, await input.exited);
+        if (failed.message === undefined) await acknowledge;
+        // The input failed: the output's input has ended, so it drains and finishes (not stopped,
+        // nor blamed), and what it acknowledges is stored before the input's failure is reported.
+        else await acknowledge.catch(() => undefined);
+        throw failed.message === undefined ? namedError(input, err) : providerFailed(input, failed.message, await input.exited);
       }
       const exit = await input.exited;
       const stoppedCleanly = summary.stoppedBy !== undefined && (exit.code === 130 || exit.code === 143 || exit.signal !== null);
@@ -327,39 +337,107 @@ async function runWith(task: TaskConfig, options: RunOptions, telemetry: RunTele
 }
 
 /**
- * The input's values on their way to the output: counts data rows and stops at an error line (the
- * input failing mid-stream).
+ * Hands every value of a session (an older provider's first line first) to `each` as it comes, with
+ * no promise per value; stops at the first one `each` answers with an error message, which it
+ * resolves with (undefined at the end). A stream error rejects, named as a session names it.
  */
-function forwarder(
-  first: { value: unknown } | undefined,
-  onRow: () => void,
-  failed: (message: string) => Error,
-  checkpoints = true,
-  onMetrics?: (line: MetricsLine) => void,
-): Transform & { failed?: string } {
-  const t: Transform & { failed?: string } = new Transform({
-    objectMode: true,
-    transform(v: { type?: string } | null, _enc, callback: TransformCallback) {
-      if (v?.type === CHECKPOINT_TYPE) {
-        callback(null, checkpoints ? v : undefined);
-        return;
-      }
-      // The input's metrics are the executor's to serve, not data (only sent when asked for).
-      if (onMetrics !== undefined && isMetricsLine(v)) {
-        onMetrics(v);
-        callback();
-        return;
-      }
-      const line = readHandshake(v);
-      if (line.kind === 'error') {
-        t.failed = line.message;
-        callback(failed(line.message));
-        return;
-      }
-      onRow();
-      callback(null, v);
-    },
+function readEach(session: Session, each: (v: unknown) => string | undefined): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const { values } = session;
+    const first = session.first === undefined ? undefined : each(session.first.value);
+    if (first !== undefined) {
+      resolve(first);
+      return;
+    }
+    const stop = (result: string | undefined, err?: unknown) => {
+      values.off('data', onData);
+      cleanup();
+      if (err === undefined) resolve(result);
+      else reject(namedError(session.handle, err));
+    };
+    const onData = (v: unknown) => {
+      const message = each(v);
+      if (message === undefined) return;
+      // What follows an error line is not read (as the provider's exit is awaited).
+      values.pause();
+      stop(message);
+    };
+    const cleanup = finished(values, { writable: false }, (err) => stop(undefined, err ?? undefined));
+    values.on('data', onData);
   });
-  if (first !== undefined) t.write(first.value);
-  return t;
+}
+
+/** What pass() gives for a value that goes no further. */
+const DROP = Symbol('drop');
+
+/**
+ * The input's values on their way to the output: counts data rows, takes the input's metrics lines
+ * out, drops checkpoint markers for an output that would take them for data, and stops at an error
+ * line (the input failing mid-stream: the error pass() throws).
+ */
+function passer(onRow: () => void, failed: (message: string) => Error, checkpoints = true, onMetrics?: (line: MetricsLine) => void): (v: unknown) => unknown {
+  return (value) => {
+    const v = value as { type?: string } | null;
+    if (v?.type === CHECKPOINT_TYPE) return checkpoints ? v : DROP;
+    // The input's metrics are the executor's to serve, not data (only sent when asked for).
+    if (onMetrics !== undefined && isMetricsLine(v)) {
+      onMetrics(v);
+      return DROP;
+    }
+    const line = readHandshake(v);
+    if (line.kind === 'error') throw failed(line.message);
+    onRow();
+    return v;
+  };
+}
+
+/**
+ * Writes `first` (an older provider's first line) and then every value of `source` into `dest`
+ * through `pass`, pausing while `dest` is full, and ends `dest` at the end of `source`: a pipe with
+ * nothing in between. Settles when `dest` has finished; on an error (either stream's, or pass's)
+ * both streams are destroyed, as pipeline() does.
+ */
+function pump(source: Readable, first: { value: unknown } | undefined, dest: Writable, pass: (v: unknown) => unknown): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const stops: (() => void)[] = [];
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      source.off('data', onData);
+      dest.off('drain', onDrain);
+      if (err === undefined) {
+        for (const stop of stops) stop();
+        resolve();
+      } else {
+        // With the error, as pipeline() does (a built-in output learns it on its stdin); the
+        // listeners of finished() stay, to take the 'error' events this emits.
+        source.destroy(err as Error);
+        dest.destroy(err as Error);
+        reject(err);
+      }
+    };
+    const put = (v: unknown): boolean => {
+      let out: unknown;
+      try {
+        out = pass(v);
+      } catch (err) {
+        settle(err);
+        return false;
+      }
+      return out === DROP || dest.write(out);
+    };
+    const onData = (v: unknown) => {
+      if (!put(v) && !settled) source.pause();
+    };
+    const onDrain = () => source.resume();
+    stops.push(finished(source, { writable: false }, (err) => (err ? settle(err) : dest.end())));
+    stops.push(finished(dest, { readable: false }, (err) => settle(err ?? undefined)));
+    dest.on('drain', onDrain);
+    if (first !== undefined && !put(first.value)) {
+      if (settled) return;
+      source.pause();
+    }
+    source.on('data', onData);
+  });
 }

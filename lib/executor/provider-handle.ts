@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { runProvider, type ProviderDefinition } from '../provider/run-provider.js';
 import type { MetricsLine } from '../protocol/messages.js';
@@ -107,7 +107,7 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
       if (sig === 'SIGINT' || sig === 'SIGTERM') signals.emit(sig, sig);
       else killed.abort();
     };
-    return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, objectMode, stdin, stdout, exited, stderrTail, kill };
+    return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, objectMode, stdin: pipeEnd(stdin), stdout, exited, stderrTail, kill };
   }
 
   const path = spec.path!;
@@ -152,4 +152,28 @@ export function startProvider(spec: ProviderSpec, options: StartOptions = {}): P
     if (!group(sig) && child.exitCode === null && child.signalCode === null) child.kill(sig);
   };
   return { label: spec.label, handshakeTimeoutMs: spec.handshakeTimeoutMs, objectMode: false, stdin: child.stdin, stdout: child.stdout, exited, stderrTail, kill };
+}
+
+/**
+ * The writing end of a built-in provider's stdin, as a pipe to a process is: when the writer fails
+ * (the input on the other side of a run failing mid-stream destroys it), the provider sees its
+ * input end, and the writer's error stays the writer's. Handed the error, a built-in output would
+ * fail with the input's message and be blamed for it.
+ */
+function pipeEnd(stdin: PassThrough): Writable {
+  return new Writable({
+    objectMode: stdin.writableObjectMode,
+    highWaterMark: stdin.writableHighWaterMark,
+    write(chunk: unknown, encoding, done) {
+      if (stdin.write(chunk, encoding)) done();
+      else stdin.once('drain', () => done());
+    },
+    final(done) {
+      stdin.end(done);
+    },
+    destroy(err, done) {
+      if (!stdin.writableEnded && !stdin.destroyed) stdin.end();
+      done(err);
+    },
+  });
 }

@@ -8,6 +8,7 @@ import { Writable } from 'node:stream';
 import type { InvalidRecord } from '../envelope/invalid.js';
 import { DstreamError, ErrorCodes, isDstreamError } from '../errors.js';
 import { readHandshake, type CommandHeader } from '../protocol/messages.js';
+import { STDERR_TAIL_HEADING } from '../log.js';
 import type { ProviderHandle } from './provider-handle.js';
 import type { Readable } from 'node:stream';
 
@@ -34,7 +35,7 @@ export interface Session {
 export function providerFailed(handle: ProviderHandle, what: string, exit?: { code: number | null; signal: NodeJS.Signals | null }, providerCode?: string): DstreamError {
   const how = exit === undefined ? '' : exit.signal ? ` (killed by ${exit.signal})` : ` (exit code ${exit.code})`;
   const tail = handle.stderrTail().trim();
-  return new DstreamError(ErrorCodes.PROVIDER, `${handle.label}: ${what}${how}${tail ? `\n--- last lines of its stderr ---\n${tail}` : ''}`, {
+  return new DstreamError(ErrorCodes.PROVIDER, `${handle.label}: ${what}${how}${tail ? `\n${STDERR_TAIL_HEADING}\n${tail}` : ''}`, {
     details: { provider: handle.label, ...exit, ...(providerCode === undefined ? {} : { providerCode }) },
   });
 }

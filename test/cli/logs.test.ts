@@ -50,13 +50,33 @@ describe('dstream logs', () => {
     const all = records(r.stderr);
     for (const rec of all) expect(rec.task).toBe('leak');
     const own = all.filter((rec) => rec.provider === 'leaky-provider.mjs');
+    // Its lines, then dstream's error naming it (once: the output it was feeding is not blamed).
     expect(own.map((rec) => [rec.level, rec.message])).toEqual([
       ['info', 'connecting with ***'],
       ['warn', 'retrying ***'],
+      ['error', expect.stringContaining('leaky-provider.mjs: login failed for ')],
     ]);
+    expect(all.filter((rec) => rec.level === 'error')).toHaveLength(1);
     const last = all.at(-1)!;
-    expect(last).toMatchObject({ level: 'error', code: 'DSTREAM_ERR_PROVIDER' });
+    expect(last).toMatchObject({ level: 'error', code: 'DSTREAM_ERR_PROVIDER', provider: 'leaky-provider.mjs' });
     expect(last.message).toContain('leaky-provider.mjs: login failed for ');
+  }, 60_000);
+
+  it('--log-format json --quiet: the failing provider\'s last stderr lines are structured data, its JSON records as objects, not text in the message', async () => {
+    const config = leakyTask();
+    const r = await spawnNode(DSTREAM_BIN, ['run', 'leak', '--config', config, '--log-format', 'json', '--quiet'], { env: { LEAKY_CS: CS }, timeoutMs: 60_000 });
+    expect(r.code).toBe(ExitCodes.FAILURE);
+    expect(r.stderr).not.toContain(PASSWORD);
+    const last = records(r.stderr).at(-1)! as Record & { stderr?: unknown };
+    expect(last).toMatchObject({ level: 'error', code: 'DSTREAM_ERR_PROVIDER', provider: 'leaky-provider.mjs' });
+    expect(last.message).toMatch(/leaky-provider\.mjs: login failed for \*\*\* \(exit code 1\)$/);
+    expect(last.stderr).toEqual(['connecting with ***', { level: 'warn', message: 'retrying ***' }]);
+    // --json: the error object on stdout carries them the same way, with the error's own code.
+    const json = await spawnNode(DSTREAM_BIN, ['run', 'leak', '--config', config, '--quiet', '--json'], { env: { LEAKY_CS: CS }, timeoutMs: 60_000 });
+    expect(json.lines()).toEqual([{ error: expect.objectContaining({ code: 'DSTREAM_ERR_PROVIDER', exitCode: 1, message: last.message, stderr: last.stderr }) }]);
+    // The text form keeps the tail readable, under a heading.
+    const text = await spawnNode(DSTREAM_BIN, ['run', 'leak', '--config', config, '--quiet'], { env: { LEAKY_CS: CS }, timeoutMs: 60_000 });
+    expect(text.stderr).toMatch(/: login failed for \*\*\* \(exit code 1\)\n--- last lines of its stderr ---\nconnecting with \*\*\*\n\{"level":"warn","message":"retrying \*\*\*"\}\n$/);
   }, 60_000);
 
   it('text (the default, or DSTREAM_LOG_FORMAT=text): lines under their names, no secret either', async () => {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCodes } from '../../lib/index.js';
 import { DSTREAM_BIN, fixture, spawnNode, stopped } from '../support/process.js';
+import { startSqlServer } from '../support/sql-server.js';
 
 function task(extra = ''): { dir: string; config: string } {
   const dir = mkdtempSync(join(tmpdir(), 'dstream-messages-'));
@@ -40,6 +41,27 @@ describe('provider trouble, said once and briefly', () => {
       expect(r.code).toBe(ExitCodes.FAILURE);
       expect(r.stderr.split('namespace sb-test unreachable'), r.stderr).toHaveLength(2);
       expect(r.stderr).toMatch(/^dstream: output .*echo-provider\.mjs: init failed/m);
+    }
+  }, 120_000);
+
+  it('an input failing mid-run, both sides built in: the error names the input, once, and the output is not blamed', async () => {
+    const sql = await startSqlServer();
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'dstream-messages-'));
+      const config = join(dir, 'dstream.hcl');
+      const cs = sql.connectionStringFor({ password: 'Wr0ng-Passw0rd' });
+      writeFileSync(config, `task "demo" {\n  input {\n    provider = "mssql-cdc"\n    config {\n      connection_string = "${cs}"\n      tables = ["Persons"]\n      connect_attempts = 1\n    }\n  }\n  output {\n    provider = "files"\n    config { dir = "out" }\n  }\n}\n`);
+      for (const quiet of [[], ['--quiet']]) {
+        const r = await spawnNode(DSTREAM_BIN, ['run', 'demo', '--config', config, ...quiet], { env: { DSTREAM_STATE_DIR: join(dir, 'state') }, timeoutMs: 60_000 });
+        expect(r.code, r.stderr).toBe(ExitCodes.FAILURE);
+        // Shown live under the input's name, then named by the final line; or (--quiet) in it.
+        if (quiet.length > 0) expect(r.stderr).toMatch(/^dstream: input mssql-cdc: .*[Ll]ogin failed/m);
+        else expect(r.stderr.trimEnd().split('\n').at(-1)).toMatch(/^dstream: input mssql-cdc\b.*its message is above$/);
+        expect(r.stderr, r.stderr).not.toMatch(/output files|^files: /m);
+        expect(r.stderr.split(/[Ll]ogin failed/), r.stderr).toHaveLength(2);
+      }
+    } finally {
+      await sql.close();
     }
   }, 120_000);
 

@@ -164,6 +164,33 @@ describe('validate finds what would fail later, at file:line:col; every verb say
     expect(ci.code).toBe(0);
     expect(ci.stdout).toBe(`${config}: valid (task "q") (environment variables not checked)\n`);
   }, 120_000);
+
+  it('--skip-env passes a sqlserver state store whose connection string comes from the environment, and still finds real errors', async () => {
+    const dir = tmp('dstream-ci-');
+    const config = join(dir, 'dstream.hcl');
+    const file = (state: string) =>
+      `task "q" {\n  input { provider = "generator" }\n  output { provider = "files" }\n  state {\n    store = "sqlserver"\n${state}  }\n}\n`;
+    writeFileSync(config, file('    connection_string = "{{ env "STATE_DB_FOR_TEST" }}"\n'));
+    const ci = await dstream(['validate', '--config', config, '--skip-env']);
+    expect(ci.stderr).toBe('');
+    expect(ci.code).toBe(0);
+    expect(ci.stdout).toBe(`${config}: valid (task "q") (environment variables not checked)\n`);
+    // Without --skip-env the unset variable is still an error, at its place.
+    const strict = await dstream(['validate', '--config', config]);
+    expect(strict.code).toBe(ExitCodes.USAGE);
+    expect(strict.stderr).toMatch(new RegExp(`^dstream: ${config}:6:26: environment variable STATE_DB_FOR_TEST is not set`));
+    // A connection string that is missing, or written empty, is a real error under --skip-env too.
+    for (const state of ['', '    connection_string = ""\n']) {
+      writeFileSync(config, file(state));
+      const bad = await dstream(['validate', '--config', config, '--skip-env']);
+      expect(bad.code, bad.stderr).toBe(ExitCodes.USAGE);
+      expect(bad.stderr).toBe(`dstream: ${config}:4:3: task "q" state: store = "sqlserver" needs connection_string (for example "{{ env "MSSQL_CONNECTION_STRING" }}")\n`);
+    }
+    writeFileSync(config, file('    connection_string = "{{ env "STATE_DB_FOR_TEST" }}"\n    tabel = "x"\n'));
+    const typo = await dstream(['validate', '--config', config, '--skip-env']);
+    expect(typo.code).toBe(ExitCodes.USAGE);
+    expect(typo.stderr).toMatch(new RegExp(`^dstream: ${config}:\\d+:\\d+: .*tabel.*did you mean "table"`));
+  }, 120_000);
 });
 
 describe('versions', () => {

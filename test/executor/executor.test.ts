@@ -135,7 +135,7 @@ describe('runTask and lifecycle verbs with provider processes that misbehave', (
     expect(slow.streams).toEqual([]);
     expect(slow.input).toBeUndefined();
     expect(notes).toEqual([
-      `input ${fake} sent no handshake within 5000 ms (the original MSSQL ingester reads its config to the end of its input first): taken for a provider of the original dstream and stopped; it is not asked to discover or any lifecycle verb, as the original CLI never asked inputs; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its input block`,
+      `input ${fake} sent no handshake within 5000 ms (the original MSSQL ingester reads its config to the end of its input first): taken for a provider of the original dstream and stopped; it is not asked to discover or plan, as the original CLI never asked inputs; if it is a dstream provider that is slow to start, give it longer with handshake_timeout = "30s" in its input block`,
     ]);
     const patient = { ...task(tmp('o-')), input: { providerPath: fake, config: { count: 7 }, handshakeTimeoutMs: 30_000 } };
     const report = await taskVerb(patient, 'plan', { builtins: BUILTINS, env: env('slow-start'), onNote: (n) => notes.push(n) });
