@@ -6,6 +6,7 @@
  * metric (`dstream_delivery_latency_seconds`, scraped from /metrics of the run) so the metric is
  * checked against an outside measurement. Target: p99 <= poll interval (500 ms) + linger (20 ms)
  * + 250 ms at both rates; RSS of the dstream process flat (second half's peak < first half's + 16 MB).
+ * BENCH_PROF=<dir>: the `dstream run` process writes a V8 CPU profile there (--cpu-prof) when it ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,6 +22,7 @@ const POLL_MS = 500;
 const LINGER_MS = 20;
 const TARGET_MS = POLL_MS + LINGER_MS + 250;
 const WARMUP_S = 3;
+const PROF = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
 
 /** A child that answers one JSON line per line it is sent. */
 interface Talker {
@@ -138,7 +140,7 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
 `,
     );
     const asb = `Endpoint=sb://127.0.0.1:${broker.first.port as number};SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true`;
-    run = spawn(process.execPath, [DSTREAM, 'run', 'latency', '--metrics-port', '0', '--metrics-host', '127.0.0.1', ...(process.env.BENCH_DEBUG ? [] : ['--quiet'])], {
+    run = spawn(process.execPath, [...PROF, DSTREAM, 'run', 'latency', '--metrics-port', '0', '--metrics-host', '127.0.0.1', ...(process.env.BENCH_DEBUG ? [] : ['--quiet'])], {
       cwd: dir,
       env: { ...process.env, MSSQL_CONNECTION_STRING: source.first.connectionString as string, ASB_CONNECTION_STRING: asb },
       stdio: ['ignore', 'ignore', 'pipe'],

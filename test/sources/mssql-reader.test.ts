@@ -251,6 +251,34 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     await it.return?.();
   });
 
+  it('polls again at once after a window that took longer than the poll interval (behind: no sleep)', async () => {
+    const m = await serve();
+    const POLL = 1500;
+    const { stream } = reader(m, { pollIntervalMs: POLL, maxPollIntervalMs: 60_000, tables: ['Persons'] });
+    const it = stream[Symbol.asyncIterator]();
+    const polls: number[] = [];
+    m.beforeStatement = (name) => void (name === 'sys.fn_cdc_get_max_lsn' && polls.push(Date.now()));
+    // More rows than the stream buffers: the window waits for its consumer, which holds it past the interval.
+    persons(m, 1, 300);
+    let n = 0;
+    let during = 0;
+    for (;;) {
+      const e = (await it.next()).value as Envelope;
+      if (e.type === 'cdc' && ++n === 1) {
+        during = polls.length; // up to this window's own poll
+        await new Promise((r) => setTimeout(r, POLL + 500));
+      }
+      if (e.type === 'checkpoint' && n === 300) break;
+    }
+    const ended = Date.now();
+    await until(() => polls.length > during, 10_000);
+    m.beforeStatement = undefined;
+    // The window took longer than the interval: the next poll starts right after it (a reader
+    // that sleeps the whole interval after every window starts it POLL ms after).
+    expect(polls[during]! - ended).toBeLessThan(POLL - 500);
+    await it.return?.();
+  });
+
   it('reads a large backlog in bounded windows, streaming only tables with changes', async () => {
     const m = await serve();
     for (let i = 1; i <= 3000; i++) m.commit([{ table: i % 2 ? 'Persons' : 'Customers', op: 'insert', row: i % 2 ? { Id: i, Name: 'n' } : { CustomerId: i, Company: 'c' } }]);

@@ -33,7 +33,7 @@ export interface MssqlCdcOptions {
   /** Also emit each update's before-image (OperationType UpdateBefore). Default false. */
   updateBefore?: boolean;
   onGap?: GapPolicy;
-  /** Poll interval when changes keep coming. Default 500. */
+  /** Poll interval when changes keep coming, from the start of one window to the next (a longer window is followed at once). Default 500. */
   pollIntervalMs?: number;
   /** The idle back-off doubles up to this. Default 5000. */
   maxPollIntervalMs?: number;

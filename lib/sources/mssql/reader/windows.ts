@@ -19,6 +19,7 @@ export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   let idle = 0;
   while (!r.aborted) {
     if (r.o.lease) yield* leases(r);
+    const started = Date.now();
     const result = yield* window(r);
     if (r.aborted) return;
     if (result === 'full') {
@@ -27,8 +28,10 @@ export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     }
     if (result === 'rows') idle = 0;
     else idle++;
-    const wait = Math.min(r.o.pollIntervalMs * 2 ** Math.min(idle, 16), r.o.maxPollIntervalMs);
-    await sleep(result === 'rows' ? r.o.pollIntervalMs : wait, undefined, { signal: r.o.signal }).catch(() => undefined);
+    // Changes keep coming: polls start every interval, so a window that took longer (the rows
+    // waited for the sink, or there were many) is followed by the next at once, not an interval later.
+    const wait = result === 'rows' ? r.o.pollIntervalMs - (Date.now() - started) : Math.min(r.o.pollIntervalMs * 2 ** Math.min(idle, 16), r.o.maxPollIntervalMs);
+    if (wait > 0) await sleep(wait, undefined, { signal: r.o.signal }).catch(() => undefined);
   }
 }
 
@@ -36,9 +39,12 @@ export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[
 export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[], 'full' | 'rows' | 'idle'> {
   const q = r.q;
   if (r.tables.size === 0) return 'idle';
+  // Both asked at once: one round trip before the window, not two.
+  const instances = q.captureInstances();
+  instances.catch(() => undefined);
   const max = await q.maxLsn();
   if (max === null) return 'idle';
-  const all = await q.captureInstances();
+  const all = await instances;
   for (const t of r.tables.values()) {
     const instances = forTable(all, t.ref);
     if (instances.length === 0) {
