@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { readUntil as readStream, until, watched } from '../support/streams.js';
@@ -491,6 +492,30 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     const logs: string[] = [];
     await readUntil(reader(m, {}, logs).stream, rowCount(1));
     expect(logs.join('\n')).toMatch(/SQL Server Agent is not running .*capture job is idle.*MSSQL_AGENT_ENABLED=true/);
+  });
+
+  // The capture-instance query is sent together with the max LSN (one round trip): it may still be on its way when the stop lands.
+  const SENT_WITH_MAX_LSN = new Set(['cdc.change_tables', 'cdc.captured_columns', 'sys.tables', 'sys.schemas', 'sys.columns']);
+  it.each(['destroyed', 'aborted'] as const)('a reader stopped (%s) while a window is being prepared sends no further statement and ends', async (how) => {
+    const m = await serve();
+    persons(m, 1, 5);
+    const { stream, ac } = reader(m, { tables: ['Persons'] });
+    // The stop lands when the window's max LSN reaches the server; every statement after it is recorded.
+    let stopped = false;
+    const after: string[] = [];
+    m.beforeStatement = (name) => {
+      if (stopped) after.push(name);
+      else if (name === 'sys.fn_cdc_get_max_lsn') {
+        stopped = true;
+        if (how === 'destroyed') stream.destroy();
+        else ac.abort();
+      }
+    };
+    const closed = once(stream, 'close');
+    stream.resume();
+    await closed;
+    expect(stopped).toBe(true);
+    expect(after.filter((n) => !SENT_WITH_MAX_LSN.has(n))).toEqual([]);
   });
 
   it('rejects a position that is not an mssql-cdc position, naming the way out', () => {

@@ -43,8 +43,10 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   const instances = q.captureInstances();
   instances.catch(() => undefined);
   const max = await q.maxLsn();
-  if (max === null) return 'idle';
+  // Stopped while a statement was out: nothing more is sent (the window is read again next time).
+  if (max === null || r.aborted) return 'idle';
   const all = await instances;
+  if (r.aborted) return 'idle';
   for (const t of r.tables.values()) {
     const instances = forTable(all, t.ref);
     if (instances.length === 0) {
@@ -64,12 +66,14 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     t.readable = readable;
     if (!readable || compareLsn(t.from, max) > 0) continue;
     const check = await resumeCheck(q, t.instances, t.from, r.emitted.get(t.key) ?? t.startAt);
+    if (r.aborted) return 'idle';
     if (check.state === 'ok') t.from = check.from;
     else if (check.state === 'gap') {
       gaps.push(t);
       await gap(r, t, check.instance, check.min);
     }
   }
+  if (r.aborted) return 'idle';
   if (gaps.length > 0 && r.o.onGap === 'snapshot') {
     yield* snapshot(r, gaps, 'on_gap = "snapshot"');
   }
@@ -85,6 +89,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     return 'idle';
   }
   const commits = await commitsFrom(r, low, max);
+  if (r.aborted) return 'idle';
   let full = commits.commits >= r.o.maxTransactions && commits.last !== null;
   let to = full ? commits.last! : max;
   // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
@@ -109,7 +114,9 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     for (const s of segmentsOf(t, to)) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
-      const n = await (counted.get(countOf(s, end)) ?? q.windowRows(s.instance.name, s.from, end, r.rowLimit));
+      const counting = counted.get(countOf(s, end));
+      if (counting === undefined && r.aborted) return 'idle';
+      const n = await (counting ?? q.windowRows(s.instance.name, s.from, end, r.rowLimit));
       if (n.rows === 0) continue;
       if (n.rows >= r.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
         to = n.last;
@@ -128,12 +135,13 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     t.reading = s.instance.name;
     segments.push(compareLsn(s.to, to) > 0 ? { ...s, to } : s);
   }
+  if (r.aborted) return 'idle';
   // Where the next window starts, and (after a capped window: a backlog) its commits, asked for
-  // now so they are there when this window ends.
+  // now so they are there when this window ends; not once stopped.
   const nextLsn = q.incrementLsn(to);
   nextLsn.catch(() => undefined);
   if (full) {
-    r.ahead = { from: nextLsn, max, commits: nextLsn.then((n) => q.windowCommits(n, max, r.o.maxTransactions)) };
+    r.ahead = { from: nextLsn, max, commits: nextLsn.then((n) => (r.aborted ? Promise.reject(new Error('stopped')) : q.windowCommits(n, max, r.o.maxTransactions))) };
     r.ahead.commits.catch(() => undefined);
   }
   const rows = yield* merge(r, segments);
