@@ -149,6 +149,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   if (r.aborted) return 'idle';
   // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
   const next = await nextLsn;
+  if (r.aborted) return 'idle';
   for (const t of active) {
     if (compareLsn(t.from, to) <= 0) {
       r.emitted.set(t.key, to);
