@@ -142,14 +142,7 @@ describe('metrics lines of the protocol', () => {
 
   it('runTask with metrics and an input executable built on runProvider(): its metrics lines are taken out of the data, never delivered as rows', async () => {
     const out = tmp('o-');
-    const task: TaskConfig = {
-      name: 'demo',
-      type: 'providers',
-      file: 'dstream.hcl',
-      line: 1,
-      input: { providerPath: join(ROOT, 'test/fixtures/echo-provider.mjs'), config: { mode: 'input', count: 40, delay_ms: 40 } },
-      output: { provider: 'files', config: { dir: out } },
-    };
+    const task = executableToFiles('test/fixtures/echo-provider.mjs', { mode: 'input', count: 40, delay_ms: 40 }, out);
     const summary = await runTask(task, { builtins: BUILTINS, store: new FileStateStore(tmp('s-')), metrics: { port: 0, host: '127.0.0.1', intervalMs: 100 } });
     expect(summary.rows).toBe(40);
     const file = readdirSync(out).find((f) => f.endsWith('.ndjson'))!;
@@ -160,14 +153,7 @@ describe('metrics lines of the protocol', () => {
 
   it('runTask with metrics and a provider of the older dstream (no handshake, no metrics): it runs as before, and the endpoints close with the run', async () => {
     const out = tmp('o-');
-    const task: TaskConfig = {
-      name: 'demo',
-      type: 'providers',
-      file: 'dstream.hcl',
-      line: 1,
-      input: { providerPath: join(ROOT, 'test/fixtures/fake-provider.mjs'), config: { count: 7 } },
-      output: { provider: 'files', config: { dir: out } },
-    };
+    const task = executableToFiles('test/fixtures/fake-provider.mjs', { count: 7 }, out);
     let server: OpsServer | undefined;
     const summary = await runTask(task, {
       builtins: BUILTINS,
@@ -183,3 +169,15 @@ describe('metrics lines of the protocol', () => {
     await expect(scrape(server!.url)).rejects.toThrow();
   });
 });
+
+/** A task whose input is an executable of test/fixtures and whose output is the built-in files sink. */
+function executableToFiles(fixture: string, config: Record<string, unknown>, dir: string): TaskConfig {
+  return {
+    name: 'demo',
+    type: 'providers',
+    file: 'dstream.hcl',
+    line: 1,
+    input: { providerPath: join(ROOT, fixture), config },
+    output: { provider: 'files', config: { dir } },
+  };
+}

@@ -603,6 +603,7 @@ class SessionCatalog implements Catalog {
   }
 }
 
+// The server keeps its own LSN arithmetic (as it keeps its own T-SQL): it must not agree with lib/ by sharing its code.
 function decrementLsn(lsn: Buffer): Buffer {
   const out = Buffer.from(lsn);
   for (let i = out.length - 1; i >= 0; i--) {
