@@ -77,6 +77,9 @@ export function describeConnection(connectionString: string): string {
 /** How long a statement may take to its first row when neither the config nor the connection string says. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
 
+/** The largest TDS packet SQL Server accepts (its `network packet size` limit), in bytes. */
+export const MAX_PACKET_SIZE = 32_767;
+
 /** A connector for one connection string. The string is only handed to the driver. */
 export function sqlServerConnector(connectionString: string): CdcConnector {
   const where = describeConnection(connectionString);
@@ -95,7 +98,10 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
       // every statement (the driver's default): a connection that broke anyway fails its statement,
       // and the reader reconnects as for any lost connection.
       validateConnection: 'socket',
-      options: { ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
+      // Packets of the largest size SQL Server accepts unless the connection string says (Packet
+      // Size): a change read is a long run of rows, and the driver parses a row split across two
+      // packets twice.
+      options: { packetSize: MAX_PACKET_SIZE, ...config.options, appName: 'dstream mssql-cdc', useUTC: true },
       // The pool replaces a dead connection without a word; a session's owner must hear of it,
       // since the session's locks died with it. A connection the server or network broke reports
       // an 'error' (one the pool closes itself, such as its first test connection, does not).
