@@ -22,8 +22,17 @@ export function lsnFromHex(text: string, what = 'LSN'): Buffer {
   return Buffer.from(digits, 'hex');
 }
 
+/**
+ * Byte order, as Buffer.compare (-1, 0, 1), compared here rather than by Buffer.compare: for ten
+ * bytes, a call into the runtime costs more than the comparison (it runs several times per change row).
+ */
 export function compareLsn(a: Uint8Array, b: Uint8Array): number {
-  return Buffer.compare(a, b);
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!;
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
 }
 
 export function maxLsn(a: Buffer, b: Buffer): Buffer {

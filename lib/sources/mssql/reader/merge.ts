@@ -14,40 +14,93 @@ const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'Updat
 /** Envelopes handed on at once from a window's merge. */
 const BATCH = 256;
 
+/** What Merger.fill() stopped for, besides the index of a cursor to wait for. */
+const END = -1;
+const FULL = -2;
+
 /**
  * Streams the segments merged in commit order; checkpoints at transaction boundaries. Envelopes
  * leave in batches (up to BATCH, or whatever is ready before a wait for the driver), so the
- * per-item cost of an async generator is paid once per batch, not once per row.
+ * per-item cost of an async generator is paid once per batch, not once per row. The per-row work
+ * is Merger's (plain methods): this generator only hands batches on and waits.
  */
 export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<Envelope[], number> {
   if (segments.length === 0) return 0;
   const read = { updateOld: r.o.updateBefore, mode: r.o.queryMode };
-  const cursors = segments.map((s) => new RowCursor(r.q.changes(s.instance, s.from, s.to, read), s));
-  const every = r.o.checkpointEveryRows;
-  const source = r.o.source;
-  let rows = 0;
-  let sinceCheckpoint = 0;
-  let prevLsn: Buffer | undefined;
-  let prevHex = '';
-  let commitTime: string | null = null;
-  let batch: Envelope[] = [];
-  // The positions of the last checkpoint in `batch`: handed on only once the batch is yielded.
-  let batchPositions: Map<string, Buffer> | undefined;
-  // Its cleanup check, sent when the checkpoint was made (every row it covers had been read by
-  // then), so the merge goes on while the statement runs.
-  let batchCleanupCheck: Promise<void> | undefined;
+  const m = new Merger(r, segments, segments.map((s) => new RowCursor(r.q.changes(s.instance, s.from, s.to, read), s)));
   const handOn = async () => {
     // Not one more row of a table whose lease is gone.
     if (r.leaseLost) throw new LeaseLost();
-    if (batchPositions !== undefined) await r.verify(batchPositions, segments, batchCleanupCheck);
-    batchPositions = undefined;
-    batchCleanupCheck = undefined;
-    const out = batch;
-    batch = [];
+    if (m.batchPositions !== undefined) await r.verify(m.batchPositions, segments, m.batchCleanupCheck);
+    m.batchPositions = undefined;
+    m.batchCleanupCheck = undefined;
+    const out = m.batch;
+    m.batch = [];
     return out;
   };
   try {
-    const heads: Array<DriverChangeRow | null> = await Promise.all(cursors.map((c) => c.next()));
+    await m.start();
+    for (;;) {
+      const at = m.fill();
+      if (at === END) break;
+      if (at !== FULL) {
+        // The driver has nothing buffered for this table: hand over what is ready, then wait.
+        if (m.batch.length > 0) {
+          yield await handOn();
+          if (r.aborted) return m.rows;
+        }
+        m.take(at, await m.cursors[at]!.next());
+        if (m.batch.length < BATCH) continue;
+      }
+      yield await handOn();
+      if (r.aborted) return m.rows;
+    }
+    if (m.batch.length > 0) yield await handOn();
+    return m.rows;
+  } finally {
+    for (const c of m.cursors) c.close();
+  }
+}
+
+/** A window's merge: the streams' next rows, and the batch of envelopes being built. */
+class Merger {
+  rows = 0;
+  batch: Envelope[] = [];
+  /** The positions of the last checkpoint in `batch`: handed on only once the batch is yielded. */
+  batchPositions: Map<string, Buffer> | undefined;
+  /**
+   * Its cleanup check, sent when the checkpoint was made (every row it covers had been read by
+   * then), so the merge goes on while the statement runs.
+   */
+  batchCleanupCheck: Promise<void> | undefined;
+  private heads: Array<DriverChangeRow | null> = [];
+  private sinceCheckpoint = 0;
+  private prevLsn: Buffer | undefined;
+  private prevHex = '';
+  private commitTime: string | null = null;
+  private readonly every: number;
+  private readonly source: string;
+
+  constructor(
+    private readonly r: CdcReader,
+    private readonly segments: Segment[],
+    readonly cursors: RowCursor[],
+  ) {
+    this.every = r.o.checkpointEveryRows;
+    this.source = r.o.source;
+  }
+
+  async start(): Promise<void> {
+    this.heads = await Promise.all(this.cursors.map((c) => c.next()));
+  }
+
+  /**
+   * Takes rows in commit order while the driver has them buffered: until the batch is full
+   * (FULL), every stream has ended (END), or the next row is a stream's whose next row must be
+   * waited for (that stream's index: take() it once there).
+   */
+  fill(): number {
+    const heads = this.heads;
     for (;;) {
       let best = -1;
       for (let i = 0; i < heads.length; i++) {
@@ -55,52 +108,44 @@ export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<
         if (h === null || h === undefined) continue;
         if (best < 0 || compareRows(h, heads[best]!) < 0) best = i;
       }
-      if (best < 0) break;
-      const row = heads[best]!;
-      const c = cursors[best]!;
-      let next = c.poll();
-      if (next === undefined) {
-        // The driver has nothing buffered for this table: hand over what is ready, then wait.
-        if (batch.length > 0) {
-          yield await handOn();
-          if (r.aborted) return rows;
-        }
-        next = await c.next();
-      }
-      heads[best] = next;
-      if (prevLsn === undefined || !prevLsn.equals(row.__$start_lsn)) {
-        // A new commit begins: the previous one is complete.
-        if (prevLsn !== undefined && sinceCheckpoint >= every) {
-          advanceTo(r, prevLsn);
-          batch.push(r.checkpoint(false));
-          batchPositions = new Map(r.emitted);
-          batchCleanupCheck = r.cleanupCheck(segments);
-          // Awaited at hand-on; a failure before then must not go unhandled.
-          batchCleanupCheck.catch(() => undefined);
-          sinceCheckpoint = 0;
-        }
-        prevLsn = row.__$start_lsn;
-        prevHex = lsnToHex(prevLsn);
-        // Every row of a commit carries its time (sql.ts COMMIT_TIME).
-        commitTime = row.__$commit_time ?? null;
-      }
-      const s = c.segment;
-      const op = row.__$operation;
-      rows++;
-      sinceCheckpoint++;
-      const metadata = r.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, prevHex, lsnToHex(row.__$seqval), commitTime);
-      const unavailable = s.unavailable?.(row);
-      if (unavailable !== undefined) metadata.UnavailableColumns = unavailable;
-      batch.push({ source, type: 'cdc', data: s.map(row), metadata });
-      if (batch.length >= BATCH) {
-        yield await handOn();
-        if (r.aborted) return rows;
-      }
+      if (best < 0) return END;
+      const next = this.cursors[best]!.poll();
+      if (next === undefined) return best;
+      this.take(best, next);
+      if (this.batch.length >= BATCH) return FULL;
     }
-    if (batch.length > 0) yield await handOn();
-    return rows;
-  } finally {
-    for (const c of cursors) c.close();
+  }
+
+  /** Emits stream `i`'s head row, `next` its new head. */
+  take(i: number, next: DriverChangeRow | null): void {
+    const r = this.r;
+    const row = this.heads[i]!;
+    const s = this.cursors[i]!.segment;
+    this.heads[i] = next;
+    const lsn = row.__$start_lsn;
+    if (this.prevLsn === undefined || compareLsn(this.prevLsn, lsn) !== 0) {
+      // A new commit begins: the previous one is complete.
+      if (this.prevLsn !== undefined && this.sinceCheckpoint >= this.every) {
+        advanceTo(r, this.prevLsn);
+        this.batch.push(r.checkpoint(false));
+        this.batchPositions = new Map(r.emitted);
+        this.batchCleanupCheck = r.cleanupCheck(this.segments);
+        // Awaited at hand-on; a failure before then must not go unhandled.
+        this.batchCleanupCheck.catch(() => undefined);
+        this.sinceCheckpoint = 0;
+      }
+      this.prevLsn = lsn;
+      this.prevHex = lsnToHex(lsn);
+      // Every row of a commit carries its time (sql.ts COMMIT_TIME).
+      this.commitTime = row.__$commit_time ?? null;
+    }
+    const op = row.__$operation;
+    this.rows++;
+    this.sinceCheckpoint++;
+    const metadata = r.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, this.prevHex, lsnToHex(row.__$seqval), this.commitTime);
+    const unavailable = s.unavailable?.(row);
+    if (unavailable !== undefined) metadata.UnavailableColumns = unavailable;
+    this.batch.push({ source: this.source, type: 'cdc', data: s.map(row), metadata });
   }
 }
 
@@ -185,5 +230,5 @@ export class FirstRowTimeout extends Error {
  * query mode direct), then seqval and operation (all the change function gives).
  */
 export function compareRows(a: DriverChangeRow, b: DriverChangeRow): number {
-  return Buffer.compare(a.__$start_lsn, b.__$start_lsn) || (a.__$command_id ?? 0) - (b.__$command_id ?? 0) || Buffer.compare(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
+  return compareLsn(a.__$start_lsn, b.__$start_lsn) || (a.__$command_id ?? 0) - (b.__$command_id ?? 0) || compareLsn(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
 }
