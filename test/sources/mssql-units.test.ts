@@ -17,6 +17,24 @@ describe('LSNs', () => {
     expect(lsnToHex(lsnOf(0x2a_0000_0010n))).toBe('0x00000000002A00000010');
     expect(() => lsnFromHex('0x12', 'start')).toThrow(/start must be 10 bytes in hex/);
   });
+
+  it('write every byte value as its two hex digits, and compare as Buffer.compare does', () => {
+    const lsns: Buffer[] = [];
+    for (let v = 0; v < 256; v++) lsns.push(Buffer.from([v, 255 - v, v ^ 0x5a, 0, 1, v, 0x80, 0x7f, (v * 7) & 255, v]));
+    lsns.push(Buffer.alloc(10), Buffer.alloc(10, 0xff));
+    for (const lsn of lsns) expect(lsnToHex(lsn)).toBe(`0x${lsn.toString('hex').toUpperCase()}`);
+    // Not ten bytes: the same form.
+    expect(lsnToHex(Buffer.from([0xab, 0x01]))).toBe('0xAB01');
+    expect(lsnToHex(new Uint8Array([0, 0xfe]))).toBe('0x00FE');
+    for (let i = 0; i < lsns.length; i++) {
+      const a = lsns[i]!;
+      const b = lsns[(i * 31 + 7) % lsns.length]!;
+      expect(compareLsn(a, b)).toBe(Buffer.compare(a, b));
+      expect(compareLsn(a, Buffer.from(a))).toBe(0);
+    }
+    expect(compareLsn(Buffer.from([1, 2]), Buffer.from([1, 2, 0]))).toBe(-1);
+    expect(compareLsn(Buffer.from([1, 3]), Buffer.from([1, 2, 0]))).toBe(1);
+  });
 });
 
 describe('table names', () => {

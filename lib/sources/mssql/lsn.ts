@@ -8,9 +8,24 @@ import { invalidOption } from '../../errors.js';
 export const LSN_BYTES = 10;
 export const ZERO_LSN = Buffer.alloc(LSN_BYTES);
 
+const DIGITS = [...'0123456789ABCDEF'].map((c) => c.charCodeAt(0));
+/** The character codes of each byte's high and low hex digit. */
+const HIGH = Array.from({ length: 256 }, (_, i) => DIGITS[i >> 4]!);
+const LOW = Array.from({ length: 256 }, (_, i) => DIGITS[i & 15]!);
+const chars = String.fromCharCode;
+
+/**
+ * `0x` + upper-case hex. Ten bytes (an LSN or a seqval: one or two per change row) are written in
+ * one string, without the two intermediate strings of toString('hex').toUpperCase().
+ */
 export function lsnToHex(lsn: Uint8Array): string {
-  const b = Buffer.isBuffer(lsn) ? lsn : Buffer.from(lsn.buffer, lsn.byteOffset, lsn.byteLength);
-  return `0x${b.toString('hex').toUpperCase()}`;
+  if (lsn.length !== LSN_BYTES) return `0x${Buffer.from(lsn.buffer, lsn.byteOffset, lsn.byteLength).toString('hex').toUpperCase()}`;
+  const h = HIGH;
+  const l = LOW;
+  const b = lsn;
+  // prettier-ignore
+  return chars(48, 120, h[b[0]!]!, l[b[0]!]!, h[b[1]!]!, l[b[1]!]!, h[b[2]!]!, l[b[2]!]!, h[b[3]!]!, l[b[3]!]!, h[b[4]!]!, l[b[4]!]!,
+    h[b[5]!]!, l[b[5]!]!, h[b[6]!]!, l[b[6]!]!, h[b[7]!]!, l[b[7]!]!, h[b[8]!]!, l[b[8]!]!, h[b[9]!]!, l[b[9]!]!);
 }
 
 /** Parses `0x0000002A000001F00003` (or without 0x, any case); throws INVALID_OPTION naming `what`. */
