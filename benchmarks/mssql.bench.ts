@@ -40,14 +40,17 @@ const NAMES = ['Ada Lovelace', 'Grace Hopper', 'Edsger Dijkstra', 'Barbara Lisko
 const TOKENS = Array.from({ length: 256 }, (_, i) => Buffer.from([i, 1, 2, 3, 4, 5, 6, 7]));
 const STRINGS = Array.from({ length: 1000 }, (_, i) => ({ email: `user${i}@example.com`, money: `${i * 37}.4500`, balance: `${i * 101}.${String(i % 100).padStart(2, '0')}`, version: String(i * 7919) }));
 const COMMIT_TIME = '2026-11-26T09:01:02.123';
-/** One driver row (a fresh object per row, as the driver makes), values in the form dstream selects them. */
-function row(t: number, tx: number, seq: number): Record<string, unknown> {
+/**
+ * One driver row (a fresh array per row, as the driver makes), values in the form dstream selects
+ * them, laid out for query mode direct: LSN, seqval, operation, command id, commit time, columns.
+ */
+function row(t: number, tx: number, seq: number): unknown[] {
   const name = NAMES[tx % NAMES.length]!;
   const v = STRINGS[tx % 1000]!;
   const op = tx % 7 === 0 ? 4 : 2;
-  if (t === 0) return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, __$commit_time: COMMIT_TIME, Id: tx, Name: name, Email: v.email, Balance: v.balance, Active: tx % 2 === 0, CreatedAt: '2026-11-26T09:01:02.1234567', Country: 'NZ ', Version: v.version };
-  if (t === 1) return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, __$commit_time: COMMIT_TIME, OrderId: v.version, CustomerId: tx % 5000, Total: v.money, Status: 'paid', PlacedAt: '2026-11-26T09:01:02.1234567+13:00', Notes: 'leave at the door, ring twice', Token: TOKENS[tx & 255] };
-  return { __$start_lsn: lsn(tx), __$seqval: lsn(tx, seq), __$operation: op, __$commit_time: COMMIT_TIME, CustomerId: tx, Company: name, Country: 'DE ', Since: '2019-04-01', Score: (tx % 1000) / 7, Tags: 'wholesale,priority' };
+  if (t === 0) return [lsn(tx), lsn(tx, seq), op, 1, COMMIT_TIME, tx, name, v.email, v.balance, tx % 2 === 0, '2026-11-26T09:01:02.1234567', 'NZ ', v.version];
+  if (t === 1) return [lsn(tx), lsn(tx, seq), op, 1, COMMIT_TIME, v.version, tx % 5000, v.money, 'paid', '2026-11-26T09:01:02.1234567+13:00', 'leave at the door, ring twice', TOKENS[tx & 255]];
+  return [lsn(tx), lsn(tx, seq), op, 1, COMMIT_TIME, tx, name, 'DE ', '2019-04-01', (tx % 1000) / 7, 'wholesale,priority'];
 }
 
 /** Rows of table `t` for transactions [from, to], produced as read (nothing is held). */

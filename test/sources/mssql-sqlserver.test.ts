@@ -8,7 +8,8 @@ import type { Readable } from 'node:stream';
 import mssql from 'mssql';
 import { describe, expect, it } from 'vitest';
 import { lsnFromHex, lsnToHex } from '../../lib/sources/mssql/lsn.js';
-import type { CdcQueries, DriverChangeRow } from '../../lib/sources/mssql/queries.js';
+import type { CdcQueries, ChangeRow } from '../../lib/sources/mssql/queries.js';
+import { changeLayout } from '../../lib/sources/mssql/sql.js';
 import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
 import { sqlServerForTest, type TestSqlServer } from '../support/sql-server.js';
@@ -33,21 +34,29 @@ describe('SqlServerQueries through the driver', () => {
     db.model.commit([{ table: 'Persons', op: 'update', row: { Id: 2, Name: 'two' } }]);
     try {
       const [persons] = (await q.captureInstances()).filter((i) => i.name === 'dbo_Persons');
-      const rows = await readUntil<DriverChangeRow>(q.changes(persons!, persons!.startLsn!, (await q.maxLsn())!, { updateOld: true, mode: 'function' }), (s) => s.length >= 5, 3000);
-      expect(rows.map((r) => [r.__$operation, r.Id, r.Name])).toEqual([
+      // Rows are arrays of the select list's values, laid out as changeLayout says.
+      const fn = changeLayout(persons!.columns, false);
+      const id = fn.first + persons!.columns.findIndex((c) => c.name === 'Id');
+      const name = fn.first + persons!.columns.findIndex((c) => c.name === 'Name');
+      const rows = await readUntil<ChangeRow>(q.changes(persons!, persons!.startLsn!, (await q.maxLsn())!, { updateOld: true, mode: 'function' }), (s) => s.length >= 5, 3000);
+      expect(rows.map((r) => [r[2], r[id], r[name]])).toEqual([
         [2, 1, 'p1'],
         [2, 2, 'p2'],
         [2, 3, 'p3'],
         [3, 2, 'p2'],
         [4, 2, 'two'],
       ]);
-      expect(lsnToHex(rows[0]!.__$start_lsn)).toMatch(/^0x[0-9A-F]{20}$/);
+      expect(lsnToHex(rows[0]![0] as Buffer)).toMatch(/^0x[0-9A-F]{20}$/);
       // Each row carries its commit's time (cdc.lsn_time_mapping), as sys.fn_cdc_map_lsn_to_time gives it, in both query modes.
-      const times = await Promise.all(rows.map((r) => q.lsnTime(r.__$start_lsn)));
+      const times = await Promise.all(rows.map((r) => q.lsnTime(r[0] as Buffer)));
       expect(times.every((t) => typeof t === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(t))).toBe(true);
-      expect(rows.map((r) => r.__$commit_time)).toEqual(times);
-      const direct = await readUntil<DriverChangeRow>(q.changes(persons!, persons!.startLsn!, (await q.maxLsn())!, { updateOld: true, mode: 'direct' }), (s) => s.length >= 5, 3000);
-      expect(direct.map((r) => [r.__$operation, r.Id, r.__$commit_time])).toEqual(rows.map((r) => [r.__$operation, r.Id, r.__$commit_time]));
+      expect(rows.map((r) => r[fn.commitTime])).toEqual(times);
+      const ct = changeLayout(persons!.columns, true);
+      expect(ct).toEqual({ ...fn, commandId: 3, commitTime: fn.commitTime + 1, first: fn.first + 1 });
+      const direct = await readUntil<ChangeRow>(q.changes(persons!, persons!.startLsn!, (await q.maxLsn())!, { updateOld: true, mode: 'direct' }), (s) => s.length >= 5, 3000);
+      expect(direct.map((r) => [r[2], r[id + 1], r[ct.commitTime]])).toEqual(rows.map((r) => [r[2], r[id], r[fn.commitTime]]));
+      // In the change table's order, __$command_id counts the operations of a commit.
+      expect(direct.every((r) => typeof r[ct.commandId] === 'number')).toBe(true);
     } finally {
       await q.close();
     }

@@ -40,7 +40,13 @@ export interface WindowCommits {
   last: Buffer | null;
 }
 
-/** A change row (the change function's or the change table's), columns already in their selected form. */
+/**
+ * A change row as changes() streams it: the values of the statement's select list in order, where
+ * sql.ts changeLayout says (an array, so the driver builds no object keyed by column per row).
+ */
+export type ChangeRow = readonly unknown[];
+
+/** A change row by column name (the change function's or the change table's), columns already in their selected form. */
 export interface DriverChangeRow {
   __$start_lsn: Buffer;
   __$seqval: Buffer;
@@ -119,7 +125,10 @@ export interface CdcQueries {
   countTransactions(after: Buffer, to: Buffer): Promise<number>;
   /** Rows of an instance's change table in [from, to], counted up to `limit` (a seek on its clustered index). */
   windowRows(instance: string, from: Buffer, to: Buffer, limit: number): Promise<WindowRows>;
-  /** Streamed rows in commit order (see QueryMode); destroying it cancels the request. */
+  /**
+   * Streamed rows in commit order (see QueryMode), each a ChangeRow laid out as sql.ts
+   * changeLayout(instance.columns, mode === 'direct') says; destroying it cancels the request.
+   */
   changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable;
   /**
    * Current rows of a table, streamed, in the order of `orderBy` (its primary key) when given;

@@ -172,9 +172,31 @@ export function keyAfter(keys: readonly string[]): string {
   return k.length === 1 ? rest : `${k[0]} >= @k0 AND (${k[0]} > @k0 OR ${rest.includes(' OR ') ? `(${rest})` : rest})`;
 }
 
-/** The CDC columns and the captured ones; __$update_mask only where a (max) column needs it. */
-function changeColumns(columns: readonly ColumnInfo[], commandId: boolean): string {
-  const cdc = ['__$start_lsn', '__$seqval', '__$operation', ...(commandId ? ['__$command_id'] : []), ...(columns.some((c) => c.max) ? ['__$update_mask'] : [])];
+/**
+ * Where each value is in a change row (SQL.changes, SQL.changeTable), which the driver hands over
+ * as an array in select-list order: __$start_lsn, __$seqval, __$operation at 0, 1, 2; then
+ * __$command_id (query mode direct), __$update_mask (only where a (max) column needs it), the
+ * commit time, and the captured columns in capture order from `first`. -1: not selected.
+ */
+export interface ChangeLayout {
+  commandId: number;
+  updateMask: number;
+  commitTime: number;
+  first: number;
+}
+
+export function changeLayout(columns: readonly ColumnInfo[], direct: boolean): ChangeLayout {
+  let at = 3;
+  const commandId = direct ? at++ : -1;
+  const updateMask = columns.some((c) => c.max) ? at++ : -1;
+  const commitTime = at++;
+  return { commandId, updateMask, commitTime, first: at };
+}
+
+/** The CDC columns and the captured ones, in the order of changeLayout. */
+function changeColumns(columns: readonly ColumnInfo[], direct: boolean): string {
+  const layout = changeLayout(columns, direct);
+  const cdc = ['__$start_lsn', '__$seqval', '__$operation', ...(layout.commandId >= 0 ? ['__$command_id'] : []), ...(layout.updateMask >= 0 ? ['__$update_mask'] : [])];
   return [...cdc.map((c) => `${c} AS [${c}]`), COMMIT_TIME, ...columns.map(selectExpression)].join(', ');
 }
 

@@ -147,10 +147,12 @@ class SqlServerQueries implements CdcQueries {
    * Rows as they arrive, under backpressure (the driver pauses the request while the stream is
    * full). toReadableStream() only puts the request in stream mode: query() sends it. Destroyed
    * before its end, the stream cancels the request (ATTENTION), so the connection goes back to the
-   * pool at once instead of after every remaining row has been read and dropped.
+   * pool at once instead of after every remaining row has been read and dropped. `arrays`: each
+   * row an array of its values in select-list order, not an object keyed by column name.
    */
-  private stream(text: string, params?: Params): Readable {
+  private stream(text: string, params?: Params, arrays = false): Readable {
     const req = this.request(params);
+    req.arrayRowMode = arrays;
     let done = false;
     const stream = req.toReadableStream({
       highWaterMark: 512,
@@ -268,7 +270,7 @@ class SqlServerQueries implements CdcQueries {
 
   changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable {
     const text = options.mode === 'direct' ? SQL.changeTable(instance.name, instance.columns, options.updateOld) : SQL.changes(instance.name, instance.columns, options.updateOld);
-    return this.stream(text, { from: lsnParam(from), to: lsnParam(to) });
+    return this.stream(text, { from: lsnParam(from), to: lsnParam(to) }, true);
   }
 
   snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[], chunk?: SnapshotChunk): Readable {

@@ -95,17 +95,25 @@ export function jsonValue(value: unknown): unknown {
   }
 }
 
-/** A function building a row's `data` object from a driver row, columns in capture order. */
+/** jsonValue with the common cases inline: most values are strings, numbers or null. */
+const json = (v: unknown): unknown => (v === null || v === undefined ? null : typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? v : jsonValue(v));
+
+/** A function building a row's `data` object from a driver row by column name, columns in capture order. */
 export function rowMapper(columns: readonly ColumnInfo[]): (row: Record<string, unknown>) => Record<string, unknown> {
   const names = columns.map((c) => c.name);
   return (row) => {
     const data: Record<string, unknown> = {};
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i]!;
-      const v = row[name];
-      // The common cases inline: most values are strings, numbers or null.
-      data[name] = v === null || v === undefined ? null : typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? v : jsonValue(v);
-    }
+    for (let i = 0; i < names.length; i++) data[names[i]!] = json(row[names[i]!]);
+    return data;
+  };
+}
+
+/** The same from a row of values, the columns' from index `first` on (a ChangeRow: sql.ts changeLayout). */
+export function valuesMapper(columns: readonly ColumnInfo[], first: number): (row: readonly unknown[]) => Record<string, unknown> {
+  const names = columns.map((c) => c.name);
+  return (row) => {
+    const data: Record<string, unknown> = {};
+    for (let i = 0; i < names.length; i++) data[names[i]!] = json(row[first + i]);
     return data;
   };
 }
@@ -125,16 +133,14 @@ export function updateMaskHas(mask: Uint8Array, ordinal: number): boolean {
  * before-images (3); varchar(max), nvarchar(max), varbinary(max) in before-images unless the update
  * changed them (their bit in __$update_mask). Undefined when no column can be unavailable.
  */
-export function unavailableColumns(columns: readonly ColumnInfo[]): ((row: { __$operation: number; __$update_mask?: Uint8Array | null }) => string[] | undefined) | undefined {
+export function unavailableColumns(columns: readonly ColumnInfo[]): ((op: number, mask: Uint8Array | null | undefined) => string[] | undefined) | undefined {
   const lobs = columns.filter((c) => LOB_TYPES.has(c.type.toLowerCase())).map((c) => c.name);
   const max = columns.filter((c) => c.max === true);
   if (lobs.length === 0 && max.length === 0) return undefined;
-  return (row) => {
-    const op = row.__$operation;
+  return (op, mask) => {
     if (op !== 1 && op !== 3) return undefined;
     const out = [...lobs];
     if (op === 3) {
-      const mask = row.__$update_mask;
       for (const c of max) if (mask == null || c.ordinal === undefined || !updateMaskHas(mask, c.ordinal)) out.push(c.name);
     }
     return out.length > 0 ? out : undefined;

@@ -7,7 +7,8 @@ import { checkpoint, type Envelope } from '../../../envelope/types.js';
 import { invalidOption } from '../../../errors.js';
 import { lsnFromHex, lsnToHex, compareLsn } from '../lsn.js';
 import { positionOf, type SnapshotProgress } from '../position.js';
-import type { CaptureInstance, CdcQueries, DriverChangeRow, WindowCommits } from '../queries.js';
+import type { CaptureInstance, CdcQueries, ChangeRow, WindowCommits } from '../queries.js';
+import type { ChangeLayout } from '../sql.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
 import type { MssqlCdcOptions, ReaderState } from './options.js';
@@ -45,9 +46,12 @@ export interface Segment {
   to: Buffer;
   /** Rows at or after this LSN belong to the newer instance. */
   before?: Buffer;
-  map: (row: Record<string, unknown>) => Record<string, unknown>;
-  /** Columns whose value CDC does not give in this row (LOBs in deletes and before-images). */
-  unavailable: ((row: DriverChangeRow) => string[] | undefined) | undefined;
+  /** Where the values are in its change rows (query mode and columns decide). */
+  layout: ChangeLayout;
+  /** A change row's `data`. */
+  map: (row: ChangeRow) => Record<string, unknown>;
+  /** Columns whose value CDC does not give in a row (LOBs in deletes and before-images), by its operation and update mask. */
+  unavailable: ((op: number, mask: Uint8Array | null | undefined) => string[] | undefined) | undefined;
 }
 
 export class CdcReader {

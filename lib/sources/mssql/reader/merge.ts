@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import type { Envelope } from '../../../envelope/types.js';
 import { messageOf } from '../../../errors.js';
 import { compareLsn, lsnToHex } from '../lsn.js';
-import type { DriverChangeRow } from '../queries.js';
+import type { ChangeRow } from '../queries.js';
 import { LeaseLost, type CdcReader, type Segment } from './core.js';
 
 const OPERATIONS: Record<number, string> = { 1: 'Delete', 2: 'Insert', 3: 'UpdateBefore', 4: 'Update' };
@@ -27,7 +27,7 @@ const FULL = -2;
 export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<Envelope[], number> {
   if (segments.length === 0) return 0;
   const read = { updateOld: r.o.updateBefore, mode: r.o.queryMode };
-  const m = new Merger(r, segments, segments.map((s) => new RowCursor(r.q.changes(s.instance, s.from, s.to, read), s)));
+  const m = new Merger(r, segments, r.o.queryMode === 'direct', segments.map((s) => new RowCursor(r.q.changes(s.instance, s.from, s.to, read), s)));
   const handOn = async () => {
     // Not one more row of a table whose lease is gone.
     if (r.leaseLost) throw new LeaseLost();
@@ -73,7 +73,7 @@ class Merger {
    * then), so the merge goes on while the statement runs.
    */
   batchCleanupCheck: Promise<void> | undefined;
-  private heads: Array<DriverChangeRow | null> = [];
+  private heads: Array<ChangeRow | null> = [];
   private sinceCheckpoint = 0;
   private prevLsn: Buffer | undefined;
   private prevHex = '';
@@ -84,6 +84,8 @@ class Merger {
   constructor(
     private readonly r: CdcReader,
     private readonly segments: Segment[],
+    /** Query mode direct: rows are ordered by __$command_id within a commit. */
+    private readonly direct: boolean,
     readonly cursors: RowCursor[],
   ) {
     this.every = r.o.checkpointEveryRows;
@@ -101,12 +103,13 @@ class Merger {
    */
   fill(): number {
     const heads = this.heads;
+    const direct = this.direct;
     for (;;) {
       let best = -1;
       for (let i = 0; i < heads.length; i++) {
         const h = heads[i];
         if (h === null || h === undefined) continue;
-        if (best < 0 || compareRows(h, heads[best]!) < 0) best = i;
+        if (best < 0 || compareRows(h, heads[best]!, direct) < 0) best = i;
       }
       if (best < 0) return END;
       const next = this.cursors[best]!.poll();
@@ -117,12 +120,12 @@ class Merger {
   }
 
   /** Emits stream `i`'s head row, `next` its new head. */
-  take(i: number, next: DriverChangeRow | null): void {
+  take(i: number, next: ChangeRow | null): void {
     const r = this.r;
     const row = this.heads[i]!;
     const s = this.cursors[i]!.segment;
     this.heads[i] = next;
-    const lsn = row.__$start_lsn;
+    const lsn = row[0] as Buffer;
     if (this.prevLsn === undefined || compareLsn(this.prevLsn, lsn) !== 0) {
       // A new commit begins: the previous one is complete.
       if (this.prevLsn !== undefined && this.sinceCheckpoint >= this.every) {
@@ -137,13 +140,13 @@ class Merger {
       this.prevLsn = lsn;
       this.prevHex = lsnToHex(lsn);
       // Every row of a commit carries its time (sql.ts COMMIT_TIME).
-      this.commitTime = row.__$commit_time ?? null;
+      this.commitTime = (row[s.layout.commitTime] as string | null | undefined) ?? null;
     }
-    const op = row.__$operation;
+    const op = row[2] as number;
     this.rows++;
     this.sinceCheckpoint++;
-    const metadata = r.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, this.prevHex, lsnToHex(row.__$seqval), this.commitTime);
-    const unavailable = s.unavailable?.(row);
+    const metadata = r.metadata(s.table, s.instance, OPERATIONS[op] ?? `Operation${op}`, op, this.prevHex, lsnToHex(row[1] as Buffer), this.commitTime);
+    const unavailable = s.unavailable?.(op, s.layout.updateMask < 0 ? undefined : (row[s.layout.updateMask] as Buffer | null));
     if (unavailable !== undefined) metadata.UnavailableColumns = unavailable;
     this.batch.push({ source: this.source, type: 'cdc', data: s.map(row), metadata });
   }
@@ -188,20 +191,20 @@ export class RowCursor {
   }
 
   /** The next row if the driver has one buffered, null at the end, undefined when it must be waited for. */
-  poll(): DriverChangeRow | null | undefined {
+  poll(): ChangeRow | null | undefined {
     const before = this.segment.before;
     for (;;) {
       if (this.error !== undefined) return undefined;
-      const row = this.stream.read() as DriverChangeRow | null;
+      const row = this.stream.read() as ChangeRow | null;
       if (row === null) return this.ended ? null : undefined;
       // Rows the newer capture instance also has are read from it.
       this.started = true;
-      if (before !== undefined && compareLsn(row.__$start_lsn, before) >= 0) continue;
+      if (before !== undefined && compareLsn(row[0] as Buffer, before) >= 0) continue;
       return row;
     }
   }
 
-  async next(): Promise<DriverChangeRow | null> {
+  async next(): Promise<ChangeRow | null> {
     for (;;) {
       const row = this.poll();
       if (row !== undefined) return row;
@@ -227,8 +230,14 @@ export class FirstRowTimeout extends Error {
 
 /**
  * Commit order: LSN, then __$command_id (the order of operations within a transaction, read in
- * query mode direct), then seqval and operation (all the change function gives).
+ * query mode direct), then seqval and operation (all the change function gives). Rows as changes()
+ * gives them: LSN, seqval and operation first, __$command_id next in query mode direct.
  */
-export function compareRows(a: DriverChangeRow, b: DriverChangeRow): number {
-  return compareLsn(a.__$start_lsn, b.__$start_lsn) || (a.__$command_id ?? 0) - (b.__$command_id ?? 0) || compareLsn(a.__$seqval, b.__$seqval) || a.__$operation - b.__$operation;
+export function compareRows(a: ChangeRow, b: ChangeRow, direct: boolean): number {
+  return (
+    compareLsn(a[0] as Buffer, b[0] as Buffer) ||
+    (direct ? (a[3] as number) - (b[3] as number) : 0) ||
+    compareLsn(a[1] as Buffer, b[1] as Buffer) ||
+    (a[2] as number) - (b[2] as number)
+  );
 }

@@ -8,7 +8,8 @@ import { DstreamError, ErrorCodes } from '../../../errors.js';
 import { compareLsn, decrementLsn, lsnToHex } from '../lsn.js';
 import type { CaptureInstance, WindowCommits, WindowRows } from '../queries.js';
 import { resumeCheck } from '../retention.js';
-import { rowMapper, unavailableColumns } from '../types.js';
+import { changeLayout } from '../sql.js';
+import { unavailableColumns, valuesMapper } from '../types.js';
 import type { CdcReader, Segment, TableState } from './core.js';
 import { leases } from './leases.js';
 import { merge } from './merge.js';
@@ -100,7 +101,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   const countOf = (s: Segment, end: Buffer) => `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)}`;
   for (const t of active) {
     if (compareLsn(t.from, to) > 0) continue;
-    for (const s of segmentsOf(t, to)) {
+    for (const s of segmentsOf(t, to, r.o.queryMode === 'direct')) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
       const n = q.windowRows(s.instance.name, s.from, end, r.rowLimit);
@@ -111,7 +112,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   const found: Segment[] = [];
   for (const t of active) {
     if (compareLsn(t.from, to) > 0) continue;
-    for (const s of segmentsOf(t, to)) {
+    for (const s of segmentsOf(t, to, r.o.queryMode === 'direct')) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
       const counting = counted.get(countOf(s, end));
@@ -205,9 +206,10 @@ export async function gap(r: CdcReader, t: TableState, instance: CaptureInstance
 
 /**
  * The reads of one table in a window. With two capture instances (after a schema change), the
- * older is read up to the newer one's start LSN and the newer from there on.
+ * older is read up to the newer one's start LSN and the newer from there on. `direct`: query mode
+ * direct (its rows have __$command_id).
  */
-export function segmentsOf(t: TableState, to: Buffer): Segment[] {
+export function segmentsOf(t: TableState, to: Buffer, direct: boolean): Segment[] {
   const out: Segment[] = [];
   const list = t.instances.filter((i): i is CaptureInstance & { startLsn: Buffer } => i.startLsn !== null);
   for (let i = 0; i < list.length; i++) {
@@ -219,7 +221,8 @@ export function segmentsOf(t: TableState, to: Buffer): Segment[] {
     // The older instance up to the newer one's start: its last commit before it, or none (then
     // its row count is 0 and it is not read).
     const end = next !== undefined && compareLsn(next.startLsn, to) <= 0 ? decrementLsn(next.startLsn) : to;
-    out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), map: rowMapper(instance.columns), unavailable: unavailableColumns(instance.columns) });
+    const layout = changeLayout(instance.columns, direct);
+    out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), layout, map: valuesMapper(instance.columns, layout.first), unavailable: unavailableColumns(instance.columns) });
   }
   return out;
 }
