@@ -76,6 +76,11 @@ export class CdcReader {
   rowLimit: number;
   /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
   ahead: { from: Promise<Buffer>; max: Buffer; commits: Promise<WindowCommits> } | undefined;
+  /**
+   * The backlog as the windows see it (backlog.ts): at a window's start, its commits to the max
+   * LSN (`reading`); 0 once a window has read through the max LSN.
+   */
+  backlog: { commits: number; atLeast: boolean; at: number; reading: boolean } | undefined;
   readonly log: (m: string) => void;
 
   constructor(options: MssqlCdcOptions) {
