@@ -2,7 +2,8 @@
  * `dstream_source_backlog_commits` of a real `dstream run` (mssql-cdc over the TDS test server ->
  * asb-sink on the AMQP test broker): while the broker is frozen the reader is held back, commits
  * pile up in the source and the backlog rises with them; after the thaw the run catches up and it
- * falls to 0. With mssql-cdc as an executable, its metrics lines travel behind its data.
+ * falls to 0. With mssql-cdc as an executable, its metrics lines travel behind its data: while
+ * the output stalls they cannot reach `dstream run`, whose figures for it stay as they were.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -117,6 +118,36 @@ describe('dstream_source_backlog_commits during dstream run', () => {
     broker().thaw();
     await until('every row at the broker', async () => (received() >= 3520 ? true : undefined), 90_000);
     await until('backlog 0 after the thaw', async () => ((await backlog(run)) === 0 ? true : undefined));
+    run.child.kill('SIGTERM');
+    expect(await run.exited, run.stderr()).toBe(143);
+  }, 150_000);
+
+  it('mssql-cdc as an executable: its figures stay as they were when the output stalled (its metrics lines wait behind its data), and are current again after the thaw', async () => {
+    const sql = await sqlServerForTest(shopModel());
+    nextId = 1;
+    commit(sql.model, 20);
+    const run = await startRun('executable', sql.connectionString);
+    await until('the first rows at the broker', async () => (received() >= 20 ? true : undefined));
+    await until('backlog 0 once everything is read', async () => ((await backlog(run)) === 0 ? true : undefined));
+
+    broker().freeze();
+    commit(sql.model, 3000);
+    await until('a send held by the frozen broker', async () => (broker().heldTransfers > 0 ? true : undefined));
+    // The output's figures are current (its acknowledgements are always read): seconds behind grows.
+    const behind = async () => total((await scrape(run.base)).samples, 'dstream_seconds_behind_source', { destination: QUEUE });
+    await until('the output 2 s behind', async () => ((await behind()) >= 2 ? true : undefined));
+    const read = async () => total((await scrape(run.base)).samples, 'dstream_rows_read_total');
+    const stalled = { backlog: await backlog(run), read: await read() };
+    commit(sql.model, 500);
+    const since = await behind();
+    await until('the output 3 s further behind', async () => ((await behind()) >= since + 3 ? true : undefined));
+    // Three intervals later the input's figures have not moved, though 500 more commits wait.
+    expect({ backlog: await backlog(run), read: await read() }).toEqual(stalled);
+    expect(stalled.read).toBeLessThan(3520);
+
+    broker().thaw();
+    await until('every row at the broker', async () => (received() >= 3520 ? true : undefined), 90_000);
+    await until('the input current again: every row read and backlog 0', async () => ((await read()) === 3520 && (await backlog(run)) === 0 ? true : undefined));
     run.child.kill('SIGTERM');
     expect(await run.exited, run.stderr()).toBe(143);
   }, 150_000);
