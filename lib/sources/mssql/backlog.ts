@@ -32,6 +32,8 @@ export function backlogProbe(r: CdcReader): () => Promise<SourceBacklog | undefi
     const at = Date.now();
     const q = r.q;
     const max = await q.maxLsn();
+    // A stopped reader sends no further statement; nor does its probe.
+    if (r.aborted) return;
     let low: Buffer | undefined;
     for (const t of r.tables.values()) if (t.readable && (low === undefined || compareLsn(t.from, low) < 0)) low = t.from;
     if (max === null || low === undefined || compareLsn(low, max) > 0) {
@@ -47,8 +49,9 @@ export function backlogProbe(r: CdcReader): () => Promise<SourceBacklog | undefi
     // Fresh from the windows: a window being read for less than heldMs, or the last one read through the max LSN.
     if (seen !== undefined && (!seen.reading || now - seen.at < heldMs)) return answer(seen);
     if (measured !== undefined && now - measured.at < heldMs) return answer(newer(seen, measured));
-    // Not connected yet, or stopping: what is known.
+    // Not connected yet, or stopping: what is known. No table to read (a standby): nothing waits.
     if (r.q === undefined || r.aborted) return answer(newer(seen, measured));
+    if (r.tables.size === 0) return { commits: 0, atLeast: false };
     // A failed count leaves the last figure: the reader's own statements meet the same failure
     // and report it (dstream_source_connected, dstream_source_recoveries_total).
     measuring ??= measure()

@@ -121,6 +121,11 @@ export class CdcReader {
     this.log = options.log ?? (() => {});
   }
 
+  /** The windows' view of the backlog (backlog.ts): a window about to read `commits`, or (0) read through the max LSN. */
+  sawBacklog(commits: number, reading: boolean): void {
+    this.backlog = { commits, atLeast: commits >= this.o.maxTransactions, at: Date.now(), reading };
+  }
+
   /** Tells onState where the reader stands (`recovering`: going back to its last checkpoint, and why). */
   report(connected: boolean, recovering?: ReaderState['recovering']): void {
     const leases = this.o.lease ? (recovering === 'lease' || this.leaseLost ? [] : [...this.tables.keys()]) : undefined;
