@@ -3,10 +3,10 @@
  * max LSN, counted up to `maxTransactions` (the count each window takes anyway).
  *
  * Each window counts its commits before it reads them, so while windows come and go that count
- * costs nothing more. A reader held back (the sink stalled: the window's rows wait for it to read
- * them) sees no new commits until it polls again, which is exactly when the backlog grows: then,
- * and only then, asking costs two statements (max LSN, the count), at most once per interval and
- * one at a time, on the reader's pool.
+ * costs nothing more. A reader held back (the sink stalled: its stream's buffer is full and nobody
+ * takes from it) polls no more and sees no new commits, which is exactly when the backlog grows:
+ * then, and only then, asking costs two statements (max LSN, the count), at most once a second
+ * and one at a time, on the reader's pool.
  */
 import { compareLsn } from './lsn.js';
 import type { CdcReader } from './reader/core.js';
@@ -21,9 +21,13 @@ export interface SourceBacklog {
 /** How long a probe waits for its statements before answering with what it had. */
 const PROBE_WAIT_MS = 2000;
 
-/** A function answering the backlog when asked (by a metrics collection); undefined before anything is known. */
-export function backlogProbe(r: CdcReader): () => Promise<SourceBacklog | undefined> {
-  // A window taking longer than this is held back (a window normally ends within a poll interval).
+/**
+ * A function answering the backlog when asked (by a metrics collection); undefined before anything
+ * is known. `held`: the reader's consumer has stopped taking what it reads (its stream's buffer is
+ * full), so the reader polls no more and its last figure ages.
+ */
+export function backlogProbe(r: CdcReader, held: () => boolean): () => Promise<SourceBacklog | undefined> {
+  // How old a figure may be while the reader is held back (polls come at least this often otherwise).
   const heldMs = Math.max(r.o.pollIntervalMs, 1000);
   let measured: (SourceBacklog & { at: number }) | undefined;
   let measuring: Promise<void> | undefined;
@@ -46,11 +50,12 @@ export function backlogProbe(r: CdcReader): () => Promise<SourceBacklog | undefi
   return async () => {
     const seen = r.backlog;
     const now = Date.now();
-    // Fresh from the windows: a window being read for less than heldMs, or the last one read through the max LSN.
-    if (seen !== undefined && (!seen.reading || now - seen.at < heldMs)) return answer(seen);
-    if (measured !== undefined && now - measured.at < heldMs) return answer(newer(seen, measured));
+    // Polling: the windows' figure (at most a poll interval old; idle, up to max_poll_interval_ms).
+    if (seen !== undefined && !held()) return answer(seen);
+    const last = newer(seen, measured);
+    if (last !== undefined && now - last.at < heldMs) return answer(last);
     // Not connected yet, or stopping: what is known. No table to read (a standby): nothing waits.
-    if (r.q === undefined || r.aborted) return answer(newer(seen, measured));
+    if (r.q === undefined || r.aborted) return answer(last);
     if (r.tables.size === 0) return { commits: 0, atLeast: false };
     // A failed count leaves the last figure: the reader's own statements meet the same failure
     // and report it (dstream_source_connected, dstream_source_recoveries_total).

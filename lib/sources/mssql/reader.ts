@@ -42,6 +42,9 @@ export function mssqlCdc(options: MssqlCdcOptions): MssqlCdcStream {
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
   const reader = new CdcReader({ ...options, connect, signal });
-  return Object.assign(generatorStream(envelopes(reader), stop), { backlog: backlogProbe(reader) });
+  const stream = generatorStream(envelopes(reader), stop);
+  // Held back: its buffer is full, so the reader is suspended at a yield, not polling.
+  const held = () => stream.readableLength >= stream.readableHighWaterMark;
+  return Object.assign(stream, { backlog: backlogProbe(reader, held) });
 }
 
