@@ -578,7 +578,7 @@ export class Batch {
       if (aggregate) {
         return (function* () {
           const acc = items.map(() => ({ n: 0, v: null as SqlValue }));
-          for (const c of filtered()) {
+          const fold = (c: Ctx): void => {
             for (let i = 0; i < items.length; i++) {
               const x = items[i]!;
               const a = acc[i]!;
@@ -589,7 +589,16 @@ export class Batch {
               if (x.agg === 'min' && (a.v === null || compare(v, a.v)! < 0)) a.v = v;
               if (x.agg === 'sum') a.v = Number(a.v ?? 0) + Number(v);
             }
-          }
+          };
+          if (opens.length === 1) {
+            // One source: each row folded in as it comes, in one context whose row is replaced.
+            const current: Row[] = [];
+            const c: Ctx = outer ? { rows: current, outer } : { rows: current };
+            for (const r of opens[0]!(outer)) {
+              current[0] = r;
+              if (where === undefined || where.eval(c) === true) fold(c);
+            }
+          } else for (const c of filtered()) fold(c);
           yield items.map((x, i) => (x.agg === 'count_big' ? String(acc[i]!.n) : x.agg === 'count' ? acc[i]!.n : acc[i]!.v));
         })();
       }
