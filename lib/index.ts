@@ -42,7 +42,7 @@ export type { ConnectionOptions } from './sinks/service-bus/client.js';
 export { fileSink, type FileSinkOptions, type FileSinkStats, type FileSink, type FileSinkEvents } from './sinks/files/file-sink.js';
 
 export { generatorSource, generateChanges, type GeneratorOptions, type GeneratorPosition } from './sources/generator/generator.js';
-export { mssqlCdc, type GapPolicy, type LeaseOptions, type MssqlCdcOptions } from './sources/mssql/reader.js';
+export { mssqlCdc, type GapPolicy, type LeaseOptions, type MssqlCdcOptions, type MssqlCdcStream, type SourceBacklog } from './sources/mssql/reader.js';
 
 // Operations: Prometheus metrics on a registry of their own (prom-client loads on first use),
 // readiness by part, and the endpoints (docs/operations.md).

@@ -1,9 +1,9 @@
 /**
- * A CDC reader's state as metrics and readiness: connected, leases held per table, standby, and
- * recoveries. Ready when connected and, in lease mode, holding a lease or standing by because
+ * A CDC reader's state as metrics and readiness: connected, leases held per table, standby,
+ * recoveries, and the commits waiting in the source. Ready when connected and, in lease mode, holding a lease or standing by because
  * other workers hold them all; not ready while reconnecting or taking leases again.
  */
-import type { ReaderState } from '../sources/mssql/reader.js';
+import type { ReaderState, SourceBacklog } from '../sources/mssql/reader.js';
 import type { Readiness } from './readiness.js';
 import type { DstreamMetrics } from './registry.js';
 
@@ -36,4 +36,13 @@ export function sourceObserver(options: SourceObserverOptions): (state: ReaderSt
     else if (s.leases !== undefined && s.leases.length === 0) health.set(part, true, 'standby: every table is leased by another worker');
     else health.set(part, true);
   };
+}
+
+/** `dstream_source_backlog_commits{provider}`, asked of the source each time the metrics are collected. */
+export function sourceBacklog(metrics: DstreamMetrics | undefined, provider: string, probe: () => Promise<SourceBacklog | undefined>): void {
+  if (metrics === undefined) return;
+  metrics.backlogProbes.push(async () => {
+    const b = await probe();
+    if (b !== undefined) metrics.sourceBacklog.set({ provider }, b.commits);
+  });
 }

@@ -353,7 +353,7 @@ class ProviderHost<C> {
       const send = onMetrics
         ? (line: MetricsLine) => (onMetrics(line), true)
         : (line: MetricsLine) => !this.out.writableEnded && !this.out.destroyed && (this.out.write(line), true);
-      this.telemetry = await reportToExecutor(send, ctx.health, typeof ms === 'number' && ms > 0 ? ms : undefined);
+      this.telemetry = await reportToExecutor(send, ctx.health, typeof ms === 'number' && ms > 0 ? ms : undefined, onMetrics ? undefined : this.out);
     }
     if (this.settled) this.telemetry?.dispose();
     ctx.metrics = this.telemetry?.metrics;

@@ -5,6 +5,7 @@
  *   executor serves them with its own; a provider of one process needs no port of its own.
  * - standalone with `--metrics-port`: it serves `/metrics`, `/healthz` and `/readyz` itself.
  */
+import type { Writable } from 'node:stream';
 import { METRICS_TYPE, type MetricsLine } from '../protocol/messages.js';
 import type { Readiness } from '../metrics/readiness.js';
 import { addReadyGauge, createMetrics, type DstreamMetrics } from '../metrics/registry.js';
@@ -24,13 +25,31 @@ export const DEFAULT_INTERVAL_MS = 1000;
  * Metrics lines for the executor, handed to `send`: written on stdout, or (a built-in provider in
  * the executor's process) passed straight to it, so they never wait behind data held back.
  * `send` answers false once the line can no longer go out.
+ *
+ * `through`: the stream the lines share with data (an executable's stdout). While it holds data
+ * back (the executor stopped reading: the output is stalled), no line is added behind it: it
+ * would reach the executor only with that data, as old as the stall, and lines piling up would
+ * grow without bound over a long stall. One line goes out when it drains, with the figures of
+ * that moment.
  */
-export async function reportToExecutor(send: (line: MetricsLine) => boolean, health: Readiness, intervalMs = DEFAULT_INTERVAL_MS): Promise<Telemetry> {
+export async function reportToExecutor(send: (line: MetricsLine) => boolean, health: Readiness, intervalMs = DEFAULT_INTERVAL_MS, through?: Writable): Promise<Telemetry> {
   const metrics = await createMetrics();
   let stopped = false;
   let writing = false;
   let again = false;
-  const line = async (): Promise<void> => {
+  let waiting = false;
+  const held = (): boolean => {
+    if (through === undefined || !through.writableNeedDrain) return false;
+    if (!waiting) {
+      waiting = true;
+      through.once('drain', () => {
+        waiting = false;
+        if (!stopped) void line();
+      });
+    }
+    return true;
+  };
+  const line = async (last = false): Promise<void> => {
     if (writing) {
       again = true;
       return;
@@ -39,6 +58,7 @@ export async function reportToExecutor(send: (line: MetricsLine) => boolean, hea
     try {
       do {
         again = false;
+        if (!last && held()) return;
         const values = await metrics.registry.getMetricsAsJSON();
         if (!send({ type: METRICS_TYPE, data: { health: health.report().parts, metrics: values } })) return;
       } while (again);
@@ -69,9 +89,9 @@ export async function reportToExecutor(send: (line: MetricsLine) => boolean, hea
     async end() {
       if (stopped) return;
       dispose();
-      // Wait for a line being written, then write the final counts.
+      // Wait for a line being written, then write the final counts (behind any data: they are the last).
       while (writing) await new Promise((r) => setImmediate(r));
-      await line();
+      await line(true);
     },
   };
 }

@@ -22,7 +22,7 @@ import { disableTableCall, enableDatabaseCall, enableTableCall } from '../source
 import { describeConnection, sqlServerConnector } from '../sources/mssql/sqlserver.js';
 import { parseTableRef, tableKey, type TableRef } from '../sources/mssql/tables.js';
 import { rowCounter } from '../metrics/rows.js';
-import { sourceObserver } from '../metrics/source.js';
+import { sourceBacklog, sourceObserver } from '../metrics/source.js';
 
 /** The original ingester's lock_config: `{ type = "none" }` is dstream's default; its Azure Blob locks have no counterpart. */
 const lockConfig = (v: unknown): { value: unknown } | { problem: string } =>
@@ -293,6 +293,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
         log: ctx.log,
         onState: sourceObserver({ metrics: ctx.metrics, health: ctx.health, provider: 'mssql-cdc', ...(c.lease ? { leaseTables: c.tables.map((t) => tableKey(parseTableRef(t))) } : {}) }),
       });
+      sourceBacklog(ctx.metrics, 'mssql-cdc', source.backlog);
       const count = ctx.metrics ? rowCounter(ctx.metrics) : undefined;
       ctx.log(`reading ${c.tables.join(', ')} ${after === undefined ? `(no stored position: start = ${c.start})` : 'after the stored position'}`);
       let rows = 0;

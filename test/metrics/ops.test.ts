@@ -3,6 +3,7 @@
  * lines between runProvider() and the executor, and prom-client loaded only when asked for.
  */
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -131,6 +132,44 @@ describe('metrics lines of the protocol', () => {
     expect(last.data.health).toEqual({ source: { ready: true } });
     expect(last.data.metrics.find((m) => m.name === 'dstream_rows_read_total')!.values).toEqual([{ value: 2, labels: { table: 'dbo.Persons' } }]);
     expect(lines.at(-1)!.type).toBe('metrics');
+  });
+
+  it('a provider whose stdout is not read (the output stalled) adds no metrics lines behind its data: one goes out when it drains', async () => {
+    const stdin = new PassThrough();
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    stderr.resume();
+    stdin.end(`${JSON.stringify({ command: 'run', config: {}, protocol: 1, metrics: { interval_ms: 10 } })}\n`);
+    const ROWS = 3000;
+    const done = runProvider(
+      {
+        name: 'counter',
+        async run(ctx) {
+          for (let i = 0; i < ROWS; i++) {
+            ctx.metrics?.rowsRead.inc({ table: 'dbo.Persons' });
+            if (!ctx.output.write({ type: 'cdc', data: { Id: i, Pad: 'x'.repeat(100) }, metadata: { TableName: 'Persons' } })) await once(ctx.output, 'drain');
+          }
+        },
+      },
+      { stdin, stdout, stderr, argv: [], env: {}, signals: null },
+    );
+    // Nobody reads for a while (about 100 intervals): the provider is held back with its data.
+    await new Promise((r) => setTimeout(r, 1000));
+    let text = '';
+    stdout.setEncoding('utf8').on('data', (d: string) => (text += d));
+    expect(await done).toBe(0);
+    const kinds = text.trim().split('\n').map((l) => (JSON.parse(l) as { type?: string; status?: string }).type ?? 'ready');
+    expect(kinds.filter((k) => k === 'cdc')).toHaveLength(ROWS);
+    // Metrics lines in a row between two data lines: written while the provider waited to write
+    // the next row. A line per interval while held back would make about a hundred.
+    let run = 0;
+    let most = 0;
+    for (const k of kinds.slice(0, kinds.lastIndexOf('cdc'))) {
+      run = k === 'metrics' ? run + 1 : 0;
+      most = Math.max(most, run);
+    }
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(2);
   });
 
   it('a provider not asked writes none (older executors, pipes): only its handshake and data', async () => {

@@ -58,7 +58,7 @@ describe('standalone providers with --metrics-port', () => {
     expect(await p.exited).toBe(0);
   }, 60_000);
 
-  it('mssql-cdc: rows read per table, connected, ready; no password served', async () => {
+  it('mssql-cdc: rows read per table, connected, source backlog, ready; no password served', async () => {
     const sql = await sqlServerForTest(shopModel());
     for (let i = 1; i <= 5; i++) sql.model.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}`, Email: `p${i}@example.com` } }]);
     const p = start('mssql-cdc.js', ['--tables', 'Persons', '--start', 'earliest', '--poll-interval-ms', '20', '--progress-ms', '0', '--metrics-port', '0'], { MSSQL_CONNECTION_STRING: sql.connectionString });
@@ -68,6 +68,8 @@ describe('standalone providers with --metrics-port', () => {
       return total(s, 'dstream_rows_read_total', { table: 'dbo.Persons' }) === 5 ? s : undefined;
     });
     expect(total(samples, 'dstream_source_connected', { provider: 'mssql-cdc' })).toBe(1);
+    // Everything read: no commit waits in the source.
+    await until('the source backlog at 0', async () => ((await scrape(base)).samples.find((s) => s.name === 'dstream_source_backlog_commits' && s.labels.provider === 'mssql-cdc')?.value === 0 ? true : undefined));
     expect(await get(`${base}/readyz`)).toMatchObject({ status: 200, body: 'ready\nsource: ready\n' });
     expect(p.stdout().trim().split('\n').filter((l) => l.includes('"cdc"'))).toHaveLength(5);
     expect((await scrape(base)).text).not.toContain(SQL_PASSWORD);

@@ -17,14 +17,22 @@ import { CdcReader } from './reader/core.js';
 import type { MssqlCdcOptions } from './reader/options.js';
 import { envelopes } from './reader/recovery.js';
 import { generatorStream } from './reader/stream.js';
+import { backlogProbe, type SourceBacklog } from './backlog.js';
 
 export { MSSQL_SOURCE } from './reader/core.js';
 export type { GapPolicy, LeaseOptions, MssqlCdcOptions, ReaderState } from './reader/options.js';
 export { parsePosition, positionOf, type MssqlCdcPosition } from './position.js';
+export type { SourceBacklog } from './backlog.js';
 export { agentStoppedMessage, checkTables, forTable, tableNotFound } from './reader/start.js';
 
+/** The reader's stream, which also answers how many commits wait in the source (for metrics). */
+export interface MssqlCdcStream extends Readable {
+  /** Commits after the position being read up to the max LSN (see backlog.ts); undefined until known. */
+  backlog(): Promise<SourceBacklog | undefined>;
+}
+
 /** The reader as a Readable (object mode) of change envelopes and checkpoints. */
-export function mssqlCdc(options: MssqlCdcOptions): Readable {
+export function mssqlCdc(options: MssqlCdcOptions): MssqlCdcStream {
   if ((options.connect === undefined) === (options.connectionString === undefined)) {
     throw invalidOption('mssqlCdc() needs exactly one of connectionString or connect');
   }
@@ -34,6 +42,9 @@ export function mssqlCdc(options: MssqlCdcOptions): Readable {
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
   const reader = new CdcReader({ ...options, connect, signal });
-  return generatorStream(envelopes(reader), stop);
+  const stream = generatorStream(envelopes(reader), stop);
+  // Held back: its buffer is full, so the reader is suspended at a yield, not polling.
+  const held = () => stream.readableLength >= stream.readableHighWaterMark;
+  return Object.assign(stream, { backlog: backlogProbe(reader, held) });
 }
 

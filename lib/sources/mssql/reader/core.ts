@@ -76,6 +76,8 @@ export class CdcReader {
   rowLimit: number;
   /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
   ahead: { from: Promise<Buffer>; max: Buffer; commits: Promise<WindowCommits> } | undefined;
+  /** The backlog as the windows see it (backlog.ts): at a window's start, its commits to the max LSN; 0 once read through it. */
+  backlog: { commits: number; atLeast: boolean; at: number } | undefined;
   readonly log: (m: string) => void;
 
   constructor(options: MssqlCdcOptions) {
@@ -114,6 +116,11 @@ export class CdcReader {
     if (this.o.requestTimeoutMs !== undefined && !(this.o.requestTimeoutMs >= 0)) throw invalidOption('requestTimeoutMs must be 0 (no limit) or more');
     this.rowLimit = this.o.maxRows;
     this.log = options.log ?? (() => {});
+  }
+
+  /** The windows' view of the backlog (backlog.ts): a window about to read `commits`, or 0 once read through the max LSN. */
+  sawBacklog(commits: number): void {
+    this.backlog = { commits, atLeast: commits >= this.o.maxTransactions, at: Date.now() };
   }
 
   /** Tells onState where the reader stands (`recovering`: going back to its last checkpoint, and why). */

@@ -81,6 +81,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   let low: Buffer | undefined;
   for (const t of active) if (low === undefined || compareLsn(t.from, low) < 0) low = t.from;
   if (low === undefined || compareLsn(low, max) > 0) {
+    r.sawBacklog(0);
     if (Date.now() - r.lastCheckpointAt >= r.o.heartbeatMs && r.emitted.size > 0) {
       const cp = r.checkpoint(false);
       await r.verify(r.emitted, []);
@@ -90,6 +91,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   }
   const commits = await commitsFrom(r, low, max);
   if (r.aborted) return 'idle';
+  r.sawBacklog(commits.commits);
   let full = commits.commits >= r.o.maxTransactions && commits.last !== null;
   let to = full ? commits.last! : max;
   // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
@@ -156,6 +158,7 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
       t.from = next;
     }
   }
+  if (!full) r.sawBacklog(0);
   if (r.rowLimit < r.o.maxRows) r.rowLimit = Math.min(r.o.maxRows, r.rowLimit * 2);
   if (rows > 0 || Date.now() - r.lastCheckpointAt >= r.o.heartbeatMs) {
     const cp = r.checkpoint(false);
