@@ -290,7 +290,7 @@ describe('the test server reads what a statement names', () => {
       const last = db.model.lsnTimeMapping.at(-1)!;
       const byParameter = await p
         .request()
-        .input('lsn', mssql.Binary(10), Buffer.from(last.lsn))
+        .input('lsn', mssql.VarBinary(10), Buffer.from(last.lsn))
         .query('SELECT (SELECT CONVERT(nvarchar(30), m.tran_end_time, 126) FROM cdc.lsn_time_mapping AS m WHERE m.start_lsn = @lsn) AS t');
       expect(byParameter.recordset).toEqual([{ t: last.commitTime.replace(/\.000$/, '') }]);
     } finally {
