@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ServiceBusClient } from '@azure/service-bus';
@@ -159,6 +160,33 @@ describe('serviceBusSink with partitionByTable, against the AMQP test broker', (
     await pipeline(Readable.from(input.map((e) => structuredClone(e))), serviceBusSink({ connectionString: broker.connectionString, queue: 'Persons_cdc_events' }));
     expect(broker.bodies('Persons_cdc_events')).toEqual(input);
     expect(broker.queue('Persons_cdc_events')!.duplicatesDropped).toBe(3);
+  });
+
+  it('sends the MessageIds earlier dstream versions sent for the same records, so duplicate detection holds across an upgrade', async () => {
+    const base = { source: 'mssql-cdc', type: 'cdc', data: { Id: 1, Name: 'Zoë' } };
+    const input: Envelope[] = [
+      { ...base, metadata: { TableName: 'Persons', Schema: 'dbo', OperationType: 'Insert', OperationID: 2, LSN: '0x00000027000001A00003', Seq: '0x0000002700000190001B' } },
+      // The same change as the Go ingester and hand-written producers spell LSN and Seq: the same id.
+      { ...base, metadata: { TableName: 'Persons', OperationType: 'Insert', OperationID: 2, LSN: '00000027000001a00003', Seq: '0000002700000190001b' } },
+      { ...base, metadata: { TableName: 'Persons', OperationID: 2, LSN: '0x00000027000001a00003', Seq: '0X0000002700000190001b' } },
+      { ...base, metadata: { TableName: 'Persons', OperationType: 'Update', LSN: '0x00000027000001A00003', Seq: '0x0000002700000190001B' } },
+      { ...base, metadata: { TableName: 'Persons', OperationID: 1, LSN: '0x00000027000001A00003' } },
+      { ...base, metadata: { TableName: 'Persons', OperationID: 4, LSN: 'lsn-17', Seq: '0x1' } },
+      { source: 'generator', type: 'row', data: { b: [1, 'two', { z: null, a: 'ü' }], a: 1.5, skip: undefined }, metadata: { TableName: 'Persons', Destination: 'Persons_cdc_events', CommitTime: '2026-01-01T00:00:00Z' } },
+    ];
+    await pipeline(Readable.from(input), serviceBusSink({ connectionString: broker.connectionString, queue: 'Persons_cdc_events' }));
+    const q = broker.queue('Persons_cdc_events')!;
+    expect(q.duplicatesDropped).toBe(2);
+    // SHA-1 (hex) of "<queue, lower case>|<LSN>|<Seq>|<OperationID or OperationType>", LSN and Seq as 0x + upper-case hex.
+    const sha1 = (s: string) => createHash('sha1').update(s).digest('hex');
+    expect(q.messages.map((m) => m.message.message_id)).toEqual([
+      sha1('persons_cdc_events|0x00000027000001A00003|0x0000002700000190001B|2'),
+      sha1('persons_cdc_events|0x00000027000001A00003|0x0000002700000190001B|Update'),
+      sha1('persons_cdc_events|0x00000027000001A00003||1'),
+      sha1('persons_cdc_events|lsn-17|0x1|4'),
+      // Without an LSN: SHA-1 of the record's sorted-key JSON, as dstream 0.1 sent it.
+      '329a09c0009e05a5c38dfbe46eef39eb9963ee00',
+    ]);
   });
 
   it('reports a missing queue by name, with what to do', async () => {

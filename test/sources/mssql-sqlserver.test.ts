@@ -227,13 +227,15 @@ describe('SqlServerQueries through the driver', () => {
   });
 });
 
+/** A pool of the raw driver, for statements dstream does not send. */
+async function pool(db: TestSqlServer): Promise<mssql.ConnectionPool> {
+  const config = mssql.ConnectionPool.parseConnectionString(db.connectionString);
+  const p = new mssql.ConnectionPool({ ...config, options: { ...config.options, useUTC: true } });
+  await p.connect();
+  return p;
+}
+
 describe('the test server refuses what SQL Server refuses', () => {
-  async function pool(db: TestSqlServer): Promise<mssql.ConnectionPool> {
-    const config = mssql.ConnectionPool.parseConnectionString(db.connectionString);
-    const p = new mssql.ConnectionPool({ ...config, options: { ...config.options, useUTC: true } });
-    await p.connect();
-    return p;
-  }
   const failure = (p: Promise<unknown>) => p.then(() => ({ number: 0, message: 'no error' }), (e: { number: number; message: string }) => ({ number: e.number, message: e.message }));
 
   it('answers invalid statements with their error numbers', async () => {
@@ -261,6 +263,45 @@ describe('the test server refuses what SQL Server refuses', () => {
       db.model.commit([{ table: 'Persons', op: 'insert', row: { Id: 1 } }]);
       expect(await q("SELECT * FROM cdc.fn_cdc_get_all_changes_dbo_Persons(@from, @to, N'all')", { from: lsn('0x00000000000000000000'), to: lsn(db.model.currentMaxLsn!) })).toMatchObject({ number: 313 });
       expect(await q("SELECT * FROM cdc.fn_cdc_get_all_changes_dbo_Persons(@from, @to, N'everything')", { from: lsn('0x00000000002A00000001'), to: lsn(db.model.currentMaxLsn!) })).toMatchObject({ number: 313 });
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+describe('the test server reads what a statement names', () => {
+  it('reads a change table by every column a statement names (select list, WHERE, aggregates, a correlated commit time)', async () => {
+    const db = await sqlServerForTest();
+    const p = await pool(db);
+    try {
+      workload(db.model, 3);
+      db.model.commit([{ table: 'Persons', op: 'update', row: { Id: 2, Name: 'two' } }]);
+      // Name only in WHERE, __$start_lsn only in ORDER BY: both still read.
+      const named = await p.request().query("SELECT __$operation AS op FROM cdc.dbo_Persons_CT WHERE Name = N'p2' ORDER BY __$start_lsn");
+      expect(named.recordset.map((r) => r.op)).toEqual([2, 3]);
+      const all = await p.request().query('SELECT * FROM cdc.dbo_Persons_CT');
+      expect(all.recordset.map((r) => [r.__$operation, r.Id, r.Name, r.Email])).toEqual([
+        [2, 1, 'p1', 'p1@example.com'],
+        [2, 2, 'p2', 'p2@example.com'],
+        [2, 3, 'p3', 'p3@example.com'],
+        [3, 2, 'p2', 'p2@example.com'],
+        [4, 2, 'two', 'p2@example.com'],
+      ]);
+      const counted = await p.request().query('SELECT COUNT_BIG(*) AS n, MAX(Name) AS top_name FROM cdc.dbo_Persons_CT WHERE __$operation <> 3');
+      expect(counted.recordset).toEqual([{ n: '4', top_name: 'two' }]);
+      // Each row's commit time, looked up by its own LSN; and by an LSN given as a parameter.
+      const times = await p.request().query(
+        'SELECT __$start_lsn AS lsn, (SELECT CONVERT(nvarchar(30), m.tran_end_time, 126) FROM cdc.lsn_time_mapping AS m WHERE m.start_lsn = __$start_lsn) AS t FROM cdc.dbo_Persons_CT ORDER BY __$start_lsn, __$command_id, __$seqval, __$operation',
+      );
+      // Style 126 of a datetime leaves out a zero fraction.
+      const commitTime = (lsn: Buffer) => db.model.lsnTimeMapping.find((e) => e.lsn.equals(lsn))!.commitTime.replace(/\.000$/, '');
+      expect(times.recordset.map((r) => r.t)).toEqual(times.recordset.map((r) => commitTime(r.lsn)));
+      const last = db.model.lsnTimeMapping.at(-1)!;
+      const byParameter = await p
+        .request()
+        .input('lsn', mssql.VarBinary(10), Buffer.from(last.lsn))
+        .query('SELECT (SELECT CONVERT(nvarchar(30), m.tran_end_time, 126) FROM cdc.lsn_time_mapping AS m WHERE m.start_lsn = @lsn) AS t');
+      expect(byParameter.recordset).toEqual([{ t: last.commitTime.replace(/\.000$/, '') }]);
     } finally {
       await p.close();
     }

@@ -21,7 +21,7 @@
  * ntext and image are NULL in deletes and before-images, (max) columns in before-images unless
  * changed (__$update_mask).
  */
-import { compareLsn, incrementLsn, lsnOf, lsnToHex } from '../../lib/sources/mssql/lsn.js';
+import { incrementLsn, lsnOf, lsnToHex } from '../../lib/sources/mssql/lsn.js';
 import type { DriverChangeRow } from '../../lib/sources/mssql/queries.js';
 import { tableKey, type TableRef } from '../../lib/sources/mssql/tables.js';
 import type { ColumnInfo } from '../../lib/sources/mssql/types.js';
@@ -93,6 +93,21 @@ function updateMask(width: number, ordinals: number[]): Buffer {
   return mask;
 }
 
+/**
+ * LSN order (as Buffer.compare: bytes, then length), in a loop: LSNs are 10 bytes, fewer than a
+ * call of Buffer.compare costs, and the server compares them for every row it reads.
+ */
+export function compareLsn(a: Uint8Array, b: Uint8Array): number {
+  if (a === b) return 0;
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+}
+
 /** Index of the first item (in LSN order) at `lsn` or after it (`inclusive`), or only after it. */
 export function firstAtOrAfter<T>(items: readonly T[], lsnOf: (item: T) => Buffer, lsn: Buffer, inclusive: boolean): number {
   let lo = 0;
@@ -126,6 +141,12 @@ export class CdcModel {
   ]);
   readonly instances: ModelInstance[] = [];
   readonly lsnTimeMapping: Array<{ lsn: Buffer; commitTime: string; tranId: number }> = [];
+  /**
+   * Where the last mappingEntry() lookup found its entry: change rows are read in LSN order, so the
+   * next row's commit is at or just after it (a merge join, as SQL Server runs a read of change rows
+   * with their commit times).
+   */
+  private mappingCursor = 0;
   readonly extendedProperties: ExtendedProperty[] = [];
   private lsnCounter = 0x2a_0000_0000n;
   private maxCaptured: Buffer | null = null;
@@ -441,8 +462,19 @@ export class CdcModel {
   mappingEntry(lsn: Buffer): { lsn: Buffer; commitTime: string; tranId: number } | undefined {
     const max = this.maxCaptured;
     if (max === null || compareLsn(lsn, max) > 0) return undefined;
-    const e = this.lsnTimeMapping[firstAtOrAfter(this.lsnTimeMapping, (x) => x.lsn, lsn, true)];
-    return e !== undefined && e.lsn.equals(lsn) ? e : undefined;
+    const list = this.lsnTimeMapping;
+    // A change row carries its commit's own LSN Buffer: found by identity a few entries on, else sought.
+    for (let i = this.mappingCursor, end = Math.min(i + 8, list.length); i < end; i++) {
+      if (list[i]!.lsn === lsn) {
+        this.mappingCursor = i;
+        return list[i];
+      }
+    }
+    const at = firstAtOrAfter(list, (x) => x.lsn, lsn, true);
+    const e = list[at];
+    if (e === undefined || compareLsn(e.lsn, lsn) !== 0) return undefined;
+    this.mappingCursor = at;
+    return e;
   }
 
   /** cdc.lsn_time_mapping as the capture job has written it so far, from `from` (a seek on start_lsn). */

@@ -12,7 +12,7 @@
  * - partitionKey: the table (or the queue), when there is no sessionId: a partitioned queue then
  *   keeps the table's order in one partition instead of spreading it over all of them
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { ServiceBusMessage } from '@azure/service-bus';
 import type { Envelope } from '../../envelope/types.js';
 import { DstreamError, ErrorCodes } from '../../errors.js';
@@ -29,16 +29,28 @@ export interface MessageOptions {
 }
 
 export function messageIdOf(destination: string, env: Envelope): string {
+  return messageId(destination.toLowerCase(), env);
+}
+
+/**
+ * messageIdOf() with the destination already lower-cased (a sink does that once per queue).
+ * crypto.hash() is the one-shot form of createHash().update().digest(): the same SHA-1 of the same
+ * UTF-8 bytes, without a Hash object per record.
+ */
+function messageId(lowerDestination: string, env: Envelope): string {
   const m = env.metadata;
   if (typeof m?.LSN !== 'string' || m.LSN.length === 0) {
     // No position to name it by: the record's own content, so that a retry or a replay of the same
     // record has the same id. (Two records identical in data and metadata collapse into one.)
     const { Destination: _d, ...meta } = m ?? {};
-    return createHash('sha1').update(`${destination.toLowerCase()}|record|${stableJson({ source: env.source, type: env.type, data: env.data, metadata: meta })}`).digest('hex');
+    return hash('sha1', `${lowerDestination}|record|${stableJson({ source: env.source, type: env.type, data: env.data, metadata: meta })}`);
   }
   const op = m.OperationID ?? m.OperationType ?? '';
-  return createHash('sha1').update(`${destination.toLowerCase()}|${canonicalHex(m.LSN)}|${canonicalHex(m.Seq ?? '')}|${op}`).digest('hex');
+  return hash('sha1', `${lowerDestination}|${canonicalHex(m.LSN)}|${canonicalHex(m.Seq ?? '')}|${op}`);
 }
+
+/** Already in mssql-cdc's form: every LSN and Seq that mssql-cdc writes, returned as they are. */
+const CANONICAL_HEX = /^0x[0-9A-F]+$/;
 
 /**
  * An LSN or Seq in mssql-cdc's form: `0x` + upper-case hex. Accepted as hex: `0x`-prefixed digits
@@ -46,7 +58,7 @@ export function messageIdOf(destination: string, env: Envelope): string {
  * writes them). Anything else is hashed as written.
  */
 export function canonicalHex(value: unknown): unknown {
-  if (typeof value !== 'string') return value;
+  if (typeof value !== 'string' || CANONICAL_HEX.test(value)) return value;
   const m = /^0[xX]([0-9a-fA-F]+)$/.exec(value) ?? /^([0-9a-fA-F]{20})$/.exec(value);
   return m === null ? value : `0x${m[1]!.toUpperCase()}`;
 }
@@ -56,8 +68,12 @@ const MAX_PARTITION_KEY = 128;
 
 /** The partition key that keeps a table's records in one partition: the table, else the queue. */
 export function partitionKeyOf(destination: string, env: Envelope): string {
+  return partitionKey(destination.toLowerCase(), env);
+}
+
+function partitionKey(lowerDestination: string, env: Envelope): string {
   const m = env.metadata ?? {};
-  const key = typeof m.TableName === 'string' ? `${typeof m.Schema === 'string' ? `${m.Schema}.` : ''}${m.TableName}` : destination.toLowerCase();
+  const key = typeof m.TableName === 'string' ? `${typeof m.Schema === 'string' ? `${m.Schema}.` : ''}${m.TableName}` : lowerDestination;
   return key.length <= MAX_PARTITION_KEY ? key : createHash('sha1').update(key).digest('hex');
 }
 
@@ -74,26 +90,32 @@ function stableJson(v: unknown): string {
   return JSON.stringify(v) ?? 'null';
 }
 
-export function toServiceBusMessage(destination: string, env: Envelope, options: MessageOptions = {}): ServiceBusMessage {
-  const m = env.metadata ?? {};
-  const props: Record<string, string | number> = {};
-  if (typeof m.TableName === 'string') props.table = m.TableName;
-  if (typeof m.Schema === 'string') props.schema = m.Schema;
-  if (typeof m.Database === 'string') props.database = m.Database;
-  if (typeof m.OperationType === 'string') props.operation = m.OperationType;
-  if (typeof m.LSN === 'string') props.lsn = m.LSN;
-  if (typeof m.Seq === 'string') props.seq = m.Seq;
-  const message: ServiceBusMessage = {
-    body: options.body === 'data' ? env.data : env,
-    contentType: 'application/json',
-    applicationProperties: props,
+/** Envelope -> Service Bus message for one destination; what all its records share is worked out once. */
+export function messageMapper(destination: string, options: MessageOptions = {}): (env: Envelope) => ServiceBusMessage {
+  const lowerDestination = destination.toLowerCase();
+  const dataOnly = options.body === 'data';
+  const sessionKey = options.sessionKey;
+  return (env) => {
+    const m = env.metadata ?? {};
+    const props: Record<string, string | number> = {};
+    if (typeof m.TableName === 'string') props.table = m.TableName;
+    if (typeof m.Schema === 'string') props.schema = m.Schema;
+    if (typeof m.Database === 'string') props.database = m.Database;
+    if (typeof m.OperationType === 'string') props.operation = m.OperationType;
+    if (typeof m.LSN === 'string') props.lsn = m.LSN;
+    if (typeof m.Seq === 'string') props.seq = m.Seq;
+    const message: ServiceBusMessage = {
+      body: dataOnly ? env.data : env,
+      contentType: 'application/json',
+      applicationProperties: props,
+    };
+    if (typeof m.OperationType === 'string') message.subject = m.OperationType;
+    message.messageId = messageId(lowerDestination, env);
+    if (sessionKey !== undefined) message.sessionId = sessionIdOf(destination, env, sessionKey);
+    // With a sessionId the session is the partition key (the SDK refuses a different one).
+    else message.partitionKey = partitionKey(lowerDestination, env);
+    return message;
   };
-  if (typeof m.OperationType === 'string') message.subject = m.OperationType;
-  message.messageId = messageIdOf(destination, env);
-  if (options.sessionKey !== undefined) message.sessionId = sessionIdOf(destination, env, options.sessionKey);
-  // With a sessionId the session is the partition key (the SDK refuses a different one).
-  else message.partitionKey = partitionKeyOf(destination, env);
-  return message;
 }
 
 /**

@@ -21,7 +21,7 @@ import { acquireClient, type ClientLease, type ConnectionOptions } from './clien
 import { attemptsText, backoffOf, retry } from '../../retry.js';
 import { classify, connectionCause, type RetryOptions } from './errors.js';
 import { tableLabel } from '../../envelope/table.js';
-import { describeRecord, toServiceBusMessage, type MessageOptions } from './message.js';
+import { describeRecord, messageMapper, type MessageOptions } from './message.js';
 import type { Listen, WritableEvents } from '../../events.js';
 
 export type OversizePolicy = 'fail' | 'dead-letter';
@@ -138,6 +138,7 @@ export class ServiceBusSink extends Writable {
   private readonly options: ServiceBusSinkOptions;
   private readonly lingerMs: number;
   private readonly maxBatchMessages: number;
+  private readonly toMessage: (env: Envelope) => ServiceBusMessage;
   private open: OpenBatch | null = null;
   private opening: Promise<OpenBatch> | null = null;
   /** The batch being sent, chained so that one is in flight at a time; never rejects. */
@@ -166,6 +167,7 @@ export class ServiceBusSink extends Writable {
     this.queue = options.queue;
     this.lingerMs = options.lingerMs ?? 20;
     this.maxBatchMessages = Math.min(options.maxBatchMessages ?? MAX_MESSAGES_PER_SEND, MAX_MESSAGES_PER_SEND);
+    this.toMessage = messageMapper(options.queue, options);
     this.lease = acquireClient(options);
     this.sender = this.lease.client.createSender(options.queue);
     this.counts = { queue: options.queue, records: 0, messages: 0, batches: 0, bytes: 0, retries: 0, deadLettered: 0, fill: 0 };
@@ -176,7 +178,15 @@ export class ServiceBusSink extends Writable {
   }
 
   override _write(env: Envelope, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.add(env).then(() => callback(), (err: Error) => callback(err));
+    let waiting: Promise<void> | undefined;
+    try {
+      waiting = this.add(env);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    if (waiting === undefined) callback();
+    else waiting.then(() => callback(), (err: Error) => callback(err));
   }
 
   override _final(callback: (err?: Error | null) => void): void {
@@ -203,20 +213,41 @@ export class ServiceBusSink extends Writable {
       .then((closeErr) => callback(err ?? (closeErr as Error | undefined) ?? null), () => callback(err));
   }
 
-  private async add(env: Envelope): Promise<void> {
+  /**
+   * Takes a record. Most records fit the open batch and leave it short of full: that is done here
+   * and now, without a promise and its callbacks per record. A promise comes back only when the
+   * record waits for a batch to be opened or sent.
+   */
+  private add(env: Envelope): Promise<void> | undefined {
     if (this.failed) throw this.failed;
-    const message = toServiceBusMessage(this.queue, env, this.options);
-    let open = this.open ?? (await this.newBatch());
-    let before = open.batch.sizeInBytes;
+    const message = this.toMessage(env);
+    const open = this.open;
+    if (open === null) return this.addToNewBatch(env, message);
+    const before = open.batch.sizeInBytes;
+    if (open.batch.tryAddMessage(message)) {
+      this.observe(env, open.batch.sizeInBytes - before);
+      return this.recordAdded(open, message);
+    }
+    return this.addAfterFull(env, message, open);
+  }
+
+  private async addToNewBatch(env: Envelope, message: ServiceBusMessage): Promise<void> {
+    const open = await this.newBatch();
+    const before = open.batch.sizeInBytes;
     if (open.batch.tryAddMessage(message)) {
       this.observe(env, open.batch.sizeInBytes - before);
       await this.recordAdded(open, message);
       return;
     }
+    await this.addAfterFull(env, message, open);
+  }
+
+  /** The record did not fit `open`: the batch is sent and the record tried in a new one, else alone, else oversize. */
+  private async addAfterFull(env: Envelope, message: ServiceBusMessage, open: OpenBatch): Promise<void> {
     if (open.batch.count > 0) {
       await this.sendFull();
       open = await this.newBatch();
-      before = open.batch.sizeInBytes;
+      const before = open.batch.sizeInBytes;
       if (open.batch.tryAddMessage(message)) {
         this.observe(env, open.batch.sizeInBytes - before);
         await this.recordAdded(open, message);
@@ -244,12 +275,14 @@ export class ServiceBusSink extends Writable {
     o.received(this.queue, tableLabel(env), typeof env.metadata?.CommitTime === 'string' ? env.metadata.CommitTime : undefined, bytes);
   }
 
-  private async recordAdded(open: OpenBatch, message: ServiceBusMessage): Promise<void> {
+  /** Counts a record taken into `open`; a promise when that filled the batch and it is being sent. */
+  private recordAdded(open: OpenBatch, message: ServiceBusMessage): Promise<void> | undefined {
     open.messages.push(message);
     open.records++;
     this.counts.records++;
-    if (open.batch.count >= (this.singly ? 1 : this.maxBatchMessages)) await this.sendFull();
-    else this.armLinger();
+    if (open.batch.count >= (this.singly ? 1 : this.maxBatchMessages)) return this.sendFull();
+    this.armLinger();
+    return undefined;
   }
 
   /**

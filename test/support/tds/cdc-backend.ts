@@ -9,8 +9,8 @@
  * sp_dropextendedproperty, sp_getapplock, sp_releaseapplock) are declared here with the types SQL
  * Server documents for them. Adding one is adding an entry to VIEWS, SCALARS or PROCEDURES.
  */
-import { compareLsn, incrementLsn } from '../../../lib/sources/mssql/lsn.js';
-import { firstAtOrAfter, type CdcModel, type ModelInstance, type ModelTable } from '../cdc-model.js';
+import { incrementLsn } from '../../../lib/sources/mssql/lsn.js';
+import { compareLsn, firstAtOrAfter, type CdcModel, type ModelInstance, type ModelTable } from '../cdc-model.js';
 import { Batch, type Catalog, type Relation, type Row, type ScalarFunction, type SeekBound, type WritableTable } from './engine.js';
 import { tokenize } from './tsql.js';
 import { SqlServerError, type BatchOutput, type ColumnDef, type ExecuteContext, type Param, type SessionInfo, type SqlType, type SqlValue, type TdsBackend } from './types.js';
@@ -72,16 +72,27 @@ function declaredType(c: { type: string; sqlType?: SqlType }): SqlType {
 
 const isoDate = (text: string) => new Date(/[zZ]$/.test(text) ? text : `${text}Z`);
 
+/** Where a mapping entry keeps its row. */
+const MAPPING_ROW = Symbol('cdc.lsn_time_mapping row');
 /** A cdc.lsn_time_mapping row, built once per entry (an entry does not change once committed; rows are only read). */
-const mappingRows = new WeakMap<object, Row>();
-function mappingRow(e: { lsn: Buffer; commitTime: string; tranId: number }): Row {
-  let row = mappingRows.get(e);
+function mappingRow(e: { lsn: Buffer; commitTime: string; tranId: number; [MAPPING_ROW]?: Row }): Row {
+  let row = e[MAPPING_ROW];
   if (row === undefined) {
     const time = isoDate(e.commitTime);
-    row = [e.lsn, time, time, e.tranId === 0 ? Buffer.from([0]) : Buffer.from(e.tranId.toString(16).padStart(20, '0'), 'hex'), e.lsn];
-    mappingRows.set(e, row);
+    row = [e.lsn, time, time, e.tranId === 0 ? Buffer.from([0]) : tranIdBytes(e.tranId), e.lsn];
+    e[MAPPING_ROW] = row;
   }
   return row;
+}
+/** A transaction id as tran_id's 10 bytes, big-endian. */
+function tranIdBytes(id: number): Buffer {
+  const out = Buffer.alloc(10);
+  let v = id;
+  for (let i = 9; i >= 0 && v > 0; i--) {
+    out[i] = v % 256;
+    v = Math.floor(v / 256);
+  }
+  return out;
 }
 const lower = (parts: string[]) => parts.map((p) => p.toLowerCase());
 
@@ -276,6 +287,29 @@ function changeColumns(i: ModelInstance, table: boolean): ColumnDef[] {
   return [...head, ...captured, ...(table ? [col('__$command_id', T.int, true)] : [])];
 }
 
+/** Row readers of each capture instance's change rows, by the columns read. */
+const rowReaders = new WeakMap<ModelInstance, Map<string, (r: Record<string, unknown>) => Row>>();
+
+/**
+ * A change row (a record) as a change table row: the `used` columns by name, the rest NULL, as is a
+ * column the row does not carry (__$end_lsn). Generated once per instance and set of columns, so
+ * each reader reads its own properties by name: one loop over every instance's names would make
+ * each read a megamorphic keyed load, several times the cost of the rest of the row.
+ */
+function rowReader(i: ModelInstance, names: string[], used: ReadonlySet<number> | undefined): (r: Record<string, unknown>) => Row {
+  const read = used === undefined ? names.map((_, k) => k) : [...used].sort((a, b) => a - b);
+  const key = read.join(',');
+  let byColumns = rowReaders.get(i);
+  if (byColumns === undefined) rowReaders.set(i, (byColumns = new Map()));
+  let reader = byColumns.get(key);
+  if (reader === undefined) {
+    const values = names.map((n, k) => (read.includes(k) ? `r[${JSON.stringify(n)}] ?? null` : 'null'));
+    reader = new Function('r', `return [${values.join(', ')}];`) as (r: Record<string, unknown>) => Row;
+    byColumns.set(key, reader);
+  }
+  return reader;
+}
+
 class SessionCatalog implements Catalog {
   /** Rows of change function reads in this batch: SQL Server sorts them before the first row. */
   sortedRows = 0;
@@ -353,24 +387,26 @@ class SessionCatalog implements Catalog {
     if (ct !== undefined) {
       const m = this.m;
       const columns = changeColumns(ct, true);
-      // A CDC column the row does not carry (such as __$command_id of a model row) reads as NULL.
-      const getters = columns.map((c) => (c.name.startsWith('__$') ? (r: Record<string, unknown>) => (c.name in r ? ((r[c.name] as SqlValue | undefined) ?? null) : null) : (r: Record<string, unknown>) => (r[c.name] as SqlValue | undefined) ?? null));
-      const rows = function* (lo?: SeekBound, hi?: SeekBound): Generator<Row> {
+      const names = columns.map((c) => c.name);
+      const rows = function* (lo?: SeekBound, hi?: SeekBound, used?: ReadonlySet<number>): Generator<Row> {
+        const toRow = rowReader(ct, names, used);
         const from = Buffer.isBuffer(lo?.value) ? firstAtOrAfter(ct.changes, (r) => r.__$start_lsn, lo.value, lo.inclusive) : 0;
+        const end = hi && Buffer.isBuffer(hi.value) ? hi.value : undefined;
+        const past = hi?.inclusive ? 0 : -1;
         m.openStreams++;
         m.maxOpenStreams = Math.max(m.maxOpenStreams, m.openStreams);
         try {
           for (let i = from; i < ct.changes.length; i++) {
             const r = ct.changes[i]!;
-            if (hi && Buffer.isBuffer(hi.value) && compareLsn(r.__$start_lsn, hi.value) > (hi.inclusive ? 0 : -1)) return;
-            yield getters.map((get) => get(r));
+            if (end !== undefined && compareLsn(r.__$start_lsn, end) > past) return;
+            yield toRow(r);
           }
         } finally {
           m.openStreams--;
         }
       };
       // The change table's clustered key.
-      return { columns, orderedBy: ['__$start_lsn', '__$command_id', '__$seqval', '__$operation'], open: () => rows(), seek: rows };
+      return { columns, orderedBy: ['__$start_lsn', '__$command_id', '__$seqval', '__$operation'], open: (used) => rows(undefined, undefined, used), seek: rows };
     }
     const t = this.userTable(schema, name);
     if (t === undefined) throw invalid();

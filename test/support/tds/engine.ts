@@ -12,12 +12,15 @@ export type Row = SqlValue[];
 
 export interface Relation {
   columns: ColumnDef[];
-  /** Rows in storage order; called when the statement runs (after every name is bound). */
-  open(): Iterable<Row>;
+  /**
+   * Rows in storage order; called when the statement runs (after every name is bound). `used`: the
+   * columns (by index) the statement reads; a relation may leave the others NULL.
+   */
+  open(used?: ReadonlySet<number>): Iterable<Row>;
   /** Column names the rows are already sorted by (ascending): ORDER BY on a prefix needs no sort. */
   orderedBy?: string[];
   /** Rows whose first `orderedBy` column lies within the bounds (a clustered index seek). */
-  seek?(lo: SeekBound | undefined, hi: SeekBound | undefined): Iterable<Row>;
+  seek?(lo: SeekBound | undefined, hi: SeekBound | undefined, used?: ReadonlySet<number>): Iterable<Row>;
   /** The row whose first `orderedBy` column equals the value, when that column is unique (a singleton seek). */
   get?(key: SqlValue): Row | undefined;
 }
@@ -55,10 +58,14 @@ export interface Catalog {
   touch(names: string[]): Promise<void>;
 }
 
-const isNum = (t: SqlType) => ['bit', 'tinyint', 'smallint', 'int', 'bigint', 'decimal', 'numeric', 'float', 'real', 'money'].includes(t.name);
-const isText = (t: SqlType) => ['varchar', 'nvarchar', 'char', 'nchar'].includes(t.name);
+// Type classes, asked for every converted value: sets, not arrays searched each time.
+const NUMERIC_TYPES = new Set(['bit', 'tinyint', 'smallint', 'int', 'bigint', 'decimal', 'numeric', 'float', 'real', 'money']);
+const TEXT_TYPES = new Set(['varchar', 'nvarchar', 'char', 'nchar']);
+const DATE_TYPES = new Set(['datetime2', 'datetime', 'date', 'time', 'datetimeoffset']);
+const isNum = (t: SqlType) => NUMERIC_TYPES.has(t.name);
+const isText = (t: SqlType) => TEXT_TYPES.has(t.name);
 const isBinary = (t: SqlType) => t.name === 'binary' || t.name === 'varbinary';
-const isDate = (t: SqlType) => ['datetime2', 'datetime', 'date', 'time', 'datetimeoffset'].includes(t.name);
+const isDate = (t: SqlType) => DATE_TYPES.has(t.name);
 
 const COMPARISONS: Record<string, (cmp: number) => boolean> = {
   '=': (cmp) => cmp === 0,
@@ -69,22 +76,34 @@ const COMPARISONS: Record<string, (cmp: number) => boolean> = {
   '>=': (cmp) => cmp >= 0,
 };
 
+/**
+ * Binary comparison, byte by byte; the shorter value is padded with zeros on the right. Short
+ * values (LSNs are 10 bytes) in a loop: a call of Buffer.compare costs more than the bytes.
+ */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = a.length < b.length ? a.length : b.length;
+  if (n > 32 && a.length === b.length) return Buffer.compare(a, b);
+  for (let i = 0; i < n; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  for (let i = n; i < a.length; i++) if (a[i] !== 0) return 1;
+  for (let i = n; i < b.length; i++) if (b[i] !== 0) return -1;
+  return 0;
+}
+
+const isNumeric = (v: SqlValue) => typeof v === 'number' || typeof v === 'bigint' || (typeof v === 'string' && /^-?\d+(\.\d+)?$/.test(v));
+
 /** SQL comparison (default collation: case-insensitive, trailing spaces ignored); null when either side is NULL. */
 export function compare(a: SqlValue, b: SqlValue): number | null {
   if (a === null || b === null) return null;
-  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) {
-    if (a.length === b.length) return Buffer.compare(a, b);
-    // binary comparison pads the shorter with zeros on the right
-    const n = Math.max(a.length, b.length);
-    const pa = Buffer.concat([a, Buffer.alloc(n - a.length)]);
-    const pb = Buffer.concat([b, Buffer.alloc(n - b.length)]);
-    return Buffer.compare(pa, pb);
-  }
+  if (typeof a === 'number' && typeof b === 'number' && Number.isSafeInteger(a) && Number.isSafeInteger(b)) return a - b;
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return compareBytes(a, b);
   if (a instanceof Date && b instanceof Date) return a.getTime() - b.getTime();
   if (typeof a === 'boolean') a = a ? 1 : 0;
   if (typeof b === 'boolean') b = b ? 1 : 0;
-  const numeric = (v: SqlValue) => typeof v === 'number' || typeof v === 'bigint' || (typeof v === 'string' && /^-?\d+(\.\d+)?$/.test(v));
-  if ((typeof a === 'number' || typeof a === 'bigint' || typeof b === 'number' || typeof b === 'bigint') && numeric(a) && numeric(b)) {
+  if ((typeof a === 'number' || typeof a === 'bigint' || typeof b === 'number' || typeof b === 'bigint') && isNumeric(a) && isNumeric(b)) {
     const x = Number(a);
     const y = Number(b);
     if (Number.isSafeInteger(x) && Number.isSafeInteger(y)) return x - y;
@@ -97,29 +116,55 @@ export function compare(a: SqlValue, b: SqlValue): number | null {
   return sa < sb ? -1 : sa > sb ? 1 : 0;
 }
 
-const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
+const THREE_DIGITS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+
+/**
+ * The UTC calendar parts of a time (days to civil date as in H. Hinnant's algorithm): one division
+ * chain instead of a getUTC* call per part, as every converted commit time needs them.
+ */
+function utcParts(t: number): { year: number; month: number; day: number; hour: number; minute: number; second: number; ms: number } {
+  const days = Math.floor(t / 86_400_000);
+  let rest = t - days * 86_400_000;
+  const z = days + 719_468;
+  const era = Math.floor(z / 146_097);
+  const doe = z - era * 146_097;
+  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365);
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const month = mp < 10 ? mp + 3 : mp - 9;
+  const year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  const ms = rest % 1000;
+  rest = (rest - ms) / 1000;
+  const second = rest % 60;
+  rest = (rest - second) / 60;
+  const minute = rest % 60;
+  return { year, month, day, hour: (rest - minute) / 60, minute, second, ms };
+}
 
 function dateText(d: Date, type: SqlType, style: number | undefined): string {
-  const date = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+  const p = utcParts(d.getTime());
+  const date = `${p.year}-${TWO_DIGITS[p.month]}-${TWO_DIGITS[p.day]}`;
   if (type.name === 'date' || style === 23) return date;
-  const ms = d.getUTCMilliseconds();
-  const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+  const time = `${TWO_DIGITS[p.hour]}:${TWO_DIGITS[p.minute]}:${TWO_DIGITS[p.second]}`;
   if (style === 126) {
     // yyyy-mm-ddThh:mi:ss[.mmm]: datetime leaves out a zero fraction, datetime2 prints its scale.
-    if (type.name === 'datetime') return `${date}T${time}${ms ? `.${pad(ms, 3)}` : ''}`;
+    if (type.name === 'datetime') return `${date}T${time}${p.ms ? `.${THREE_DIGITS[p.ms]}` : ''}`;
     const scale = type.scale ?? 7;
-    return `${date}T${time}${scale > 0 ? `.${`${pad(ms, 3)}0000`.slice(0, scale)}` : ''}`;
+    return `${date}T${time}${scale > 0 ? `.${`${THREE_DIGITS[p.ms]}0000`.slice(0, scale)}` : ''}`;
   }
   const scale = type.name === 'datetime' ? 3 : (type.scale ?? 7);
-  return `${date} ${time}${scale > 0 ? `.${`${pad(ms, 3)}0000`.slice(0, scale)}` : ''}`;
+  return `${date} ${time}${scale > 0 ? `.${`${THREE_DIGITS[p.ms]}0000`.slice(0, scale)}` : ''}`;
+}
+
+function conversionNotAllowed(from: SqlType, to: SqlType): never {
+  throw new SqlServerError(529, `Explicit conversion from data type ${from.name} to ${to.name} is not allowed.`);
 }
 
 /** CONVERT(type, value, style) for the conversions SQL Server allows; 529/8114 otherwise. */
 export function convert(value: SqlValue, from: SqlType, to: SqlType, style?: number): SqlValue {
   if (value === null) return null;
-  const fail = (): never => {
-    throw new SqlServerError(529, `Explicit conversion from data type ${from.name} to ${to.name} is not allowed.`);
-  };
   if (isText(to)) {
     let text: string;
     if (Buffer.isBuffer(value)) text = style === 1 ? `0x${value.toString('hex').toUpperCase()}` : style === 2 ? value.toString('hex').toUpperCase() : value.toString('latin1');
@@ -144,7 +189,7 @@ export function convert(value: SqlValue, from: SqlType, to: SqlType, style?: num
         if (!/^[0-9a-fA-F]*$/.test(digits) || digits.length % 2) throw new SqlServerError(8114, `Error converting data type ${from.name} to ${to.name}.`);
         buf = Buffer.from(digits, 'hex');
       } else buf = Buffer.from(value, from.name.startsWith('n') ? 'utf16le' : 'latin1');
-    } else return fail();
+    } else return conversionNotAllowed(from, to);
     const n = to.length === 'max' ? buf.length : (to.length ?? 30);
     if (to.name === 'binary') return buf.length >= n ? buf.subarray(0, n) : Buffer.concat([buf, Buffer.alloc(n - buf.length)]);
     return buf.subarray(0, n);
@@ -158,7 +203,7 @@ export function convert(value: SqlValue, from: SqlType, to: SqlType, style?: num
       if (/^-?\d+$/.test(value.trim())) return Number(value) !== 0;
       throw new SqlServerError(245, `Conversion failed when converting the ${from.name} value '${value}' to data type bit.`);
     }
-    return fail();
+    return conversionNotAllowed(from, to);
   }
   if (['tinyint', 'smallint', 'int'].includes(to.name)) {
     const n = typeof value === 'boolean' ? (value ? 1 : 0) : Number(value);
@@ -175,7 +220,7 @@ export function convert(value: SqlValue, from: SqlType, to: SqlType, style?: num
       if (Number.isNaN(d.getTime())) throw new SqlServerError(241, 'Conversion failed when converting date and/or time from character string.');
       return d;
     }
-    return fail();
+    return conversionNotAllowed(from, to);
   }
   return value;
 }
@@ -187,6 +232,8 @@ interface Bound {
   columns: ColumnDef[];
   /** The inner side of a LEFT JOIN: every column may be NULL. */
   outer?: boolean;
+  /** The columns (by index) the statement reads, filled in as names are bound. */
+  used?: Set<number>;
 }
 
 type Ctx = { rows: Row[]; outer?: Ctx };
@@ -330,11 +377,13 @@ export class Batch {
         const rel = this.catalog.relation(src.name, undefined, undefined);
         this.touched.push(src.name.join('.'));
         const last = src.name.at(-1)!.toLowerCase();
+        const used = new Set<number>();
+        const seek = rel.seek?.bind(rel);
         return {
-          bound: { alias: (src.alias ?? last).toLowerCase(), names: src.alias ? [] : [last, src.name.join('.').toLowerCase()], columns: rel.columns },
-          open: () => rel.open(),
+          bound: { alias: (src.alias ?? last).toLowerCase(), names: src.alias ? [] : [last, src.name.join('.').toLowerCase()], columns: rel.columns, used },
+          open: () => rel.open(used),
           ...(rel.orderedBy ? { orderedBy: rel.orderedBy } : {}),
-          ...(rel.seek ? { seek: rel.seek.bind(rel) } : {}),
+          ...(seek ? { seek: (lo: SeekBound | undefined, hi: SeekBound | undefined) => seek(lo, hi, used) } : {}),
           ...(rel.get ? { get: rel.get.bind(rel) } : {}),
         };
       }
@@ -406,9 +455,9 @@ export class Batch {
         if (range.eq && get) {
           // key = x on a unique key: at most one row, looked up without a range scan.
           const eq = range.eq;
-          singleton = (outer) => get(eq(outer).value);
+          singleton = (outer) => get(eq(outer));
           opens[0] = (outer) => {
-            const row = get(eq(outer).value);
+            const row = get(eq(outer));
             return row === undefined ? [] : [row];
           };
         } else if (range.lo || range.hi) {
@@ -428,7 +477,10 @@ export class Batch {
       if (it.expr.k === 'star') {
         for (const [si, s] of scope.sources.entries()) {
           if (it.expr.qualifier && s.alias !== it.expr.qualifier.toLowerCase()) continue;
-          for (const [ci, col] of s.columns.entries()) items.push({ name: col.name, c: { type: col.type, nullable: col.nullable ?? true, eval: (ctx) => ctx.rows[si]![ci]! } });
+          for (const [ci, col] of s.columns.entries()) {
+            s.used?.add(ci);
+            items.push({ name: col.name, c: { type: col.type, nullable: col.nullable ?? true, eval: (ctx) => ctx.rows[si]![ci]! } });
+          }
         }
         continue;
       }
@@ -463,9 +515,33 @@ export class Batch {
       throw new SqlServerError(8120, `Column '${items.find((x) => x.agg === undefined)!.name}' is invalid in the select list because it is not contained in either an aggregate function or the GROUP BY clause.`);
     }
 
+    const evals = items.map((x) => x.c);
+    /** The select list's values for one match. */
+    const project = (c: Ctx): Row => {
+      const out: Row = new Array<SqlValue>(evals.length);
+      for (let i = 0; i < evals.length; i++) out[i] = evals[i]!.eval(c);
+      return out;
+    };
+
     const rows = (outer?: Ctx): Iterable<Row> => {
       const limitValue = top?.eval({ rows: [] });
       const limit = limitValue === null || limitValue === undefined ? Infinity : Number(limitValue);
+      if (opens.length === 1 && !aggregate && (order.length === 0 || sortedAlready)) {
+        // One source read in its own order: each row is filtered and projected as it comes, in one
+        // context whose row is replaced (nothing evaluated keeps it past the row).
+        const open = opens[0]!;
+        return (function* () {
+          const current: Row[] = [];
+          const c: Ctx = outer ? { rows: current, outer } : { rows: current };
+          let n = 0;
+          for (const r of open(outer)) {
+            current[0] = r;
+            if (where !== undefined && where.eval(c) !== true) continue;
+            if (n++ >= limit) return;
+            yield project(c);
+          }
+        })();
+      }
       const matches = function* (): Generator<Ctx> {
         if (opens.length === 0) {
           yield { rows: [], ...(outer ? { outer } : {}) };
@@ -502,17 +578,27 @@ export class Batch {
       if (aggregate) {
         return (function* () {
           const acc = items.map(() => ({ n: 0, v: null as SqlValue }));
-          for (const c of filtered()) {
-            items.forEach((x, i) => {
+          const fold = (c: Ctx): void => {
+            for (let i = 0; i < items.length; i++) {
+              const x = items[i]!;
               const a = acc[i]!;
               const v = x.aggArg ? x.aggArg.eval(c) : 1;
-              if (v === null) return;
+              if (v === null) continue;
               a.n++;
               if (x.agg === 'max' && (a.v === null || compare(v, a.v)! > 0)) a.v = v;
               if (x.agg === 'min' && (a.v === null || compare(v, a.v)! < 0)) a.v = v;
               if (x.agg === 'sum') a.v = Number(a.v ?? 0) + Number(v);
-            });
-          }
+            }
+          };
+          if (opens.length === 1) {
+            // One source: each row folded in as it comes, in one context whose row is replaced.
+            const current: Row[] = [];
+            const c: Ctx = outer ? { rows: current, outer } : { rows: current };
+            for (const r of opens[0]!(outer)) {
+              current[0] = r;
+              if (where === undefined || where.eval(c) === true) fold(c);
+            }
+          } else for (const c of filtered()) fold(c);
           yield items.map((x, i) => (x.agg === 'count_big' ? String(acc[i]!.n) : x.agg === 'count' ? acc[i]!.n : acc[i]!.v));
         })();
       }
@@ -521,12 +607,12 @@ export class Batch {
           let n = 0;
           for (const c of filtered()) {
             if (n++ >= limit) return;
-            yield items.map((x) => x.c.eval(c));
+            yield project(c);
           }
         })();
       }
       return (function* () {
-        const all = [...filtered()].map((c) => ({ out: items.map((x) => x.c.eval(c)), keys: order.map((o) => ('item' in o ? null : o.c!.eval(c))), c }));
+        const all = [...filtered()].map((c) => ({ out: project(c), keys: order.map((o) => ('item' in o ? null : o.c!.eval(c))), c }));
         all.sort((a, b) => {
           for (const [i, o] of order.entries()) {
             const x = 'item' in o && o.item !== undefined ? a.out[o.item]! : a.keys[i]!;
@@ -546,12 +632,16 @@ export class Batch {
     if (singleton !== undefined && !aggregate && order.length === 0 && top === undefined) {
       // A scalar subquery on a unique key (as a correlated lookup is, once per outer row): no iterators.
       const find = singleton;
+      // One context, its row and outer replaced per call: the lookup finishes before the next.
+      const current: Row[] = [];
+      const c: Ctx = { rows: current };
       const lookup = (outer?: Ctx): Row | undefined => {
         const row = find(outer);
         if (row === undefined) return undefined;
-        const c: Ctx = outer ? { rows: [row], outer } : { rows: [row] };
+        current[0] = row;
+        c.outer = outer;
         if (where !== undefined && where.eval(c) !== true) return undefined;
-        return items.map((x) => x.c.eval(c));
+        return project(c);
       };
       return { columns, rows, lookup };
     }
@@ -559,8 +649,8 @@ export class Batch {
   }
 
   /** Bounds on `key` from the AND-ed comparisons of a WHERE clause with a variable or literal. */
-  private keyRange(where: Expr, key: string, alias: string, scope: Scope): { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SeekBound } {
-    const out: { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SeekBound } = {};
+  private keyRange(where: Expr, key: string, alias: string, scope: Scope): { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SqlValue } {
+    const out: { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SqlValue } = {};
     const conjuncts: Expr[] = [];
     const flatten = (e: Expr): void => {
       if (e.k === 'bin' && e.op === 'AND') {
@@ -587,10 +677,17 @@ export class Batch {
       else if (isKey(c.r) && isValue(c.l)) (value = c.l), (op = flip[op]!);
       else continue;
       const v = this.expr(value, scope);
-      const bound = (outer?: Ctx) => ({ value: v.eval(outer ? { rows: [], outer } : { rows: [] }), inclusive: op.endsWith('=') });
+      // The value needs no row of this query, only the outer one's: one context, its outer replaced per call.
+      const probe: Ctx = { rows: [] };
+      const valueOf = (outer?: Ctx) => {
+        probe.outer = outer;
+        return v.eval(probe);
+      };
+      const inclusive = op.endsWith('=');
+      const bound = (outer?: Ctx) => ({ value: valueOf(outer), inclusive });
       if (op !== '<' && op !== '<=') out.lo = bound;
       if (op !== '>' && op !== '>=') out.hi = bound;
-      if (op === '=') out.eq = bound;
+      if (op === '=') out.eq = valueOf;
     }
     return out;
   }
@@ -608,14 +705,20 @@ export class Batch {
     if (hits.length === 1) {
       const [si, ci] = hits[0]!;
       const col = scope.sources[si]!.columns[ci]!;
+      scope.sources[si]!.used?.add(ci);
       return {
         type: col.type,
         nullable: scope.sources[si]!.outer === true || (col.nullable ?? true),
-        eval: (ctx) => {
-          let c: Ctx = ctx;
-          for (let d = 0; d < depth; d++) c = c.outer!;
-          return c.rows[si]?.[ci] ?? null;
-        },
+        eval:
+          depth === 0
+            ? (ctx) => ctx.rows[si]?.[ci] ?? null
+            : depth === 1
+              ? (ctx) => ctx.outer!.rows[si]?.[ci] ?? null
+              : (ctx) => {
+                  let c: Ctx = ctx;
+                  for (let d = 0; d < depth; d++) c = c.outer!;
+                  return c.rows[si]?.[ci] ?? null;
+                },
       };
     }
     if (scope.parent) {
@@ -680,8 +783,29 @@ export class Batch {
       case 'bin': {
         const l = this.expr(e.l, scope);
         const r = this.expr(e.r, scope);
-        if (e.op === 'AND') return { type: { name: 'bit' }, eval: (c) => (l.eval(c) === false || r.eval(c) === false ? false : l.eval(c) === true && r.eval(c) === true ? true : null) };
-        if (e.op === 'OR') return { type: { name: 'bit' }, eval: (c) => (l.eval(c) === true || r.eval(c) === true ? true : l.eval(c) === false && r.eval(c) === false ? false : null) };
+        // Three-valued logic, each side evaluated once (the right one only when the left does not decide).
+        if (e.op === 'AND') {
+          return {
+            type: { name: 'bit' },
+            eval: (c) => {
+              const a = l.eval(c);
+              if (a === false) return false;
+              const b = r.eval(c);
+              return b === false ? false : a === true && b === true ? true : null;
+            },
+          };
+        }
+        if (e.op === 'OR') {
+          return {
+            type: { name: 'bit' },
+            eval: (c) => {
+              const a = l.eval(c);
+              if (a === true) return true;
+              const b = r.eval(c);
+              return b === true ? true : a === false && b === false ? false : null;
+            },
+          };
+        }
         if (['=', '<>', '<', '>', '<=', '>='].includes(e.op)) {
           if ((isBinary(l.type) && isDate(r.type)) || (isDate(l.type) && isBinary(r.type))) throw new SqlServerError(206, `Operand type clash: ${l.type.name} is incompatible with ${r.type.name}`);
           // The operator is resolved once here, not for every row.
@@ -696,7 +820,15 @@ export class Batch {
         }
         if (e.op === '+' && (isText(l.type) || isText(r.type))) {
           const type: SqlType = { name: l.type.name === 'nvarchar' || r.type.name === 'nvarchar' ? 'nvarchar' : 'varchar', length: 4000 };
-          return { type, eval: (c) => (l.eval(c) === null || r.eval(c) === null ? null : String(l.eval(c)) + String(r.eval(c))) };
+          return {
+            type,
+            eval: (c) => {
+              const a = l.eval(c);
+              if (a === null) return null;
+              const b = r.eval(c);
+              return b === null ? null : String(a) + String(b);
+            },
+          };
         }
         return {
           type: l.type.name === 'bigint' || r.type.name === 'bigint' ? { name: 'bigint' } : { name: 'int' },
@@ -713,11 +845,23 @@ export class Batch {
       }
       case 'not': {
         const inner = this.expr(e.e, scope);
-        return { type: { name: 'bit' }, eval: (c) => (inner.eval(c) === null ? null : inner.eval(c) !== true) };
+        return {
+          type: { name: 'bit' },
+          eval: (c) => {
+            const v = inner.eval(c);
+            return v === null ? null : v !== true;
+          },
+        };
       }
       case 'neg': {
         const inner = this.expr(e.e, scope);
-        return { type: inner.type, eval: (c) => (inner.eval(c) === null ? null : -Number(inner.eval(c))) };
+        return {
+          type: inner.type,
+          eval: (c) => {
+            const v = inner.eval(c);
+            return v === null ? null : -Number(v);
+          },
+        };
       }
       case 'isnull': {
         const inner = this.expr(e.e, scope);
