@@ -18,6 +18,7 @@ import type { BenchResult, Measurement, Target } from './harness.js';
 
 const TSX = fileURLToPath(new URL('./node_modules/tsx/dist/cli.mjs', import.meta.url));
 const DSTREAM = fileURLToPath(new URL('../dist/bin/dstream.js', import.meta.url));
+const SINK_BIN = fileURLToPath(new URL('../dist/bin/asb-sink.js', import.meta.url));
 const POLL_MS = 500;
 const LINGER_MS = 20;
 const TARGET_MS = POLL_MS + LINGER_MS + 250;
@@ -134,7 +135,7 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
     }
   }
   output {
-    provider = "asb-sink"
+    ${process.env.BENCH_LATENCY_SINK === 'process' ? `provider_path = "${SINK_BIN}"` : 'provider = "asb-sink"'}
     config {
       connection_string = "{{ env "ASB_CONNECTION_STRING" }}"
       progress_ms = 0

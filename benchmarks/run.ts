@@ -6,7 +6,8 @@
  * CDC reader runs; BENCH_TDS_ROWS (default 200000) the reader over the TDS test server, BENCH_TDS_BACKLOG
  * (default 1000000) its RSS run; BENCH_RUN_ROWS (default 500000) sizes the task runner runs; BENCH_STATE_LINES
  * (default 1000000) the asb-sink --state-file runs; BENCH_LATENCY_SECONDS (default 20) each steady rate of the
- * end-to-end latency runs, BENCH_LATENCY_RATES (default 1000,10000) their rates.
+ * end-to-end latency runs, BENCH_LATENCY_RATES (default 1000,10000) their rates, BENCH_LATENCY_SINK=process
+ * runs the task's output as the asb-sink executable (provider_path) instead of the built-in.
  */
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
