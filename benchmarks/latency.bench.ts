@@ -115,6 +115,19 @@ function rssMB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** CPU seconds (user + system, /proc/<pid>/stat) a process has used so far. */
+function ownCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The same, with every process under it (tsx's child; a provider run as its own executable). */
+function cpuSeconds(pid: number): number {
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+  return ownCpuSeconds(pid) + (children === '' ? 0 : children.split(' ').reduce((sum, c) => sum + cpuSeconds(Number(c)), 0));
+}
+
 async function oneRate(rate: number, seconds: number): Promise<{ measurements: Measurement[]; group: string; notes: string[] }> {
   const group = `steady ${rate.toLocaleString('en-US')} rows/s over 3 tables for ${seconds} s (after ${WARMUP_S} s warm-up), defaults (poll 500 ms, linger 20 ms)`;
   const source = await talker('./latency-source.ts');
@@ -164,6 +177,9 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
       const s = await scrape(base);
       return observed(s) >= (warm.rows as number) ? s : undefined;
     }, 30_000);
+    // CPU of each process over the measured rows: which one limits the rate.
+    const cpuNow = () => ({ source: cpuSeconds(source.child.pid!), dstream: ownCpuSeconds(run!.pid!), providers: cpuSeconds(run!.pid!) - ownCpuSeconds(run!.pid!), broker: cpuSeconds(broker.child.pid!) });
+    const cpuFrom = cpuNow();
     const from = Date.now();
     const rss: Array<{ at: number; mb: number }> = [];
     let behindMax = 0;
@@ -188,6 +204,7 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
       const s = await scrape(base);
       return observed(s) >= total ? s : undefined;
     }, 30_000);
+    const cpuTo = cpuNow();
     sampling = false;
     await sampler;
     const outside = await broker.ask({ from });
@@ -208,6 +225,10 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
       at('dstream peak RSS, first half (MB)', firstHalf),
       at('dstream peak RSS, second half (MB)', secondHalf),
       at('RSS growth, second half over first (MB)', secondHalf - firstHalf),
+      at('CPU s, first commit to last row in the metric: source process (CDC model, TDS server, committer)', cpuTo.source - cpuFrom.source),
+      at('CPU s, same span: dstream run', cpuTo.dstream - cpuFrom.dstream),
+      at('CPU s, same span: provider processes under dstream run (asb-sink with BENCH_LATENCY_SINK=process)', cpuTo.providers - cpuFrom.providers),
+      at('CPU s, same span: AMQP test broker process', cpuTo.broker - cpuFrom.broker),
       at('load average (1 min) at the start', load),
     ];
     return { measurements, group, notes: [] };
