@@ -22,7 +22,8 @@ const SINK_BIN = fileURLToPath(new URL('../dist/bin/asb-sink.js', import.meta.ur
 const POLL_MS = 500;
 const LINGER_MS = 20;
 const TARGET_MS = POLL_MS + LINGER_MS + 250;
-const WARMUP_S = 3;
+// A cold run's first windows take up to ~1 s each (JIT, links attaching, pools filling): 5 s keeps them out of the measured rows.
+const WARMUP_S = 5;
 const PROF = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
 
 /** A child that answers one JSON line per line it is sent. */
