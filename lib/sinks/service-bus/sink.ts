@@ -223,23 +223,22 @@ export class ServiceBusSink extends Writable {
     const message = this.toMessage(env);
     const open = this.open;
     if (open === null) return this.addToNewBatch(env, message);
-    const before = open.batch.sizeInBytes;
-    if (open.batch.tryAddMessage(message)) {
-      this.observe(env, open.batch.sizeInBytes - before);
-      return this.recordAdded(open, message);
-    }
-    return this.addAfterFull(env, message, open);
+    const taken = this.tryTake(open, env, message);
+    return taken === false ? this.addAfterFull(env, message, open) : taken;
   }
 
   private async addToNewBatch(env: Envelope, message: ServiceBusMessage): Promise<void> {
     const open = await this.newBatch();
+    const taken = this.tryTake(open, env, message);
+    await (taken === false ? this.addAfterFull(env, message, open) : taken);
+  }
+
+  /** `message` into `open`: false when it does not fit, else what recordAdded() gives. */
+  private tryTake(open: OpenBatch, env: Envelope, message: ServiceBusMessage): false | Promise<void> | undefined {
     const before = open.batch.sizeInBytes;
-    if (open.batch.tryAddMessage(message)) {
-      this.observe(env, open.batch.sizeInBytes - before);
-      await this.recordAdded(open, message);
-      return;
-    }
-    await this.addAfterFull(env, message, open);
+    if (!open.batch.tryAddMessage(message)) return false;
+    this.observe(env, open.batch.sizeInBytes - before);
+    return this.recordAdded(open, message);
   }
 
   /** The record did not fit `open`: the batch is sent and the record tried in a new one, else alone, else oversize. */
@@ -247,10 +246,9 @@ export class ServiceBusSink extends Writable {
     if (open.batch.count > 0) {
       await this.sendFull();
       open = await this.newBatch();
-      const before = open.batch.sizeInBytes;
-      if (open.batch.tryAddMessage(message)) {
-        this.observe(env, open.batch.sizeInBytes - before);
-        await this.recordAdded(open, message);
+      const taken = this.tryTake(open, env, message);
+      if (taken !== false) {
+        await taken;
         return;
       }
     }
