@@ -90,19 +90,24 @@ const backlog = async (run: Running) => {
 };
 const received = () => broker().queue(QUEUE)?.received ?? 0;
 
+/** A run over 20 commits, once they are at the broker and the backlog reads 0; then the broker frozen and 3,000 more commits held back. */
+async function heldBack(input: 'built-in' | 'executable') {
+  const sql = await sqlServerForTest(shopModel());
+  nextId = 1;
+  commit(sql.model, 20);
+  const run = await startRun(input, sql.connectionString);
+  await until('the first rows at the broker', async () => (received() >= 20 ? true : undefined));
+  await until('backlog 0 once everything is read', async () => ((await backlog(run)) === 0 ? true : undefined));
+  broker().freeze();
+  // More than the run's buffers hold: the reader stops, held in a window, while commits go on.
+  commit(sql.model, 3000);
+  await until('a send held by the frozen broker', async () => (broker().heldTransfers > 0 ? true : undefined));
+  return { sql, run };
+}
+
 describe('dstream_source_backlog_commits during dstream run', () => {
   it('rises while the broker is frozen and the reader held back, and falls to 0 after the thaw (mssql-cdc built in)', async () => {
-    const sql = await sqlServerForTest(shopModel());
-    nextId = 1;
-    commit(sql.model, 20);
-    const run = await startRun('built-in', sql.connectionString);
-    await until('the first rows at the broker', async () => (received() >= 20 ? true : undefined));
-    expect(await until('backlog 0 once everything is read', async () => ((await backlog(run)) === 0 ? 0 : undefined))).toBe(0);
-
-    broker().freeze();
-    // More than the run's buffers hold: the reader stops, held in a window, while commits go on.
-    commit(sql.model, 3000);
-    await until('a send held by the frozen broker', async () => (broker().heldTransfers > 0 ? true : undefined));
+    const { sql, run } = await heldBack('built-in');
     const first = await until('a backlog while held back', async () => {
       const b = await backlog(run);
       return b !== undefined && b > 0 ? b : undefined;
@@ -123,16 +128,7 @@ describe('dstream_source_backlog_commits during dstream run', () => {
   }, 150_000);
 
   it('mssql-cdc as an executable: its figures stay as they were when the output stalled (its metrics lines wait behind its data), and are current again after the thaw', async () => {
-    const sql = await sqlServerForTest(shopModel());
-    nextId = 1;
-    commit(sql.model, 20);
-    const run = await startRun('executable', sql.connectionString);
-    await until('the first rows at the broker', async () => (received() >= 20 ? true : undefined));
-    await until('backlog 0 once everything is read', async () => ((await backlog(run)) === 0 ? true : undefined));
-
-    broker().freeze();
-    commit(sql.model, 3000);
-    await until('a send held by the frozen broker', async () => (broker().heldTransfers > 0 ? true : undefined));
+    const { sql, run } = await heldBack('executable');
     // The output's figures are current (its acknowledgements are always read): seconds behind grows.
     const behind = async () => total((await scrape(run.base)).samples, 'dstream_seconds_behind_source', { destination: QUEUE });
     await until('the output 2 s behind', async () => ((await behind()) >= 2 ? true : undefined));
