@@ -169,6 +169,8 @@ export class CdcModel {
   /** Reads of change rows (cdc.fn_cdc_get_all_changes_*, cdc.<instance>_CT) open at once, and the most there were. */
   openStreams = 0;
   maxOpenStreams = 0;
+  /** Rows of the change tables (cdc.<instance>_CT) built for statements; a count by key builds none. */
+  changeTableRowsBuilt = 0;
   /** Set by the server hosting the model. */
   connections: ModelConnections | undefined;
   /** The capture job runs only when a test calls runCapture() (its own schedule), not after every commit. */
@@ -486,6 +488,20 @@ export class CdcModel {
       if (compareLsn(e.lsn, max) > 0) return;
       yield e;
     }
+  }
+
+  /**
+   * The start LSNs of cdc.lsn_time_mapping as the capture job has written it, within the bounds,
+   * each handed to `visit` until it returns false (an index-only seek: no entry or row per LSN).
+   */
+  visibleMappingLsns(lo: { lsn: Buffer; inclusive: boolean } | undefined, hi: { lsn: Buffer; inclusive: boolean } | undefined, visit: (lsn: Buffer) => boolean): void {
+    const max = this.maxCaptured;
+    if (max === null) return;
+    const list = this.lsnTimeMapping;
+    const of = (e: { lsn: Buffer }) => e.lsn;
+    let end = firstAtOrAfter(list, of, max, false);
+    if (hi) end = Math.min(end, firstAtOrAfter(list, of, hi.lsn, !hi.inclusive));
+    for (let i = lo ? firstAtOrAfter(list, of, lo.lsn, lo.inclusive) : 0; i < end; i++) if (!visit(list[i]!.lsn)) return;
   }
 
   /**

@@ -169,7 +169,10 @@ async function* afterSort(rows: Iterable<SqlValue[]> | AsyncIterable<SqlValue[]>
   yield* all;
 }
 
-type ViewFactory = (m: CdcModel, s: SessionInfo) => { columns: ColumnDef[]; rows: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek']; get?: Relation['get'] };
+type ViewFactory = (
+  m: CdcModel,
+  s: SessionInfo,
+) => { columns: ColumnDef[]; rows: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek']; get?: Relation['get']; scanKeys?: Relation['scanKeys'] };
 
 /** Catalog views and CDC tables by 'schema.name'. */
 const VIEWS: Record<string, ViewFactory> = {
@@ -271,6 +274,13 @@ const VIEWS: Record<string, ViewFactory> = {
         const e = Buffer.isBuffer(key) ? m.mappingEntry(key) : undefined;
         return e === undefined ? undefined : mappingRow(e);
       },
+      // The clustered index's keys alone (a count of commits): the entries' LSNs, no row built.
+      scanKeys: (lo, hi, visit) =>
+        m.visibleMappingLsns(
+          Buffer.isBuffer(lo?.value) ? { lsn: lo.value, inclusive: lo.inclusive } : undefined,
+          hi && Buffer.isBuffer(hi.value) ? { lsn: hi.value, inclusive: hi.inclusive } : undefined,
+          visit,
+        ),
     };
   },
 };
@@ -381,7 +391,14 @@ class SessionCatalog implements Catalog {
     if (view !== undefined) {
       if (schema.toLowerCase() === 'cdc' && !this.m.cdcEnabled) throw invalid();
       const v = view(this.m, this.session);
-      return { columns: v.columns, open: v.rows, ...(v.orderedBy ? { orderedBy: v.orderedBy } : {}), ...(v.seek ? { seek: v.seek } : {}), ...(v.get ? { get: v.get } : {}) };
+      return {
+        columns: v.columns,
+        open: v.rows,
+        ...(v.orderedBy ? { orderedBy: v.orderedBy } : {}),
+        ...(v.seek ? { seek: v.seek } : {}),
+        ...(v.get ? { get: v.get } : {}),
+        ...(v.scanKeys ? { scanKeys: v.scanKeys } : {}),
+      };
     }
     const ct = schema.toLowerCase() === 'cdc' ? this.cdcInstance('', '_ct', name) : undefined;
     if (ct !== undefined) {
@@ -399,14 +416,29 @@ class SessionCatalog implements Catalog {
           for (let i = from; i < ct.changes.length; i++) {
             const r = ct.changes[i]!;
             if (end !== undefined && compareLsn(r.__$start_lsn, end) > past) return;
+            m.changeTableRowsBuilt++;
             yield toRow(r);
           }
         } finally {
           m.openStreams--;
         }
       };
+      // The leading column of the clustered index alone (a count of a range of rows): no row built.
+      const scanKeys = (lo: SeekBound | undefined, hi: SeekBound | undefined, visit: (key: SqlValue) => boolean): void => {
+        const changes = ct.changes;
+        const from = Buffer.isBuffer(lo?.value) ? firstAtOrAfter(changes, (r) => r.__$start_lsn, lo.value, lo.inclusive) : 0;
+        // The end found once (a seek's upper bound), not compared per row.
+        const end = hi && Buffer.isBuffer(hi.value) ? firstAtOrAfter(changes, (r) => r.__$start_lsn, hi.value, !hi.inclusive) : changes.length;
+        m.openStreams++;
+        m.maxOpenStreams = Math.max(m.maxOpenStreams, m.openStreams);
+        try {
+          for (let i = from; i < end; i++) if (!visit(changes[i]!.__$start_lsn)) return;
+        } finally {
+          m.openStreams--;
+        }
+      };
       // The change table's clustered key.
-      return { columns, orderedBy: ['__$start_lsn', '__$command_id', '__$seqval', '__$operation'], open: (used) => rows(undefined, undefined, used), seek: rows };
+      return { columns, orderedBy: ['__$start_lsn', '__$command_id', '__$seqval', '__$operation'], open: (used) => rows(undefined, undefined, used), seek: rows, scanKeys };
     }
     const t = this.userTable(schema, name);
     if (t === undefined) throw invalid();

@@ -23,7 +23,18 @@ export interface Relation {
   seek?(lo: SeekBound | undefined, hi: SeekBound | undefined, used?: ReadonlySet<number>): Iterable<Row>;
   /** The row whose first `orderedBy` column equals the value, when that column is unique (a singleton seek). */
   get?(key: SqlValue): Row | undefined;
+  /**
+   * The first `orderedBy` column's values of the rows within the bounds, in order, without the rows
+   * (an index-only seek: the key is all the index holds); stops when `visit` returns false.
+   */
+  scanKeys?(lo: SeekBound | undefined, hi: SeekBound | undefined, visit: (key: SqlValue) => boolean): void;
 }
+
+/**
+ * Rows pushed one at a time; `row` is valid only during the call (it may be refilled for the next),
+ * so a consumer that keeps a row copies it. Returns false to stop.
+ */
+export type RowVisitor = (row: Row) => boolean;
 
 /** One end of a seek range. */
 export interface SeekBound {
@@ -371,7 +382,15 @@ export class Batch {
     return v;
   }
 
-  private bindSource(src: Source, scope: Scope): { bound: Bound; open: () => Iterable<Row>; orderedBy?: string[]; seek?: Relation['seek']; get?: Relation['get'] } {
+  private bindSource(src: Source, scope: Scope): {
+    bound: Bound;
+    open: () => Iterable<Row>;
+    orderedBy?: string[];
+    seek?: Relation['seek'];
+    get?: Relation['get'];
+    scanKeys?: Relation['scanKeys'];
+    each?: (outer: Ctx | undefined, visit: RowVisitor) => void;
+  } {
     switch (src.k) {
       case 'table': {
         const rel = this.catalog.relation(src.name, undefined, undefined);
@@ -385,6 +404,7 @@ export class Batch {
           ...(rel.orderedBy ? { orderedBy: rel.orderedBy } : {}),
           ...(seek ? { seek: (lo: SeekBound | undefined, hi: SeekBound | undefined) => seek(lo, hi, used) } : {}),
           ...(rel.get ? { get: rel.get.bind(rel) } : {}),
+          ...(rel.scanKeys ? { scanKeys: rel.scanKeys.bind(rel) } : {}),
         };
       }
       case 'tvf': {
@@ -429,28 +449,38 @@ export class Batch {
         };
       }
       case 'derived': {
-        const { columns, rows } = this.select(src.q, scope);
-        return { bound: { alias: src.alias.toLowerCase(), names: [], columns }, open: rows };
+        const { columns, rows, each } = this.select(src.q, scope);
+        return { bound: { alias: src.alias.toLowerCase(), names: [], columns }, open: rows, ...(each ? { each } : {}) };
       }
     }
   }
 
-  private select(q: Select, parent: Scope | undefined): { columns: ColumnDef[]; rows: (outer?: Ctx) => Iterable<Row>; lookup?: (outer?: Ctx) => Row | undefined } {
+  private select(
+    q: Select,
+    parent: Scope | undefined,
+  ): { columns: ColumnDef[]; rows: (outer?: Ctx) => Iterable<Row>; lookup?: (outer?: Ctx) => Row | undefined; each?: (outer: Ctx | undefined, visit: RowVisitor) => void } {
     const scope: Scope = { sources: [], ...(parent ? { parent } : {}) };
     const opens: Array<(outer?: Ctx) => Iterable<Row>> = [];
     // key = x on a unique key of the only source: at most one row, found by `lookup` below.
     let singleton: ((outer?: Ctx) => Row | undefined) | undefined;
     let orderedBy: string[] | undefined;
+    // The first source as bound, and the key range its WHERE gives (a seek), for an index-only read below.
+    let first: ReturnType<Batch['bindSource']> | undefined;
+    let range: ReturnType<Batch['keyRange']> | undefined;
+    // The source's rows pushed to a visitor (a derived table read by key only).
+    let eachFirst: ((outer: Ctx | undefined, visit: RowVisitor) => void) | undefined;
     const joins: Array<{ kind: 'inner' | 'left'; on: Compiled }> = [];
     if (q.from) {
       const b = this.bindSource(q.from, scope);
+      first = b;
+      eachFirst = b.each;
       scope.sources.push(b.bound);
       opens.push(b.open);
       orderedBy = b.orderedBy;
       if (b.seek && orderedBy && q.joins.length === 0 && q.where) {
         // WHERE key >= x AND key <= y (or key = x) on the clustered key: read only that range (WHERE
         // still applies). x may be a column of an outer query: a correlated subquery seeks per row.
-        const range = this.keyRange(q.where, orderedBy[0]!.toLowerCase(), b.bound.alias, scope);
+        range = this.keyRange(q.where, orderedBy[0]!.toLowerCase(), b.bound.alias, scope);
         const get = b.get;
         if (range.eq && get) {
           // key = x on a unique key: at most one row, looked up without a range scan.
@@ -462,7 +492,8 @@ export class Batch {
           };
         } else if (range.lo || range.hi) {
           const seek = b.seek;
-          opens[0] = (outer) => seek(range.lo?.(outer), range.hi?.(outer));
+          const { lo, hi } = range;
+          opens[0] = (outer) => seek(lo?.(outer), hi?.(outer));
         }
       }
       for (const j of q.joins) {
@@ -516,6 +547,7 @@ export class Batch {
     }
 
     const evals = items.map((x) => x.c);
+    const keyRows = singleton === undefined ? this.keysOnly(q, first, range, sortedAlready, joins.length) : undefined;
     /** The select list's values for one match. */
     const project = (c: Ctx): Row => {
       const out: Row = new Array<SqlValue>(evals.length);
@@ -594,9 +626,28 @@ export class Batch {
             // One source: each row folded in as it comes, in one context whose row is replaced.
             const current: Row[] = [];
             const c: Ctx = outer ? { rows: current, outer } : { rows: current };
-            for (const r of opens[0]!(outer)) {
-              current[0] = r;
-              if (where === undefined || where.eval(c) === true) fold(c);
+            // Pushed rows (read by key only): folding keeps values, never the row.
+            if (eachFirst !== undefined) {
+              eachFirst(outer, (r) => {
+                current[0] = r;
+                if (where === undefined || where.eval(c) === true) fold(c);
+                return true;
+              });
+            } else if (keyRows !== undefined) {
+              keyRows(
+                outer,
+                (r) => {
+                  current[0] = r;
+                  fold(c);
+                  return true;
+                },
+                where,
+              );
+            } else {
+              for (const r of opens[0]!(outer)) {
+                current[0] = r;
+                if (where === undefined || where.eval(c) === true) fold(c);
+              }
             }
           } else for (const c of filtered()) fold(c);
           yield items.map((x, i) => (x.agg === 'count_big' ? String(acc[i]!.n) : x.agg === 'count' ? acc[i]!.n : acc[i]!.v));
@@ -645,12 +696,94 @@ export class Batch {
       };
       return { columns, rows, lookup };
     }
-    return { columns, rows };
+    if (keyRows === undefined || aggregate) return { columns, rows };
+    // Read by key only, and not an aggregate: rows pushed to a visitor in one reused array (a derived
+    // table counted by the select around it), with the WHERE, TOP and select list as `rows` applies them.
+    const scan = keyRows;
+    const each = (outer: Ctx | undefined, visit: RowVisitor): void => {
+      const limitValue = top?.eval({ rows: [] });
+      const limit = limitValue === null || limitValue === undefined ? Infinity : Number(limitValue);
+      const current: Row[] = [];
+      const c: Ctx = outer ? { rows: current, outer } : { rows: current };
+      const out: Row = new Array<SqlValue>(evals.length);
+      let n = 0;
+      scan(
+        outer,
+        (r) => {
+          current[0] = r;
+          if (n++ >= limit) return false;
+          for (let i = 0; i < evals.length; i++) out[i] = evals[i]!.eval(c);
+          return visit(out);
+        },
+        where,
+      );
+    };
+    return { columns, rows, each };
   }
 
-  /** Bounds on `key` from the AND-ed comparisons of a WHERE clause with a variable or literal. */
-  private keyRange(where: Expr, key: string, alias: string, scope: Scope): { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SqlValue } {
-    const out: { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SqlValue } = {};
+  /**
+   * A select that reads nothing of its only source but the clustered key (`SELECT TOP (n) key FROM t
+   * WHERE <key range> ORDER BY key`, or a COUNT of such a range) runs as SQL Server runs it: an
+   * index-only seek, the keys visited in order and no row built. Each key is pushed in one reused
+   * row holding only the key (every other column NULL, and nothing reads them), so the WHERE, the
+   * select list and the aggregates give what they give on the full row. The WHERE is applied here
+   * (given as `where`), per key only where the seek's range does not already say it. Undefined when
+   * the select reads any other column of the source.
+   */
+  private keysOnly(
+    q: Select,
+    first: ReturnType<Batch['bindSource']> | undefined,
+    range: ReturnType<Batch['keyRange']> | undefined,
+    sortedAlready: boolean,
+    joins: number,
+  ): ((outer: Ctx | undefined, visit: RowVisitor, where: Compiled | undefined) => void) | undefined {
+    const scanKeys = first?.scanKeys;
+    const orderedBy = first?.orderedBy;
+    if (first === undefined || scanKeys === undefined || orderedBy === undefined || joins > 0) return undefined;
+    if (q.orderBy.length > 0 && !sortedAlready) return undefined;
+    const { columns, used } = first.bound;
+    const key = columns.findIndex((c) => c.name.toLowerCase() === orderedBy[0]!.toLowerCase());
+    if (key < 0 || used === undefined || used.size > 1 || (used.size === 1 && !used.has(key))) return undefined;
+    const lo = range?.lo;
+    const hi = range?.hi;
+    // A seek whose range is the whole WHERE leaves nothing to check per key (no residual predicate),
+    // when the bounds compare as the WHERE would: binary values of the key's own length.
+    const keyType = columns[key]!.type;
+    const exact = range?.exact === true && keyType.name === 'binary' && typeof keyType.length === 'number';
+    const seekOnly = (b: SeekBound | undefined) => b === undefined || (Buffer.isBuffer(b.value) && b.value.length === keyType.length);
+    return (outer, visit, residual) => {
+      const l = lo?.(outer);
+      const h = hi?.(outer);
+      // key >= NULL is unknown, and so is the AND of the WHERE: no row.
+      if (exact && (l?.value === null || h?.value === null)) return;
+      const row: Row = new Array<SqlValue>(columns.length).fill(null);
+      if (exact && seekOnly(l) && seekOnly(h)) {
+        scanKeys(l, h, (k) => {
+          row[key] = k;
+          return visit(row);
+        });
+        return;
+      }
+      const current: Row[] = [row];
+      const c: Ctx = outer ? { rows: current, outer } : { rows: current };
+      scanKeys(l, h, (k) => {
+        row[key] = k;
+        return residual === undefined || residual.eval(c) === true ? visit(row) : true;
+      });
+    };
+  }
+
+  /**
+   * Bounds on `key` from the AND-ed comparisons of a WHERE clause with a variable or literal.
+   * `exact`: the WHERE is those comparisons and nothing else, each a bound of its own.
+   */
+  private keyRange(
+    where: Expr,
+    key: string,
+    alias: string,
+    scope: Scope,
+  ): { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SqlValue; exact: boolean } {
+    const out: { lo?: (outer?: Ctx) => SeekBound; hi?: (outer?: Ctx) => SeekBound; eq?: (outer?: Ctx) => SqlValue; exact: boolean } = { exact: true };
     const conjuncts: Expr[] = [];
     const flatten = (e: Expr): void => {
       if (e.k === 'bin' && e.op === 'AND') {
@@ -670,12 +803,18 @@ export class Batch {
     const isValue = (e: Expr) => e.k === 'var' || e.k === 'lit' || isOuter(e);
     const flip: Record<string, string> = { '>=': '<=', '>': '<', '<=': '>=', '<': '>', '=': '=' };
     for (const c of conjuncts) {
-      if (c.k !== 'bin' || !(c.op in flip)) continue;
+      if (c.k !== 'bin' || !(c.op in flip)) {
+        out.exact = false;
+        continue;
+      }
       let op = c.op;
       let value: Expr;
       if (isKey(c.l) && isValue(c.r)) value = c.r;
       else if (isKey(c.r) && isValue(c.l)) (value = c.l), (op = flip[op]!);
-      else continue;
+      else {
+        out.exact = false;
+        continue;
+      }
       const v = this.expr(value, scope);
       // The value needs no row of this query, only the outer one's: one context, its outer replaced per call.
       const probe: Ctx = { rows: [] };
@@ -685,6 +824,8 @@ export class Batch {
       };
       const inclusive = op.endsWith('=');
       const bound = (outer?: Ctx) => ({ value: valueOf(outer), inclusive });
+      // A second bound on the same side replaces the first, which then only the WHERE applies.
+      if ((op !== '<' && op !== '<=' && out.lo) || (op !== '>' && op !== '>=' && out.hi)) out.exact = false;
       if (op !== '<' && op !== '<=') out.lo = bound;
       if (op !== '>' && op !== '>=') out.hi = bound;
       if (op === '=') out.eq = valueOf;
