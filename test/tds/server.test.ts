@@ -485,6 +485,45 @@ describe('faults at the wire', () => {
   });
 });
 
+describe('fairness between connections', () => {
+  it('answers a short statement on another connection while three connections stream, after at most a few packets of theirs', async () => {
+    // Rows of ~400 bytes in 32 KB packets: about 80 rows a packet.
+    const options = { packetSize: 32768 };
+    const streams = await connect({ pool: { max: 3, min: 3 }, options });
+    const probe = await connect({ pool: { max: 1, min: 1 }, validateConnection: false, options } as Partial<mssql.config>);
+    let pulled = 0;
+    handler = async function* (sql) {
+      if (sql === 'probe') return yield { columns: [{ name: 'pulled', type: { name: 'int' }, nullable: false }], rows: [[pulled]] };
+      yield {
+        columns: [...intColumn, { name: 'pad', type: { name: 'nvarchar', length: 200 } }],
+        rows: (function* () {
+          for (let i = 0; i < 40_000; i++) {
+            pulled++;
+            yield [i, PAD];
+          }
+        })(),
+      };
+    };
+    await probe.request().query('probe');
+    const results = [0, 1, 2].map(() => {
+      const req = streams.request();
+      req.stream = true;
+      let rows = 0;
+      req.on('row', () => rows++);
+      const done = once(req, 'done').then(() => rows);
+      void req.query('stream');
+      return done;
+    });
+    while (pulled < 3000) await new Promise((r) => setImmediate(r));
+    const sent = pulled;
+    const { recordset } = await probe.request().query('probe');
+    // Each stream builds a packet, then lets the server read what else came: the probe waits for
+    // about one packet of each, not for the results (or the socket buffers) to fill.
+    expect(recordset[0].pulled - sent).toBeLessThan(3 * 4 * 80);
+    expect(await Promise.all(results)).toEqual([40_000, 40_000, 40_000]);
+  });
+});
+
 describe('packets', () => {
   it('sends each packet of a result as it fills: the client sees the first rows while the backend still holds the rest', async () => {
     const pool = await connect();

@@ -232,17 +232,26 @@ export class Connection {
   }
 
   /**
-   * Sends the full packets gathered so far and waits for the socket while it is full. Called as
-   * soon as a packet is full, as SQL Server sends each packet of a result when it fills.
+   * Sends the full packets gathered so far, waits for the socket while it is full, then lets the
+   * event loop turn before the next packet is built. Called as soon as a packet is full, as SQL
+   * Server sends each packet of a result when it fills. The turn is what keeps a short statement
+   * on another connection from waiting behind long results: a write the kernel takes at once
+   * reports 'drain' on the next tick, so without it a result would be built to its end (or until
+   * the socket buffer fills) before the server reads another request.
    */
   private async flush(r: Running): Promise<void> {
-    if (this.send(false) || this.closed) return;
-    let onDrain!: () => void;
-    const transport = this.transport;
-    const drained = new Promise<void>((resolve) => transport.once('drain', (onDrain = resolve)));
-    this.server.emit('backpressure', this.session);
-    await r.until(drained);
-    transport.off('drain', onDrain);
+    const taken = this.send(false);
+    if (this.closed) return;
+    if (!taken) {
+      let onDrain!: () => void;
+      const transport = this.transport;
+      const drained = new Promise<void>((resolve) => transport.once('drain', (onDrain = resolve)));
+      this.server.emit('backpressure', this.session);
+      await r.until(drained);
+      transport.off('drain', onDrain);
+      if (r.interrupted) return;
+    }
+    await r.until(new Promise<void>((resolve) => setImmediate(resolve)));
   }
 
   private noteDatabase(w: ByteWriter): void {
