@@ -130,3 +130,24 @@ describe('a count of a range by key (an index-only seek)', () => {
     }
   });
 });
+
+describe('values the change read converts for every row', () => {
+  it('writes dates and times in the CONVERT styles dstream selects, before and after 1970, and varchar in code page 1252', async () => {
+    const db = await sqlServerForTest(shopModel());
+    const p = await pool(db);
+    try {
+      for (const iso of ['2026-01-01T12:00:00.000Z', '1999-12-31T23:59:59.997Z', '1969-07-20T20:17:40.500Z', '0001-01-01T00:00:00.000Z', '9999-12-31T23:59:59.999Z']) {
+        const { recordset } = await p
+          .request()
+          .input('t', mssql.DateTime2(3), new Date(iso))
+          .query("SELECT CONVERT(nvarchar(30), @t, 126) AS iso, CONVERT(nvarchar(30), @t) AS plain, CONVERT(nchar(10), @t, 23) AS day, CONVERT(varchar(30), @t, 126) AS narrow");
+        expect(recordset[0]).toEqual({ iso: iso.slice(0, 23), plain: iso.slice(0, 23).replace('T', ' '), day: iso.slice(0, 10), narrow: iso.slice(0, 23) });
+      }
+      const { recordset } = await p.request().input('v', mssql.NVarChar(40), 'café €5 – Ω').query('SELECT CONVERT(varchar(40), @v) AS v');
+      // Characters outside code page 1252 become '?', as SQL Server converts them.
+      expect(recordset[0].v).toBe('café €5 – ?');
+    } finally {
+      await p.close();
+    }
+  });
+});

@@ -128,6 +128,25 @@ export class ByteWriter {
     }
     this.pos = o;
   }
+  /**
+   * Text in the code page of the server collation (Windows-1252, as encodeCp1252), one byte per
+   * character, straight into the buffer: a varchar value needs no Buffer of its own.
+   */
+  cp1252(s: string): void {
+    const n = s.length;
+    this.ensure(n);
+    const b = this.buf;
+    let o = this.pos;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80 || (c >= 0xa0 && c <= 0xff)) b[o++] = c;
+      else {
+        const high = CP1252_HIGH.indexOf(s[i]!);
+        b[o++] = high >= 0 ? 0x80 + high : 0x3f;
+      }
+    }
+    this.pos = o;
+  }
   /** B_VARCHAR: a character count in one byte, then UCS-2. */
   bVarchar(s: string): void {
     this.u8(s.length);

@@ -130,9 +130,22 @@ export function compare(a: SqlValue, b: SqlValue): number | null {
 const TWO_DIGITS = Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0'));
 const THREE_DIGITS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
 
+/** 'yyyy-mm-dd' by day number since 1970: the dates a model's commits fall on are few. */
+const DATE_TEXT = new Map<number, string>();
+
+/** The calendar date of a day number since 1970 as 'yyyy-mm-dd' (days to civil date as in H. Hinnant's algorithm). */
+function dayText(days: number): string {
+  let text = DATE_TEXT.get(days);
+  if (text !== undefined) return text;
+  const p = utcParts(days * 86_400_000);
+  // Years before 1000 with their leading zeros, as SQL Server writes them (0001-01-01).
+  text = `${String(p.year).padStart(4, '0')}-${TWO_DIGITS[p.month]}-${TWO_DIGITS[p.day]}`;
+  if (DATE_TEXT.size < 100_000) DATE_TEXT.set(days, text);
+  return text;
+}
+
 /**
- * The UTC calendar parts of a time (days to civil date as in H. Hinnant's algorithm): one division
- * chain instead of a getUTC* call per part, as every converted commit time needs them.
+ * The UTC calendar parts of a time: one division chain instead of a getUTC* call per part.
  */
 function utcParts(t: number): { year: number; month: number; day: number; hour: number; minute: number; second: number; ms: number } {
   const days = Math.floor(t / 86_400_000);
@@ -154,19 +167,30 @@ function utcParts(t: number): { year: number; month: number; day: number; hour: 
   return { year, month, day, hour: (rest - minute) / 60, minute, second, ms };
 }
 
+/**
+ * A date/time as CONVERT writes it in `style` (as every converted commit time is): the date part
+ * from DATE_TEXT, the time of day by division, no parts object.
+ */
 function dateText(d: Date, type: SqlType, style: number | undefined): string {
-  const p = utcParts(d.getTime());
-  const date = `${p.year}-${TWO_DIGITS[p.month]}-${TWO_DIGITS[p.day]}`;
+  const t = d.getTime();
+  const days = Math.floor(t / 86_400_000);
+  const date = dayText(days);
   if (type.name === 'date' || style === 23) return date;
-  const time = `${TWO_DIGITS[p.hour]}:${TWO_DIGITS[p.minute]}:${TWO_DIGITS[p.second]}`;
+  let rest = t - days * 86_400_000;
+  const ms = rest % 1000;
+  rest = (rest - ms) / 1000;
+  const second = rest % 60;
+  rest = (rest - second) / 60;
+  const minute = rest % 60;
+  const time = `${TWO_DIGITS[(rest - minute) / 60]}:${TWO_DIGITS[minute]}:${TWO_DIGITS[second]}`;
   if (style === 126) {
     // yyyy-mm-ddThh:mi:ss[.mmm]: datetime leaves out a zero fraction, datetime2 prints its scale.
-    if (type.name === 'datetime') return `${date}T${time}${p.ms ? `.${THREE_DIGITS[p.ms]}` : ''}`;
+    if (type.name === 'datetime') return ms ? `${date}T${time}.${THREE_DIGITS[ms]}` : `${date}T${time}`;
     const scale = type.scale ?? 7;
-    return `${date}T${time}${scale > 0 ? `.${`${THREE_DIGITS[p.ms]}0000`.slice(0, scale)}` : ''}`;
+    return `${date}T${time}${scale > 0 ? `.${`${THREE_DIGITS[ms]}0000`.slice(0, scale)}` : ''}`;
   }
   const scale = type.name === 'datetime' ? 3 : (type.scale ?? 7);
-  return `${date} ${time}${scale > 0 ? `.${`${THREE_DIGITS[p.ms]}0000`.slice(0, scale)}` : ''}`;
+  return `${date} ${time}${scale > 0 ? `.${`${THREE_DIGITS[ms]}0000`.slice(0, scale)}` : ''}`;
 }
 
 function conversionNotAllowed(from: SqlType, to: SqlType): never {

@@ -256,6 +256,17 @@ export function encoderFor(col: ColumnDef): Encoder {
           w.ucs2(s);
         };
       }
+      if (t.name === 'varchar') {
+        // Also without an intermediate buffer: one byte per character in code page 1252.
+        const chars = (t.length as number | undefined) ?? 8000;
+        return (w, v) => {
+          if (v === null) return w.u16(0xffff);
+          const s = typeof v === 'string' ? v : String(v);
+          if (s.length > chars) throw tooLong(col, s.length);
+          w.u16(s.length);
+          w.cp1252(s);
+        };
+      }
       return sized(col, (v) => textBytes(t, v), ((t.length as number | undefined) ?? (t.name === 'nchar' ? 4000 : 8000)) * (t.name === 'nchar' ? 2 : 1));
     case 'varbinary':
     case 'binary':
