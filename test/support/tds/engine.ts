@@ -260,6 +260,29 @@ export function convert(value: SqlValue, from: SqlType, to: SqlType, style?: num
   return value;
 }
 
+/**
+ * CONVERT(to, a value of type `from`, style) as one function chosen when the expression is bound:
+ * the conversions a change read makes for every row (a date/time or decimal text to text) skip
+ * the type tests of convert(), which answers everything else and every value of another kind.
+ */
+export function converter(from: SqlType, to: SqlType, style: number | undefined): (value: SqlValue) => SqlValue {
+  const generic = (v: SqlValue) => convert(v, from, to, style);
+  if (!isText(to)) return generic;
+  const max = to.length === 'max' ? Infinity : (to.length ?? 30);
+  if (isDate(from)) {
+    return (v) => {
+      if (!(v instanceof Date)) return generic(v);
+      const text = dateText(v, from, style);
+      return text.length <= max ? text : generic(v);
+    };
+  }
+  // Text, and exact numbers kept as their text (decimal, numeric, bigint): the value itself when it fits.
+  if (isText(from) || from.name === 'decimal' || from.name === 'numeric' || from.name === 'bigint') {
+    return (v) => (typeof v === 'string' && v.length <= max ? v : generic(v));
+  }
+  return generic;
+}
+
 interface Bound {
   alias: string;
   /** Lower-case names of the object: 'tables', 'sys.tables'. */
@@ -414,6 +437,8 @@ export class Batch {
     get?: Relation['get'];
     scanKeys?: Relation['scanKeys'];
     each?: (outer: Ctx | undefined, visit: RowVisitor) => void;
+    /** Columns (by index) whose values `each` pushes in ascending order. */
+    ascending?: ReadonlySet<number>;
   } {
     switch (src.k) {
       case 'table': {
@@ -473,8 +498,8 @@ export class Batch {
         };
       }
       case 'derived': {
-        const { columns, rows, each } = this.select(src.q, scope);
-        return { bound: { alias: src.alias.toLowerCase(), names: [], columns }, open: rows, ...(each ? { each } : {}) };
+        const { columns, rows, each, ascending } = this.select(src.q, scope);
+        return { bound: { alias: src.alias.toLowerCase(), names: [], columns }, open: rows, ...(each ? { each } : {}), ...(ascending ? { ascending } : {}) };
       }
     }
   }
@@ -482,7 +507,13 @@ export class Batch {
   private select(
     q: Select,
     parent: Scope | undefined,
-  ): { columns: ColumnDef[]; rows: (outer?: Ctx) => Iterable<Row>; lookup?: (outer?: Ctx) => Row | undefined; each?: (outer: Ctx | undefined, visit: RowVisitor) => void } {
+  ): {
+    columns: ColumnDef[];
+    rows: (outer?: Ctx) => Iterable<Row>;
+    lookup?: (outer?: Ctx) => Row | undefined;
+    each?: (outer: Ctx | undefined, visit: RowVisitor) => void;
+    ascending?: ReadonlySet<number>;
+  } {
     const scope: Scope = { sources: [], ...(parent ? { parent } : {}) };
     const opens: Array<(outer?: Ctx) => Iterable<Row>> = [];
     // key = x on a unique key of the only source: at most one row, found by `lookup` below.
@@ -527,7 +558,8 @@ export class Batch {
         joins.push({ kind: j.kind, on: this.expr(j.on, scope) });
       }
     }
-    const items: Array<{ name: string; c: Compiled; agg?: string; aggArg?: Compiled }> = [];
+    // aggOf: the aggregate's argument when it is a column (MAX of a column read in its own order needs no comparison).
+    const items: Array<{ name: string; c: Compiled; agg?: string; aggArg?: Compiled; aggOf?: string[]; col?: string[] }> = [];
     for (const it of q.items) {
       if (it.expr.k === 'star') {
         for (const [si, s] of scope.sources.entries()) {
@@ -545,10 +577,10 @@ export class Batch {
         const arg = it.expr.args[0];
         const aggArg = arg === undefined || arg.k === 'star' ? undefined : this.expr(arg, scope);
         const type: SqlType = fn === 'count_big' ? { name: 'bigint' } : fn === 'count' ? { name: 'int' } : aggArg!.type;
-        items.push({ name, c: { type, eval: () => null }, agg: fn, ...(aggArg ? { aggArg } : {}) });
+        items.push({ name, c: { type, eval: () => null }, agg: fn, ...(aggArg ? { aggArg } : {}), ...(arg?.k === 'col' ? { aggOf: arg.parts } : {}) });
         continue;
       }
-      items.push({ name, c: this.expr(it.expr, scope) });
+      items.push({ name, c: this.expr(it.expr, scope), ...(it.expr.k === 'col' ? { col: it.expr.parts } : {}) });
     }
     const where = q.where ? this.expr(q.where, scope) : undefined;
     const top = q.top ? this.expr(q.top, { sources: [] }) : undefined;
@@ -571,7 +603,20 @@ export class Batch {
     }
 
     const evals = items.map((x) => x.c);
-    const keyRows = singleton === undefined ? this.keysOnly(q, first, range, sortedAlready, joins.length) : undefined;
+    const keyed = singleton === undefined ? this.keysOnly(q, first, range, sortedAlready, joins.length) : undefined;
+    const keyRows = keyed?.scan;
+    // The source's columns whose values come in ascending order when its rows are pushed.
+    const ascending = keyed ? new Set([keyed.key]) : first?.ascending;
+    /** A column reference (by its name parts) to the one source's column `i`. */
+    const refersTo = (parts: string[] | undefined, i: number): boolean => {
+      const source = scope.sources[0];
+      if (parts === undefined || source === undefined || scope.sources.length !== 1) return false;
+      const qualifier = parts.length > 1 ? parts.slice(0, -1).join('.').toLowerCase() : undefined;
+      if (qualifier !== undefined && qualifier !== source.alias && !source.names.includes(qualifier)) return false;
+      return source.columns[i]?.name.toLowerCase() === parts.at(-1)!.toLowerCase();
+    };
+    // MAX/MIN of a column whose pushed values ascend: the last (first) value, no comparison per row.
+    const inOrder = items.map((x) => (x.agg === 'max' || x.agg === 'min') && ascending !== undefined && [...ascending].some((i) => refersTo(x.aggOf, i)));
     /** The select list's values for one match. */
     const project = (c: Ctx): Row => {
       const out: Row = new Array<SqlValue>(evals.length);
@@ -634,6 +679,8 @@ export class Batch {
       if (aggregate) {
         return (function* () {
           const acc = items.map(() => ({ n: 0, v: null as SqlValue }));
+          // Rows pushed in the order of the column a MAX/MIN reads: its last/first value.
+          const pushed = opens.length === 1 && (eachFirst !== undefined || keyRows !== undefined);
           const fold = (c: Ctx): void => {
             for (let i = 0; i < items.length; i++) {
               const x = items[i]!;
@@ -641,6 +688,10 @@ export class Batch {
               const v = x.aggArg ? x.aggArg.eval(c) : 1;
               if (v === null) continue;
               a.n++;
+              if (pushed && inOrder[i]) {
+                if (x.agg === 'max' || a.v === null) a.v = v;
+                continue;
+              }
               if (x.agg === 'max' && (a.v === null || compare(v, a.v)! > 0)) a.v = v;
               if (x.agg === 'min' && (a.v === null || compare(v, a.v)! < 0)) a.v = v;
               if (x.agg === 'sum') a.v = Number(a.v ?? 0) + Number(v);
@@ -742,7 +793,10 @@ export class Batch {
         where,
       );
     };
-    return { columns, rows, each };
+    // Output columns that are the key itself come out ascending.
+    const key = keyed!.key;
+    const out = new Set(items.flatMap((x, j) => (refersTo(x.col, key) ? [j] : [])));
+    return { columns, rows, each, ...(out.size > 0 ? { ascending: out } : {}) };
   }
 
   /**
@@ -760,7 +814,7 @@ export class Batch {
     range: ReturnType<Batch['keyRange']> | undefined,
     sortedAlready: boolean,
     joins: number,
-  ): ((outer: Ctx | undefined, visit: RowVisitor, where: Compiled | undefined) => void) | undefined {
+  ): { scan: (outer: Ctx | undefined, visit: RowVisitor, where: Compiled | undefined) => void; key: number } | undefined {
     const scanKeys = first?.scanKeys;
     const orderedBy = first?.orderedBy;
     if (first === undefined || scanKeys === undefined || orderedBy === undefined || joins > 0) return undefined;
@@ -775,7 +829,7 @@ export class Batch {
     const keyType = columns[key]!.type;
     const exact = range?.exact === true && keyType.name === 'binary' && typeof keyType.length === 'number';
     const seekOnly = (b: SeekBound | undefined) => b === undefined || (Buffer.isBuffer(b.value) && b.value.length === keyType.length);
-    return (outer, visit, residual) => {
+    const scan = (outer: Ctx | undefined, visit: RowVisitor, residual: Compiled | undefined): void => {
       const l = lo?.(outer);
       const h = hi?.(outer);
       // key >= NULL is unknown, and so is the AND of the WHERE: no row.
@@ -795,6 +849,7 @@ export class Batch {
         return residual === undefined || residual.eval(c) === true ? visit(row) : true;
       });
     };
+    return { scan, key };
   }
 
   /**
@@ -921,8 +976,8 @@ export class Batch {
       }
       case 'convert': {
         const inner = this.expr(e.expr, scope);
-        const to = e.type;
-        return { type: to, eval: (ctx) => convert(inner.eval(ctx), inner.type, to, e.style) };
+        const conv = converter(inner.type, e.type, e.style);
+        return { type: e.type, eval: (ctx) => conv(inner.eval(ctx)) };
       }
       case 'case': {
         const operand = e.operand ? this.expr(e.operand, scope) : undefined;
