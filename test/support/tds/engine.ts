@@ -92,6 +92,7 @@ const COMPARISONS: Record<string, (cmp: number) => boolean> = {
  * values (LSNs are 10 bytes) in a loop: a call of Buffer.compare costs more than the bytes.
  */
 export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  if (a === b) return 0;
   const n = a.length < b.length ? a.length : b.length;
   if (n > 32 && a.length === b.length) return Buffer.compare(a, b);
   for (let i = 0; i < n; i++) {
@@ -510,13 +511,14 @@ export class Batch {
   ): {
     columns: ColumnDef[];
     rows: (outer?: Ctx) => Iterable<Row>;
-    lookup?: (outer?: Ctx) => Row | undefined;
+    /** The first value of the one row a unique key selects (NULL without one), for a scalar subquery: no row array per call. */
+    lookupValue?: (outer?: Ctx) => SqlValue;
     each?: (outer: Ctx | undefined, visit: RowVisitor) => void;
     ascending?: ReadonlySet<number>;
   } {
     const scope: Scope = { sources: [], ...(parent ? { parent } : {}) };
     const opens: Array<(outer?: Ctx) => Iterable<Row>> = [];
-    // key = x on a unique key of the only source: at most one row, found by `lookup` below.
+    // key = x on a unique key of the only source: at most one row, found by `lookupValue` below.
     let singleton: ((outer?: Ctx) => Row | undefined) | undefined;
     let orderedBy: string[] | undefined;
     // The first source as bound, and the key range its WHERE gives (a seek), for an index-only read below.
@@ -761,15 +763,18 @@ export class Batch {
       // One context, its row and outer replaced per call: the lookup finishes before the next.
       const current: Row[] = [];
       const c: Ctx = { rows: current };
-      const lookup = (outer?: Ctx): Row | undefined => {
+      // The WHERE is that key = x and nothing else: the row found is the one it selects.
+      const check = range?.exact === true ? undefined : where;
+      const value = evals[0]!;
+      const lookupValue = (outer?: Ctx): SqlValue => {
         const row = find(outer);
-        if (row === undefined) return undefined;
+        if (row === undefined) return null;
         current[0] = row;
         c.outer = outer;
-        if (where !== undefined && where.eval(c) !== true) return undefined;
-        return project(c);
+        if (check !== undefined && check.eval(c) !== true) return null;
+        return value.eval(c);
       };
-      return { columns, rows, lookup };
+      return { columns, rows, lookupValue };
     }
     if (keyRows === undefined || aggregate) return { columns, rows };
     // Read by key only, and not an aggregate: rows pushed to a visitor in one reused array (a derived
@@ -1113,8 +1118,8 @@ export class Batch {
       case 'sub': {
         const sub = this.select(e.q, scope);
         if (sub.columns.length !== 1) throw new SqlServerError(116, 'Only one expression can be specified in the select list when the subquery is not introduced with EXISTS.');
-        const lookup = sub.lookup;
-        if (lookup !== undefined) return { type: sub.columns[0]!.type, eval: (c) => lookup(c)?.[0] ?? null };
+        const lookupValue = sub.lookupValue;
+        if (lookupValue !== undefined) return { type: sub.columns[0]!.type, eval: (c) => lookupValue(c) ?? null };
         return {
           type: sub.columns[0]!.type,
           eval: (c) => {
