@@ -4,7 +4,8 @@
  *   tsx benchmarks/latency-source.ts
  * prints {"connectionString":"..."} once it listens; then each stdin line {"rate":R,"seconds":S}
  * commits R rows/s (transactions of 2 rows, spread over the tables, every 10 ms) for S seconds and
- * answers {"rows":N,"lagMs":L} (L: how far the committer fell behind its schedule at worst).
+ * answers {"rows":N,"lagMs":L,"startedAt":T} (L: how far the committer fell behind its schedule at
+ * worst; T: the clock when it started, row k being due at T + k / R s).
  */
 import { createInterface } from 'node:readline';
 import { CdcModel } from '../test/support/cdc-model.js';
@@ -29,7 +30,7 @@ function row(t: number): { table: string; op: 'insert'; row: Record<string, unkn
   return { table: TABLES[2]!, op: 'insert', row: { CustomerId: id, Company: `company ${id}` } };
 }
 
-async function steady(rate: number, seconds: number): Promise<{ rows: number; lagMs: number }> {
+async function steady(rate: number, seconds: number): Promise<{ rows: number; lagMs: number; startedAt: number }> {
   const started = Date.now();
   const total = Math.round(rate * seconds);
   let rows = 0;
@@ -44,7 +45,7 @@ async function steady(rate: number, seconds: number): Promise<{ rows: number; la
     }
     await new Promise((r) => setTimeout(r, 10));
   }
-  return { rows, lagMs };
+  return { rows, lagMs, startedAt: started };
 }
 
 for await (const line of createInterface({ input: process.stdin })) {

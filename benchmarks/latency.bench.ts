@@ -22,8 +22,10 @@ const SINK_BIN = fileURLToPath(new URL('../dist/bin/asb-sink.js', import.meta.ur
 const POLL_MS = 500;
 const LINGER_MS = 20;
 const TARGET_MS = POLL_MS + LINGER_MS + 250;
-// A cold run's first windows take up to ~1 s each (JIT, links attaching, pools filling): 5 s keeps them out of the measured rows.
-const WARMUP_S = 5;
+// A cold run's first windows take up to ~1 s each (JIT, links attaching, pools filling), and at
+// 10,000 rows/s the heap takes some 10 s to grow to its working size: 10 s keeps both out of the
+// measured rows and out of the RSS comparison.
+const WARMUP_S = 10;
 const PROF = process.env.BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
 
 /** A child that answers one JSON line per line it is sent. */
@@ -169,19 +171,20 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
     run.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const base = await until('the metrics address', async () => /metrics at (http:\/\/\S+)\/metrics/.exec(stderr)?.[1], 30_000);
     await until('the run to be ready', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined), 30_000);
-    // Warm-up: links attach, the JIT settles; not measured.
-    const warm = await source.ask({ rate, seconds: WARMUP_S });
-    // The metric's window starts where the broker's does: every warm-up row delivered and in the
-    // histogram (its metrics line has reached /metrics), nothing of the measured rows committed yet.
-    await until('the warm-up rows at the broker', async () => (((await broker.ask({})).received as number) >= (warm.rows as number) ? true : undefined), 120_000);
-    const before = await until('the warm-up rows in the metric', async () => {
-      const s = await scrape(base);
-      return observed(s) >= (warm.rows as number) ? s : undefined;
-    }, 30_000);
+    // One steady stream: a warm-up (links attach, the JIT settles; not measured) that runs on into
+    // the measured rows without a pause. A pause between them would be idle polls, and the reader
+    // waits longer after each (its idle backoff): the first rows after it would measure that, not a
+    // steady rate.
+    const asked = Date.now();
+    const committing = source.ask({ rate, seconds: WARMUP_S + seconds });
+    const from = asked + WARMUP_S * 1000;
+    await sleep(from - Date.now());
+    // The metric's window starts here: what /metrics says now (the providers' last lines, up to
+    // its interval old) is taken off what it says once every row is in it.
+    const before = await scrape(base);
     // CPU of each process over the measured rows: which one limits the rate.
     const cpuNow = () => ({ source: cpuSeconds(source.child.pid!), dstream: ownCpuSeconds(run!.pid!), providers: cpuSeconds(run!.pid!) - ownCpuSeconds(run!.pid!), broker: cpuSeconds(broker.child.pid!) });
     const cpuFrom = cpuNow();
-    const from = Date.now();
     const rss: Array<{ at: number; mb: number }> = [];
     let behindMax = 0;
     let sampling = true;
@@ -193,8 +196,8 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
       }
     })();
     const load = loadavg()[0]!;
-    const committed = await source.ask({ rate, seconds });
-    const total = (warm.rows as number) + (committed.rows as number);
+    const committed = await committing;
+    const total = committed.rows as number;
     const drainedAt = await until('every row at the broker', async () => {
       const got = (await broker.ask({})).received as number;
       if (process.env.BENCH_DEBUG) process.stderr.write(`latency: ${got} of ${total} rows at the broker\n`);
@@ -208,8 +211,14 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
     const cpuTo = cpuNow();
     sampling = false;
     await sampler;
-    const outside = await broker.ask({ from });
-    const half = from + (seconds * 1000) / 2;
+    // The measured rows: those due at or after the warm-up's end on the committer's own schedule.
+    const measuredFrom = (committed.startedAt as number) + WARMUP_S * 1000;
+    const outside = await broker.ask({ from: measuredFrom });
+    // The rows in the metric's difference are the last ones the broker took in (order per queue is
+    // kept; across queues it is the broker's, to within one of its 20 ms collections).
+    const inMetric = observed(after) - observed(before);
+    const same = await broker.ask({ last: inMetric });
+    const half = measuredFrom + (seconds * 1000) / 2;
     const firstHalf = Math.max(...rss.filter((r) => r.at < half).map((r) => r.mb));
     const secondHalf = Math.max(...rss.filter((r) => r.at >= half).map((r) => r.mb));
     const at = (name: string, value: number): Measurement => ({ group, name, ms: 0, rounds: [], lines: 0, bytes: 0, value });
@@ -218,15 +227,18 @@ async function oneRate(rate: number, seconds: number): Promise<{ measurements: M
       at('broker: p50 latency (ms)', outside.p50 as number),
       at('broker: p99 latency (ms)', outside.p99 as number),
       at('broker: max latency (ms)', outside.max as number),
+      at('metric: rows in the histogram between the scrapes', inMetric),
       at('metric: p50 latency (ms, histogram_quantile)', quantileMs(before, after, 0.5)),
       at('metric: p99 latency (ms, histogram_quantile)', quantileMs(before, after, 0.99)),
+      at("broker: p50 latency of the metric's rows (ms)", same.p50 as number),
+      at("broker: p99 latency of the metric's rows (ms)", same.p99 as number),
       at('metric: max seconds behind, sampled every 0.5 s (ms)', behindMax * 1000),
-      at('drained after the last commit (ms)', drainedAt - (from + seconds * 1000)),
-      at('committer fell behind its schedule by at most (ms)', committed.lagMs as number),
+      at('drained after the last commit (ms)', drainedAt - (measuredFrom + seconds * 1000)),
+      at('committer fell behind its schedule by at most (ms, warm-up included)', committed.lagMs as number),
       at('dstream peak RSS, first half (MB)', firstHalf),
       at('dstream peak RSS, second half (MB)', secondHalf),
       at('RSS growth, second half over first (MB)', secondHalf - firstHalf),
-      at('CPU s, first commit to last row in the metric: source process (CDC model, TDS server, committer)', cpuTo.source - cpuFrom.source),
+      at('CPU s, warm-up end to the last row in the metric: source process (CDC model, TDS server, committer)', cpuTo.source - cpuFrom.source),
       at('CPU s, same span: dstream run', cpuTo.dstream - cpuFrom.dstream),
       at('CPU s, same span: provider processes under dstream run (asb-sink with BENCH_LATENCY_SINK=process)', cpuTo.providers - cpuFrom.providers),
       at('CPU s, same span: AMQP test broker process', cpuTo.broker - cpuFrom.broker),
@@ -258,7 +270,7 @@ export async function run(rates: number[] = [1000, 10_000], seconds = 20): Promi
   }
   notes.push(
     'Three processes besides the harness: the TDS test server with the CDC model and its committer, `dstream run` (mssql-cdc -> asb-sink, both built in, all defaults), the AMQP test broker. Latency per row: the time the broker accepted the message minus the CommitTime in its body (cdc.lsn_time_mapping, from the machine clock; SQL Server datetime, so +-3 ms).',
-    "The metric's p50/p99 come from the difference of two scrapes, one when every warm-up row is in the histogram and none of the measured rows is committed, one when every measured row is in it: the same rows as the broker's figures. They are interpolated within histogram buckets (as Prometheus' histogram_quantile does), so they are as coarse as the buckets around them (50 ms apart from 0.25 to 1 s, at most about 12 % apart up to 5 s).",
+    "The committer runs without a pause from the warm-up into the measured rows (a pause would mean idle polls, after which the reader polls less often, and the first rows after it would measure that backoff rather than a steady rate). The broker's figures cover the rows due at or after the warm-up's end. The metric's p50/p99 come from the difference of two scrapes, one at the warm-up's end (the providers' metrics lines are up to 1 s old then), one when every row is in the histogram; the broker's figures over those same rows (the last ones it took in, as many as the difference counts) stand beside them. The metric's are interpolated within histogram buckets (as Prometheus' histogram_quantile does), so they are as coarse as the buckets around them (50 ms apart from 0.25 to 1 s, at most about 12 % apart up to 5 s).",
   );
   return { measurements, targets, notes };
 }

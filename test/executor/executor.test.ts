@@ -1,5 +1,6 @@
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, type Envelope } from '../../lib/index.js';
@@ -90,6 +91,38 @@ describe('runTask with built-in providers', () => {
     const report = await taskVerb({ ...task, input: { provider: 'quiet', config: {} } }, 'plan', { builtins: { ...BUILTINS, quiet } });
     expect(report.input).toBeUndefined();
     expect(report.output.summary).toBe('Plan: 1 to create, 0 to change, 0 to destroy.');
+  });
+
+  it("lets timers fire while it forwards a long burst of rows (the sink's linger sends during a window)", async () => {
+    // An input whose rows are all at hand (a driver with a window buffered): it writes them
+    // without ever waiting for I/O, so only the run's pipe can let the event loop turn.
+    const rows = 50_000;
+    const burst = {
+      name: 'burst',
+      run: async (ctx) => {
+        for (let i = 0; i < rows; i++) {
+          if (!ctx.output.write({ source: 'burst', type: 'cdc', data: { Id: i }, metadata: { TableName: 'Persons', OperationType: 'Insert' } })) await once(ctx.output, 'drain');
+        }
+      },
+    } as ProviderDefinition<never>;
+    // An output that arms a timer at its first row, as the Service Bus sink arms its linger, and
+    // notes how many rows it had taken when the timer fired.
+    let seen = 0;
+    let firedAt: number | undefined;
+    const watch = {
+      name: 'watch',
+      run: async (ctx) => {
+        for await (const _env of ctx.input) {
+          if (seen++ === 0) setTimeout(() => (firedAt = seen), 1);
+        }
+      },
+    } as ProviderDefinition<never>;
+    const task: TaskConfig = { name: 'burst', type: 'providers', input: { provider: 'burst', config: {} }, output: { provider: 'watch', config: {} }, file: 'dstream.hcl', line: 1 };
+    const summary = await runTask(task, { builtins: { ...BUILTINS, burst, watch }, store: new FileStateStore(tmp('dstream-state-')) });
+    expect(summary.rows).toBe(rows);
+    expect(seen).toBe(rows);
+    expect(firedAt).toBeDefined();
+    expect(firedAt!).toBeLessThan(rows);
   });
 
   it('names an unknown built-in and lists the ones there are', async () => {

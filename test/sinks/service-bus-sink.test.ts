@@ -239,6 +239,35 @@ describe('serviceBusSink with partitionByTable, against the AMQP test broker', (
     await running;
   });
 
+  it('keeps memory bounded behind a frozen broker when records trickle in and each batch goes by its linger, none full', async () => {
+    let pulled = 0;
+    async function* source() {
+      for (let i = 0; i < 100_000; i++) {
+        pulled++;
+        yield change('Orders', i);
+        // A record every 1-2 ms: a few per linger, so no batch ever fills.
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    }
+    const sink = serviceBusSink({ connectionString: broker.connectionString, queue: 'Orders_cdc_events', lingerMs: 5, maxBatchMessages: 50, highWaterMark: 16 });
+    const running = pipeline(Readable.from(source(), { highWaterMark: 16 }), sink).catch((e) => e);
+    await until(() => (broker.queue('Orders_cdc_events')?.messages.length ?? 0) > 0);
+    broker.freeze();
+    // Lingers keep expiring while the broker holds the batch in flight: the records wait in the
+    // open batch, and once it is full the sink asks its writer to wait.
+    await until(() => sink.writableNeedDrain && broker.heldTransfers > 0);
+    // Then the source's own buffer fills (16), and nothing more is pulled.
+    await new Promise((r) => setTimeout(r, 200));
+    const stalled = pulled;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(pulled).toBe(stalled);
+    // Stored + the batch in flight + a full batch + the stream buffers (16 + 16).
+    expect(pulled).toBeLessThanOrEqual((broker.queue('Orders_cdc_events')?.messages.length ?? 0) + 50 + 50 + 16 + 16 + 2);
+    broker.thaw();
+    sink.destroy();
+    await running;
+  });
+
   it('acknowledges a checkpoint only after every earlier message of every queue was accepted', async () => {
     broker.faults.delayMs = { orders_cdc_events: 300 };
     const released: Array<{ position: unknown; ordersStored: number; personsStored: number }> = [];

@@ -8,7 +8,10 @@
  * one per send from then on, still one in flight, so in order. A batch is sent when full,
  * `lingerMs` after its first record, and at the end. One batch is in flight at a time, which keeps
  * the queue's order across retries; while it flies the next one fills, and a writer that fills
- * that one too waits (backpressure). Write callbacks come early to keep records flowing, so
+ * that one too waits (backpressure). A linger that ends while a batch flies sends nothing then:
+ * the open batch goes when the one in flight is accepted, with what came meanwhile. Were it
+ * queued behind, records arriving a few per linger would never fill a batch, and a stalled
+ * Service Bus would queue batches, and memory, without end. Write callbacks come early to keep records flowing, so
  * durability is reported separately: 'ack' events with the number of records, in order, that
  * Service Bus accepted (see DURABLE_ACKS in streams/partition.ts). A failed send never acks.
  */
@@ -144,6 +147,10 @@ export class ServiceBusSink extends Writable {
   /** The batch being sent, chained so that one is in flight at a time; never rejects. */
   private inFlight: Promise<void> = Promise.resolve();
   private linger: NodeJS.Timeout | null = null;
+  /** Batches dispatched and not yet settled (one flying, at most one more behind it). */
+  private flying = 0;
+  /** The open batch's linger ended while a batch was flying: it goes when that one settles. */
+  private due = false;
   private failed: Error | null = null;
   private triedCreating = false;
   /** The link's maximum message size, learnt with the first batch (0: not yet). */
@@ -363,9 +370,11 @@ export class ServiceBusSink extends Writable {
   /** Chains the open batch after the one in flight. Never throws; a failure destroys the sink. */
   private dispatch(): void {
     this.clearLinger();
+    this.due = false;
     const open = this.open;
     if (open === null || open.records === 0) return;
     this.open = null;
+    this.flying++;
     this.inFlight = this.inFlight.then(async () => {
       if (this.failed) return;
       try {
@@ -392,6 +401,8 @@ export class ServiceBusSink extends Writable {
         this.failed = err as Error;
         this.destroy(err as Error);
       }
+      this.flying--;
+      if (this.flying === 0 && this.due && this.failed === null) this.dispatch();
     });
   }
 
@@ -425,10 +436,11 @@ export class ServiceBusSink extends Writable {
   }
 
   private armLinger(): void {
-    if (this.linger !== null) return;
+    if (this.linger !== null || this.due) return;
     this.linger = setTimeout(() => {
       this.linger = null;
-      this.dispatch();
+      if (this.flying > 0) this.due = true;
+      else this.dispatch();
     }, this.lingerMs);
   }
 
