@@ -81,7 +81,7 @@ const ended = (s: Readable) =>
 
 describe('streamRows: the connection goes back to the pool exactly once', () => {
   for (const max of [1, 2]) {
-    it(`on every path (end, SQL error, cancel mid-stream, destroy before a connection or a row, timeout, reset), many times over a pool of ${max}`, async () => {
+    it(`on every path (end, SQL error, cancel while reading and while paused, destroy before a connection or a row, timeout, reset), many times over a pool of ${max}`, async () => {
       const db = await sqlServerForTest();
       workload(db.model, 3000);
       // More bytes than the socket buffers hold, so the server is still sending when the client cancels.
@@ -107,12 +107,19 @@ describe('streamRows: the connection goes back to the pool exactly once', () => 
           expect(bad.error).toMatchObject({ name: 'RequestError', number: 313, code: 'EREQUEST' });
           await settle();
 
-          // Destroyed after some rows, with the request paused (the buffer full): cancelled.
+          // Destroyed after some rows were read: cancelled (ATTENTION).
           const attention = db.model.calls.get('attention') ?? 0;
           const mid = open(wideRead.text, wideRead.params);
           await readUntil(mid, (s) => s.length >= 10);
           expect(mid.destroyed).toBe(true);
           await until(() => (db.model.calls.get('attention') ?? 0) === attention + 1);
+          await settle();
+
+          // Destroyed unread with its request paused (the buffer at its high mark): cancelled too.
+          const full = open(wideRead.text, wideRead.params);
+          await until(() => full.readableLength >= 64);
+          full.destroy();
+          await until(() => (db.model.calls.get('attention') ?? 0) === attention + 2);
           await settle();
 
           // Destroyed at once: before the pool lends it a connection.
