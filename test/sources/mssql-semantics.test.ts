@@ -191,6 +191,46 @@ describe('order inside a transaction', () => {
     expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*dbo_Persons/);
     expect(err).toMatchObject({ code: ErrorCodes.CDC_GAP });
   });
+
+  it('rows flow while a checkpoint is checked, the checkpoint only once its check answers: cleanup raised meanwhile means no checkpoint, and the rows read again', async () => {
+    const m = await serve(shopModel());
+    const lsns: string[] = [];
+    for (let i = 1; i <= 600; i++) lsns.push(m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]));
+    // From the window's read of the change table on (counted first, then read), every cleanup
+    // check (sys.fn_cdc_get_min_lsn) waits until the test lets it go.
+    let letGo!: () => void;
+    const stall = new Promise<void>((resolve) => (letGo = resolve));
+    let named = 0;
+    let stalled = 0;
+    m.beforeStatement = (name) => {
+      if (name === 'cdc.dbo_Persons_CT') named++;
+      if (name !== 'sys.fn_cdc_get_min_lsn' || named < 2) return;
+      stalled++;
+      return stall;
+    };
+    const seen: Envelope[] = [];
+    const logs: string[] = [];
+    const stream = mssqlCdc({ connectionString: servers.get(m)!.connectionString, tables: ['Persons'], start: 'earliest', ...FAST, checkpointEveryRows: 100, log: (l) => logs.push(l) });
+    const it = stream[Symbol.asyncIterator]();
+    // The first checkpoint (after 100 rows) is being checked: the rows before it are handed on.
+    while (rowsOf(seen).length < 100) seen.push((await it.next()).value as Envelope);
+    await until(() => stalled > 0);
+    expect(seen.filter((e) => e.type === 'checkpoint')).toEqual([]);
+    // Cleanup raises the start past where the window was read from, then the checks answer.
+    m.cleanup(lsns[49]!);
+    letGo();
+    while (!idsOf(seen).includes(600) || seen.at(-1)!.type !== 'checkpoint') seen.push((await it.next()).value as Envelope);
+    await it.return?.();
+    expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*dbo_Persons/);
+    // No checkpoint before the reader went back (the first row read again): it had none proven.
+    const back = seen.findIndex((e, i) => i > 0 && e.type === 'cdc' && (e.data as { Id: number }).Id === 50 && idsOf(seen.slice(0, i)).length > 50);
+    expect(back).toBeGreaterThanOrEqual(100);
+    expect(seen.slice(0, back).filter((e) => e.type === 'checkpoint')).toEqual([]);
+    // Read again from where cleanup left the table: nothing lost, every checkpoint at or past it.
+    const again = idsOf(seen.slice(back));
+    expect(again).toEqual(Array.from({ length: 551 }, (_, i) => i + 50));
+    for (const cp of seen.filter((e) => e.type === 'checkpoint')) expect(positionOf(cp).tables['dbo.Persons']! >= lsns[49]!).toBe(true);
+  });
 });
 
 describe('windows and the request timeout', () => {
