@@ -292,6 +292,10 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     // Orders never changed: it was never streamed. At most one stream per table with changes.
     expect(m.maxOpenStreams).toBeLessThanOrEqual(2);
     expect(cps(seen).length).toBeGreaterThanOrEqual(30);
+    // 30 windows, each table's change table named twice in each: counted (while the window before
+    // was read: asked ahead, never asked twice), then read.
+    expect(m.calls.get('cdc.dbo_Persons_CT')).toBe(60);
+    expect(m.calls.get('cdc.dbo_Customers_CT')).toBe(60);
   }, 60_000);
 
   describe('cleanup overtaking the position', () => {

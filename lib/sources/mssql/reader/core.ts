@@ -7,7 +7,7 @@ import { checkpoint, type Envelope } from '../../../envelope/types.js';
 import { invalidOption } from '../../../errors.js';
 import { lsnFromHex, lsnToHex, compareLsn } from '../lsn.js';
 import { positionOf, type SnapshotProgress } from '../position.js';
-import type { CaptureInstance, CdcQueries, ChangeRow, WindowCommits } from '../queries.js';
+import type { CaptureInstance, CdcQueries, ChangeRow, WindowCommits, WindowRows } from '../queries.js';
 import type { ChangeLayout } from '../sql.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
@@ -80,6 +80,8 @@ export class CdcReader {
   rowLimit: number;
   /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
   ahead: { from: Promise<Buffer>; max: Buffer; commits: Promise<WindowCommits> } | undefined;
+  /** And that window's row counts, asked for once its commits are known (see window() in windows.ts), by range. */
+  aheadRows: Promise<Map<string, Promise<WindowRows>>> | undefined;
   /** The backlog as the windows see it (backlog.ts): at a window's start, its commits to the max LSN; 0 once read through it. */
   backlog: { commits: number; atLeast: boolean; at: number } | undefined;
   readonly log: (m: string) => void;
