@@ -222,7 +222,7 @@ describe('order inside a transaction', () => {
     letGo();
     // Read until the reader, having gone back (to row 50, where cleanup left the table), is through.
     let back = -1;
-    for (let last = 0; back < 0 || last !== 3000 || seen.at(-1)!.type !== 'checkpoint'; ) {
+    for (let last = idsOf(seen).at(-1) ?? 0; back < 0 || last !== 3000 || seen.at(-1)!.type !== 'checkpoint'; ) {
       const e = (await it.next()).value as Envelope;
       seen.push(e);
       if (e.type !== 'cdc') continue;
@@ -397,6 +397,54 @@ describe('leases', () => {
     expect(new Set(delivered).size).toBe(2000);
     expect(aLogs.join('\n')).toMatch(/the lease session ended .*taking leases again/);
     await store.close();
+  });
+
+  it('a lease lost while a checkpoint is checked: that checkpoint is never handed on, even once its check answers', async () => {
+    const m = await serve(shopModel());
+    const cp = { schema: 'dstream', table: 'checkpoints' };
+    const admin = await connector(m)();
+    await admin.createCheckpointTable(cp);
+    await admin.close();
+    persons(m, 1, 600);
+    // The window's checks wait (their cleanup half, sys.fn_cdc_get_min_lsn) until the test lets them go.
+    let letGo!: () => void;
+    const stall = new Promise<void>((resolve) => (letGo = resolve));
+    let named = 0;
+    let stalled = 0;
+    m.beforeStatement = (name) => {
+      if (name === 'cdc.dbo_Persons_CT') named++;
+      if (name !== 'sys.fn_cdc_get_min_lsn' || named < 2) return;
+      stalled++;
+      return stall;
+    };
+    const logs: string[] = [];
+    let leaseGone = false;
+    const onState = (s: { leases?: string[] }) => (leaseGone ||= s.leases?.length === 0);
+    const stream = mssqlCdc({ connectionString: servers.get(m)!.connectionString, tables: ['Persons'], start: 'earliest', ...FAST, lease: { task: 'shop', checkpointTable: cp, checkEveryMs: 1 }, checkpointEveryRows: 100, log: (l) => logs.push(l), onState });
+    const it = stream[Symbol.asyncIterator]();
+    const seen: Envelope[] = [];
+    while (rowsOf(seen).length < 100) seen.push((await it.next()).value as Envelope);
+    await until(() => stalled > 0);
+    // The lock's session dies while the first checkpoint is checked (the worker hears of it);
+    // then the checks answer.
+    m.killSession(m.lockOwner(leaseResource('shop', { schema: 'dbo', table: 'Persons' }))!);
+    await until(() => leaseGone);
+    letGo();
+    // The worker takes the lease again and reads from the start (nothing was stored).
+    let back = -1;
+    for (let last = idsOf(seen).at(-1) ?? 0; back < 0 || last !== 600 || seen.at(-1)!.type !== 'checkpoint'; ) {
+      const e = (await it.next()).value as Envelope;
+      seen.push(e);
+      if (e.type !== 'cdc') continue;
+      const id = (e.data as { Id: number }).Id;
+      if (back < 0 && id < last) back = seen.length - 1;
+      last = id;
+    }
+    await it.return?.();
+    expect(logs.join('\n')).toMatch(/the lease session ended .*taking leases again/);
+    expect(back).toBeGreaterThanOrEqual(100);
+    expect(seen.slice(0, back).filter((e) => e.type === 'checkpoint')).toEqual([]);
+    expect(idsOf(seen.slice(back))).toEqual(Array.from({ length: 600 }, (_, i) => i + 1));
   });
 
   it('names a lease by a lock resource SQL Server compares byte for byte: case-folded, at most 255 characters', () => {
