@@ -169,6 +169,20 @@ describe('order inside a transaction', () => {
     expect(() => mssqlCdc({ connectionString: 'Server=127.0.0.1,1', tables: ['Persons'], queryMode: 'table' as never })).toThrow(/query_mode must be direct or function/);
   });
 
+  it('a check that answers at once keeps every checkpoint in a large window, each in its place', async () => {
+    const m = await serve(shopModel());
+    persons(m, 1, 5000);
+    // The change function checks its own range: nothing is asked before a checkpoint goes on.
+    const seen = await readUntil(reader(m, { queryMode: 'function', checkpointEveryRows: 100 }).stream, rowCount(5000));
+    let rows = 0;
+    for (const e of seen) {
+      if (e.type === 'cdc') rows++;
+      // Every 100th row, and only there (one row per commit).
+      else expect(rows % 100).toBe(0);
+    }
+    expect(seen.filter((e) => e.type === 'checkpoint')).toHaveLength(50);
+  });
+
   it('query mode direct still reports a gap when cleanup removes rows while they are read (the function would fail with 313)', async () => {
     const m = await serve(shopModel());
     persons(m, 1, 2);

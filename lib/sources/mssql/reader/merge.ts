@@ -25,6 +25,10 @@ const HOLD = 4 * BATCH;
 /** What Merger.fill() stopped for, besides the index of a cursor to wait for. */
 const END = -1;
 const FULL = -2;
+const HELD = -3;
+
+/** One turn of the event loop: the answers that came meanwhile are read. */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** What a window's merge returns: its rows, and the check that covered its last rows if it made one. */
 export interface Merged {
@@ -56,6 +60,18 @@ export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<
       m.release();
       const at = m.fill();
       if (at === END) break;
+      if (at === HELD) {
+        // As much is held as may be. The merge ran on rows the driver had buffered: the check's
+        // answer may be in and not yet read. Once it is, the held checkpoints go on; else without them.
+        if (m.out.length > 0) {
+          yield m.handOn();
+          if (r.aborted) return stopped();
+        }
+        await turn();
+        m.release();
+        m.dropIfFull();
+        continue;
+      }
       if (at !== FULL) {
         // The driver has nothing buffered for this table: hand over what is ready, then wait.
         if (m.out.length > 0) {
@@ -138,8 +154,8 @@ class Merger {
 
   /**
    * Takes rows in commit order while the driver has them buffered: until a batch is ready
-   * (FULL), every stream has ended (END), or the next row is a stream's whose next row must be
-   * waited for (that stream's index: take() it once there).
+   * (FULL), as much is held as may be (HELD), every stream has ended (END), or the next row is a
+   * stream's whose next row must be waited for (that stream's index: take() it once there).
    */
   fill(): number {
     const heads = this.heads;
@@ -155,8 +171,8 @@ class Merger {
       const next = this.cursors[best]!.poll();
       if (next === undefined) return best;
       this.take(best, next);
-      if (this.heldEnvelopes >= HOLD) this.drop();
       if (this.out.length >= BATCH) return FULL;
+      if (this.heldEnvelopes >= HOLD) return HELD;
     }
   }
 
@@ -231,8 +247,9 @@ class Merger {
     if (held.length === 0) this.sink = out;
   }
 
-  /** The check is slow: the held checkpoints are dropped, their rows handed on without them. */
-  private drop(): void {
+  /** The check is slow: with HOLD envelopes held, the held checkpoints are dropped, their rows handed on without them. */
+  dropIfFull(): void {
+    if (this.heldEnvelopes < HOLD) return;
     const out = this.out;
     for (const p of this.held) for (const e of p.after) out.push(e);
     this.held = [];
