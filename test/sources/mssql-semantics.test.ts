@@ -169,6 +169,20 @@ describe('order inside a transaction', () => {
     expect(() => mssqlCdc({ connectionString: 'Server=127.0.0.1,1', tables: ['Persons'], queryMode: 'table' as never })).toThrow(/query_mode must be direct or function/);
   });
 
+  it('a check that answers at once keeps every checkpoint in a large window, each in its place', async () => {
+    const m = await serve(shopModel());
+    persons(m, 1, 5000);
+    // The change function checks its own range: nothing is asked before a checkpoint goes on.
+    const seen = await readUntil(reader(m, { queryMode: 'function', checkpointEveryRows: 100 }).stream, rowCount(5000));
+    let rows = 0;
+    for (const e of seen) {
+      if (e.type === 'cdc') rows++;
+      // Every 100th row, and only there (one row per commit).
+      else expect(rows % 100).toBe(0);
+    }
+    expect(seen.filter((e) => e.type === 'checkpoint')).toHaveLength(50);
+  });
+
   it('query mode direct still reports a gap when cleanup removes rows while they are read (the function would fail with 313)', async () => {
     const m = await serve(shopModel());
     persons(m, 1, 2);
@@ -190,6 +204,55 @@ describe('order inside a transaction', () => {
     const err = await readUntil(reader(m, { after: position }, logs).stream, () => false).catch((e: unknown) => e);
     expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*dbo_Persons/);
     expect(err).toMatchObject({ code: ErrorCodes.CDC_GAP });
+  });
+
+  it('rows flow while a checkpoint is checked, the checkpoint only once its check answers: cleanup raised meanwhile means no checkpoint, and the rows read again', async () => {
+    const m = await serve(shopModel());
+    const lsns: string[] = [];
+    for (let i = 1; i <= 3000; i++) lsns.push(m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]));
+    // From the window's read of the change table on (counted first, then read), every cleanup
+    // check (sys.fn_cdc_get_min_lsn) waits until the test lets it go.
+    let letGo!: () => void;
+    const stall = new Promise<void>((resolve) => (letGo = resolve));
+    let named = 0;
+    let stalled = 0;
+    m.beforeStatement = (name) => {
+      if (name === 'cdc.dbo_Persons_CT') named++;
+      if (name !== 'sys.fn_cdc_get_min_lsn' || named < 2) return;
+      stalled++;
+      return stall;
+    };
+    const seen: Envelope[] = [];
+    const logs: string[] = [];
+    const stream = mssqlCdc({ connectionString: servers.get(m)!.connectionString, tables: ['Persons'], start: 'earliest', ...FAST, checkpointEveryRows: 100, log: (l) => logs.push(l) });
+    const it = stream[Symbol.asyncIterator]();
+    // The first checkpoint (after 100 rows) is being checked, and the check does not answer: the
+    // rows before it go on, and so do those after it, once more are waiting than the reader holds.
+    while (rowsOf(seen).length < 1500) seen.push((await it.next()).value as Envelope);
+    await until(() => stalled > 0);
+    expect(seen.filter((e) => e.type === 'checkpoint')).toEqual([]);
+    // Cleanup raises the start past where the window was read from, then the checks answer.
+    m.cleanup(lsns[49]!);
+    letGo();
+    // Read until the reader, having gone back (to row 50, where cleanup left the table), is through.
+    let back = -1;
+    for (let last = idsOf(seen).at(-1) ?? 0; back < 0 || last !== 3000 || seen.at(-1)!.type !== 'checkpoint'; ) {
+      const e = (await it.next()).value as Envelope;
+      seen.push(e);
+      if (e.type !== 'cdc') continue;
+      const id = (e.data as { Id: number }).Id;
+      if (back < 0 && id < last) back = seen.length - 1;
+      last = id;
+    }
+    await it.return?.();
+    expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*dbo_Persons/);
+    // No checkpoint before the reader went back: it had none proven.
+    expect(back).toBeGreaterThanOrEqual(1500);
+    expect(seen.slice(0, back).filter((e) => e.type === 'checkpoint')).toEqual([]);
+    // Read again from where cleanup left the table: nothing lost, every checkpoint at or past it.
+    const again = idsOf(seen.slice(back));
+    expect(again).toEqual(Array.from({ length: 2951 }, (_, i) => i + 50));
+    for (const cp of seen.filter((e) => e.type === 'checkpoint')) expect(positionOf(cp).tables['dbo.Persons']! >= lsns[49]!).toBe(true);
   });
 });
 
@@ -348,6 +411,54 @@ describe('leases', () => {
     expect(new Set(delivered).size).toBe(2000);
     expect(aLogs.join('\n')).toMatch(/the lease session ended .*taking leases again/);
     await store.close();
+  });
+
+  it('a lease lost while a checkpoint is checked: that checkpoint is never handed on, even once its check answers', async () => {
+    const m = await serve(shopModel());
+    const cp = { schema: 'dstream', table: 'checkpoints' };
+    const admin = await connector(m)();
+    await admin.createCheckpointTable(cp);
+    await admin.close();
+    persons(m, 1, 600);
+    // The window's checks wait (their cleanup half, sys.fn_cdc_get_min_lsn) until the test lets them go.
+    let letGo!: () => void;
+    const stall = new Promise<void>((resolve) => (letGo = resolve));
+    let named = 0;
+    let stalled = 0;
+    m.beforeStatement = (name) => {
+      if (name === 'cdc.dbo_Persons_CT') named++;
+      if (name !== 'sys.fn_cdc_get_min_lsn' || named < 2) return;
+      stalled++;
+      return stall;
+    };
+    const logs: string[] = [];
+    let leaseGone = false;
+    const onState = (s: { leases?: string[] }) => (leaseGone ||= s.leases?.length === 0);
+    const stream = mssqlCdc({ connectionString: servers.get(m)!.connectionString, tables: ['Persons'], start: 'earliest', ...FAST, lease: { task: 'shop', checkpointTable: cp, checkEveryMs: 1 }, checkpointEveryRows: 100, log: (l) => logs.push(l), onState });
+    const it = stream[Symbol.asyncIterator]();
+    const seen: Envelope[] = [];
+    while (rowsOf(seen).length < 100) seen.push((await it.next()).value as Envelope);
+    await until(() => stalled > 0);
+    // The lock's session dies while the first checkpoint is checked (the worker hears of it);
+    // then the checks answer.
+    m.killSession(m.lockOwner(leaseResource('shop', { schema: 'dbo', table: 'Persons' }))!);
+    await until(() => leaseGone);
+    letGo();
+    // The worker takes the lease again and reads from the start (nothing was stored).
+    let back = -1;
+    for (let last = idsOf(seen).at(-1) ?? 0; back < 0 || last !== 600 || seen.at(-1)!.type !== 'checkpoint'; ) {
+      const e = (await it.next()).value as Envelope;
+      seen.push(e);
+      if (e.type !== 'cdc') continue;
+      const id = (e.data as { Id: number }).Id;
+      if (back < 0 && id < last) back = seen.length - 1;
+      last = id;
+    }
+    await it.return?.();
+    expect(logs.join('\n')).toMatch(/the lease session ended .*taking leases again/);
+    expect(back).toBeGreaterThanOrEqual(100);
+    expect(seen.slice(0, back).filter((e) => e.type === 'checkpoint')).toEqual([]);
+    expect(idsOf(seen.slice(back))).toEqual(Array.from({ length: 600 }, (_, i) => i + 1));
   });
 
   it('names a lease by a lock resource SQL Server compares byte for byte: case-folded, at most 255 characters', () => {

@@ -3,7 +3,7 @@ import { SqlCheckpointStore } from '../../lib/state/sql-store.js';
 import { compareLsn, incrementLsn, lsnFromHex, lsnOf, lsnToHex } from '../../lib/sources/mssql/lsn.js';
 import { SQL, selectExpression } from '../../lib/sources/mssql/sql.js';
 import { parseTableRef, quoteName } from '../../lib/sources/mssql/tables.js';
-import { jsonValue, rowMapper, typeClassOf } from '../../lib/sources/mssql/types.js';
+import { jsonValue, rowMapper, typeClassOf, valuesMapper } from '../../lib/sources/mssql/types.js';
 import { isConnectionLost, sqlFailure } from '../../lib/sources/mssql/errors.js';
 import { describeConnection, sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { sqlServerForTest } from '../support/sql-server.js';
@@ -97,6 +97,22 @@ describe('value mapping (every SQL type class)', () => {
       Seen: '2026-11-26T09:00:00.1234567',
       Gone: null,
     });
+  });
+
+  it('maps a change row to its data by the capture instance\'s columns, whatever their names', () => {
+    const names = ['Id', 'Na"me', 'back\\slash', "it's", 'line\u2028sep', '42', 'constructor', 'Zoë 😀', '${x}', ' '];
+    const columns = names.map((name) => ({ name, type: 'nvarchar' }));
+    const row = [Buffer.alloc(10), Buffer.alloc(10), 2, ...names.map((_, i) => (i % 3 === 0 ? null : i % 3 === 1 ? `v${i}` : Buffer.from([i])))];
+    const data = valuesMapper(columns, 3)(row);
+    const expected: Record<string, unknown> = {};
+    names.forEach((name, i) => (expected[name] = jsonValue(row[3 + i])));
+    // The same keys in the same order (integer-like names first, as in any object), the same values.
+    expect(JSON.stringify(data)).toBe(JSON.stringify(expected));
+    expect(Object.getPrototypeOf(data)).toBe(Object.prototype);
+    // __proto__ is a column name like any other: a data property, not the object's prototype.
+    const odd = valuesMapper([{ name: 'Id', type: 'int' }, { name: '__proto__', type: 'nvarchar' }], 0)([1, 'p']);
+    expect(Object.getPrototypeOf(odd)).toBe(Object.prototype);
+    expect(JSON.stringify(odd)).toBe('{"Id":1,"__proto__":"p"}');
   });
 
   it('selects change rows ordered by LSN, seqval and operation, with before-images only when asked', () => {

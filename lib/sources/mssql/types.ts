@@ -108,12 +108,23 @@ export function rowMapper(columns: readonly ColumnInfo[]): (row: Record<string, 
   };
 }
 
-/** The same from a row of values, the columns' from index `first` on (a ChangeRow: sql.ts changeLayout). */
+/**
+ * The same from a row of values, the columns' from index `first` on (a ChangeRow: sql.ts
+ * changeLayout). It runs once per change row: built as one object literal of the capture
+ * instance's columns, so each row's object is allocated whole in its final shape, instead of
+ * growing by a store per column whose key changes at every step. The names are written as JSON
+ * string literals; `__proto__`, which a literal (or a store) would take for the prototype, is
+ * defined as a property of its own.
+ */
 export function valuesMapper(columns: readonly ColumnInfo[], first: number): (row: readonly unknown[]) => Record<string, unknown> {
   const names = columns.map((c) => c.name);
+  if (!names.includes('__proto__')) {
+    const fields = names.map((name, i) => `${JSON.stringify(name)}: json(row[${first + i}])`);
+    return new Function('json', `return (row) => ({ ${fields.join(', ')} });`)(json) as (row: readonly unknown[]) => Record<string, unknown>;
+  }
   return (row) => {
     const data: Record<string, unknown> = {};
-    for (let i = 0; i < names.length; i++) data[names[i]!] = json(row[first + i]);
+    for (let i = 0; i < names.length; i++) Object.defineProperty(data, names[i]!, { value: json(row[first + i]), enumerable: true, writable: true, configurable: true });
     return data;
   };
 }

@@ -7,7 +7,7 @@ import { checkpoint, type Envelope } from '../../../envelope/types.js';
 import { invalidOption } from '../../../errors.js';
 import { lsnFromHex, lsnToHex, compareLsn } from '../lsn.js';
 import { positionOf, type SnapshotProgress } from '../position.js';
-import type { CaptureInstance, CdcQueries, ChangeRow, WindowCommits } from '../queries.js';
+import type { CaptureInstance, CdcQueries, ChangeRow, WindowCommits, WindowRows } from '../queries.js';
 import type { ChangeLayout } from '../sql.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
@@ -80,6 +80,8 @@ export class CdcReader {
   rowLimit: number;
   /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
   ahead: { from: Promise<Buffer>; max: Buffer; commits: Promise<WindowCommits> } | undefined;
+  /** And that window's row counts, asked for once its commits are known (see window() in windows.ts), by range. */
+  aheadRows: Promise<Map<string, Promise<WindowRows>>> | undefined;
   /** The backlog as the windows see it (backlog.ts): at a window's start, its commits to the max LSN; 0 once read through it. */
   backlog: { commits: number; atLeast: boolean; at: number } | undefined;
   readonly log: (m: string) => void;
@@ -171,20 +173,41 @@ export class CdcReader {
   }
 
   /**
-   * A checkpoint about to be handed on, once what it claims still holds: in lease mode, that this
-   * worker's lease session is the one that took the locks (a pool replaces a dead connection
-   * silently, and SQL Server has released its locks by then); in query mode direct, that cleanup
-   * did not remove rows of the range while they were read (the change function would have failed
-   * with 313; a SELECT on the change table just returns fewer rows).
+   * A checkpoint about to be handed on, once `checked` (a check() started after every row it
+   * covers was read; one is started now when none is given) has answered.
    */
-  async verify(positions: ReadonlyMap<string, Buffer>, segments: readonly Segment[], cleanupCheck?: Promise<void>): Promise<void> {
-    if (this.o.lease && this.tables.size > 0) {
-      const session = this.lockSession;
-      const first = this.tables.values().next().value!;
-      if (this.leaseLost || session === undefined || !(await session.holdsLock(leaseResource(this.o.lease.task, first.ref))) || this.leaseLost) throw new LeaseLost();
-    }
-    await (cleanupCheck ?? this.cleanupCheck(segments));
+  async verify(positions: ReadonlyMap<string, Buffer>, segments: readonly Segment[], checked?: Promise<void>): Promise<void> {
+    await (checked ?? this.check(segments));
+    // The session may have ended after the check answered.
+    if (this.o.lease && this.leaseLost) throw new LeaseLost();
     this.markHanded(positions);
+  }
+
+  /**
+   * What a checkpoint claims, checked against the server: in lease mode, that this worker's lease
+   * session is the one that took the locks (a pool replaces a dead connection silently, and SQL
+   * Server has released its locks by then); in query mode direct, that cleanup did not remove rows
+   * of the range while they were read (the change function would have failed with 313; a SELECT on
+   * the change table just returns fewer rows).
+   *
+   * Both answers hold for every row read before the check was sent, whenever it answers, so a
+   * check started after a checkpoint's rows were read proves that checkpoint (merge.ts relies on
+   * it): cleanup only ever raises an instance's start, and a session never gets a lost lock back
+   * while a window is read (locks are taken in leases(), between windows, and a lost session drops
+   * its tables first), so a lock held now was held all along since it was taken.
+   */
+  async check(segments: readonly Segment[]): Promise<void> {
+    // Both at once (the lease has its own connection); a lost lease is the answer that counts.
+    const cleanup = this.cleanupCheck(segments);
+    cleanup.catch(() => undefined);
+    if (this.o.lease && this.tables.size > 0) await this.holdsLease();
+    await cleanup;
+  }
+
+  private async holdsLease(): Promise<void> {
+    const session = this.lockSession;
+    const first = this.tables.values().next().value!;
+    if (this.leaseLost || session === undefined || !(await session.holdsLock(leaseResource(this.o.lease!.task, first.ref))) || this.leaseLost) throw new LeaseLost();
   }
 
   /** Query mode direct: cleanup did not raise a segment's instance start past where it was read from (313 if it did). */

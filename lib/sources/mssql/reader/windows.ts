@@ -97,20 +97,15 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   let to = full ? commits.last! : max;
   // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
   // change table's clustered index; idle tables open no stream).
-  // The counts are sent all at once (one round trip, not one per table); the loop below takes a
-  // count again only where `to` moved before it, so the window is the one counting in turn gives.
-  const counted = new Map<string, Promise<WindowRows>>();
-  const countOf = (s: Segment, end: Buffer) => `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)}`;
-  for (const t of active) {
-    if (compareLsn(t.from, to) > 0) continue;
-    for (const s of segmentsOf(t, to, r.o.queryMode === 'direct')) {
-      if (compareLsn(s.from, to) > 0) continue;
-      const end = compareLsn(s.to, to) < 0 ? s.to : to;
-      const n = q.windowRows(s.instance.name, s.from, end, r.rowLimit);
-      n.catch(() => undefined);
-      counted.set(countOf(s, end), n);
-    }
-  }
+  // The counts are sent all at once (one round trip, not one per table), or were sent while the
+  // window before was read; the loop below takes a count again only where `to` moved before it,
+  // so the window is the one counting in turn gives.
+  const ahead = r.aheadRows;
+  r.aheadRows = undefined;
+  const counted = (ahead && (await ahead.catch(() => undefined))) ?? new Map<string, Promise<WindowRows>>();
+  if (r.aborted) return 'idle';
+  const countOf = (s: Segment, end: Buffer) => rangeKey(s, end, r.rowLimit);
+  countRows(r, active, to, counted);
   const found: Segment[] = [];
   for (const t of active) {
     if (compareLsn(t.from, to) > 0) continue;
@@ -144,10 +139,22 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   const nextLsn = q.incrementLsn(to);
   nextLsn.catch(() => undefined);
   if (full) {
-    r.ahead = { from: nextLsn, max, commits: nextLsn.then((n) => (r.aborted ? Promise.reject(new Error('stopped')) : q.windowCommits(n, max, r.o.maxTransactions))) };
-    r.ahead.commits.catch(() => undefined);
+    const ahead = { from: nextLsn, max, commits: nextLsn.then((n) => (r.aborted ? Promise.reject(new Error('stopped')) : q.windowCommits(n, max, r.o.maxTransactions))) };
+    r.ahead = ahead;
+    ahead.commits.catch(() => undefined);
+    // And its row counts, as soon as its commits say where it ends: their round trip overlaps
+    // this window's merge. Counts of a range up to the max LSN do not change (cleanup aside,
+    // which only ends a window sooner); the next window uses those of the ranges it reads.
+    const end = to;
+    r.aheadRows = Promise.all([nextLsn, ahead.commits]).then(([next, c]) => {
+      if (r.aborted) throw new Error('stopped');
+      const nextTo = c.commits >= r.o.maxTransactions && c.last !== null ? c.last : max;
+      const tables = active.map((t) => (compareLsn(t.from, end) <= 0 ? { ...t, from: next } : t));
+      return countRows(r, tables, nextTo, new Map());
+    });
+    r.aheadRows.catch(() => undefined);
   }
-  const rows = yield* merge(r, segments);
+  const { rows, checked } = yield* merge(r, segments);
   // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
   if (r.aborted) return 'idle';
   // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
@@ -163,10 +170,33 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   if (r.rowLimit < r.o.maxRows) r.rowLimit = Math.min(r.o.maxRows, r.rowLimit * 2);
   if (rows > 0 || Date.now() - r.lastCheckpointAt >= r.o.heartbeatMs) {
     const cp = r.checkpoint(false);
-    await r.verify(r.emitted, segments);
+    // The merge's last check was sent once every row was read: it covers this checkpoint too.
+    await r.verify(r.emitted, segments, checked);
     yield cp;
   }
   return full ? 'full' : rows > 0 ? 'rows' : 'idle';
+}
+
+/** What identifies a row count: the instance, the range and the limit. */
+function rangeKey(s: Segment, end: Buffer, limit: number): string {
+  return `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)} ${limit}`;
+}
+
+/** Sends the row counts of the tables' segments up to `to` that `counted` does not have yet. */
+function countRows(r: CdcReader, tables: readonly TableState[], to: Buffer, counted: Map<string, Promise<WindowRows>>): Map<string, Promise<WindowRows>> {
+  for (const t of tables) {
+    if (compareLsn(t.from, to) > 0) continue;
+    for (const s of segmentsOf(t, to, r.o.queryMode === 'direct')) {
+      if (compareLsn(s.from, to) > 0) continue;
+      const end = compareLsn(s.to, to) < 0 ? s.to : to;
+      const key = rangeKey(s, end, r.rowLimit);
+      if (counted.has(key)) continue;
+      const n = r.q.windowRows(s.instance.name, s.from, end, r.rowLimit);
+      n.catch(() => undefined);
+      counted.set(key, n);
+    }
+  }
+  return counted;
 }
 
 /**
