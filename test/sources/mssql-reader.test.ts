@@ -8,6 +8,7 @@ import { messageIdOf } from '../../lib/sinks/service-bus/message.js';
 import { SqlCheckpointStore } from '../../lib/state/sql-store.js';
 import { mssqlCdc, parsePosition, type MssqlCdcOptions, type MssqlCdcPosition } from '../../lib/sources/mssql/reader.js';
 import { positionOf, readPosition } from '../../lib/sources/mssql/position.js';
+import { IDLE_POLLS_AT_BASE } from '../../lib/sources/mssql/reader/windows.js';
 import { lsnFromHex } from '../../lib/sources/mssql/lsn.js';
 import { sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { shopModel, type CdcModel } from '../support/cdc-model.js';
@@ -230,11 +231,11 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     // When each idle poll starts: the waits between them are what backs off.
     const idle: number[] = [];
     m.beforeStatement = (name) => void (name === 'sys.fn_cdc_get_max_lsn' && idle.push(Date.now()));
-    await until(() => idle.length >= 8);
+    await until(() => idle.length >= 8 + IDLE_POLLS_AT_BASE);
     m.beforeStatement = undefined;
-    // Waits of 10, 20, 40, ... ms: by the eighth idle poll one wait is at least 320 ms (one less
-    // if the first poll counted was already under way). A poll without back-off waits 5 ms plus
-    // its own statements.
+    // Waits of 5 ms for the first IDLE_POLLS_AT_BASE idle polls, then 10, 20, 40, ... ms: by the
+    // eleventh idle poll one wait is at least 320 ms (one less if the first poll counted was already
+    // under way). A poll without back-off waits 5 ms plus its own statements.
     const gaps = idle.slice(1).map((t, i) => t - idle[i]!);
     expect(Math.max(...gaps)).toBeGreaterThanOrEqual(300);
     persons(m, 1, 1);

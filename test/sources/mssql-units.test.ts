@@ -7,6 +7,7 @@ import { jsonValue, rowMapper, typeClassOf, valuesMapper } from '../../lib/sourc
 import { isConnectionLost, sqlFailure } from '../../lib/sources/mssql/errors.js';
 import { describeConnection, sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { sqlServerForTest } from '../support/sql-server.js';
+import { IDLE_POLLS_AT_BASE, idleWait } from '../../lib/sources/mssql/reader/windows.js';
 
 describe('LSNs', () => {
   it('round-trip as 0x + 20 upper-case hex digits, order as text and as bytes', () => {
@@ -191,5 +192,17 @@ describe('SqlCheckpointStore (through the driver, against the TDS test server)',
     m.dropConnections();
     expect((await store.load('gen'))?.position).toEqual({ lsn: '0x1', tx: 3, rows: 9 });
     await store.close();
+  });
+});
+
+describe('idle polls', () => {
+  it('wait the base interval for the first few, then double up to the ceiling', () => {
+    const waits = Array.from({ length: 10 }, (_, i) => idleWait(i + 1, 500, 5000));
+    expect(IDLE_POLLS_AT_BASE).toBe(3);
+    // A pause of 1.5 s in a steady stream does not stretch the next change's wait past the interval.
+    expect(waits).toEqual([500, 500, 500, 1000, 2000, 4000, 5000, 5000, 5000, 5000]);
+    // A ceiling at the base interval: no back-off at all; far past it, no overflow.
+    expect(Array.from({ length: 6 }, (_, i) => idleWait(i + 1, 500, 500))).toEqual([500, 500, 500, 500, 500, 500]);
+    expect(idleWait(10_000, 5, 60_000)).toBe(60_000);
   });
 });

@@ -35,7 +35,7 @@ export interface MssqlCdcOptions {
   onGap?: GapPolicy;
   /** Poll interval when changes keep coming, from the start of one window to the next (a longer window is followed at once). Default 500. */
   pollIntervalMs?: number;
-  /** The idle back-off doubles up to this. Default 5000. */
+  /** After three idle polls at `pollIntervalMs`, the idle back-off doubles up to this. Default 5000. */
   maxPollIntervalMs?: number;
   /** Commits per window. Default 10000. */
   maxTransactions?: number;

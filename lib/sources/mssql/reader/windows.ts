@@ -31,9 +31,23 @@ export async function* stream(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     else idle++;
     // Changes keep coming: polls start every interval, so a window that took longer (the rows
     // waited for the sink, or there were many) is followed by the next at once, not an interval later.
-    const wait = result === 'rows' ? r.o.pollIntervalMs - (Date.now() - started) : Math.min(r.o.pollIntervalMs * 2 ** Math.min(idle, 16), r.o.maxPollIntervalMs);
+    const wait = result === 'rows' ? r.o.pollIntervalMs - (Date.now() - started) : idleWait(idle, r.o.pollIntervalMs, r.o.maxPollIntervalMs);
     if (wait > 0) await sleep(wait, undefined, { signal: r.o.signal }).catch(() => undefined);
   }
+}
+
+/** Idle polls at the base interval before the wait starts doubling. */
+export const IDLE_POLLS_AT_BASE = 3;
+
+/**
+ * The wait after the `idle`-th poll in a row that found nothing: the base interval for the first
+ * IDLE_POLLS_AT_BASE (a pause of a second or two in a steady stream of changes does not stretch
+ * the next change's latency to twice the interval), then doubling up to `max` (a quiet table costs
+ * SQL Server few polls).
+ */
+export function idleWait(idle: number, pollIntervalMs: number, maxPollIntervalMs: number): number {
+  const doublings = Math.min(Math.max(0, idle - IDLE_POLLS_AT_BASE), 16);
+  return Math.min(pollIntervalMs * 2 ** doublings, maxPollIntervalMs);
 }
 
 /** Reads one window. 'full': the window was capped (more is waiting); 'rows': some rows; 'idle': none. */
