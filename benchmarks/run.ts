@@ -5,7 +5,7 @@
  * (codec,route,mssql,mssql-tds,service-bus,runner,state-file,latency) picks sections; BENCH_CDC_COMMITS (default 150000) sizes the in-process
  * CDC reader runs; BENCH_TDS_ROWS (default 200000) the reader over the TDS test server, BENCH_TDS_BACKLOG
  * (default 1000000) its RSS run; BENCH_RUN_ROWS (default 500000) sizes the task runner runs; BENCH_STATE_LINES
- * (default 1000000) the asb-sink --state-file runs; BENCH_LATENCY_SECONDS (default 20) each steady rate of the
+ * (default 1000000) the asb-sink --state-file runs; BENCH_LATENCY_SECONDS (default 40) each steady rate of the
  * end-to-end latency runs, BENCH_LATENCY_RATES (default 1000,10000) their rates, BENCH_LATENCY_SINK=process
  * runs the task's output as the asb-sink executable (provider_path) instead of the built-in.
  */
@@ -50,7 +50,7 @@ const stateLines = Number(process.env.BENCH_STATE_LINES ?? 1_000_000);
 await step(`asb-sink --state-file over ${stateLines.toLocaleString('en-US')} lines`, () => stateFile.run(stateLines, Math.max(1, Math.min(rounds, 2))), 'state-file');
 
 const latencyRates = (process.env.BENCH_LATENCY_RATES ?? '1000,10000').split(',').map(Number);
-await step('end-to-end latency: commit in SQL Server to message accepted by Service Bus (TDS test server, dstream run, AMQP test broker: three processes)', () => latency.run(latencyRates, Number(process.env.BENCH_LATENCY_SECONDS ?? 20)), 'latency');
+await step('end-to-end latency: commit in SQL Server to message accepted by Service Bus (TDS test server, dstream run, AMQP test broker: three processes)', () => latency.run(latencyRates, Number(process.env.BENCH_LATENCY_SECONDS ?? 40)), 'latency');
 
 const verdicts = sections.flatMap((s) => evaluate(s.result));
 const targetTable = markdown([['target', 'measured', 'met'], ...verdicts.map((v) => [v.target.text, v.value, v.pass ? 'yes' : 'NO'])]);
