@@ -40,6 +40,22 @@ const rowsOf = (es: Envelope[]) => es.filter((e) => e.type === 'cdc');
 const idsOf = (es: Envelope[]) => rowsOf(es).map((e) => (e.data as { Id: number }).Id);
 const positionOf = (e: Envelope) => (e.data as { position: MssqlCdcPosition }).position;
 const rowCount = (n: number) => (es: Envelope[]) => rowsOf(es).length >= n && es.at(-1)!.type === 'checkpoint';
+/**
+ * Reads on until the reader has gone back (a row whose Id is below the one before it) and is then
+ * through row `lastId` at a checkpoint; returns the index in `seen` of the first row read again.
+ */
+async function readBackThrough(it: AsyncIterator<unknown>, seen: Envelope[], lastId: number): Promise<number> {
+  let back = -1;
+  for (let last = idsOf(seen).at(-1) ?? 0; back < 0 || last !== lastId || seen.at(-1)!.type !== 'checkpoint'; ) {
+    const e = (await it.next()).value as Envelope;
+    seen.push(e);
+    if (e.type !== 'cdc') continue;
+    const id = (e.data as { Id: number }).Id;
+    if (back < 0 && id < last) back = seen.length - 1;
+    last = id;
+  }
+  return back;
+}
 
 /** The provider in-process over the model, standalone (argv), until `stopWhen` holds for its stdout lines. */
 async function provider(m: CdcModel, argv: string[], stopWhen: (lines: Envelope[]) => boolean = () => false) {
@@ -235,15 +251,7 @@ describe('order inside a transaction', () => {
     m.cleanup(lsns[49]!);
     letGo();
     // Read until the reader, having gone back (to row 50, where cleanup left the table), is through.
-    let back = -1;
-    for (let last = idsOf(seen).at(-1) ?? 0; back < 0 || last !== 3000 || seen.at(-1)!.type !== 'checkpoint'; ) {
-      const e = (await it.next()).value as Envelope;
-      seen.push(e);
-      if (e.type !== 'cdc') continue;
-      const id = (e.data as { Id: number }).Id;
-      if (back < 0 && id < last) back = seen.length - 1;
-      last = id;
-    }
+    const back = await readBackThrough(it, seen, 3000);
     await it.return?.();
     expect(logs.join('\n')).toMatch(/the retained LSN range moved while reading .*dbo_Persons/);
     // No checkpoint before the reader went back: it had none proven.
@@ -445,15 +453,7 @@ describe('leases', () => {
     await until(() => leaseGone);
     letGo();
     // The worker takes the lease again and reads from the start (nothing was stored).
-    let back = -1;
-    for (let last = idsOf(seen).at(-1) ?? 0; back < 0 || last !== 600 || seen.at(-1)!.type !== 'checkpoint'; ) {
-      const e = (await it.next()).value as Envelope;
-      seen.push(e);
-      if (e.type !== 'cdc') continue;
-      const id = (e.data as { Id: number }).Id;
-      if (back < 0 && id < last) back = seen.length - 1;
-      last = id;
-    }
+    const back = await readBackThrough(it, seen, 600);
     await it.return?.();
     expect(logs.join('\n')).toMatch(/the lease session ended .*taking leases again/);
     expect(back).toBeGreaterThanOrEqual(100);
