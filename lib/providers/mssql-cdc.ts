@@ -55,7 +55,7 @@ export const mssqlCdcConfig = {
     description: 'direct: read cdc.[<instance>_CT] in its clustered order (operations in the order they happened; SELECT on schema cdc); function: cdc.fn_cdc_get_all_changes_<instance> (no __$command_id)',
   },
   request_timeout_ms: { type: 'integer', minimum: 0, description: "how long a statement may take to its first row (0: no limit); default: the connection string's Request Timeout, else 120000" },
-  checkpoint_every_rows: { type: 'integer', minimum: 1, default: 1000, description: 'a checkpoint at the first commit boundary after this many rows' },
+  checkpoint_every_rows: { type: 'integer', minimum: 1, default: 1000, description: 'a checkpoint at the first commit boundary after this many rows (fewer while SQL Server is slow to confirm them)' },
   heartbeat_ms: { type: 'integer', minimum: 0, default: 10_000, description: 'while idle, a checkpoint this often (quiet tables keep up with retention)' },
   connect_attempts: { type: 'integer', minimum: 1, default: 5, description: 'attempts to connect at start-up' },
   reconnect_attempts: { type: 'integer', minimum: 0, default: 20, description: 'attempts to reconnect after a lost connection' },

@@ -45,7 +45,7 @@ export interface MssqlCdcOptions {
   queryMode?: QueryMode;
   /** How long a statement may take to its first row (0: no limit). Default: the connection string's Request Timeout, else 120000. */
   requestTimeoutMs?: number;
-  /** A checkpoint at the first transaction boundary after this many rows. Default 1000. */
+  /** A checkpoint at the first transaction boundary after this many rows (and at each window's end); one whose check SQL Server answers only after ~1000 more rows is left out, a later one covering its rows. Default 1000. */
   checkpointEveryRows?: number;
   /** While idle, a checkpoint this often, so quiet tables keep up with retention. Default 10000. */
   heartbeatMs?: number;
