@@ -41,6 +41,24 @@ const idsOf = (es: Envelope[]) => rowsOf(es).map((e) => (e.data as { Id: number 
 const positionOf = (e: Envelope) => (e.data as { position: MssqlCdcPosition }).position;
 const rowCount = (n: number) => (es: Envelope[]) => rowsOf(es).length >= n && es.at(-1)!.type === 'checkpoint';
 /**
+ * From the second statement naming dbo.Persons' change table on (a window counts its rows, then
+ * reads them), every cleanup check (sys.fn_cdc_get_min_lsn) waits until letGo().
+ */
+function stallCleanupChecks(m: CdcModel): { letGo: () => void; stalled: () => number } {
+  let letGo!: () => void;
+  const stall = new Promise<void>((resolve) => (letGo = resolve));
+  let named = 0;
+  let stalled = 0;
+  m.beforeStatement = (name) => {
+    if (name === 'cdc.dbo_Persons_CT') named++;
+    if (name !== 'sys.fn_cdc_get_min_lsn' || named < 2) return;
+    stalled++;
+    return stall;
+  };
+  return { letGo, stalled: () => stalled };
+}
+
+/**
  * Reads on until the reader has gone back (a row whose Id is below the one before it) and is then
  * through row `lastId` at a checkpoint; returns the index in `seen` of the first row read again.
  */
@@ -228,16 +246,7 @@ describe('order inside a transaction', () => {
     for (let i = 1; i <= 3000; i++) lsns.push(m.commit([{ table: 'Persons', op: 'insert', row: { Id: i, Name: `p${i}` } }]));
     // From the window's read of the change table on (counted first, then read), every cleanup
     // check (sys.fn_cdc_get_min_lsn) waits until the test lets it go.
-    let letGo!: () => void;
-    const stall = new Promise<void>((resolve) => (letGo = resolve));
-    let named = 0;
-    let stalled = 0;
-    m.beforeStatement = (name) => {
-      if (name === 'cdc.dbo_Persons_CT') named++;
-      if (name !== 'sys.fn_cdc_get_min_lsn' || named < 2) return;
-      stalled++;
-      return stall;
-    };
+    const { letGo, stalled } = stallCleanupChecks(m);
     const seen: Envelope[] = [];
     const logs: string[] = [];
     const stream = mssqlCdc({ connectionString: servers.get(m)!.connectionString, tables: ['Persons'], start: 'earliest', ...FAST, checkpointEveryRows: 100, log: (l) => logs.push(l) });
@@ -245,7 +254,7 @@ describe('order inside a transaction', () => {
     // The first checkpoint (after 100 rows) is being checked, and the check does not answer: the
     // rows before it go on, and so do those after it, once more are waiting than the reader holds.
     while (rowsOf(seen).length < 1500) seen.push((await it.next()).value as Envelope);
-    await until(() => stalled > 0);
+    await until(() => stalled() > 0);
     expect(seen.filter((e) => e.type === 'checkpoint')).toEqual([]);
     // Cleanup raises the start past where the window was read from, then the checks answer.
     m.cleanup(lsns[49]!);
@@ -429,16 +438,7 @@ describe('leases', () => {
     await admin.close();
     persons(m, 1, 600);
     // The window's checks wait (their cleanup half, sys.fn_cdc_get_min_lsn) until the test lets them go.
-    let letGo!: () => void;
-    const stall = new Promise<void>((resolve) => (letGo = resolve));
-    let named = 0;
-    let stalled = 0;
-    m.beforeStatement = (name) => {
-      if (name === 'cdc.dbo_Persons_CT') named++;
-      if (name !== 'sys.fn_cdc_get_min_lsn' || named < 2) return;
-      stalled++;
-      return stall;
-    };
+    const { letGo, stalled } = stallCleanupChecks(m);
     const logs: string[] = [];
     let leaseGone = false;
     const onState = (s: { leases?: string[] }) => (leaseGone ||= s.leases?.length === 0);
@@ -446,7 +446,7 @@ describe('leases', () => {
     const it = stream[Symbol.asyncIterator]();
     const seen: Envelope[] = [];
     while (rowsOf(seen).length < 100) seen.push((await it.next()).value as Envelope);
-    await until(() => stalled > 0);
+    await until(() => stalled() > 0);
     // The lock's session dies while the first checkpoint is checked (the worker hears of it);
     // then the checks answer.
     m.killSession(m.lockOwner(leaseResource('shop', { schema: 'dbo', table: 'Persons' }))!);
