@@ -84,15 +84,8 @@ export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<
       yield m.handOn();
       if (r.aborted) return stopped();
     }
-    // Every row is read: one check sent now covers the checkpoints still held, and the window's own.
-    m.release();
-    let checked: Promise<void> | undefined;
-    if (m.held.length > 0) {
-      checked = r.check(segments);
-      await checked;
-      m.verified = m.placed;
-      m.release();
-    }
+    const checked = m.checkRest();
+    await checked;
     if (m.out.length > 0) yield m.handOn();
     return { rows: m.rows, checked };
   } finally {
@@ -116,10 +109,10 @@ class Merger {
   /** Envelopes ready to hand on: none of them waits for a check. */
   out: Envelope[] = [];
   /** Checkpoints waiting for their check, oldest first, each with what follows it. */
-  held: Pending[] = [];
+  private held: Pending[] = [];
   /** Checkpoints placed in this window, and how many of them an answered check covers. */
-  placed = 0;
-  verified = 0;
+  private placed = 0;
+  private verified = 0;
   /** The check under way (at most one); it settles, never rejects: a failure is kept in `failure`. */
   private checking: Promise<void> | undefined;
   closed = false;
@@ -245,6 +238,20 @@ class Merger {
       this.outPositions = p.positions;
     }
     if (held.length === 0) this.sink = out;
+  }
+
+  /**
+   * Every row is read: one check sent now covers the checkpoints still held, and the window's own
+   * (returned, for window() to hand its checkpoint on; undefined when nothing was held).
+   */
+  checkRest(): Promise<void> | undefined {
+    this.release();
+    if (this.held.length === 0) return undefined;
+    const covers = this.placed;
+    return this.r.check(this.segments).then(() => {
+      this.verified = covers;
+      this.release();
+    });
   }
 
   /** The check is slow: with HOLD envelopes held, the held checkpoints are dropped, their rows handed on without them. */

@@ -268,8 +268,26 @@ export function segmentsOf(t: TableState, to: Buffer, direct: boolean): Segment[
     // The older instance up to the newer one's start: its last commit before it, or none (then
     // its row count is 0 and it is not read).
     const end = next !== undefined && compareLsn(next.startLsn, to) <= 0 ? decrementLsn(next.startLsn) : to;
-    const layout = changeLayout(instance.columns, direct);
-    out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), layout, map: valuesMapper(instance.columns, layout.first), unavailable: unavailableColumns(instance.columns) });
+    out.push({ table: t, instance, from, to: end, ...(next ? { before: next.startLsn } : {}), ...readingOf(instance, direct) });
   }
   return out;
+}
+
+type Reading = Pick<Segment, 'layout' | 'map' | 'unavailable'>;
+const readings = new WeakMap<CaptureInstance, Reading>();
+
+/**
+ * How an instance's change rows are read, worked out once per instance as a window has it: its
+ * segments are made for the counts, again for the reads and for the next window's counts, and the
+ * mapper is compiled code (types.ts valuesMapper). The query mode is fixed for a reader, and each
+ * window's captureInstances() gives new objects.
+ */
+function readingOf(instance: CaptureInstance, direct: boolean): Reading {
+  let reading = readings.get(instance);
+  if (reading === undefined) {
+    const layout = changeLayout(instance.columns, direct);
+    reading = { layout, map: valuesMapper(instance.columns, layout.first), unavailable: unavailableColumns(instance.columns) };
+    readings.set(instance, reading);
+  }
+  return reading;
 }
