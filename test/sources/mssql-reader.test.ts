@@ -290,14 +290,65 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     const lsns = rows.map((r) => r.metadata!.LSN!);
     expect([...lsns].sort()).toEqual(lsns);
     expect(m.calls.get('cdc.lsn_time_mapping')).toBeGreaterThanOrEqual(30);
-    // Orders never changed: it was never streamed. At most one stream per table with changes.
-    expect(m.maxOpenStreams).toBeLessThanOrEqual(2);
+    // At most two streams per table with changes: this window's, and the next one's opened ahead.
+    expect(m.maxOpenStreams).toBeLessThanOrEqual(4);
     expect(cps(seen).length).toBeGreaterThanOrEqual(30);
     // 30 windows, each table's change table named twice in each: counted (while the window before
-    // was read: asked ahead, never asked twice), then read.
+    // was read: asked ahead, never asked twice), then read (opened ahead too, never read twice).
     expect(m.calls.get('cdc.dbo_Persons_CT')).toBe(60);
     expect(m.calls.get('cdc.dbo_Customers_CT')).toBe(60);
+    // Orders never changed: counted in each window, never read.
+    expect(m.calls.get('cdc.sales_Orders_CT')).toBe(30);
   }, 60_000);
+
+  /** Reads until `n` rows and a checkpoint; the consumer stops after the first envelope until `go` resolves. */
+  async function readPausedAtFirst(stream: Readable, n: number, go: () => Promise<unknown>): Promise<Envelope[]> {
+    const seen: Envelope[] = [];
+    const failed = new Promise<never>((_, reject) => stream.once('error', reject));
+    await Promise.race([once(stream, 'data').then(([e]) => seen.push(e as Envelope)), failed]);
+    stream.pause();
+    await Promise.race([go(), failed]);
+    stream.on('data', (e: Envelope) => seen.push(e));
+    stream.resume();
+    await Promise.race([until(() => rowCount(n)(seen), 15_000), failed]);
+    stream.destroy();
+    return seen;
+  }
+
+  it('opens the next window\'s reads while a capped window is read, and reads each range once', async () => {
+    const m = await serve();
+    persons(m, 1, 3000);
+    const { stream } = reader(m, { tables: ['Persons'], maxTransactions: 1000 });
+    // The consumer holds the first window's rows: meanwhile the second window is counted (call 3)
+    // and its read opened (call 4), before the first window's rows are all handed on.
+    const seen = await readPausedAtFirst(stream, 3000, () => until(() => (m.calls.get('cdc.dbo_Persons_CT') ?? 0) >= 4, 5000));
+    expect(rowsOf(seen).map((e) => (e.data as { Id: number }).Id)).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1));
+    // Three windows, each counted once and read once; no read was opened and cancelled.
+    expect(m.calls.get('cdc.dbo_Persons_CT')).toBe(6);
+    expect(m.calls.get('attention') ?? 0).toBe(0);
+  });
+
+  it('a read opened ahead that fails before its window takes it is read again in its window: each change once, no recovery', async () => {
+    const m = await serve();
+    persons(m, 1, 3000);
+    let reads = 0;
+    let failed = false;
+    m.beforeStatement = (name) => {
+      // The fourth statement on the change table: the second window's read, opened ahead.
+      if (name === 'cdc.dbo_Persons_CT' && ++reads === 4) {
+        failed = true;
+        throw new SqlServerError(1205, 'Transaction (Process ID 52) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.', 13);
+      }
+    };
+    const logs: string[] = [];
+    const { stream } = reader(m, { tables: ['Persons'], maxTransactions: 1000 }, logs);
+    // The first window's rows are held until the failure has reached the reader.
+    const seen = await readPausedAtFirst(stream, 3000, () => until(() => failed, 5000).then(() => new Promise((r) => setTimeout(r, 200))));
+    expect(rowsOf(seen).map((e) => (e.data as { Id: number }).Id)).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1));
+    // Counted and read once per window, and the failed read once more.
+    expect(m.calls.get('cdc.dbo_Persons_CT')).toBe(7);
+    expect(logs.join('\n')).not.toMatch(/lost the connection|reading again/);
+  });
 
   describe('cleanup overtaking the position', () => {
     async function gapSetup(opts: Opts) {

@@ -3,6 +3,7 @@
  * positions, and the checkpoints it hands on. The parts (start, snapshot, windows, merge, leases,
  * recovery) are functions of this state, one file each.
  */
+import type { Readable } from 'node:stream';
 import { checkpoint, type Envelope } from '../../../envelope/types.js';
 import { invalidOption } from '../../../errors.js';
 import { lsnFromHex, lsnToHex, compareLsn } from '../lsn.js';
@@ -54,6 +55,12 @@ export interface Segment {
   unavailable: ((op: number, mask: Uint8Array | null | undefined) => string[] | undefined) | undefined;
 }
 
+/** The next window's row counts, by range, and its change streams, by read, asked for while a window is read. */
+export interface AheadReads {
+  counted: Map<string, Promise<WindowRows>>;
+  reads: Map<string, Readable>;
+}
+
 export class CdcReader {
   readonly o: Required<Omit<MssqlCdcOptions, 'after' | 'lease' | 'signal' | 'log' | 'onState' | 'start' | 'connectionString' | 'requestTimeoutMs'>> & MssqlCdcOptions;
   readonly refs: TableRef[];
@@ -78,10 +85,12 @@ export class CdcReader {
   leaseToken: object | undefined;
   /** Rows per table per window; shrinks while a window's first row keeps timing out. */
   rowLimit: number;
+  /** The next window's first questions (its capture instances and the max LSN), asked once a capped window's rows are read. */
+  aheadStart: { instances: Promise<CaptureInstance[]>; max: Promise<Buffer | null> } | undefined;
   /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
   ahead: { from: Promise<Buffer>; max: Buffer; commits: Promise<WindowCommits> } | undefined;
-  /** And that window's row counts, asked for once its commits are known (see window() in windows.ts), by range. */
-  aheadRows: Promise<Map<string, Promise<WindowRows>>> | undefined;
+  /** And that window's row counts and change streams, asked for once its commits are known (see window() in windows.ts). */
+  aheadRows: Promise<AheadReads> | undefined;
   /** The backlog as the windows see it (backlog.ts): at a window's start, its commits to the max LSN; 0 once read through it. */
   backlog: { commits: number; atLeast: boolean; at: number } | undefined;
   readonly log: (m: string) => void;
@@ -122,6 +131,15 @@ export class CdcReader {
     if (this.o.requestTimeoutMs !== undefined && !(this.o.requestTimeoutMs >= 0)) throw invalidOption('requestTimeoutMs must be 0 (no limit) or more');
     this.rowLimit = this.o.maxRows;
     this.log = options.log ?? (() => {});
+  }
+
+  /**
+   * Connections in the pool: every table with changes in a window streams at once, each on its own
+   * connection (two while it switches capture instance); a pool smaller than that would leave the
+   * merge waiting for a stream that waits for a connection.
+   */
+  get poolSize(): number {
+    return Math.max(this.o.maxConnections, 2 * this.refs.length + 1);
   }
 
   /** The windows' view of the backlog (backlog.ts): a window about to read `commits`, or 0 once read through the max LSN. */

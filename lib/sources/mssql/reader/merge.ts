@@ -49,10 +49,11 @@ export interface Merged {
  * go before their checkpoint is proven: should its check fail, the reader goes back to the last
  * checkpoint handed on, and what it reads again comes after that stored position.
  */
-export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<Envelope[], Merged> {
+export async function* merge(r: CdcReader, segments: Segment[], ahead: Map<string, Readable> = new Map()): AsyncGenerator<Envelope[], Merged> {
+  const cursors = segments.map((s) => new RowCursor(takeRead(ahead, s) ?? openRead(r, s), s));
+  closeReads(ahead);
   if (segments.length === 0) return { rows: 0, checked: undefined };
-  const read = { updateOld: r.o.updateBefore, mode: r.o.queryMode };
-  const m = new Merger(r, segments, r.o.queryMode === 'direct', segments.map((s) => new RowCursor(r.q.changes(s.instance, s.from, s.to, read), s)));
+  const m = new Merger(r, segments, r.o.queryMode === 'direct', cursors);
   const stopped = () => ({ rows: m.rows, checked: undefined });
   try {
     await m.start();
@@ -92,6 +93,41 @@ export async function* merge(r: CdcReader, segments: Segment[]): AsyncGenerator<
     m.closed = true;
     for (const c of m.cursors) c.close();
   }
+}
+
+/** A segment's change rows, from the driver. */
+export function openRead(r: CdcReader, s: Segment): Readable {
+  return r.q.changes(s.instance, s.from, s.to, { updateOld: r.o.updateBefore, mode: r.o.queryMode });
+}
+
+/**
+ * What identifies a segment's read: the instance (its name and start: a re-created instance may
+ * have the same name) and the range. The query mode and the columns are the reader's and the
+ * instance's own.
+ */
+export function readKey(s: Segment): string {
+  return `${s.instance.name} ${s.instance.startLsn === null ? '' : lsnToHex(s.instance.startLsn)} ${lsnToHex(s.from)} ${lsnToHex(s.to)}`;
+}
+
+/**
+ * The read opened ahead for `s` (window() in windows.ts), taken out of `ahead`; undefined when none
+ * was, or when it failed or closed meanwhile: the segment is then read anew, and a failure that
+ * lasts is met (and reported) there.
+ */
+function takeRead(ahead: Map<string, Readable>, s: Segment): Readable | undefined {
+  const key = readKey(s);
+  const read = ahead.get(key);
+  if (read === undefined) return undefined;
+  ahead.delete(key);
+  if (!read.destroyed && read.errored === null) return read;
+  read.destroy();
+  return undefined;
+}
+
+/** Reads opened ahead and not used: cancelled, their connections back to the pool. */
+export function closeReads(reads: Map<string, Readable>): void {
+  for (const read of reads.values()) read.destroy();
+  reads.clear();
 }
 
 /** A checkpoint whose check has not answered yet, and the envelopes after it. */

@@ -12,7 +12,7 @@ import { LeaseLost, type CdcReader } from './core.js';
 import { closeLeaseSession } from './leases.js';
 import { FirstRowTimeout } from './merge.js';
 import { prepare } from './start.js';
-import { stream } from './windows.js';
+import { dropAhead, stream } from './windows.js';
 
 export async function* envelopes(r: CdcReader): AsyncGenerator<Envelope | Envelope[]> {
   try {
@@ -50,6 +50,8 @@ export async function* envelopes(r: CdcReader): AsyncGenerator<Envelope | Envelo
       }
     }
   } finally {
+    dropAhead(r.aheadRows);
+    r.aheadRows = undefined;
     await closeQuietly(r);
   }
 }
@@ -60,6 +62,10 @@ export async function* envelopes(r: CdcReader): AsyncGenerator<Envelope | Envelo
  */
 export async function recover(r: CdcReader, kind: Recovery, err: unknown): Promise<void> {
   r.report(kind !== 'connection', kind);
+  // What was asked ahead is for the window after the one that failed.
+  dropAhead(r.aheadRows);
+  r.aheadRows = undefined;
+  r.aheadStart = undefined;
   switch (kind) {
     case 'moved':
       // 313: cleanup moved an instance's start between the gap check and the read; the next
@@ -120,10 +126,7 @@ export async function connect(r: CdcReader, attempts: number, phase: 'start' | '
   const failed = (err: unknown) => sqlFailure(err, (err as { where?: string }).where ?? 'the configured server', 'connecting');
   let lastFailure: DstreamError | undefined;
   return retry(
-    // Every table with changes in a window streams at once, each on its own connection (two
-    // while it switches capture instance); a pool smaller than that would leave the merge
-    // waiting for a stream that waits for a connection.
-    () => r.o.connect({ maxConnections: Math.max(r.o.maxConnections, 2 * r.refs.length + 1), ...(r.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: r.o.requestTimeoutMs } : {}) }),
+    () => r.o.connect({ maxConnections: r.poolSize, ...(r.o.requestTimeoutMs !== undefined ? { requestTimeoutMs: r.o.requestTimeoutMs } : {}) }),
     {
       maxAttempts: attempts,
       baseMs: r.o.retryDelayMs,

@@ -2,6 +2,7 @@
  * The poll loop and its windows: each window reads the LSNs from the tables' positions to the max
  * LSN (bounded by commits and rows), after checking retention (gaps) and capture instances.
  */
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Envelope } from '../../../envelope/types.js';
 import { DstreamError, ErrorCodes } from '../../../errors.js';
@@ -10,9 +11,9 @@ import type { CaptureInstance, WindowCommits, WindowRows } from '../queries.js';
 import { resumeCheck } from '../retention.js';
 import { changeLayout } from '../sql.js';
 import { unavailableColumns, valuesMapper } from '../types.js';
-import type { CdcReader, Segment, TableState } from './core.js';
+import type { AheadReads, CdcReader, Segment, TableState } from './core.js';
 import { leases } from './leases.js';
-import { merge } from './merge.js';
+import { closeReads, merge, openRead, readKey } from './merge.js';
 import { snapshot } from './snapshot.js';
 import { forTable } from './start.js';
 
@@ -52,12 +53,33 @@ export function idleWait(idle: number, pollIntervalMs: number, maxPollIntervalMs
 
 /** Reads one window. 'full': the window was capped (more is waiting); 'rows': some rows; 'idle': none. */
 export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[], 'full' | 'rows' | 'idle'> {
+  // What the window before asked for ahead: for this window only, its reads closed whatever happens.
+  const ahead = r.aheadRows;
+  r.aheadRows = undefined;
+  try {
+    return yield* read(r, ahead);
+  } finally {
+    dropAhead(ahead);
+  }
+}
+
+/** Reads opened ahead and not used (the window ended early, failed, or read other ranges): closed. */
+export function dropAhead(ahead: Promise<AheadReads> | undefined): void {
+  ahead?.then(
+    (a) => closeReads(a.reads),
+    () => undefined,
+  );
+}
+
+async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): AsyncGenerator<Envelope | Envelope[], 'full' | 'rows' | 'idle'> {
   const q = r.q;
+  const start = r.aheadStart;
+  r.aheadStart = undefined;
   if (r.tables.size === 0) return 'idle';
-  // Both asked at once: one round trip before the window, not two.
-  const instances = q.captureInstances();
+  // Both asked at once: one round trip before the window, not two (or none, asked ahead).
+  const instances = start?.instances ?? q.captureInstances();
   instances.catch(() => undefined);
-  const max = await q.maxLsn();
+  const max = await (start?.max ?? q.maxLsn());
   // Stopped while a statement was out: nothing more is sent (the window is read again next time).
   if (max === null || r.aborted) return 'idle';
   const all = await instances;
@@ -110,44 +132,21 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
   let full = commits.commits >= r.o.maxTransactions && commits.last !== null;
   let to = full ? commits.last! : max;
   // Tables with changes, and where `rowLimit` rows of one of them end the window (a seek on the
-  // change table's clustered index; idle tables open no stream).
-  // The counts are sent all at once (one round trip, not one per table), or were sent while the
-  // window before was read; the loop below takes a count again only where `to` moved before it,
-  // so the window is the one counting in turn gives.
-  const ahead = r.aheadRows;
-  r.aheadRows = undefined;
-  const counted = (ahead && (await ahead.catch(() => undefined))) ?? new Map<string, Promise<WindowRows>>();
+  // change table's clustered index; idle tables open no stream). The counts were sent while the
+  // window before was read, or are sent now, all at once; so were the reads of the ranges they gave.
+  const before = ahead && (await ahead.catch(() => undefined));
   if (r.aborted) return 'idle';
-  const countOf = (s: Segment, end: Buffer) => rangeKey(s, end, r.rowLimit);
-  countRows(r, active, to, counted);
-  const found: Segment[] = [];
-  for (const t of active) {
-    if (compareLsn(t.from, to) > 0) continue;
-    for (const s of segmentsOf(t, to, r.o.queryMode === 'direct')) {
-      if (compareLsn(s.from, to) > 0) continue;
-      const end = compareLsn(s.to, to) < 0 ? s.to : to;
-      const counting = counted.get(countOf(s, end));
-      if (counting === undefined && r.aborted) return 'idle';
-      const n = await (counting ?? q.windowRows(s.instance.name, s.from, end, r.rowLimit));
-      if (n.rows === 0) continue;
-      if (n.rows >= r.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
-        to = n.last;
-        full = true;
-      }
-      found.push(s);
-    }
-  }
-  const segments: Segment[] = [];
-  for (const s of found) {
-    if (compareLsn(s.from, to) > 0) continue;
+  const planned = await plan(r, active, to, full, before?.counted ?? new Map());
+  if (planned === undefined || r.aborted) return 'idle';
+  ({ to, full } = planned);
+  const segments = planned.segments;
+  for (const s of segments) {
     const t = s.table;
     if (t.reading !== undefined && t.reading !== s.instance.name) {
       r.log(`${t.key}: switching from capture instance ${t.reading} to ${s.instance.name}, which starts at LSN ${lsnToHex(s.instance.startLsn!)}`);
     }
     t.reading = s.instance.name;
-    segments.push(compareLsn(s.to, to) > 0 ? { ...s, to } : s);
   }
-  if (r.aborted) return 'idle';
   // Where the next window starts, and (after a capped window: a backlog) its commits, asked for
   // now so they are there when this window ends; not once stopped.
   const nextLsn = q.incrementLsn(to);
@@ -156,21 +155,42 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     const ahead = { from: nextLsn, max, commits: nextLsn.then((n) => (r.aborted ? Promise.reject(new Error('stopped')) : q.windowCommits(n, max, r.o.maxTransactions))) };
     r.ahead = ahead;
     ahead.commits.catch(() => undefined);
-    // And its row counts, as soon as its commits say where it ends: their round trip overlaps
-    // this window's merge. Counts of a range up to the max LSN do not change (cleanup aside,
-    // which only ends a window sooner); the next window uses those of the ranges it reads.
+    // And its row counts, as soon as its commits say where it ends, then its reads: their round
+    // trips and first rows overlap this window's merge. Counts of a range up to the max LSN do
+    // not change (cleanup aside, which only ends a window sooner, and which a check after the
+    // rows are read catches); the next window uses the counts and reads of the ranges it reads.
     const end = to;
-    r.aheadRows = Promise.all([nextLsn, ahead.commits]).then(([next, c]) => {
+    r.aheadRows = Promise.all([nextLsn, ahead.commits]).then(async ([next, c]) => {
       if (r.aborted) throw new Error('stopped');
       const nextTo = c.commits >= r.o.maxTransactions && c.last !== null ? c.last : max;
       const tables = active.map((t) => (compareLsn(t.from, end) <= 0 ? { ...t, from: next } : t));
-      return countRows(r, tables, nextTo, new Map());
+      const counted = countRows(r, tables, nextTo, new Map());
+      const reads = new Map<string, Readable>();
+      const p = await plan(r, tables, nextTo, c.commits >= r.o.maxTransactions, counted).catch(() => undefined);
+      // Opened only while both windows' reads and a check fit in the pool, and this window is still the reader's.
+      if (p !== undefined && !r.aborted && r.q === q && segments.length + p.segments.length + 1 <= r.poolSize) {
+        for (const s of p.segments) {
+          const read = openRead(r, s);
+          // A read that fails before its window takes it keeps its error (`errored`) and is not
+          // taken: its window reads the range anew and meets the failure there, if it lasts.
+          read.on('error', () => undefined);
+          reads.set(readKey(s), read);
+        }
+      }
+      return { counted, reads };
     });
     r.aheadRows.catch(() => undefined);
   }
-  const { rows, checked } = yield* merge(r, segments);
+  const { rows, checked } = yield* merge(r, segments, before?.reads);
   // Stopped mid-window: the rest is read again next time; nothing past the last checkpoint counts.
   if (r.aborted) return 'idle';
+  if (full) {
+    // The next window starts at once: its first round trip goes beside this window's last check.
+    const start = { instances: q.captureInstances(), max: q.maxLsn() };
+    start.instances.catch(() => undefined);
+    start.max.catch(() => undefined);
+    r.aheadStart = start;
+  }
   // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
   const next = await nextLsn;
   if (r.aborted) return 'idle';
@@ -189,6 +209,40 @@ export async function* window(r: CdcReader): AsyncGenerator<Envelope | Envelope[
     yield cp;
   }
   return full ? 'full' : rows > 0 ? 'rows' : 'idle';
+}
+
+/**
+ * A window's reads up to `to`: the segments of `tables` with rows, each ending by `to`, where a
+ * table's count reaching the row limit first moves `to` back (and the window is then `full`).
+ * Counts missing from `counted` are asked for; undefined when stopped meanwhile.
+ */
+async function plan(r: CdcReader, tables: readonly TableState[], to: Buffer, full: boolean, counted: Map<string, Promise<WindowRows>>): Promise<{ segments: Segment[]; to: Buffer; full: boolean } | undefined> {
+  const direct = r.o.queryMode === 'direct';
+  countRows(r, tables, to, counted);
+  const found: Segment[] = [];
+  for (const t of tables) {
+    if (compareLsn(t.from, to) > 0) continue;
+    for (const s of segmentsOf(t, to, direct)) {
+      if (compareLsn(s.from, to) > 0) continue;
+      const end = compareLsn(s.to, to) < 0 ? s.to : to;
+      // Counted in turn: a count whose range `to` moved into is taken again, so the window is
+      // the one counting each table in turn gives.
+      const counting = counted.get(rangeKey(s, end, r.rowLimit));
+      if (counting === undefined && r.aborted) return undefined;
+      const n = await (counting ?? r.q.windowRows(s.instance.name, s.from, end, r.rowLimit));
+      if (n.rows === 0) continue;
+      if (n.rows >= r.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
+        to = n.last;
+        full = true;
+      }
+      found.push(s);
+    }
+  }
+  const segments: Segment[] = [];
+  for (const s of found) {
+    if (compareLsn(s.from, to) <= 0) segments.push(compareLsn(s.to, to) > 0 ? { ...s, to } : s);
+  }
+  return { segments, to, full };
 }
 
 /** What identifies a row count: the instance, the range and the limit. */
