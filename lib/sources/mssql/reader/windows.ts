@@ -162,11 +162,12 @@ async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): Asyn
     const end = to;
     r.aheadRows = Promise.all([nextLsn, ahead.commits]).then(async ([next, c]) => {
       if (r.aborted) throw new Error('stopped');
-      const nextTo = c.commits >= r.o.maxTransactions && c.last !== null ? c.last : max;
+      const nextFull = c.commits >= r.o.maxTransactions && c.last !== null;
       const tables = active.map((t) => (compareLsn(t.from, end) <= 0 ? { ...t, from: next } : t));
-      const counted = countRows(r, tables, nextTo, new Map());
+      // plan() sends every count at once into `counted`, which the next window takes whatever happens here.
+      const counted = new Map<string, Promise<WindowRows>>();
       const reads = new Map<string, Readable>();
-      const p = await plan(r, tables, nextTo, c.commits >= r.o.maxTransactions, counted).catch(() => undefined);
+      const p = await plan(r, tables, nextFull ? c.last! : max, nextFull, counted).catch(() => undefined);
       // Opened only while both windows' reads and a check fit in the pool, and this window is still the reader's.
       if (p !== undefined && !r.aborted && r.q === q && segments.length + p.segments.length + 1 <= r.poolSize) {
         for (const s of p.segments) {
