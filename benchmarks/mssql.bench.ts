@@ -11,8 +11,6 @@
  */
 import { Readable } from 'node:stream';
 import { mssqlCdc, type CdcConnector, type CdcQueries, type CaptureInstance } from '../dist/lib/sources/mssql/index.js';
-// LSN arithmetic is internal to the reader; the simulated driver needs it too.
-import { incrementLsn } from '../dist/lib/sources/mssql/lsn.js';
 import { drainCdc, race, rssAcross, type BenchResult, type Measurement, type Target } from './harness.js';
 
 const TABLES = [
@@ -92,7 +90,6 @@ function connector(transactions: number): CdcConnector {
     maxLsn: async () => lsn(transactions),
     minLsn: async () => lsn(1),
     minLsns: async (names) => names.map(() => lsn(1)),
-    incrementLsn: async (b) => incrementLsn(b),
     lsnTime: async () => null,
     windowCommits: async (from, to, limit) => {
       const first = Math.ceil(txOf(from));

@@ -13,7 +13,7 @@ import { applySteps, diff, problemsOf, removal, type Step } from '../infra/recon
 import { readStateFile } from '../state/state-file.js';
 import { DEFAULT_CHECKPOINT_TABLE } from '../state/sql-store.js';
 import { sqlFailure } from '../sources/mssql/errors.js';
-import { lsnToHex } from '../sources/mssql/lsn.js';
+import { incrementLsn, lsnToHex } from '../sources/mssql/lsn.js';
 import { resumeCheck } from '../sources/mssql/retention.js';
 import type { CdcConnector, CdcQueries, SourceTable } from '../sources/mssql/queries.js';
 import { parsePosition, readPosition } from '../sources/mssql/position.js';
@@ -398,7 +398,7 @@ export function mssqlCdcProvider(): ProviderDefinition<MssqlCdcConfig> {
             r.lagSeconds = maxTime !== null && atTime !== null ? Math.max(0, Math.round((Date.parse(`${maxTime}Z`) - Date.parse(`${atTime}Z`)) / 1000)) : null;
             r.pendingTransactions = await q.countTransactions(at, max);
             // The reader's rule: it resumes at the next LSN, and only an instance older than the position can have lost changes.
-            const check = await resumeCheck(q, own, await q.incrementLsn(at), at);
+            const check = await resumeCheck(q, own, incrementLsn(at), at);
             if (check.state === 'gap') r.warnings = [`behind retention: changes after ${lsnToHex(at)} were cleaned up (${check.instance.name} now starts at ${lsnToHex(check.min)}); run will stop with ${ErrorCodes.CDC_GAP} unless on_gap is snapshot or skip`];
           }
           resources.push(r);

@@ -117,7 +117,6 @@ export interface CdcQueries {
   minLsn(instance: string): Promise<Buffer>;
   /** minLsn() of several instances in one statement, in the order given. */
   minLsns(instances: readonly string[]): Promise<Buffer[]>;
-  incrementLsn(lsn: Buffer): Promise<Buffer>;
   lsnTime(lsn: Buffer): Promise<string | null>;
   /** Commits (cdc.lsn_time_mapping rows) in [from, to], counted up to `limit`. */
   windowCommits(from: Buffer, to: Buffer, limit: number): Promise<WindowCommits>;

@@ -48,7 +48,6 @@ ORDER BY s.name, t.name, c.column_id`,
   minLsn: `SELECT sys.fn_cdc_get_min_lsn(@instance) AS lsn`,
   /** The min LSN of `count` instances (@instance0, @instance1, ...) in one row: lsn0, lsn1, ... */
   minLsns: (count: number) => `SELECT ${Array.from({ length: count }, (_, i) => `sys.fn_cdc_get_min_lsn(@instance${i}) AS lsn${i}`).join(', ')}`,
-  incrementLsn: `SELECT sys.fn_cdc_increment_lsn(@lsn) AS lsn`,
   lsnTime: `SELECT CONVERT(varchar(30), sys.fn_cdc_map_lsn_to_time(@lsn), 126) AS commit_time`,
 
   /**

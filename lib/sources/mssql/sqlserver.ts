@@ -246,11 +246,6 @@ class SqlServerQueries implements CdcQueries {
     return instances.map((_, i) => r![`lsn${i}`]!);
   }
 
-  async incrementLsn(lsn: Buffer) {
-    const [r] = await this.rows<{ lsn: Buffer }>(SQL.incrementLsn, { lsn: lsnParam(lsn) });
-    return r!.lsn;
-  }
-
   async lsnTime(lsn: Buffer) {
     const [r] = await this.rows<{ commit_time: string | null }>(SQL.lsnTime, { lsn: lsnParam(lsn) });
     return r?.commit_time ?? null;

@@ -7,6 +7,7 @@ import type { Envelope } from '../../../envelope/types.js';
 import { DstreamError, ErrorCodes, isDstreamError, messageOf } from '../../../errors.js';
 import { retry } from '../../../retry.js';
 import { isConnectionLost, sqlFailure } from '../errors.js';
+import { incrementLsn } from '../lsn.js';
 import type { CdcQueries } from '../queries.js';
 import { LeaseLost, type CdcReader } from './core.js';
 import { closeLeaseSession } from './leases.js';
@@ -97,7 +98,7 @@ export async function recover(r: CdcReader, kind: Recovery, err: unknown): Promi
     const at = r.handed.get(key);
     if (at !== undefined) r.emitted.set(key, at);
     else r.emitted.delete(key);
-    t.from = at !== undefined ? await r.q.incrementLsn(at) : t.start;
+    t.from = at !== undefined ? incrementLsn(at) : t.start;
   }
   r.report(true);
 }

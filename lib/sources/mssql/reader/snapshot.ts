@@ -1,6 +1,6 @@
 /** Snapshots: a table's current rows as Read envelopes, in chunks, each followed by a checkpoint. */
 import type { Envelope } from '../../../envelope/types.js';
-import { lsnToHex } from '../lsn.js';
+import { incrementLsn, lsnToHex } from '../lsn.js';
 import { storedSnapshot } from '../position.js';
 import { tableKey } from '../tables.js';
 import { rowMapper, typeClassOf, type ColumnInfo } from '../types.js';
@@ -76,7 +76,7 @@ export async function* snapshot(r: CdcReader, tables: TableState[], why: string)
     }
     r.log(`${why}: ${t.key}: ${n} rows`);
     r.snapshots.delete(t.key);
-    t.from = await r.q.incrementLsn(lsnAt);
+    t.from = incrementLsn(lsnAt);
     r.emitted.set(t.key, lsnAt);
     yield r.checkpoint();
   }

@@ -2,7 +2,7 @@
 import type { Envelope } from '../../../envelope/types.js';
 import { didYouMean } from '../../../config/schema.js';
 import { DstreamError, ErrorCodes } from '../../../errors.js';
-import { compareLsn, lsnFromHex } from '../lsn.js';
+import { compareLsn, incrementLsn, lsnFromHex } from '../lsn.js';
 import { readPosition } from '../position.js';
 import type { CaptureInstance, CdcQueries } from '../queries.js';
 import { enableDatabaseCall, enableTableCall } from '../sql.js';
@@ -54,7 +54,7 @@ export async function track(r: CdcReader, ref: TableRef, after: Buffer | undefin
   const instances = forTable(all, ref);
   let from: Buffer;
   if (after !== undefined) {
-    from = await r.q.incrementLsn(after);
+    from = incrementLsn(after);
     r.emitted.set(key, after);
   } else if (r.o.start === 'earliest') {
     from = await r.q.minLsn(instances[0]!.name);
@@ -62,7 +62,7 @@ export async function track(r: CdcReader, ref: TableRef, after: Buffer | undefin
     const max = await r.q.maxLsn();
     if (max === null) from = await r.q.minLsn(instances[0]!.name);
     else {
-      from = await r.q.incrementLsn(max);
+      from = incrementLsn(max);
       // Stored with the first checkpoint, so a restart keeps this start instead of moving to a new "latest".
       r.emitted.set(key, max);
     }

@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Envelope } from '../../../envelope/types.js';
 import { DstreamError, ErrorCodes } from '../../../errors.js';
-import { compareLsn, decrementLsn, lsnToHex } from '../lsn.js';
+import { compareLsn, decrementLsn, incrementLsn, lsnToHex } from '../lsn.js';
 import type { CaptureInstance, WindowCommits, WindowRows } from '../queries.js';
 import { resumeCheck } from '../retention.js';
 import { changeLayout } from '../sql.js';
@@ -149,8 +149,7 @@ async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): Asyn
   }
   // Where the next window starts, and (after a capped window: a backlog) its commits, asked for
   // now so they are there when this window ends; not once stopped.
-  const nextLsn = q.incrementLsn(to);
-  nextLsn.catch(() => undefined);
+  const nextLsn = Promise.resolve(incrementLsn(to));
   if (full) {
     const ahead = { from: nextLsn, max, commits: nextLsn.then((n) => (r.aborted ? Promise.reject(new Error('stopped')) : q.windowCommits(n, max, r.o.maxTransactions))) };
     r.ahead = ahead;
