@@ -88,7 +88,7 @@ export class CdcReader {
   /** The next window's first questions (its capture instances and the max LSN), asked once a capped window's rows are read. */
   aheadStart: { instances: Promise<CaptureInstance[]>; max: Promise<Buffer | null> } | undefined;
   /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
-  ahead: { from: Promise<Buffer>; max: Buffer; commits: Promise<WindowCommits> } | undefined;
+  ahead: { from: Buffer; max: Buffer; commits: Promise<WindowCommits> } | undefined;
   /** And that window's row counts and change streams, asked for once its commits are known (see window() in windows.ts). */
   aheadRows: Promise<AheadReads> | undefined;
   /** The backlog as the windows see it (backlog.ts): at a window's start, its commits to the max LSN; 0 once read through it. */

@@ -149,9 +149,9 @@ async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): Asyn
   }
   // Where the next window starts, and (after a capped window: a backlog) its commits, asked for
   // now so they are there when this window ends; not once stopped.
-  const nextLsn = Promise.resolve(incrementLsn(to));
+  const next = incrementLsn(to);
   if (full) {
-    const ahead = { from: nextLsn, max, commits: nextLsn.then((n) => (r.aborted ? Promise.reject(new Error('stopped')) : q.windowCommits(n, max, r.o.maxTransactions))) };
+    const ahead = { from: next, max, commits: q.windowCommits(next, max, r.o.maxTransactions) };
     r.ahead = ahead;
     ahead.commits.catch(() => undefined);
     // And its row counts, as soon as its commits say where it ends, then its reads: their round
@@ -159,7 +159,7 @@ async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): Asyn
     // not change (cleanup aside, which only ends a window sooner, and which a check after the
     // rows are read catches); the next window uses the counts and reads of the ranges it reads.
     const end = to;
-    r.aheadRows = Promise.all([nextLsn, ahead.commits]).then(async ([next, c]) => {
+    r.aheadRows = ahead.commits.then(async (c) => {
       if (r.aborted) throw new Error('stopped');
       const nextFull = c.commits >= r.o.maxTransactions && c.last !== null;
       const tables = active.map((t) => (compareLsn(t.from, end) <= 0 ? { ...t, from: next } : t));
@@ -192,8 +192,6 @@ async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): Asyn
     r.aheadStart = start;
   }
   // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
-  const next = await nextLsn;
-  if (r.aborted) return 'idle';
   for (const t of active) {
     if (compareLsn(t.from, to) <= 0) {
       r.emitted.set(t.key, to);
@@ -277,8 +275,8 @@ async function commitsFrom(r: CdcReader, low: Buffer, max: Buffer): Promise<Wind
   const ahead = r.ahead;
   r.ahead = undefined;
   if (ahead !== undefined && compareLsn(ahead.max, max) <= 0) {
-    const got = await Promise.all([ahead.from, ahead.commits]).catch(() => undefined);
-    if (got !== undefined && got[0].equals(low) && (got[1].commits >= limit || ahead.max.equals(max))) return got[1];
+    const got = ahead.from.equals(low) ? await ahead.commits.catch(() => undefined) : undefined;
+    if (got !== undefined && (got.commits >= limit || ahead.max.equals(max))) return got;
   }
   return r.q.windowCommits(low, max, limit);
 }
