@@ -249,6 +249,7 @@ describe('values: as the driver\'s own Request gives them', () => {
       { name: 'At', type: 'datetime2' },
       { name: 'Old', type: 'datetime' },
       { name: 'Zoned', type: 'datetimeoffset' },
+      { name: 'Clock', type: 'time' },
     ];
     m.createTable('dbo.Kinds', columns, ['Id']);
     m.enableTable('dbo.Kinds');
@@ -260,6 +261,7 @@ describe('values: as the driver\'s own Request gives them', () => {
           Id: 1, Tiny: 255, Small: -32768, Big: '9007199254740993', Flag: true, Amount: '-12345.6789', Price: '922337203685477.5807', Ratio: 0.1 + 0.2, Approx: 1.5,
           Label: 'ünïcødé ☃', Code: 'ascii', Fixed: 'ab', Blob: Buffer.from([0, 1, 254, 255]), Doc: 'd'.repeat(9000), Guid: '6F9619FF-8B86-D011-B42D-00C04FC964FF',
           Day: new Date('2024-02-29T00:00:00Z'), At: new Date('2024-02-29T12:34:56.789Z'), Old: new Date('1999-12-31T23:59:59.997Z'), Zoned: new Date('2030-06-01T01:02:03.456Z'),
+          Clock: new Date('1970-01-01T12:34:56.789Z'),
         },
       },
     ]);
@@ -294,6 +296,8 @@ describe('values: as the driver\'s own Request gives them', () => {
         expect(typeof first[layout.commitTime]).toBe('string');
         expect([at('Big'), at('Flag'), at('Tiny'), at('Ratio'), at('Guid')]).toEqual(['9007199254740993', true, 255, 0.1 + 0.2, '6F9619FF-8B86-D011-B42D-00C04FC964FF']);
         expect(at('Blob')).toEqual(Buffer.from([0, 1, 254, 255]));
+        // time as SQL Server writes it: hh:mm:ss and its scale's fraction (CONVERT(nvarchar(16), ...)).
+        expect(at('Clock')).toBe('12:34:56.7890000');
         expect((at('Doc') as string).length).toBe(9000);
         // The row inserted with nothing but its key: every other column NULL.
         const bare = ours[1]!;

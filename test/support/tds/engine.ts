@@ -184,6 +184,11 @@ function dateText(d: Date, type: SqlType, style: number | undefined): string {
   rest = (rest - second) / 60;
   const minute = rest % 60;
   const time = `${TWO_DIGITS[(rest - minute) / 60]}:${TWO_DIGITS[minute]}:${TWO_DIGITS[second]}`;
+  // time alone: hh:mm:ss and the fraction its scale has (style 126 too); 16 characters for time(7).
+  if (type.name === 'time') {
+    const scale = type.scale ?? 7;
+    return `${time}${scale > 0 ? `.${`${THREE_DIGITS[ms]}0000`.slice(0, scale)}` : ''}`;
+  }
   if (style === 126) {
     // yyyy-mm-ddThh:mi:ss[.mmm]: datetime leaves out a zero fraction, datetime2 prints its scale.
     if (type.name === 'datetime') return ms ? `${date}T${time}.${THREE_DIGITS[ms]}` : `${date}T${time}`;
