@@ -50,19 +50,6 @@ export function compareLsn(a: Uint8Array, b: Uint8Array): number {
   return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
 }
 
-/**
- * An LSN's first and last five bytes, each as a number (40 bits: exact): LSNs compare as their
- * (high, low) pairs do, in two number comparisons instead of up to ten byte comparisons. For the
- * merge, which orders every change row by LSN; only for 10-byte LSNs.
- */
-export function lsnHigh(lsn: Uint8Array): number {
-  return lsn[0]! * 4294967296 + (((lsn[1]! << 24) | (lsn[2]! << 16) | (lsn[3]! << 8) | lsn[4]!) >>> 0);
-}
-
-export function lsnLow(lsn: Uint8Array): number {
-  return lsn[5]! * 4294967296 + (((lsn[6]! << 24) | (lsn[7]! << 16) | (lsn[8]! << 8) | lsn[9]!) >>> 0);
-}
-
 export function maxLsn(a: Buffer, b: Buffer): Buffer {
   return Buffer.compare(a, b) >= 0 ? a : b;
 }

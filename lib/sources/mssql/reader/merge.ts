@@ -5,7 +5,7 @@
 import type { Readable } from 'node:stream';
 import type { Envelope } from '../../../envelope/types.js';
 import { messageOf } from '../../../errors.js';
-import { compareLsn, lsnHigh, lsnLow, lsnToHex } from '../lsn.js';
+import { compareLsn, lsnToHex } from '../lsn.js';
 import type { ChangeRow } from '../queries.js';
 import { LeaseLost, type CdcReader, type Segment } from './core.js';
 
@@ -159,13 +159,8 @@ class Merger {
   /** Where take() puts envelopes: `out`, or after the last held checkpoint. */
   private sink: Envelope[] = this.out;
   private heads: Array<ChangeRow | null> = [];
-  /** Each head's LSN as lsnHigh/lsnLow: the merge compares numbers, and bytes only on a tie. */
-  private hi: number[] = [];
-  private lo: number[] = [];
   private sinceCheckpoint = 0;
   private prevLsn: Buffer | undefined;
-  private prevHi = -1;
-  private prevLo = -1;
   private prevHex = '';
   private commitTime: string | null = null;
   private readonly every: number;
@@ -183,16 +178,7 @@ class Merger {
   }
 
   async start(): Promise<void> {
-    const heads = await Promise.all(this.cursors.map((c) => c.next()));
-    for (const [i, h] of heads.entries()) this.setHead(i, h);
-  }
-
-  private setHead(i: number, row: ChangeRow | null): void {
-    this.heads[i] = row;
-    if (row === null) return;
-    const lsn = row[0] as Buffer;
-    this.hi[i] = lsnHigh(lsn);
-    this.lo[i] = lsnLow(lsn);
+    this.heads = await Promise.all(this.cursors.map((c) => c.next()));
   }
 
   /**
@@ -202,21 +188,13 @@ class Merger {
    */
   fill(): number {
     const heads = this.heads;
-    const hi = this.hi;
-    const lo = this.lo;
     const direct = this.direct;
     for (;;) {
       let best = -1;
       for (let i = 0; i < heads.length; i++) {
         const h = heads[i];
         if (h === null || h === undefined) continue;
-        if (best < 0) {
-          best = i;
-          continue;
-        }
-        // By LSN; rows of one commit in several tables by the rest of the key.
-        const d = hi[i]! - hi[best]! || lo[i]! - lo[best]!;
-        if (d < 0 || (d === 0 && compareRows(h, heads[best]!, direct) < 0)) best = i;
+        if (best < 0 || compareRows(h, heads[best]!, direct) < 0) best = i;
       }
       if (best < 0) return END;
       const next = this.cursors[best]!.poll();
@@ -232,16 +210,12 @@ class Merger {
     const r = this.r;
     const row = this.heads[i]!;
     const s = this.cursors[i]!.segment;
-    const hi = this.hi[i]!;
-    const lo = this.lo[i]!;
-    this.setHead(i, next);
+    this.heads[i] = next;
     const lsn = row[0] as Buffer;
-    if (hi !== this.prevHi || lo !== this.prevLo) {
+    if (this.prevLsn === undefined || compareLsn(this.prevLsn, lsn) !== 0) {
       // A new commit begins: the previous one is complete.
       if (this.prevLsn !== undefined && this.sinceCheckpoint >= this.every) this.place(this.prevLsn);
       this.prevLsn = lsn;
-      this.prevHi = hi;
-      this.prevLo = lo;
       this.prevHex = lsnToHex(lsn);
       // Every row of a commit carries its time (sql.ts COMMIT_TIME).
       this.commitTime = (row[s.layout.commitTime] as string | null | undefined) ?? null;
