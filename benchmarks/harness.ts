@@ -175,10 +175,17 @@ export async function drainCdc(stream: Readable, ac: AbortController, total: num
 
 /**
  * Peak RSS of this process in the first and second half of a read of `total` rows (from row 100k,
- * when the heap has sized itself): anything that grows with the rows read shows as growth.
+ * when the heap has sized itself): anything that grows with the rows read shows as growth. Beside
+ * it, the heap in use after a full collection before and after the read (with --expose-gc): what
+ * the read left alive, whatever the collector's timing did to the peaks.
  */
 export async function rssAcross(total: number, group: string, read: (onRow: (n: number) => void) => Promise<unknown>): Promise<Measurement[]> {
-  (globalThis as { gc?: () => void }).gc?.();
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const liveHeap = () => {
+    gc?.();
+    return process.memoryUsage().heapUsed / 2 ** 20;
+  };
+  const before = liveHeap();
   let firstHalf = 0;
   let secondHalf = 0;
   await read((n) => {
@@ -186,6 +193,9 @@ export async function rssAcross(total: number, group: string, read: (onRow: (n: 
     if (n > 100_000 && n <= total / 2) firstHalf = Math.max(firstHalf, rss);
     if (n > total / 2) secondHalf = Math.max(secondHalf, rss);
   });
+  const after = liveHeap();
   const at = (name: string, value: number): Measurement => ({ group, name, ms: 0, rounds: [], lines: 0, bytes: 0, value });
-  return [at('peak RSS, rows 100k-500k (MB)', firstHalf), at('peak RSS, rows 500k-1M (MB)', secondHalf), at('RSS growth, second half over first (MB)', secondHalf - firstHalf)];
+  const measured = [at('peak RSS, rows 100k-500k (MB)', firstHalf), at('peak RSS, rows 500k-1M (MB)', secondHalf), at('RSS growth, second half over first (MB)', secondHalf - firstHalf)];
+  if (gc !== undefined) measured.push(at('heap used after a full GC, before the read (MB)', before), at('heap used after a full GC, after the read (MB)', after));
+  return measured;
 }

@@ -22,6 +22,14 @@ import * as runner from './runner.bench.js';
 import * as stateFile from './state-file.bench.js';
 import * as latency from './latency.bench.js';
 
+// Rounds start from a collected heap and the RSS runs from a full collection: without gc() every
+// memory figure depends on what the rounds before left. (tsx's CLI runs the script in a child
+// process without the flag, so the loader is imported here instead.)
+if (typeof (globalThis as { gc?: unknown }).gc !== 'function') {
+  process.stderr.write('bench: run with node --expose-gc --import ./benchmarks/node_modules/tsx/dist/esm/index.mjs benchmarks/run.ts (npm run bench does)\n');
+  process.exit(2);
+}
+
 const lines = Number(process.env.BENCH_LINES ?? 200_000);
 const routeLines = Number(process.env.BENCH_ROUTE_LINES ?? 1_000_000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
