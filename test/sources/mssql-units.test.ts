@@ -1,4 +1,7 @@
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { RowCursor } from '../../lib/sources/mssql/reader/merge.js';
+import type { Segment } from '../../lib/sources/mssql/reader/core.js';
 import { SqlCheckpointStore } from '../../lib/state/sql-store.js';
 import { compareLsn, incrementLsn, lsnFromHex, lsnOf, lsnToHex } from '../../lib/sources/mssql/lsn.js';
 import { SQL, selectExpression } from '../../lib/sources/mssql/sql.js';
@@ -204,5 +207,35 @@ describe('idle polls', () => {
     // A ceiling at the base interval: no back-off at all; far past it, no overflow.
     expect(Array.from({ length: 6 }, (_, i) => idleWait(i + 1, 500, 500))).toEqual([500, 500, 500, 500, 500, 500]);
     expect(idleWait(10_000, 5, 60_000)).toBe(60_000);
+  });
+});
+
+describe('RowCursor: a change stream that failed, ended or closed before the merge looked at it (stream logic only)', () => {
+  const segment = { before: undefined, table: { key: 'dbo.Persons' } } as unknown as Segment;
+  const settled = async (stream: Readable) => {
+    await new Promise((resolve) => setImmediate(resolve));
+    // Its events have all been emitted: a listener attached now hears none of them.
+    expect(stream.listenerCount('error') + stream.listenerCount('end')).toBe(0);
+    return stream;
+  };
+
+  it('reports the error the stream already failed with', async () => {
+    const failed = new Readable({ objectMode: true, read() {} });
+    failed.on('error', () => undefined);
+    failed.destroy(Object.assign(new Error('Connection lost - read ECONNRESET'), { code: 'ESOCKET' }));
+    await new Promise((resolve) => setImmediate(resolve));
+    failed.removeAllListeners('error');
+    await expect(new RowCursor(await settled(failed), segment).next()).rejects.toThrow(/ECONNRESET/);
+  });
+
+  it('ends at once on a stream that already ended, and fails on one closed before its end', async () => {
+    const ended = Readable.from([], { objectMode: true });
+    ended.resume();
+    await new Promise((resolve) => ended.once('end', resolve));
+    await expect(new RowCursor(await settled(ended), segment).next()).resolves.toBeNull();
+    const closed = new Readable({ objectMode: true, read() {} });
+    closed.destroy();
+    await new Promise((resolve) => closed.once('close', resolve));
+    await expect(new RowCursor(await settled(closed), segment).next()).rejects.toMatchObject({ code: 'ECONNCLOSED' });
   });
 });

@@ -347,9 +347,14 @@ export class RowCursor {
     });
     stream.on('close', () => {
       // Closed without 'end' or 'error' (its connection was closed): not a complete read.
-      if (!this.ended && this.error === undefined) this.error = Object.assign(new Error('the change stream closed before its end'), { code: 'ECONNCLOSED' });
+      if (!this.ended && this.error === undefined) this.error = closedEarly();
       kick();
     });
+    // Events that came before these listeners do not come again: a stream that had already failed,
+    // ended or closed would otherwise be waited for forever.
+    if (stream.errored !== null) this.error = stream.errored;
+    else if (stream.readableEnded) this.ended = true;
+    else if (stream.destroyed) this.error = closedEarly();
   }
 
   /** The next row if the driver has one buffered, null at the end, undefined when it must be waited for. */
@@ -379,6 +384,8 @@ export class RowCursor {
     if (!this.ended) this.stream.destroy();
   }
 }
+
+const closedEarly = () => Object.assign(new Error('the change stream closed before its end'), { code: 'ECONNCLOSED' });
 
 /** The first row of a change read did not come within the request timeout. */
 export class FirstRowTimeout extends Error {
