@@ -16,7 +16,7 @@ type Params = Record<string, [mssqlModule.ISqlType | (() => mssqlModule.ISqlType
 let mssql: Mssql;
 let tds: TediousModule;
 const qualified = (t: TableRef) => `[${t.schema.replace(/]/g, ']]')}].[${t.table.replace(/]/g, ']]')}]`;
-const lsnParam = (v: Buffer): TdsParam => [tds.TYPES.VarBinary, v, 10];
+const lsnParam = (v: Buffer): [mssqlModule.ISqlType, Buffer] => [mssql.VarBinary(10), v];
 
 /**
  * The parameter for a key value as a snapshot row carries it (sql.ts selectExpression), so that
@@ -161,22 +161,6 @@ class SqlServerQueries implements CdcQueries {
   }
 
   /**
-   * All rows of a short statement the reader sends every window (the max LSN, a window's counts,
-   * the cleanup checks ...), read straight from tedious as the change rows are: the `mssql`
-   * Request around it costs more objects than the statement's one or two rows, and the reader
-   * sends several such statements per window, one per checkpoint among them.
-   */
-  private fewRows<T>(text: string, params: Record<string, TdsParam> = {}): Promise<T[]> {
-    return new Promise((resolve, reject) => {
-      const rows: T[] = [];
-      const stream = streamRows(this.pool, tds, mssql, text, params, { arrays: false, high: Infinity, low: STREAM_LOW });
-      stream.on('data', (row: T) => rows.push(row));
-      stream.once('end', () => resolve(rows));
-      stream.once('error', reject);
-    });
-  }
-
-  /**
    * Rows as they arrive, under backpressure: up to STREAM_HIGH rows wait in the stream, then the
    * request is paused (the server's sends wait on the socket) until the reader is down to
    * STREAM_LOW. Destroyed before its end, the stream cancels the request (ATTENTION), so the
@@ -212,8 +196,8 @@ class SqlServerQueries implements CdcQueries {
 
   async captureInstances(): Promise<CaptureInstance[]> {
     const [instances, columns] = await Promise.all([
-      this.fewRows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer | null; create_date: string }>(SQL.captureInstances),
-      this.fewRows<{ capture_instance: string; column_name: string; column_type: string; column_ordinal: number; is_max: boolean }>(SQL.capturedColumns),
+      this.rows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer | null; create_date: string }>(SQL.captureInstances),
+      this.rows<{ capture_instance: string; column_name: string; column_type: string; column_ordinal: number; is_max: boolean }>(SQL.capturedColumns),
     ]);
     const byInstance = new Map<string, ColumnInfo[]>();
     for (const c of columns) {
@@ -245,47 +229,47 @@ class SqlServerQueries implements CdcQueries {
   }
 
   async maxLsn() {
-    const [r] = await this.fewRows<{ lsn: Buffer | null }>(SQL.maxLsn);
+    const [r] = await this.rows<{ lsn: Buffer | null }>(SQL.maxLsn);
     return r?.lsn ?? null;
   }
 
   async minLsn(instance: string) {
-    const [r] = await this.fewRows<{ lsn: Buffer }>(SQL.minLsn, { instance: [tds.TYPES.NVarChar, instance, 128] });
+    const [r] = await this.rows<{ lsn: Buffer }>(SQL.minLsn, { instance: [mssql.NVarChar(128), instance] });
     return r!.lsn;
   }
 
   async minLsns(instances: readonly string[]) {
     if (instances.length === 0) return [];
-    const params: Record<string, TdsParam> = {};
-    instances.forEach((name, i) => (params[`instance${i}`] = [tds.TYPES.NVarChar, name, 128]));
-    const [r] = await this.fewRows<Record<string, Buffer>>(SQL.minLsns(instances.length), params);
+    const params: Params = {};
+    instances.forEach((name, i) => (params[`instance${i}`] = [mssql.NVarChar(128), name]));
+    const [r] = await this.rows<Record<string, Buffer>>(SQL.minLsns(instances.length), params);
     return instances.map((_, i) => r![`lsn${i}`]!);
   }
 
   async lsnTime(lsn: Buffer) {
-    const [r] = await this.fewRows<{ commit_time: string | null }>(SQL.lsnTime, { lsn: lsnParam(lsn) });
+    const [r] = await this.rows<{ commit_time: string | null }>(SQL.lsnTime, { lsn: lsnParam(lsn) });
     return r?.commit_time ?? null;
   }
 
   async windowCommits(from: Buffer, to: Buffer, limit: number) {
-    const [r] = await this.fewRows<{ n: string | number; last: Buffer | null }>(SQL.windowCommits, { from: lsnParam(from), to: lsnParam(to), limit: [tds.TYPES.Int, limit] });
+    const [r] = await this.rows<{ n: string | number; last: Buffer | null }>(SQL.windowCommits, { from: lsnParam(from), to: lsnParam(to), limit: [mssql.Int, limit] });
     return { commits: Number(r?.n ?? 0), last: r?.last ?? null };
   }
 
   async countTransactions(after: Buffer, to: Buffer) {
-    const [r] = await this.fewRows<{ n: string | number }>(SQL.countTransactions, { after: lsnParam(after), to: lsnParam(to) });
+    const [r] = await this.rows<{ n: string | number }>(SQL.countTransactions, { after: lsnParam(after), to: lsnParam(to) });
     // COUNT_BIG arrives as a string (bigint).
     return Number(r?.n ?? 0);
   }
 
   async windowRows(instance: string, from: Buffer, to: Buffer, limit: number) {
-    const [r] = await this.fewRows<{ n: string | number; last: Buffer | null }>(SQL.windowRows(instance), { from: lsnParam(from), to: lsnParam(to), limit: [tds.TYPES.Int, limit] });
+    const [r] = await this.rows<{ n: string | number; last: Buffer | null }>(SQL.windowRows(instance), { from: lsnParam(from), to: lsnParam(to), limit: [mssql.Int, limit] });
     return { rows: Number(r?.n ?? 0), last: r?.last ?? null };
   }
 
   changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable {
     const text = options.mode === 'direct' ? SQL.changeTable(instance.name, instance.columns, options.updateOld) : SQL.changes(instance.name, instance.columns, options.updateOld);
-    return this.stream(text, { from: lsnParam(from), to: lsnParam(to) }, true);
+    return this.stream(text, { from: [tds.TYPES.VarBinary, from, 10], to: [tds.TYPES.VarBinary, to, 10] }, true);
   }
 
   snapshot(table: TableRef, columns: readonly ColumnInfo[], orderBy: readonly string[], chunk?: SnapshotChunk): Readable {
@@ -379,10 +363,10 @@ class SqlServerQueries implements CdcQueries {
   }
 
   async holdsLock(resource: string) {
-    // Once per checkpoint in lease mode.
-    const [r] = await this.fewRows<{ mode: string }>(SQL.holdsLock, { resource: [tds.TYPES.NVarChar, resource, 255] });
+    const [r] = await this.rows<{ mode: string }>(SQL.holdsLock, { resource: [mssql.NVarChar(255), resource] });
     return r?.mode === 'Exclusive';
   }
+
 
   async close() {
     await this.pool.close();
