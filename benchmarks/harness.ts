@@ -176,13 +176,14 @@ export async function drainCdc(stream: Readable, ac: AbortController, total: num
 /**
  * Peak RSS of this process in the first and second half of a read of `total` rows (from row 100k,
  * when the heap has sized itself): anything that grows with the rows read shows as growth. Beside
- * it, the heap in use after a full collection before and after the read (with --expose-gc): what
- * the read left alive, whatever the collector's timing did to the peaks.
+ * it, the heap in use after a full collection before and after the read: what the read left
+ * alive, whatever the collector's timing did to the peaks.
  */
 export async function rssAcross(total: number, group: string, read: (onRow: (n: number) => void) => Promise<unknown>): Promise<Measurement[]> {
-  const gc = (globalThis as { gc?: () => void }).gc;
+  // run.ts starts only with gc() (node --expose-gc).
+  const gc = (globalThis as { gc?: () => void }).gc!;
   const liveHeap = () => {
-    gc?.();
+    gc();
     return process.memoryUsage().heapUsed / 2 ** 20;
   };
   const before = liveHeap();
@@ -195,7 +196,11 @@ export async function rssAcross(total: number, group: string, read: (onRow: (n: 
   });
   const after = liveHeap();
   const at = (name: string, value: number): Measurement => ({ group, name, ms: 0, rounds: [], lines: 0, bytes: 0, value });
-  const measured = [at('peak RSS, rows 100k-500k (MB)', firstHalf), at('peak RSS, rows 500k-1M (MB)', secondHalf), at('RSS growth, second half over first (MB)', secondHalf - firstHalf)];
-  if (gc !== undefined) measured.push(at('heap used after a full GC, before the read (MB)', before), at('heap used after a full GC, after the read (MB)', after));
-  return measured;
+  return [
+    at('peak RSS, rows 100k-500k (MB)', firstHalf),
+    at('peak RSS, rows 500k-1M (MB)', secondHalf),
+    at('RSS growth, second half over first (MB)', secondHalf - firstHalf),
+    at('heap used after a full GC, before the read (MB)', before),
+    at('heap used after a full GC, after the read (MB)', after),
+  ];
 }

@@ -184,19 +184,16 @@ function dateText(d: Date, type: SqlType, style: number | undefined): string {
   rest = (rest - second) / 60;
   const minute = rest % 60;
   const time = `${TWO_DIGITS[(rest - minute) / 60]}:${TWO_DIGITS[minute]}:${TWO_DIGITS[second]}`;
+  // The fraction a type's scale keeps (the model holds milliseconds: the rest are zeros).
+  const fraction = (scale: number) => (scale > 0 ? `.${`${THREE_DIGITS[ms]}0000`.slice(0, scale)}` : '');
   // time alone: hh:mm:ss and the fraction its scale has (style 126 too); 16 characters for time(7).
-  if (type.name === 'time') {
-    const scale = type.scale ?? 7;
-    return `${time}${scale > 0 ? `.${`${THREE_DIGITS[ms]}0000`.slice(0, scale)}` : ''}`;
-  }
+  if (type.name === 'time') return `${time}${fraction(type.scale ?? 7)}`;
   if (style === 126) {
     // yyyy-mm-ddThh:mi:ss[.mmm]: datetime leaves out a zero fraction, datetime2 prints its scale.
     if (type.name === 'datetime') return ms ? `${date}T${time}.${THREE_DIGITS[ms]}` : `${date}T${time}`;
-    const scale = type.scale ?? 7;
-    return `${date}T${time}${scale > 0 ? `.${`${THREE_DIGITS[ms]}0000`.slice(0, scale)}` : ''}`;
+    return `${date}T${time}${fraction(type.scale ?? 7)}`;
   }
-  const scale = type.name === 'datetime' ? 3 : (type.scale ?? 7);
-  return `${date} ${time}${scale > 0 ? `.${`${THREE_DIGITS[ms]}0000`.slice(0, scale)}` : ''}`;
+  return `${date} ${time}${fraction(type.name === 'datetime' ? 3 : (type.scale ?? 7))}`;
 }
 
 function conversionNotAllowed(from: SqlType, to: SqlType): never {
