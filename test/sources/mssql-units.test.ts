@@ -10,7 +10,9 @@ import { jsonValue, rowMapper, typeClassOf, valuesMapper } from '../../lib/sourc
 import { isConnectionLost, sqlFailure } from '../../lib/sources/mssql/errors.js';
 import { describeConnection, sqlServerConnector } from '../../lib/sources/mssql/sqlserver.js';
 import { sqlServerForTest } from '../support/sql-server.js';
-import { IDLE_POLLS_AT_BASE, idleWait } from '../../lib/sources/mssql/reader/windows.js';
+import { IDLE_POLLS_AT_BASE, idleWait, segmentsOf } from '../../lib/sources/mssql/reader/windows.js';
+import type { TableState } from '../../lib/sources/mssql/reader/core.js';
+import type { CaptureInstance } from '../../lib/sources/mssql/queries.js';
 
 describe('LSNs', () => {
   it('round-trip as 0x + 20 upper-case hex digits, order as text and as bytes', () => {
@@ -207,6 +209,26 @@ describe('idle polls', () => {
     // A ceiling at the base interval: no back-off at all; far past it, no overflow.
     expect(Array.from({ length: 6 }, (_, i) => idleWait(i + 1, 500, 500))).toEqual([500, 500, 500, 500, 500, 500]);
     expect(idleWait(10_000, 5, 60_000)).toBe(60_000);
+  });
+});
+
+describe('segments (pure logic)', () => {
+  const instance = (columns: CaptureInstance['columns'], startLsn = lsnOf(1)): CaptureInstance => ({ name: 'dbo_Persons', schema: 'dbo', table: 'Persons', startLsn, createDate: '2026-01-01T00:00:00', columns });
+  const table = (i: CaptureInstance): TableState => ({ ref: { schema: 'dbo', table: 'Persons' }, key: 'dbo.Persons', instances: [i], from: lsnOf(5), start: lsnOf(1), readable: true });
+  const columns = () => [{ name: 'Id', type: 'int', ordinal: 1 }, { name: 'Name', type: 'nvarchar', ordinal: 2 }];
+
+  it('of every window share one mapper per column list (each window lists its capture instances anew)', () => {
+    const [a] = segmentsOf(table(instance(columns())), lsnOf(9), true);
+    // The next window: new objects, the start raised by cleanup, the same columns.
+    const [b] = segmentsOf(table(instance(columns(), lsnOf(3))), lsnOf(9), true);
+    expect(b!.map).toBe(a!.map);
+    expect(b!.map([lsnOf(5), lsnOf(5), 2, 1, null, 7, 'Ada'])).toEqual({ Id: 7, Name: 'Ada' });
+    // Another column list, or the other query mode (no __$command_id): a mapper of its own.
+    const [c] = segmentsOf(table(instance([...columns(), { name: 'Email', type: 'nvarchar', ordinal: 3 }])), lsnOf(9), true);
+    const [d] = segmentsOf(table(instance(columns())), lsnOf(9), false);
+    expect(c!.map).not.toBe(a!.map);
+    expect(d!.map).not.toBe(a!.map);
+    expect(d!.map([lsnOf(5), lsnOf(5), 2, null, 7, 'Ada'])).toEqual({ Id: 7, Name: 'Ada' });
   });
 });
 

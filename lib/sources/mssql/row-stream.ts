@@ -71,6 +71,14 @@ class RowStream extends Readable {
   private request: Tedious.Request | undefined;
   /** tedious called the request back: nothing left to cancel. */
   private finished = false;
+  /**
+   * Rows buffered before the request is paused: one until a consumer listens ('readable' or
+   * 'data'), then `o.high`. A read opened ahead of the merge that takes it (windows.ts) thus holds
+   * its first row, which proves the statement under way, and not `o.high` rows that would wait
+   * through a whole window and outlive the young generation's collections (measured over the TDS
+   * test server's 200k-row backlog: half the bytes promoted per collection).
+   */
+  private high = 1;
 
   constructor(
     private readonly pool: LendingPool,
@@ -82,6 +90,14 @@ class RowStream extends Readable {
   ) {
     // The Readable's own mark is the low one: below it, read() asks for more (_read resumes).
     super({ objectMode: true, highWaterMark: o.low });
+    const listening = (event: string | symbol) => {
+      if (event !== 'readable' && event !== 'data') return;
+      this.high = o.high;
+      this.off('newListener', listening);
+      // The stream asked for more (_read) while the request was held, and waits for a push.
+      if (this.request?.paused) this.request.resume();
+    };
+    this.on('newListener', listening);
     if (!pool.connected) {
       // As the driver's Request says it for a pool that is not (or no longer) connected.
       process.nextTick(() => this.destroy(new mssql.ConnectionError('Connection is closed.', 'ECONNCLOSED')));
@@ -97,7 +113,6 @@ class RowStream extends Readable {
   }
 
   private send(connection: Connection): void {
-    const high = this.o.high;
     const arrays = this.o.arrays;
     const request = new this.tds.Request(this.text, (err) => this.finish(err ?? undefined));
     this.request = request;
@@ -114,7 +129,7 @@ class RowStream extends Readable {
       }
       this.push(row);
       // push() says false from the low mark on; the request runs on to the high one.
-      if (this.readableLength >= high) request.pause();
+      if (this.readableLength >= this.high) request.pause();
     });
     try {
       for (const [name, [type, value, length]] of Object.entries(this.params)) request.addParameter(name, type, value, length === undefined ? undefined : { length });
@@ -146,8 +161,9 @@ class RowStream extends Readable {
   }
 
   override _read(): void {
-    // Called once the buffer is below the low mark.
-    if (this.request?.paused) this.request.resume();
+    // Called once the buffer is below the low mark (and by the stream itself before anyone reads:
+    // a request held at its first row stays paused until a consumer listens).
+    if (this.request?.paused && this.readableLength < this.high) this.request.resume();
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
