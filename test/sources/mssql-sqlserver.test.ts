@@ -165,9 +165,33 @@ describe('SqlServerQueries through the driver', () => {
       expect(await q.windowCommits(min, max, 10)).toEqual({ commits: 3, last: max });
       // The quiet-period entry (tran_id 0x00) is not a transaction.
       expect(await q.countTransactions(min, max)).toBe(2);
-      expect(await q.windowRows('dbo_Persons', min, max, 10)).toEqual({ rows: 2, last: Buffer.from('00000000002A00000020', 'hex') });
-      expect(await q.windowRows('dbo_Persons', min, max, 1)).toEqual({ rows: 1, last: Buffer.from('00000000002A00000010', 'hex') });
-      expect(await q.windowRows('dbo_Customers', min, max, 10)).toEqual({ rows: 0, last: null });
+      const persons = { instance: 'dbo_Persons', from: min, to: max };
+      const customers = { instance: 'dbo_Customers', from: min, to: max };
+      expect(await q.windowRows([persons], 10)).toEqual([{ rows: 2, last: Buffer.from('00000000002A00000020', 'hex') }]);
+      expect(await q.windowRows([persons], 1)).toEqual([{ rows: 1, last: Buffer.from('00000000002A00000010', 'hex') }]);
+      expect(await q.windowRows([customers], 10)).toEqual([{ rows: 0, last: null }]);
+      // A window's tables in one statement, each range its own, the answers in the order asked.
+      const requests = m.calls.get('request') ?? 0;
+      expect(await q.windowRows([customers, persons, { ...persons, from: Buffer.from('00000000002A00000020', 'hex') }], 10)).toEqual([
+        { rows: 0, last: null },
+        { rows: 2, last: Buffer.from('00000000002A00000020', 'hex') },
+        { rows: 1, last: Buffer.from('00000000002A00000020', 'hex') },
+      ]);
+      expect(m.calls.get('request')).toBe(requests + 1);
+      expect(await q.windowRows([], 10)).toEqual([]);
+      // The capture instances and their columns, asked every window: one request too.
+      const asked = m.calls.get('request')!;
+      expect((await q.captureInstances()).map((i) => [i.name, i.columns.length])).toEqual([
+        ['dbo_Customers', 2],
+        ['dbo_Persons', 3],
+        ['sales_Orders', 3],
+      ]);
+      expect(m.calls.get('request')).toBe(asked + 1);
+      // And with the max LSN, what every window starts with: one request.
+      const start = await q.windowStart();
+      expect(m.calls.get('request')).toBe(asked + 2);
+      expect(start).toEqual({ instances: await q.captureInstances(), max: await q.maxLsn() });
+      expect(start.max).toEqual(Buffer.from(m.currentMaxLsn!.slice(2), 'hex'));
 
       m.createTable('dbo.Audit', [{ name: 'Id', type: 'int', nullable: false }], ['Id']);
       await q.enableDatabase('shop');

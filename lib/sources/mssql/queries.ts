@@ -75,6 +75,19 @@ export interface ChangeReadOptions {
   mode: QueryMode;
 }
 
+export interface WindowStart {
+  instances: CaptureInstance[];
+  /** null before the capture process has recorded anything. */
+  max: Buffer | null;
+}
+
+/** A capture instance's change rows from `from` to `to` (inclusive), to count. */
+export interface RowRange {
+  instance: string;
+  from: Buffer;
+  to: Buffer;
+}
+
 export interface WindowRows {
   /** Change rows in the range, counted up to the limit. */
   rows: number;
@@ -111,6 +124,8 @@ export interface CdcQueries {
   sourceTables(): Promise<SourceTable[]>;
   /** Every capture instance with its captured columns, oldest first per table. */
   captureInstances(): Promise<CaptureInstance[]>;
+  /** captureInstances() and maxLsn() in one request: what every window asks first. */
+  windowStart(): Promise<WindowStart>;
   tableColumns(): Promise<TableColumns[]>;
   /** null before the capture process has recorded anything. */
   maxLsn(): Promise<Buffer | null>;
@@ -122,8 +137,11 @@ export interface CdcQueries {
   windowCommits(from: Buffer, to: Buffer, limit: number): Promise<WindowCommits>;
   /** How many commits lie in (after, to]: the backlog `status` reports. */
   countTransactions(after: Buffer, to: Buffer): Promise<number>;
-  /** Rows of an instance's change table in [from, to], counted up to `limit` (a seek on its clustered index). */
-  windowRows(instance: string, from: Buffer, to: Buffer, limit: number): Promise<WindowRows>;
+  /**
+   * Rows of each range's change table in [from, to], counted up to `limit` (a seek on its clustered
+   * index), in the order given: one batch for a window's tables, not a statement each.
+   */
+  windowRows(ranges: readonly RowRange[], limit: number): Promise<WindowRows[]>;
   /**
    * Streamed rows in commit order (see QueryMode), each a ChangeRow laid out as sql.ts
    * changeLayout(instance.columns, mode === 'direct') says; destroying it cancels the request.

@@ -61,13 +61,18 @@ FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY
   countTransactions: `SELECT COUNT_BIG(*) AS n FROM cdc.lsn_time_mapping WHERE start_lsn > @after AND start_lsn <= @to AND tran_id <> 0x00`,
 
   /**
-   * Rows in the range, counted up to @limit, and the LSN of the last one: a seek on the change
+   * Rows in each range, counted up to @limit, and the LSN of the last one: a seek on the change
    * table's clustered index (ORDER BY its leading column: no sort). No rows: the table is skipped;
-   * @limit rows: the window ends at that LSN.
+   * @limit rows: the window ends at that LSN. One statement per instance, in one batch: range i
+   * is @from<i>..@to<i>, its answer the batch's i-th result.
    */
-  windowRows: (instance: string) =>
-    `SELECT COUNT_BIG(*) AS n, MAX(w.__$start_lsn) AS last FROM (SELECT TOP (@limit) __$start_lsn FROM cdc.${quoteName(`${instance}_CT`)}
-WHERE __$start_lsn >= @from AND __$start_lsn <= @to ORDER BY __$start_lsn) AS w`,
+  windowRows: (instances: readonly string[]) =>
+    instances
+      .map(
+        (instance, i) => `SELECT COUNT_BIG(*) AS n, MAX(w.__$start_lsn) AS last FROM (SELECT TOP (@limit) __$start_lsn FROM cdc.${quoteName(`${instance}_CT`)}
+WHERE __$start_lsn >= @from${i} AND __$start_lsn <= @to${i} ORDER BY __$start_lsn) AS w`,
+      )
+      .join(';\n'),
 
   /**
    * query_mode "function": the documented change function. It has no __$command_id, and its ORDER

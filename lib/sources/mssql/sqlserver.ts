@@ -4,7 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import type mssqlModule from 'mssql';
-import type { CaptureInstance, CdcConnector, CdcQueries, ChangeReadOptions, CheckpointRow, ConnectOptions, SnapshotChunk, TableColumns } from './queries.js';
+import type { CaptureInstance, CdcConnector, CdcQueries, ChangeReadOptions, CheckpointRow, ConnectOptions, RowRange, SnapshotChunk, TableColumns } from './queries.js';
 import { loadTedious, streamRows, type TdsParam, type TediousModule } from './row-stream.js';
 import { SQL } from './sql.js';
 import { tableKey, type TableRef } from './tables.js';
@@ -143,6 +143,27 @@ export function sqlServerConnector(connectionString: string): CdcConnector {
   };
 }
 
+type InstanceRow = { capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer | null; create_date: string };
+type ColumnRow = { capture_instance: string; column_name: string; column_type: string; column_ordinal: number; is_max: boolean };
+
+/** Capture instances from cdc.change_tables rows, each with its captured columns. */
+function instancesOf(instances: readonly InstanceRow[], columns: readonly ColumnRow[]): CaptureInstance[] {
+  const byInstance = new Map<string, ColumnInfo[]>();
+  for (const c of columns) {
+    let list = byInstance.get(c.capture_instance);
+    if (list === undefined) byInstance.set(c.capture_instance, (list = []));
+    list.push({ name: c.column_name, type: c.column_type, ordinal: c.column_ordinal, ...(c.is_max ? { max: true } : {}) });
+  }
+  return instances.map((r) => ({
+    name: r.capture_instance,
+    schema: r.schema_name,
+    table: r.table_name,
+    startLsn: r.start_lsn,
+    createDate: r.create_date,
+    columns: byInstance.get(r.capture_instance) ?? [],
+  }));
+}
+
 class SqlServerQueries implements CdcQueries {
   constructor(
     private readonly pool: mssqlModule.ConnectionPool,
@@ -194,25 +215,21 @@ class SqlServerQueries implements CdcQueries {
     return rows.map((r) => ({ schema: r.schema_name, table: r.table_name, tracked: r.tracked }));
   }
 
+  /**
+   * The instances and their captured columns in one batch of two statements: every window asks, and
+   * a statement costs the client about a millisecond of CPU however small its answer.
+   */
   async captureInstances(): Promise<CaptureInstance[]> {
-    const [instances, columns] = await Promise.all([
-      this.rows<{ capture_instance: string; schema_name: string; table_name: string; start_lsn: Buffer | null; create_date: string }>(SQL.captureInstances),
-      this.rows<{ capture_instance: string; column_name: string; column_type: string; column_ordinal: number; is_max: boolean }>(SQL.capturedColumns),
-    ]);
-    const byInstance = new Map<string, ColumnInfo[]>();
-    for (const c of columns) {
-      let list = byInstance.get(c.capture_instance);
-      if (list === undefined) byInstance.set(c.capture_instance, (list = []));
-      list.push({ name: c.column_name, type: c.column_type, ordinal: c.column_ordinal, ...(c.is_max ? { max: true } : {}) });
-    }
-    return instances.map((r) => ({
-      name: r.capture_instance,
-      schema: r.schema_name,
-      table: r.table_name,
-      startLsn: r.start_lsn,
-      createDate: r.create_date,
-      columns: byInstance.get(r.capture_instance) ?? [],
-    }));
+    const result = await this.request().query(`${SQL.captureInstances};\n${SQL.capturedColumns}`);
+    const [instances, columns] = result.recordsets as unknown as [InstanceRow[], ColumnRow[]];
+    return instancesOf(instances, columns);
+  }
+
+  async windowStart() {
+    const result = await this.request().query(`${SQL.captureInstances};\n${SQL.capturedColumns};\n${SQL.maxLsn}`);
+    const [instances, columns, max] = result.recordsets as unknown as [InstanceRow[], ColumnRow[], Array<{ lsn: Buffer | null }> | undefined];
+    if (max?.length !== 1) throw new Error(`the max LSN did not come (${result.recordsets.length} results for 3 statements)`);
+    return { instances: instancesOf(instances, columns), max: max[0]!.lsn };
   }
 
   async tableColumns(): Promise<TableColumns[]> {
@@ -262,9 +279,21 @@ class SqlServerQueries implements CdcQueries {
     return Number(r?.n ?? 0);
   }
 
-  async windowRows(instance: string, from: Buffer, to: Buffer, limit: number) {
-    const [r] = await this.rows<{ n: string | number; last: Buffer | null }>(SQL.windowRows(instance), { from: lsnParam(from), to: lsnParam(to), limit: [mssql.Int, limit] });
-    return { rows: Number(r?.n ?? 0), last: r?.last ?? null };
+  async windowRows(ranges: readonly RowRange[], limit: number) {
+    if (ranges.length === 0) return [];
+    const params: Params = { limit: [mssql.Int, limit] };
+    ranges.forEach((range, i) => {
+      params[`from${i}`] = lsnParam(range.from);
+      params[`to${i}`] = lsnParam(range.to);
+    });
+    const result = await this.request(params).query(SQL.windowRows(ranges.map((range) => range.instance)));
+    const sets = result.recordsets as unknown as Array<Array<{ n: string | number; last: Buffer | null }>>;
+    return ranges.map((range, i) => {
+      // An aggregate answers one row whatever it counts: none would read as an idle table, and skip its rows.
+      const r = sets[i]?.[0];
+      if (r === undefined) throw new Error(`the row count of capture instance ${range.instance} did not come (${sets.length} results for ${ranges.length} ranges)`);
+      return { rows: Number(r.n), last: r.last };
+    });
   }
 
   changes(instance: CaptureInstance, from: Buffer, to: Buffer, options: ChangeReadOptions): Readable {

@@ -127,6 +127,8 @@ export class CdcBackend implements TdsBackend {
   }
 
   async *execute(sql: string, params: Param[], ctx: ExecuteContext): AsyncGenerator<BatchOutput> {
+    // Requests (a batch or an RPC, however many statements) counted for tests of what goes in one.
+    this.model.count('request');
     // Counted for tests of cancel: the client sent ATTENTION while this request ran.
     const attention = () => (ctx.signal.reason as Error | undefined)?.message === 'attention' && this.model.count('attention');
     ctx.signal.addEventListener('abort', attention, { once: true });

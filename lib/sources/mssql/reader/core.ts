@@ -8,7 +8,7 @@ import { checkpoint, type Envelope } from '../../../envelope/types.js';
 import { invalidOption } from '../../../errors.js';
 import { lsnFromHex, lsnToHex, compareLsn } from '../lsn.js';
 import { positionOf, type SnapshotProgress } from '../position.js';
-import type { CaptureInstance, CdcQueries, ChangeRow, WindowCommits, WindowRows } from '../queries.js';
+import type { CaptureInstance, CdcQueries, ChangeRow, WindowCommits, WindowRows, WindowStart } from '../queries.js';
 import type { ChangeLayout } from '../sql.js';
 import { parseTableRef, tableKey, type TableRef } from '../tables.js';
 import { leaseResource } from '../lease.js';
@@ -86,7 +86,7 @@ export class CdcReader {
   /** Rows per table per window; shrinks while a window's first row keeps timing out. */
   rowLimit: number;
   /** The next window's first questions (its capture instances and the max LSN), asked once a capped window's rows are read. */
-  aheadStart: { instances: Promise<CaptureInstance[]>; max: Promise<Buffer | null> } | undefined;
+  aheadStart: Promise<WindowStart> | undefined;
   /** The next window's commits, asked for while a capped window is read (see commitsFrom in windows.ts). */
   ahead: { from: Buffer; max: Buffer; commits: Promise<WindowCommits> } | undefined;
   /** And that window's row counts and change streams, asked for once its commits are known (see window() in windows.ts). */

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Envelope } from '../../../envelope/types.js';
 import { DstreamError, ErrorCodes } from '../../../errors.js';
 import { compareLsn, decrementLsn, incrementLsn, lsnToHex } from '../lsn.js';
-import type { CaptureInstance, WindowCommits, WindowRows } from '../queries.js';
+import type { CaptureInstance, RowRange, WindowCommits, WindowRows } from '../queries.js';
 import { resumeCheck } from '../retention.js';
 import { changeLayout } from '../sql.js';
 import { unavailableColumns, valuesMapper } from '../types.js';
@@ -76,14 +76,10 @@ async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): Asyn
   const start = r.aheadStart;
   r.aheadStart = undefined;
   if (r.tables.size === 0) return 'idle';
-  // Both asked at once: one round trip before the window, not two (or none, asked ahead).
-  const instances = start?.instances ?? q.captureInstances();
-  instances.catch(() => undefined);
-  const max = await (start?.max ?? q.maxLsn());
+  // The capture instances and the max LSN in one request before the window (or none, asked ahead).
+  const { instances: all, max } = await (start ?? q.windowStart());
   // Stopped while a statement was out: nothing more is sent (the window is read again next time).
   if (max === null || r.aborted) return 'idle';
-  const all = await instances;
-  if (r.aborted) return 'idle';
   for (const t of r.tables.values()) {
     const instances = forTable(all, t.ref);
     if (instances.length === 0) {
@@ -186,9 +182,8 @@ async function* read(r: CdcReader, ahead: Promise<AheadReads> | undefined): Asyn
   if (r.aborted) return 'idle';
   if (full) {
     // The next window starts at once: its first round trip goes beside this window's last check.
-    const start = { instances: q.captureInstances(), max: q.maxLsn() };
-    start.instances.catch(() => undefined);
-    start.max.catch(() => undefined);
+    const start = q.windowStart();
+    start.catch(() => undefined);
     r.aheadStart = start;
   }
   // Every table read through `to` (those ahead stay where they are): one checkpoint for the window.
@@ -227,7 +222,7 @@ async function plan(r: CdcReader, tables: readonly TableState[], to: Buffer, ful
       // the one counting each table in turn gives.
       const counting = counted.get(rangeKey(s, end, r.rowLimit));
       if (counting === undefined && r.aborted) return undefined;
-      const n = await (counting ?? r.q.windowRows(s.instance.name, s.from, end, r.rowLimit));
+      const n = await (counting ?? r.q.windowRows([{ instance: s.instance.name, from: s.from, to: end }], r.rowLimit).then((all) => all[0]!));
       if (n.rows === 0) continue;
       if (n.rows >= r.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
         to = n.last;
@@ -248,20 +243,28 @@ function rangeKey(s: Segment, end: Buffer, limit: number): string {
   return `${s.instance.name} ${lsnToHex(s.from)} ${lsnToHex(end)} ${limit}`;
 }
 
-/** Sends the row counts of the tables' segments up to `to` that `counted` does not have yet. */
+/** Sends the row counts of the tables' segments up to `to` that `counted` does not have yet, in one request. */
 function countRows(r: CdcReader, tables: readonly TableState[], to: Buffer, counted: Map<string, Promise<WindowRows>>): Map<string, Promise<WindowRows>> {
+  const keys: string[] = [];
+  const ranges: RowRange[] = [];
   for (const t of tables) {
     if (compareLsn(t.from, to) > 0) continue;
     for (const s of segmentsOf(t, to, r.o.queryMode === 'direct')) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
       const key = rangeKey(s, end, r.rowLimit);
-      if (counted.has(key)) continue;
-      const n = r.q.windowRows(s.instance.name, s.from, end, r.rowLimit);
-      n.catch(() => undefined);
-      counted.set(key, n);
+      if (counted.has(key) || keys.includes(key)) continue;
+      keys.push(key);
+      ranges.push({ instance: s.instance.name, from: s.from, to: end });
     }
   }
+  if (ranges.length === 0) return counted;
+  const all = r.q.windowRows(ranges, r.rowLimit);
+  keys.forEach((key, i) => {
+    const n = all.then((rows) => rows[i]!);
+    n.catch(() => undefined);
+    counted.set(key, n);
+  });
   return counted;
 }
 
