@@ -206,6 +206,18 @@ describe('streamRows: the connection goes back to the pool exactly once', () => 
       expect(await collect(s)).toHaveLength(5000);
     }));
 
+  it('a consumer that only calls read() (no listener) gets every row', () =>
+    paced(async (s) => {
+      await until(() => s.readableLength >= 1);
+      await tick(50);
+      let rows = 0;
+      while (!s.readableEnded) {
+        if (s.read() !== null) rows++;
+        else await tick(1);
+      }
+      expect(rows).toBe(5000);
+    }));
+
   it('a pool that is closed: the stream fails with the driver\'s ECONNCLOSED and lends nothing', async () => {
     const db = await sqlServerForTest();
     workload(db.model, 1);

@@ -73,7 +73,7 @@ class RowStream extends Readable {
   private finished = false;
   /**
    * Rows buffered before the request is paused: one until a consumer listens ('readable' or
-   * 'data'), then `o.high`. A read opened ahead of the merge that takes it (windows.ts) thus holds
+   * 'data') or reads, then `o.high`. A read opened ahead of the merge that takes it (windows.ts) thus holds
    * its first row, which proves the statement under way, and not `o.high` rows that would wait
    * through a whole window and outlive the young generation's collections (measured over the TDS
    * test server's 200k-row backlog: half the bytes promoted per collection).
@@ -90,14 +90,7 @@ class RowStream extends Readable {
   ) {
     // The Readable's own mark is the low one: below it, read() asks for more (_read resumes).
     super({ objectMode: true, highWaterMark: o.low });
-    const listening = (event: string | symbol) => {
-      if (event !== 'readable' && event !== 'data') return;
-      this.high = o.high;
-      this.off('newListener', listening);
-      // The stream asked for more (_read) while the request was held, and waits for a push.
-      if (this.request?.paused) this.request.resume();
-    };
-    this.on('newListener', listening);
+    this.on('newListener', this.listening);
     if (!pool.connected) {
       // As the driver's Request says it for a pool that is not (or no longer) connected.
       process.nextTick(() => this.destroy(new mssql.ConnectionError('Connection is closed.', 'ECONNCLOSED')));
@@ -158,6 +151,25 @@ class RowStream extends Readable {
     // A SQL Server error (an ERROR token) carries its number, state, class and line.
     if (typeof (first as { number?: unknown }).number === 'number') return new this.mssql.RequestError(Object.assign(new Error(first.message), { info: first }), 'EREQUEST');
     return new this.mssql.RequestError(first, 'EREQUEST');
+  }
+
+  /** A consumer listens: the request is no longer held at its first row. */
+  private readonly listening = (event: string | symbol): void => {
+    if (event === 'readable' || event === 'data') this.consumed();
+  };
+
+  private consumed(): void {
+    if (this.high === this.o.high) return;
+    this.high = this.o.high;
+    this.off('newListener', this.listening);
+    // The stream asked for more (_read) while the request was held, and waits for a push.
+    if (this.request?.paused) this.request.resume();
+  }
+
+  /** A consumer may also just call read(): read(0) is the stream's own asking, not a consumer's. */
+  override read(size?: number): unknown {
+    if (size !== 0 && this.high !== this.o.high) this.consumed();
+    return super.read(size);
   }
 
   override _read(): void {
