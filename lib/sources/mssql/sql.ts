@@ -63,16 +63,14 @@ FROM cdc.lsn_time_mapping WHERE start_lsn >= @from AND start_lsn <= @to ORDER BY
   /**
    * Rows in each range, counted up to @limit, and the LSN of the last one: a seek on the change
    * table's clustered index (ORDER BY its leading column: no sort). No rows: the table is skipped;
-   * @limit rows: the window ends at that LSN. One statement per instance, in one batch: range i
-   * is @from<i>..@to<i>, its answer the batch's i-th result.
+   * @limit rows: the window ends at that LSN. One statement per instance, sent in one batch: range
+   * i is @from<i>..@to<i>, its answer the batch's i-th result.
    */
   windowRows: (instances: readonly string[]) =>
-    instances
-      .map(
-        (instance, i) => `SELECT COUNT_BIG(*) AS n, MAX(w.__$start_lsn) AS last FROM (SELECT TOP (@limit) __$start_lsn FROM cdc.${quoteName(`${instance}_CT`)}
+    instances.map(
+      (instance, i) => `SELECT COUNT_BIG(*) AS n, MAX(w.__$start_lsn) AS last FROM (SELECT TOP (@limit) __$start_lsn FROM cdc.${quoteName(`${instance}_CT`)}
 WHERE __$start_lsn >= @from${i} AND __$start_lsn <= @to${i} ORDER BY __$start_lsn) AS w`,
-      )
-      .join(';\n'),
+    ),
 
   /**
    * query_mode "function": the documented change function. It has no __$command_id, and its ORDER

@@ -182,6 +182,17 @@ class SqlServerQueries implements CdcQueries {
   }
 
   /**
+   * The results of a batch of `statements`, one per statement in order. One missing is an error: a
+   * count or a list that did not come must not read as none.
+   */
+  private async results(statements: readonly string[], params?: Params): Promise<Array<Array<Record<string, unknown>>>> {
+    const result = await this.request(params).query(statements.join(';\n'));
+    const sets = result.recordsets as unknown as Array<Array<Record<string, unknown>>>;
+    if (sets.length !== statements.length) throw new Error(`a batch of ${statements.length} statements gave ${sets.length} results`);
+    return sets;
+  }
+
+  /**
    * Rows as they arrive, under backpressure: up to STREAM_HIGH rows wait in the stream, then the
    * request is paused (the server's sends wait on the socket) until the reader is down to
    * STREAM_LOW. Destroyed before its end, the stream cancels the request (ATTENTION), so the
@@ -220,16 +231,13 @@ class SqlServerQueries implements CdcQueries {
    * a statement costs the client about a millisecond of CPU however small its answer.
    */
   async captureInstances(): Promise<CaptureInstance[]> {
-    const result = await this.request().query(`${SQL.captureInstances};\n${SQL.capturedColumns}`);
-    const [instances, columns] = result.recordsets as unknown as [InstanceRow[], ColumnRow[]];
-    return instancesOf(instances, columns);
+    const [instances, columns] = await this.results([SQL.captureInstances, SQL.capturedColumns]);
+    return instancesOf(instances as InstanceRow[], columns as ColumnRow[]);
   }
 
   async windowStart() {
-    const result = await this.request().query(`${SQL.captureInstances};\n${SQL.capturedColumns};\n${SQL.maxLsn}`);
-    const [instances, columns, max] = result.recordsets as unknown as [InstanceRow[], ColumnRow[], Array<{ lsn: Buffer | null }> | undefined];
-    if (max?.length !== 1) throw new Error(`the max LSN did not come (${result.recordsets.length} results for 3 statements)`);
-    return { instances: instancesOf(instances, columns), max: max[0]!.lsn };
+    const [instances, columns, max] = await this.results([SQL.captureInstances, SQL.capturedColumns, SQL.maxLsn]);
+    return { instances: instancesOf(instances as InstanceRow[], columns as ColumnRow[]), max: (max![0]?.lsn as Buffer | null | undefined) ?? null };
   }
 
   async tableColumns(): Promise<TableColumns[]> {
@@ -286,12 +294,11 @@ class SqlServerQueries implements CdcQueries {
       params[`from${i}`] = lsnParam(range.from);
       params[`to${i}`] = lsnParam(range.to);
     });
-    const result = await this.request(params).query(SQL.windowRows(ranges.map((range) => range.instance)));
-    const sets = result.recordsets as unknown as Array<Array<{ n: string | number; last: Buffer | null }>>;
-    return ranges.map((range, i) => {
+    const sets = await this.results(SQL.windowRows(ranges.map((range) => range.instance)), params);
+    return sets.map((set, i) => {
       // An aggregate answers one row whatever it counts: none would read as an idle table, and skip its rows.
-      const r = sets[i]?.[0];
-      if (r === undefined) throw new Error(`the row count of capture instance ${range.instance} did not come (${sets.length} results for ${ranges.length} ranges)`);
+      const r = set[0] as { n: string | number; last: Buffer | null } | undefined;
+      if (r === undefined) throw new Error(`the row count of capture instance ${ranges[i]!.instance} came empty`);
       return { rows: Number(r.n), last: r.last };
     });
   }
