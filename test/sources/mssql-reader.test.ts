@@ -583,6 +583,25 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     expect(after.filter((n) => !SENT_WITH_MAX_LSN.has(n))).toEqual([]);
   });
 
+  it('a reader whose signal aborted before it started reads no change and ends', async () => {
+    const m = await serve();
+    persons(m, 1, 5);
+    const named: string[] = [];
+    m.beforeStatement = (name) => void named.push(name);
+    const ac = new AbortController();
+    ac.abort();
+    const stream = mssqlCdc({ connectionString: server(m).connectionString, tables: ['Persons'], start: 'earliest', ...FAST, signal: ac.signal });
+    const seen: Envelope[] = [];
+    const errors: Error[] = [];
+    stream.on('data', (e: Envelope) => seen.push(e));
+    // As any Node stream given an aborted signal: it ends with the AbortError, having done nothing.
+    stream.on('error', (err) => errors.push(err));
+    await new Promise((resolve) => stream.on('close', resolve));
+    expect(errors.map((e) => e.name)).toEqual(['AbortError']);
+    expect(rowsOf(seen)).toEqual([]);
+    expect(named.filter((n) => n.endsWith('_CT'))).toEqual([]);
+  });
+
   it('rejects a position that is not an mssql-cdc position, naming the way out', () => {
     expect(() => parsePosition({ lsn: '0x01', tx: 3 })).toThrow(/not an mssql-cdc position.*dstream reset/);
     expect(() => parsePosition({ tables: { 'dbo.Persons': 'zz' } })).toThrow(/stored position of dbo\.Persons must be 10 bytes/);
