@@ -287,6 +287,16 @@ const VIEWS: Record<string, ViewFactory> = {
   },
 };
 
+/**
+ * Where a scan of a change table goes on after `last` once cleanup has replaced its rows: the row
+ * after it, or (when cleanup removed it, and with it every row of its LSN) the first row past its LSN.
+ */
+function after(changes: ModelInstance['changes'], last: ModelInstance['changes'][number]): number {
+  const i = firstAtOrAfter(changes, (r) => r.__$start_lsn, last.__$start_lsn, true);
+  for (let j = i; j < changes.length && compareLsn(changes[j]!.__$start_lsn, last.__$start_lsn) === 0; j++) if (changes[j] === last) return j + 1;
+  return i;
+}
+
 /** Columns of a change table / change function row for an instance. */
 function changeColumns(i: ModelInstance, table: boolean): ColumnDef[] {
   const captured = i.columns.map((c) => {
@@ -409,14 +419,23 @@ class SessionCatalog implements Catalog {
       const names = columns.map((c) => c.name);
       const rows = function* (lo?: SeekBound, hi?: SeekBound, used?: ReadonlySet<number>): Generator<Row> {
         const toRow = rowReader(ct, names, used);
-        const from = Buffer.isBuffer(lo?.value) ? firstAtOrAfter(ct.changes, (r) => r.__$start_lsn, lo.value, lo.inclusive) : 0;
+        let changes = ct.changes;
+        const seek = (rows: typeof changes) => (Buffer.isBuffer(lo?.value) ? firstAtOrAfter(rows, (r) => r.__$start_lsn, lo.value, lo.inclusive) : 0);
+        const from = seek(changes);
         const end = hi && Buffer.isBuffer(hi.value) ? hi.value : undefined;
         const past = hi?.inclusive ? 0 : -1;
         m.openStreams++;
         m.maxOpenStreams = Math.max(m.maxOpenStreams, m.openStreams);
         try {
-          for (let i = from; i < ct.changes.length; i++) {
-            const r = ct.changes[i]!;
+          for (let i = from; ; i++) {
+            if (ct.changes !== changes) {
+              // The cleanup job replaced the rows while this scan waited for the client: SQL Server's
+              // scan goes on from the key it stands on, so rows it has passed take nothing with them.
+              i = i === from ? seek(ct.changes) : after(ct.changes, changes[i - 1]!);
+              changes = ct.changes;
+            }
+            if (i >= changes.length) return;
+            const r = changes[i]!;
             if (end !== undefined && compareLsn(r.__$start_lsn, end) > past) return;
             m.changeTableRowsBuilt++;
             yield toRow(r);
