@@ -301,6 +301,16 @@ describe('mssqlCdc() through the driver, against the TDS test server', () => {
     expect(m.calls.get('cdc.sales_Orders_CT')).toBe(30);
   }, 60_000);
 
+  it('a table reaching max_rows ends the window there, and the tables after it are counted again up to that end', async () => {
+    const m = await serve();
+    for (let i = 1; i <= 600; i++) m.commit([{ table: i % 2 ? 'Persons' : 'Customers', op: 'insert', row: i % 2 ? { Id: i, Name: 'n' } : { CustomerId: i, Company: 'c' } }]);
+    const seen = await readUntil(reader(m, { maxRows: 50 }).stream, rowCount(600));
+    const rows = rowsOf(seen);
+    // Each change once, in commit order: Customers read only up to where Persons' 50th row ended each window.
+    expect(rows.map((r) => (r.data as { Id?: number; CustomerId?: number }).Id ?? (r.data as { CustomerId: number }).CustomerId)).toEqual(Array.from({ length: 600 }, (_, i) => i + 1));
+    expect(cps(seen).length).toBeGreaterThanOrEqual(6);
+  }, 30_000);
+
   /** Reads until `n` rows and a checkpoint; the consumer stops after the first envelope until `go` resolves. */
   async function readPausedAtFirst(stream: Readable, n: number, go: () => Promise<unknown>): Promise<Envelope[]> {
     const seen: Envelope[] = [];
