@@ -218,11 +218,15 @@ async function plan(r: CdcReader, tables: readonly TableState[], to: Buffer, ful
     for (const s of segmentsOf(t, to, direct)) {
       if (compareLsn(s.from, to) > 0) continue;
       const end = compareLsn(s.to, to) < 0 ? s.to : to;
-      // Counted in turn: a count whose range `to` moved into is taken again, so the window is
-      // the one counting each table in turn gives.
-      const counting = counted.get(rangeKey(s, end, r.rowLimit));
-      if (counting === undefined && r.aborted) return undefined;
-      const n = await (counting ?? r.q.windowRows([{ instance: s.instance.name, from: s.from, to: end }], r.rowLimit).then((all) => all[0]!));
+      // Counted in turn: a count whose range `to` moved into is taken again (with the other
+      // ranges up to the new `to`, in one request), so the window is the one counting each table
+      // in turn gives.
+      const key = rangeKey(s, end, r.rowLimit);
+      if (!counted.has(key)) {
+        if (r.aborted) return undefined;
+        countRows(r, tables, to, counted);
+      }
+      const n = await counted.get(key)!;
       if (n.rows === 0) continue;
       if (n.rows >= r.rowLimit && n.last !== null && compareLsn(n.last, end) < 0) {
         to = n.last;
