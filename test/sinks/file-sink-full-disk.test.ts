@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -63,6 +64,35 @@ describe('files output on a full disk (fault-injecting file handle)', () => {
     // Every row before the last acknowledged checkpoint is whole on disk.
     for (let n = 0; n < last; n++) expect(have.has(n), `row ${n} acknowledged but not on disk`).toBe(true);
     expect(acked.length).toBeGreaterThan(0);
+  });
+
+  it('destroyed between a short write and the rest of the batch (another sink failed first): the batch is cut, no torn line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dstream-short-destroy-'));
+    const disk = (await injectDiskFull({ dir, bytes: 100 })) as Injected;
+    const sink = fileSink({ dir, destination: 'A_cdc_events' });
+    const errors: Error[] = [];
+    sink.on('error', (err) => errors.push(err));
+    // The pipeline destroys every sink once one fails: here, while this sink's write was short.
+    const probe = await open(join(dir, '.probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const write = proto.write;
+    proto.write = function (this: unknown, ...args: unknown[]) {
+      const shortBefore = disk.state.shortWrites;
+      const p = write.apply(this, args);
+      if (disk.state.shortWrites > shortBefore) sink.destroy();
+      return p;
+    };
+    try {
+      sink.write(row('A', 1));
+      await new Promise((resolve) => sink.on('close', resolve));
+    } finally {
+      proto.write = write;
+      disk.restore();
+    }
+    expect(disk.state.shortWrites).toBe(1);
+    expect(readFileSync(join(dir, 'A_cdc_events.ndjson'), 'utf8')).toBe('');
+    expect(errors).toEqual([]);
   });
 
   it('a torn last line (a crash in the middle of a write) is cut when the file is opened, before appending', async () => {
