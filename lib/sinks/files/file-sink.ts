@@ -52,6 +52,8 @@ export class FileSink extends Writable {
   private handle: FileHandle | null = null;
   /** Bytes of the file known whole: where the next batch begins. */
   private size = 0;
+  /** The write in progress, settled (never rejects); undefined before the first. */
+  private inFlight: Promise<void> | undefined;
   private readonly options: FileSinkOptions;
   private readonly counts: FileSinkStats;
 
@@ -88,13 +90,23 @@ export class FileSink extends Writable {
   }
 
   override _write(env: Envelope, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.append(`${JSON.stringify(env)}\n`, 1).then(() => callback(), callback);
+    this.appending(`${JSON.stringify(env)}\n`, 1, callback);
   }
 
   override _writev(chunks: Array<{ chunk: Envelope }>, callback: (err?: Error | null) => void): void {
     let text = '';
     for (const c of chunks) text += `${JSON.stringify(c.chunk)}\n`;
-    this.append(text, chunks.length).then(() => callback(), callback);
+    this.appending(text, chunks.length, callback);
+  }
+
+  /** append(), kept as the write in progress from before its first byte: closing waits for it (see close()). */
+  private appending(text: string, records: number, callback: (err?: Error | null) => void): void {
+    let settled!: () => void;
+    this.inFlight = new Promise<void>((resolve) => (settled = resolve));
+    this.append(text, records).then(
+      () => (settled(), callback()),
+      (err: Error) => (settled(), callback(err)),
+    );
   }
 
   override _final(callback: (err?: Error | null) => void): void {
@@ -157,7 +169,13 @@ export class FileSink extends Writable {
     return kept;
   }
 
+  /**
+   * Closes the file once the write in progress has finished. Destroyed in the middle of a batch (the
+   * pipeline destroys every sink once one fails), the batch still ends whole or cut back to where it
+   * began: closing under it would leave the rest unwritten and the cut impossible, a torn line.
+   */
   private async close(): Promise<void> {
+    await this.inFlight;
     const h = this.handle;
     this.handle = null;
     if (h !== null) await h.close();
