@@ -171,6 +171,8 @@ export class CdcModel {
   maxOpenStreams = 0;
   /** Rows of the change tables (cdc.<instance>_CT) built for statements; a count by key builds none. */
   changeTableRowsBuilt = 0;
+  /** Entries of cdc.lsn_time_mapping handed to statements as rows; a count by key hands none. */
+  mappingRowsBuilt = 0;
   /** Set by the server hosting the model. */
   connections: ModelConnections | undefined;
   /** The capture job runs only when a test calls runCapture() (its own schedule), not after every commit. */
@@ -486,6 +488,7 @@ export class CdcModel {
     for (let i = from ? firstAtOrAfter(this.lsnTimeMapping, (e) => e.lsn, from, inclusive) : 0; i < this.lsnTimeMapping.length; i++) {
       const e = this.lsnTimeMapping[i]!;
       if (compareLsn(e.lsn, max) > 0) return;
+      this.mappingRowsBuilt++;
       yield e;
     }
   }
