@@ -398,7 +398,8 @@ export class CdcModel {
       i.changes = i.changes.filter((r) => compareLsn(r.__$start_lsn, low) >= 0);
       if (i.startLsn !== null && compareLsn(i.startLsn, low) < 0) i.startLsn = low;
     }
-    this.lsnTimeMapping.splice(0, this.lsnTimeMapping.length, ...this.lsnTimeMapping.filter((e) => compareLsn(e.lsn, low) >= 0));
+    // In start_lsn order: the entries below the watermark are a prefix, pruned in place.
+    this.lsnTimeMapping.splice(0, firstAtOrAfter(this.lsnTimeMapping, (e) => e.lsn, low, true));
     const max = this.maxCaptured;
     if (max !== null && !this.lsnTimeMapping.some((e) => compareLsn(e.lsn, max) <= 0)) this.maxCaptured = null;
   }
@@ -485,10 +486,17 @@ export class CdcModel {
   *visibleMapping(from?: Buffer, inclusive = true): Generator<{ lsn: Buffer; commitTime: string; tranId: number }> {
     const max = this.maxCaptured;
     if (max === null) return;
-    for (let i = from ? firstAtOrAfter(this.lsnTimeMapping, (e) => e.lsn, from, inclusive) : 0; i < this.lsnTimeMapping.length; i++) {
-      const e = this.lsnTimeMapping[i]!;
+    const list = this.lsnTimeMapping;
+    let last: { lsn: Buffer } | undefined;
+    for (let i = from ? firstAtOrAfter(list, (e) => e.lsn, from, inclusive) : 0; ; i++) {
+      // Cleanup prunes the mapping in place while a scan waits for its client: SQL Server's scan
+      // goes on from the key it stands on, so entries it has passed take nothing with them.
+      if (last !== undefined && list[i - 1] !== last) i = firstAtOrAfter(list, (e) => e.lsn, last.lsn, false);
+      if (i >= list.length) return;
+      const e = list[i]!;
       if (compareLsn(e.lsn, max) > 0) return;
       this.mappingRowsBuilt++;
+      last = e;
       yield e;
     }
   }
