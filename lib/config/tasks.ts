@@ -82,6 +82,11 @@ export interface TaskConfig {
 export interface TaskFile {
   file: string;
   tasks: TaskConfig[];
+  /**
+   * Every task the file declares, in file order: also those left out of `tasks` for problems of their
+   * own when the file was loaded for another task (LoadOptions.task). Absent: the names in `tasks`.
+   */
+  declared?: string[];
 }
 
 export interface LoadOptions {
@@ -206,7 +211,7 @@ export async function parseTaskFile(source: string, file: string, env: Record<st
     }
   }
   if (tasks.length === 0 && options.task === undefined) throw at.error({ line: 1, column: 1 }, 'no task blocks: declare at least one task "<name>" { ... }');
-  return { file, tasks };
+  return { file, tasks, declared: entries.map((e) => e.name) };
 }
 
 /** `locals { }` of the original dstream: HCL hands `local.x` over as the text "${local.x}". */
@@ -346,6 +351,6 @@ function hclError(err: unknown, file: string): DstreamError {
 export function taskNamed(tasks: TaskFile, name: string): TaskConfig {
   const task = tasks.tasks.find((t) => t.name === name);
   if (task !== undefined) return task;
-  const names = tasks.tasks.map((t) => t.name);
+  const names = tasks.declared ?? tasks.tasks.map((t) => t.name);
   throw new DstreamError(ErrorCodes.CONFIG, `no task "${name}" in ${tasks.file}${hint(name, names)} (tasks: ${names.join(', ')})`, { details: { task: name, tasks: names } });
 }

@@ -110,6 +110,15 @@ describe('dstream.hcl', () => {
     expect(() => taskNamed(file, 'dmeo')).toThrow('no task "dmeo" in dstream.hcl; did you mean "demo"? (tasks: demo, mssql-to-asb)');
   });
 
+  it('names every task declared, also one with problems of its own, when asked for a task there is not', async () => {
+    // Loaded for the task asked for, a problem confined to another task does not stop the load (the
+    // task is left out): the answer still names it, so a typo of its name is recognised.
+    const text = 'task "demo" {\n  type = "providers"\n}\ntask "other" {\n  input { provider = "generator" }\n  output { provider = "files" }\n}\n';
+    const file = await parseTaskFile(text, 'dstream.hcl', {}, { task: 'dmeo' });
+    expect(file.tasks.map((t) => t.name)).toEqual(['other']);
+    expect(() => taskNamed(file, 'dmeo')).toThrow('no task "dmeo" in dstream.hcl; did you mean "demo"? (tasks: demo, other)');
+  });
+
   it('the example task files validate, with their secrets from the environment', async () => {
     const root = join(__dirname, '..', '..', 'examples');
     const demo = await loadTaskFile(join(root, 'dstream.hcl'), {});
