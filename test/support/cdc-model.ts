@@ -121,6 +121,19 @@ export function firstAtOrAfter<T>(items: readonly T[], lsnOf: (item: T) => Buffe
   return lo;
 }
 
+/**
+ * Where a scan in `lsnOf` order goes on after `last` once cleanup has removed rows below its
+ * watermark: the item after `last`, or (when cleanup removed it, and with it every item of its LSN)
+ * the first item past its LSN. SQL Server's scan goes on from the key it stands on, so the rows it
+ * has passed take nothing with them.
+ */
+export function indexAfter<T>(items: readonly T[], lsnOf: (item: T) => Buffer, last: T): number {
+  const lsn = lsnOf(last);
+  const i = firstAtOrAfter(items, lsnOf, lsn, true);
+  for (let j = i; j < items.length && compareLsn(lsnOf(items[j]!), lsn) === 0; j++) if (items[j] === last) return j + 1;
+  return i;
+}
+
 /** The wire side of the server, which the model asks to break connections. */
 export interface ModelConnections {
   dropConnections(): void;
@@ -487,11 +500,11 @@ export class CdcModel {
     const max = this.maxCaptured;
     if (max === null) return;
     const list = this.lsnTimeMapping;
-    let last: { lsn: Buffer } | undefined;
-    for (let i = from ? firstAtOrAfter(list, (e) => e.lsn, from, inclusive) : 0; ; i++) {
-      // Cleanup prunes the mapping in place while a scan waits for its client: SQL Server's scan
-      // goes on from the key it stands on, so entries it has passed take nothing with them.
-      if (last !== undefined && list[i - 1] !== last) i = firstAtOrAfter(list, (e) => e.lsn, last.lsn, false);
+    const lsnOf = (e: { lsn: Buffer }) => e.lsn;
+    let last: (typeof list)[number] | undefined;
+    for (let i = from ? firstAtOrAfter(list, lsnOf, from, inclusive) : 0; ; i++) {
+      // Cleanup prunes the mapping in place while a scan waits for its client.
+      if (last !== undefined && list[i - 1] !== last) i = indexAfter(list, lsnOf, last);
       if (i >= list.length) return;
       const e = list[i]!;
       if (compareLsn(e.lsn, max) > 0) return;

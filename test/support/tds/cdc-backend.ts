@@ -10,7 +10,7 @@
  * Server documents for them. Adding one is adding an entry to VIEWS, SCALARS or PROCEDURES.
  */
 import { incrementLsn } from '../../../lib/sources/mssql/lsn.js';
-import { compareLsn, firstAtOrAfter, type CdcModel, type ModelInstance, type ModelTable } from '../cdc-model.js';
+import { compareLsn, firstAtOrAfter, indexAfter, type CdcModel, type ModelInstance, type ModelTable } from '../cdc-model.js';
 import { Batch, type Catalog, type Relation, type Row, type ScalarFunction, type SeekBound, type WritableTable } from './engine.js';
 import { tokenize } from './tsql.js';
 import { SqlServerError, type BatchOutput, type ColumnDef, type ExecuteContext, type Param, type SessionInfo, type SqlType, type SqlValue, type TdsBackend } from './types.js';
@@ -287,16 +287,6 @@ const VIEWS: Record<string, ViewFactory> = {
   },
 };
 
-/**
- * Where a scan of a change table goes on after `last` once cleanup has replaced its rows: the row
- * after it, or (when cleanup removed it, and with it every row of its LSN) the first row past its LSN.
- */
-function after(changes: ModelInstance['changes'], last: ModelInstance['changes'][number]): number {
-  const i = firstAtOrAfter(changes, (r) => r.__$start_lsn, last.__$start_lsn, true);
-  for (let j = i; j < changes.length && compareLsn(changes[j]!.__$start_lsn, last.__$start_lsn) === 0; j++) if (changes[j] === last) return j + 1;
-  return i;
-}
-
 /** Columns of a change table / change function row for an instance. */
 function changeColumns(i: ModelInstance, table: boolean): ColumnDef[] {
   const captured = i.columns.map((c) => {
@@ -429,9 +419,8 @@ class SessionCatalog implements Catalog {
         try {
           for (let i = from; ; i++) {
             if (ct.changes !== changes) {
-              // The cleanup job replaced the rows while this scan waited for the client: SQL Server's
-              // scan goes on from the key it stands on, so rows it has passed take nothing with them.
-              i = i === from ? seek(ct.changes) : after(ct.changes, changes[i - 1]!);
+              // The cleanup job replaced the rows while this scan waited for the client.
+              i = i === from ? seek(ct.changes) : indexAfter(ct.changes, (r) => r.__$start_lsn, changes[i - 1]!);
               changes = ct.changes;
             }
             if (i >= changes.length) return;
